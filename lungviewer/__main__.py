@@ -1,0 +1,3 @@
+from lungviewer.cli import main
+
+raise SystemExit(main())
