@@ -1,0 +1,470 @@
+"""Reading a CT series from DICOM files into a :class:`~lungviewer.study.volume.Volume`.
+
+Two passes, both on a thread pool: first the headers only (``stop_before_pixels``) to find
+the series, drop what is not an axial CT image (scouts, dose reports, SR, other modalities,
+non-DICOM files) and sort the slices by ImagePositionPatient projected on the slice normal
+(never by file name or InstanceNumber); then the pixels, written straight into one
+preallocated ``int16`` array ``(z, y, x)`` in HU (RescaleSlope/RescaleIntercept applied per
+slice). Uncompressed little-endian pixel data is read with ``numpy.frombuffer``; anything
+else goes through pydicom's decoders (pylibjpeg, openjpeg, RLE plugins).
+
+Problems that still allow reading (missing slices, uneven spacing, duplicate positions,
+mixed sizes, gantry tilt, other series present) become ``Volume.warnings``; problems that do
+not raise :class:`StudyLoadError` with a message that names the file and what to do.
+Messages and logs never contain patient names or IDs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from lungviewer.study.volume import Volume
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+Cancel = Callable[[], bool]
+
+#: Uncompressed little-endian syntaxes whose PixelData we read with numpy directly.
+_NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
+#: Hard limit against absurd headers (a 2000×1024×1024 int16 volume is 4 GiB).
+MAX_VOXELS = 2_200_000_000
+
+
+class StudyLoadError(Exception):
+    """The folder or files do not hold a CT series that can be shown."""
+
+
+class LoadCancelled(Exception):
+    """The user cancelled loading."""
+
+
+@dataclass
+class _Header:
+    path: Path
+    series_uid: str
+    study_uid: str
+    sop_uid: str
+    modality: str
+    image_type: tuple[str, ...]
+    description: str
+    comments: str
+    patient_id: str
+    position: np.ndarray | None
+    orientation: np.ndarray | None
+    rows: int
+    cols: int
+    pixel_spacing: tuple[float, float] | None
+    thickness: float | None
+    slope: float
+    intercept: float
+    transfer_syntax: str
+    has_pixels: bool
+
+    @property
+    def is_localizer(self) -> bool:
+        return "LOCALIZER" in self.image_type
+
+    @property
+    def normal(self) -> np.ndarray | None:
+        if self.orientation is None:
+            return None
+        n = np.cross(self.orientation[:3], self.orientation[3:])
+        norm = np.linalg.norm(n)
+        return n / norm if norm > 0 else None
+
+
+@dataclass
+class SeriesSummary:
+    """One series found in a folder (headers only)."""
+
+    series_uid: str
+    description: str
+    modality: str
+    n_files: int
+    rows: int
+    cols: int
+    usable: bool  # an axial CT image series that load_series can open
+    reason: str = ""  # why not usable
+
+
+@dataclass
+class _Scan:
+    headers: list[_Header] = field(default_factory=list)
+    not_dicom: list[Path] = field(default_factory=list)
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _float_list(value, n: int) -> np.ndarray | None:
+    try:
+        arr = np.array([float(v) for v in value], dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return arr if arr.shape == (n,) and np.all(np.isfinite(arr)) else None
+
+
+def _read_header(path: Path) -> _Header | str:
+    """Header of one file, or a string saying why it is not a usable DICOM object."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        return "not DICOM"
+    except PermissionError:
+        return "permission denied"
+    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        return f"unreadable ({type(exc).__name__})"
+    try:
+        meta = getattr(ds, "file_meta", None)
+        ts = str(getattr(meta, "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
+        spacing = _float_list(ds.get("PixelSpacing", []), 2)
+        thickness = ds.get("SliceThickness", None)
+        # pixel data was skipped: detect its presence from the file's tags we did read
+        has_pixels = "Rows" in ds and "Columns" in ds and "BitsAllocated" in ds
+        return _Header(
+            path=path,
+            series_uid=str(ds.get("SeriesInstanceUID", "")),
+            study_uid=str(ds.get("StudyInstanceUID", "")),
+            sop_uid=str(ds.get("SOPInstanceUID", "")),
+            modality=str(ds.get("Modality", "")).upper(),
+            image_type=tuple(str(v).upper() for v in (ds.get("ImageType", None) or ())),
+            description=str(ds.get("SeriesDescription", "")),
+            comments=str(ds.get("ImageComments", "")),
+            patient_id=str(ds.get("PatientID", "")),
+            position=_float_list(ds.get("ImagePositionPatient", []), 3),
+            orientation=_float_list(ds.get("ImageOrientationPatient", []), 6),
+            rows=int(ds.get("Rows", 0) or 0),
+            cols=int(ds.get("Columns", 0) or 0),
+            pixel_spacing=tuple(spacing) if spacing is not None else None,  # type: ignore[arg-type]
+            thickness=float(thickness) if thickness not in (None, "") else None,
+            slope=float(ds.get("RescaleSlope", 1.0) or 1.0),
+            intercept=float(ds.get("RescaleIntercept", 0.0) or 0.0),
+            transfer_syntax=ts,
+            has_pixels=has_pixels,
+        )
+    except (TypeError, ValueError, AttributeError) as exc:
+        return f"malformed header ({type(exc).__name__})"
+
+
+def _list_files(path: str | Path | Sequence[str | Path]) -> tuple[list[Path], Path]:
+    if isinstance(path, (str, os.PathLike)):
+        root = Path(path)
+        if not root.exists():
+            raise StudyLoadError(f"{root} does not exist.")
+        if root.is_file():
+            return [root], root.parent
+        try:
+            files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+        except PermissionError as exc:
+            raise StudyLoadError(f"Cannot list {root}: permission denied ({exc.filename}).") from exc
+        return files, root
+    files = [Path(p) for p in path]
+    return files, (files[0].parent if files else Path("."))
+
+
+def _pool_size() -> int:
+    return min(8, (os.cpu_count() or 2) * 2)
+
+
+def _scan(files: list[Path], progress: Progress | None, cancel: Cancel | None,
+          total: int) -> _Scan:
+    out = _Scan()
+    with ThreadPoolExecutor(_pool_size()) as pool:
+        for i, (path, res) in enumerate(zip(files, pool.map(_read_header, files))):
+            if cancel is not None and cancel():
+                pool.shutdown(cancel_futures=True)
+                raise LoadCancelled()
+            if isinstance(res, str):
+                if res == "not DICOM":
+                    out.not_dicom.append(path)
+                else:
+                    out.unreadable.append((path, res))
+            else:
+                out.headers.append(res)
+            if progress is not None and (i % 16 == 0 or i == len(files) - 1):
+                progress(i + 1, total)
+    return out
+
+
+def _why_unusable(headers: list[_Header]) -> str:
+    h = headers[0]
+    if h.modality != "CT":
+        return f"modality {h.modality or 'unknown'}, not CT"
+    if not any(x.has_pixels for x in headers):
+        return "no image data"
+    if all(x.is_localizer for x in headers):
+        return "localizer (scout) image"
+    normals = [x.normal for x in headers if x.normal is not None and x.position is not None]
+    if not normals:
+        return "no ImagePositionPatient/ImageOrientationPatient"
+    if abs(normals[0][2]) < 0.8:
+        return "not an axial series"
+    return ""
+
+
+def _group(headers: Iterable[_Header]) -> dict[str, list[_Header]]:
+    groups: dict[str, list[_Header]] = {}
+    for h in headers:
+        groups.setdefault(h.series_uid, []).append(h)
+    return groups
+
+
+def scan_folder(path: str | Path | Sequence[str | Path]) -> list[SeriesSummary]:
+    """The series found under ``path`` (headers only), biggest usable series first."""
+    files, _ = _list_files(path)
+    scan = _scan(files, None, None, len(files))
+    out = []
+    for uid, hs in _group(scan.headers).items():
+        why = _why_unusable(hs)
+        out.append(SeriesSummary(uid, hs[0].description, hs[0].modality, len(hs),
+                                 hs[0].rows, hs[0].cols, not why, why))
+    return sorted(out, key=lambda s: (not s.usable, -s.n_files))
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return path.name
+
+
+def _choose_series(scan: _Scan, series_uid: str | None, root: Path) -> tuple[list[_Header], list[str]]:
+    groups = _group(scan.headers)
+    notes: list[str] = []
+    if series_uid is not None:
+        if series_uid not in groups:
+            raise StudyLoadError(f"Series {series_uid} was not found under {root}.")
+        chosen = groups[series_uid]
+        why = _why_unusable(chosen)
+        if why:
+            raise StudyLoadError(f"Series {series_uid} cannot be shown: {why}.")
+    else:
+        usable = {uid: hs for uid, hs in groups.items() if not _why_unusable(hs)}
+        if not usable:
+            if not scan.headers:
+                extra = ""
+                if scan.unreadable:
+                    p, why = scan.unreadable[0]
+                    extra = f" {len(scan.unreadable)} file(s) could not be read, e.g. {_rel(p, root)}: {why}."
+                raise StudyLoadError(
+                    f"No DICOM files found under {root}.{extra} Choose a folder that holds a CT series."
+                )
+            found = ", ".join(sorted({f"{hs[0].modality or '?'}: {_why_unusable(hs)}"
+                                      for hs in groups.values()}))
+            raise StudyLoadError(
+                f"No axial CT image series under {root} (found {found}). "
+                "lungviewer opens axial CT series."
+            )
+        uid = max(usable, key=lambda u: len(usable[u]))
+        chosen = usable[uid]
+        others = len(usable) - 1
+        if others:
+            notes.append(
+                f"{others} other CT series in this folder; opened the one with the most slices "
+                f"({len(chosen)} images, '{chosen[0].description}')."
+            )
+    skipped = len(scan.headers) - len(chosen)
+    if scan.not_dicom:
+        notes.append(f"{len(scan.not_dicom)} non-DICOM file(s) ignored.")
+    if scan.unreadable:
+        p, why = scan.unreadable[0]
+        notes.append(f"{len(scan.unreadable)} file(s) could not be read and were skipped "
+                     f"(e.g. {_rel(p, root)}: {why}).")
+    n_loc = sum(1 for h in scan.headers if h.is_localizer)
+    if n_loc:
+        notes.append(f"{n_loc} localizer/scout image(s) ignored.")
+    del skipped
+    return chosen, notes
+
+
+def _sort_and_check(headers: list[_Header], root: Path) -> tuple[list[_Header], np.ndarray, list[str]]:
+    """Keep the slices that form one stack, sort them along the normal; warnings."""
+    warnings: list[str] = []
+    headers = [h for h in headers if h.has_pixels and not h.is_localizer
+               and h.position is not None and h.orientation is not None]
+    # one image size: keep the majority
+    sizes = Counter((h.rows, h.cols) for h in headers)
+    (rows, cols), _ = sizes.most_common(1)[0]
+    if len(sizes) > 1:
+        dropped = sum(n for s, n in sizes.items() if s != (rows, cols))
+        warnings.append(f"Mixed image sizes: kept {rows}×{cols}, dropped {dropped} image(s) of another size.")
+        headers = [h for h in headers if (h.rows, h.cols) == (rows, cols)]
+    # one orientation: keep the majority
+    orients = Counter(tuple(np.round(h.orientation, 3)) for h in headers)
+    ref_orient, _ = orients.most_common(1)[0]
+    if len(orients) > 1:
+        before = len(headers)
+        headers = [h for h in headers if tuple(np.round(h.orientation, 3)) == ref_orient]
+        warnings.append(f"Mixed orientations: dropped {before - len(headers)} image(s).")
+    normal = headers[0].normal
+    assert normal is not None
+    proj = np.array([float(h.position @ normal) for h in headers])
+    order = np.argsort(proj, kind="stable")
+    headers = [headers[i] for i in order]
+    proj = proj[order]
+    # duplicate positions
+    if len(proj) > 1:
+        dup = np.concatenate([[False], np.diff(proj) < 1e-3])
+        if dup.any():
+            warnings.append(
+                f"{int(dup.sum())} image(s) duplicate the position of another and were dropped."
+            )
+            headers = [h for h, d in zip(headers, dup) if not d]
+            proj = proj[~dup]
+    if len(proj) > 2:
+        steps = np.diff(proj)
+        step = float(np.median(steps))
+        gaps = np.nonzero(steps > 1.5 * step)[0]
+        if gaps.size:
+            missing = int(np.sum(np.round(steps[gaps] / step) - 1))
+            where = ", ".join(f"between images {i + 1} and {i + 2} (z {proj[i]:.1f}→{proj[i + 1]:.1f} mm)"
+                              for i in gaps[:3])
+            warnings.append(f"About {missing} slice(s) missing: {where}"
+                            f"{' …' if gaps.size > 3 else ''}. Distances across the gap are not to scale.")
+        elif np.max(np.abs(steps - step)) > 0.1 * step + 0.01:
+            warnings.append(f"Uneven slice spacing: steps from {steps.min():.2f} to {steps.max():.2f} mm "
+                            f"(median {step:.2f} mm used).")
+    # gantry tilt: positions do not advance along the normal
+    if len(headers) > 1:
+        d = headers[-1].position - headers[0].position
+        norm = np.linalg.norm(d)
+        if norm > 0:
+            cosang = abs(float(d @ normal)) / norm
+            angle = float(np.degrees(np.arccos(np.clip(cosang, -1, 1))))
+            if angle > 0.5:
+                warnings.append(f"Gantry tilt of about {angle:.1f}°: slices are shown as acquired, "
+                                "without tilt correction; 3-D distances are approximate.")
+    return headers, proj, warnings
+
+
+def _read_pixels(h: _Header, out: np.ndarray, root: Path) -> None:
+    """Read one slice's pixels as HU into ``out`` (a (rows, cols) int16 view)."""
+    try:
+        ds = pydicom.dcmread(h.path)
+    except PermissionError as exc:
+        raise StudyLoadError(f"{_rel(h.path, root)}: permission denied.") from exc
+    except Exception as exc:  # noqa: BLE001 - any parser failure is a bad file
+        raise StudyLoadError(f"{_rel(h.path, root)}: cannot read the file ({type(exc).__name__}: {exc}).") from exc
+    if "PixelData" not in ds:
+        raise StudyLoadError(f"{_rel(h.path, root)}: the image has no pixel data.")
+    ts = str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))
+    bits = int(ds.get("BitsAllocated", 16))
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    stored_bits = int(ds.get("BitsStored", bits))
+    samples = int(ds.get("SamplesPerPixel", 1))
+    if samples != 1:
+        raise StudyLoadError(f"{_rel(h.path, root)}: colour image ({samples} samples per pixel), not CT.")
+    try:
+        if ts in _NATIVE_LE and bits == 16 and (stored_bits == 16 or not signed):
+            raw = np.frombuffer(ds.PixelData, dtype=np.int16 if signed else np.uint16,
+                                count=h.rows * h.cols)
+            px = raw.reshape(h.rows, h.cols)
+        else:
+            px = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - decoder plugins raise many types
+        name = UID(ts).name if ts else "unknown"
+        raise StudyLoadError(
+            f"{_rel(h.path, root)}: pixel data in transfer syntax '{name}' ({ts}) could not be "
+            f"decoded ({exc}). Install a decoder (pylibjpeg with its libjpeg/openjpeg/rle plugins "
+            "comes with lungviewer) or convert the series to uncompressed DICOM."
+        ) from exc
+    if px.shape != out.shape:
+        raise StudyLoadError(f"{_rel(h.path, root)}: image is {px.shape}, expected {out.shape}.")
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    if slope == 1.0 and float(intercept).is_integer():
+        hu = px.astype(np.int32)
+        hu += int(intercept)
+    else:
+        hu = px.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+        np.rint(hu, out=hu)
+    np.clip(hu, -32768, 32767, out=hu)
+    out[...] = hu
+
+
+def load_series(
+    path: str | Path | Sequence[str | Path],
+    series_uid: str | None = None,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> Volume:
+    """Load the axial CT series under ``path`` as a Volume (HU int16, (z, y, x)).
+
+    Args:
+        path: a folder (searched recursively), one file, or a list of files.
+        series_uid: the SeriesInstanceUID to open; default: the CT series with most slices.
+        progress: called as ``progress(done, total)`` (headers, then pixels).
+        cancel: polled; when it returns True, :class:`LoadCancelled` is raised.
+
+    Raises:
+        StudyLoadError: nothing loadable, undecodable pixel data, unreadable files, ...
+        LoadCancelled: ``cancel()`` returned True.
+    """
+    files, root = _list_files(path)
+    if not files:
+        raise StudyLoadError(f"{root} is empty: choose a folder that holds a CT series.")
+    total_guess = 2 * len(files)
+    scan = _scan(files, progress, cancel, total_guess)
+    chosen, notes = _choose_series(scan, series_uid, root)
+    headers, proj, warnings = _sort_and_check(chosen, root)
+    first = headers[0]
+    n, rows, cols = len(headers), first.rows, first.cols
+    if n * rows * cols > MAX_VOXELS or rows > 4096 or cols > 4096:
+        raise StudyLoadError(
+            f"The series is too large to open ({n} × {rows} × {cols} voxels); "
+            "lungviewer opens series of up to about 2 billion voxels."
+        )
+    if first.pixel_spacing is None:
+        warnings.append("PixelSpacing missing: assuming 1 mm pixels; distances are not to scale.")
+    dy, dx = first.pixel_spacing or (1.0, 1.0)
+    dz = float(np.median(np.diff(proj))) if n > 1 else float(first.thickness or 1.0)
+    hu = np.empty((n, rows, cols), dtype=np.int16)
+    done = [len(files)]
+
+    def work(i: int) -> None:
+        if cancel is not None and cancel():
+            raise LoadCancelled()
+        _read_pixels(headers[i], hu[i], root)
+
+    with ThreadPoolExecutor(_pool_size()) as pool:
+        futures = [pool.submit(work, i) for i in range(n)]
+        try:
+            for k, fut in enumerate(futures):
+                fut.result()
+                done[0] += 1
+                if progress is not None and (k % 8 == 0 or k == n - 1):
+                    progress(len(files) + k + 1, len(files) + n)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+    text = f"{first.description} {first.comments}".upper()
+    volume = Volume(
+        hu=hu,
+        spacing=(dz, float(dy), float(dx)),
+        positions=np.stack([h.position for h in headers]),
+        orientation=first.orientation,
+        sop_uids=[h.sop_uid for h in headers],
+        series_uid=first.series_uid,
+        study_uid=first.study_uid,
+        description=first.description,
+        patient_id=first.patient_id,
+        modality=first.modality,
+        is_synthetic="SYNTHETIC" in text,
+        warnings=warnings + notes,
+        files=[h.path for h in headers],
+        slice_thickness=first.thickness,
+    )
+    log.info("loaded series: %d slices %dx%d, spacing %.2f/%.3f/%.3f mm, %d warning(s)",
+             n, rows, cols, dz, dy, dx, len(volume.warnings))
+    return volume
