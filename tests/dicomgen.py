@@ -167,8 +167,8 @@ def write_non_image(folder: str | Path) -> Path:
 
 
 def write_non_dicom(folder: str | Path) -> Path:
-    path = Path(folder) / "README.txt"
-    path.write_text("not a DICOM file\n")
+    path = Path(folder) / "Thumbs.db"
+    path.write_bytes(b"not a DICOM file\n" * 10)
     return path
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -83,6 +84,15 @@ class _Header:
         n = np.cross(self.orientation[:3], self.orientation[3:])
         norm = np.linalg.norm(n)
         return n / norm if norm > 0 else None
+
+
+_TWIN_SOURCE = re.compile(r"source LIDC series ([0-9.]+)")
+
+
+def _twin_source(comments: str) -> str:
+    """The LIDC series a synthetic twin names in its ImageComments (see synth.writer)."""
+    m = _TWIN_SOURCE.search(comments)
+    return m.group(1) if m else ""
 
 
 @dataclass
@@ -164,12 +174,21 @@ def _list_files(path: str | Path | Sequence[str | Path]) -> tuple[list[Path], Pa
         if root.is_file():
             return [root], root.parent
         try:
-            files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+            files = sorted(p for p in root.rglob("*") if p.is_file()
+                           and not p.name.startswith(".") and not _is_companion(p))
         except PermissionError as exc:
             raise StudyLoadError(f"Cannot list {root}: permission denied ({exc.filename}).") from exc
         return files, root
     files = [Path(p) for p in path]
     return files, (files[0].parent if files else Path("."))
+
+
+# files that live beside DICOM series and are not images: not worth a warning
+_COMPANIONS = {".xml", ".txt", ".json", ".csv", ".md", ".nii", ".gz", ".npy", ".png", ".jpg"}
+
+
+def _is_companion(path: Path) -> bool:
+    return path.suffix.lower() in _COMPANIONS or path.name in ("COMPLETE", "LICENSE")
 
 
 def _pool_size() -> int:
@@ -464,6 +483,7 @@ def load_series(
         warnings=warnings + notes,
         files=[h.path for h in headers],
         slice_thickness=first.thickness,
+        source_series_uid=_twin_source(first.comments) if "SYNTHETIC" in text else "",
     )
     log.info("loaded series: %d slices %dx%d, spacing %.2f/%.3f/%.3f mm, %d warning(s)",
              n, rows, cols, dz, dy, dx, len(volume.warnings))

@@ -30,6 +30,8 @@ class Volume:
         warnings: problems found while loading (missing slices, tilt, ...), for the user.
         files: source file of every slice, in volume order.
         slice_thickness: nominal SliceThickness (mm) when present.
+        source_series_uid: for a synthetic LIDC twin, the LIDC series it was rendered from
+            (so its real annotations can be found); '' otherwise.
     """
 
     hu: np.ndarray
@@ -48,6 +50,7 @@ class Volume:
     warnings: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     slice_thickness: float | None = None
+    source_series_uid: str = ""
 
     def __post_init__(self) -> None:
         if self.hu.ndim != 3:

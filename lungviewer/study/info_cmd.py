@@ -1,0 +1,72 @@
+"""``lungviewer info PATH [--series UID] [--json]``: what is in a DICOM folder.
+
+JSON keys (documented in the README): ``path``, ``series`` (every series found: ``uid``,
+``description``, ``modality``, ``files``, ``rows``, ``cols``, ``usable``, ``reason``) and,
+when a CT series could be loaded, ``loaded``: ``series_uid``, ``description``, ``slices``,
+``shape`` [z, y, x], ``spacing_mm`` [z, y, x], ``z_range_mm`` [first, last],
+``hu_min``, ``hu_max``, ``synthetic`` (bool), ``warnings`` (list of text), ``load_seconds``.
+Patient names and IDs are never printed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+
+from .dicom_series import StudyLoadError, load_series, scan_folder
+
+
+def describe(path: str, series_uid: str | None = None) -> dict:
+    found = scan_folder(path)
+    out: dict = {"path": str(path), "series": []}
+    for s in found:
+        d = asdict(s)
+        d["uid"] = d.pop("series_uid")
+        d["files"] = d.pop("n_files")
+        out["series"].append(d)
+    t0 = time.perf_counter()
+    vol = load_series(path, series_uid=series_uid)
+    dt = time.perf_counter() - t0
+    out["loaded"] = {
+        "series_uid": vol.series_uid,
+        "description": vol.description,
+        "slices": vol.n_slices,
+        "shape": list(vol.shape),
+        "spacing_mm": [round(float(v), 4) for v in vol.spacing],
+        "z_range_mm": [float(vol.z_positions[0]), float(vol.z_positions[-1])],
+        "hu_min": int(vol.hu.min()),
+        "hu_max": int(vol.hu.max()),
+        "synthetic": vol.is_synthetic,
+        "warnings": list(vol.warnings),
+        "load_seconds": round(dt, 3),
+    }
+    return out
+
+
+def main(args) -> int:
+    try:
+        info = describe(args.path, args.series)
+    except StudyLoadError as exc:
+        if args.json:
+            print(json.dumps({"path": str(args.path), "error": str(exc)}))
+        else:
+            print(f"lungviewer info: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for s in info["series"]:
+        mark = "*" if s["uid"] == info["loaded"]["series_uid"] else " "
+        why = "" if s["usable"] else f"  (not shown: {s['reason']})"
+        print(f"{mark} {s['modality']:3s} {s['files']:4d} files {s['rows']}x{s['cols']}  "
+              f"{s['description'] or '(no description)'}{why}")
+    lo = info["loaded"]
+    print(f"loaded: {lo['slices']} slices, shape {tuple(lo['shape'])}, spacing "
+          f"{'/'.join(f'{v:g}' for v in lo['spacing_mm'])} mm (z/y/x), "
+          f"HU {lo['hu_min']}..{lo['hu_max']}, {lo['load_seconds']:.2f} s"
+          + ("  [SYNTHETIC]" if lo["synthetic"] else ""))
+    for w in lo["warnings"]:
+        print(f"warning: {w}")
+    return 0
