@@ -20,3 +20,20 @@ def _isolated_user_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "xdg-cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "xdg-config"))
     yield
+
+
+@pytest.fixture(scope="session")
+def twin_0001():
+    """The rendered LIDC twin of LIDC-IDRI-0001 (133 slices, one nodule read by 4 readers)."""
+    from lungviewer.synth.twin import render_twin
+
+    return render_twin("LIDC-IDRI-0001")
+
+
+@pytest.fixture(scope="session")
+def twin_0001_dir(twin_0001, tmp_path_factory):
+    """Folder with the LIDC-IDRI-0001 twin written as DICOM + LIDC XML."""
+    from lungviewer.synth.writer import write_twin
+
+    out = tmp_path_factory.mktemp("twin0001")
+    return write_twin("LIDC-IDRI-0001", out, twin=twin_0001)

@@ -1,0 +1,216 @@
+"""Analytic chest anatomy for the LIDC twin: every structure is a function of patient
+coordinates, so any sub-volume can be rendered on its own and equals the same crop of the
+whole scan.
+
+Coordinates: ``(k, row, col)`` voxel indices of the twin's 512×512 slices, ``t`` the
+normalised height of a slice in the scan (0 = lowest z / feet end, 1 = highest / head end).
+All sizes are in pixels derived from millimetres and the scan's pixel spacing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+AIR, FAT, MUSCLE, BLOOD, LUNG = -1000.0, -100.0, 40.0, 40.0, -860.0
+CORTEX, MARROW, TABLE = 750.0, 250.0, 150.0
+
+
+def patient_seed(text: str) -> int:
+    """A stable 63-bit seed from a string (patient ID, series UID)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+@dataclass(frozen=True)
+class ChestShape:
+    """Per-patient shape parameters (pixels), seeded from the patient ID."""
+
+    cx: float  # body centre column
+    cy: float  # body centre row
+    body_a: float  # half width
+    body_b: float  # half depth (anterior-posterior)
+    lung_a: float  # one lung's half width
+    lung_b: float  # lung half depth
+    lung_dx: float  # lung centre offset from midline
+    lung_dy: float  # lung centre offset (negative = anterior)
+    t_apex: float  # normalised height of the lung apex
+    t_base: float  # normalised height of the lung bases (dome top)
+    table_row: float
+    px_mm: float  # pixels per mm
+
+    @staticmethod
+    def for_patient(seed: int, pixel_spacing: float, nodule_points: np.ndarray | None = None,
+                    t_range: tuple[float, float] | None = None) -> "ChestShape":
+        """``nodule_points``: (n, 3) (t, row, col) of annotated nodule voxels; the lungs are
+        made large enough to contain them."""
+        rng = np.random.default_rng(seed)
+        px = 1.0 / pixel_spacing
+        body_a = rng.uniform(150, 175) * px
+        body_b = rng.uniform(105, 125) * px
+        cx = 256 + rng.uniform(-6, 6)
+        cy = 250 + rng.uniform(-8, 8)
+        lung_a = body_a * rng.uniform(0.34, 0.38)
+        lung_b = body_b * rng.uniform(0.72, 0.78)
+        lung_dx = body_a * rng.uniform(0.45, 0.49)
+        lung_dy = body_b * rng.uniform(-0.02, 0.05)
+        t_apex = rng.uniform(0.90, 0.97)
+        t_base = rng.uniform(0.10, 0.18)
+        if t_range is not None:
+            t_apex = max(t_apex, min(0.995, t_range[1] + 0.04))
+            t_base = min(t_base, max(0.0, t_range[0] - 0.04))
+        shape = ChestShape(cx, cy, body_a, body_b, lung_a, lung_b, lung_dx, lung_dy,
+                           t_apex, t_base, 0.0, px)
+        if nodule_points is not None and len(nodule_points):
+            # grow the lungs until every nodule voxel is inside (at its height's profile)
+            for _ in range(25):
+                inside = shape.lung_inside(nodule_points[:, 0], nodule_points[:, 1],
+                                           nodule_points[:, 2], margin=2.0 * px)
+                if inside.all():
+                    break
+                shape = ChestShape(
+                    shape.cx, shape.cy, shape.body_a * 1.01, shape.body_b * 1.01,
+                    shape.lung_a * 1.025, shape.lung_b * 1.025, shape.lung_dx * 1.005,
+                    shape.lung_dy, shape.t_apex, shape.t_base, 0.0, px)
+        table_row = shape.cy + shape.body_b * 1.04 + 6 * px
+        return ChestShape(*[getattr(shape, f) for f in (
+            "cx", "cy", "body_a", "body_b", "lung_a", "lung_b", "lung_dx", "lung_dy",
+            "t_apex", "t_base")], table_row, px)
+
+    # -- profiles along the body axis ------------------------------------------------
+    def lung_scale(self, t: np.ndarray | float) -> np.ndarray:
+        """Relative lung cross-section size (0 above the apex, 1 at its widest)."""
+        t = np.asarray(t, dtype=float)
+        u = (t - self.t_base) / max(self.t_apex - self.t_base, 1e-3)  # 0 at base, 1 at apex
+        up = np.sqrt(np.clip((1.0 - u) / 0.45, 0, 1))  # rounded apex
+        low = np.clip((u + 0.12) / 0.25, 0, 1)  # costophrenic recesses go below the dome
+        return np.where((u > 1) | (u < -0.12), 0.0, np.minimum(up, 0.55 + 0.45 * low))
+
+    def dome(self, t: np.ndarray | float) -> np.ndarray:
+        """Diaphragm dome radius factor at height t (0 above the dome, grows below it)."""
+        t = np.asarray(t, dtype=float)
+        u = (t - self.t_base) / max(self.t_apex - self.t_base, 1e-3)
+        return np.clip((0.22 - u) / 0.34, 0, 1)
+
+    def lung_radius(self, t, row, col, margin: float = 0.0) -> np.ndarray:
+        """Normalised superellipse radius of (t, row, col) in the nearer lung (< 1 inside
+        the lung's outline before the heart and the diaphragm cut into it; inf where the
+        scan height has no lung)."""
+        t = np.asarray(t, dtype=np.float32)
+        row = np.asarray(row, dtype=np.float32)
+        col = np.asarray(col, dtype=np.float32)
+        s = self.lung_scale(t).astype(np.float32)
+        a = self.lung_a * (0.15 + 0.85 * s) * (s > 0) - margin
+        b = self.lung_b * (0.2 + 0.8 * s) * (s > 0) - margin
+        best = np.full(np.broadcast(t, row, col).shape, np.inf)
+        for side in (-1.0, 1.0):
+            cxl = self.cx + side * self.lung_dx * (0.85 + 0.15 * s)
+            cyl = self.cy + self.lung_dy + self.lung_b * 0.08 * (1 - s)
+            dxn = (col - cxl) / np.maximum(a, 1e-3)
+            dyn = (row - cyl) / np.maximum(b, 1e-3)
+            # medial side flatter (cubic superellipse), lateral side an ellipse
+            adx = np.abs(dxn)
+            r = np.where((col - cxl) * side < 0, adx * adx * adx, adx * adx) + dyn * dyn
+            r = np.where((a > 2) & (b > 2), r, np.inf)
+            # the diaphragm dome rises in the centre of each lung
+            d = self.dome(t)
+            r = np.where((dxn ** 2 + (dyn + 0.1) ** 2) < (d * 1.1) ** 2, np.inf, r)
+            best = np.minimum(best, r)
+        return best
+
+    def lung_inside(self, t, row, col, margin: float = 0.0,
+                    radius: np.ndarray | None = None) -> np.ndarray:
+        """Boolean: is (t, row, col) inside either lung (``margin`` px shrinks the lungs;
+        ``radius``: :meth:`lung_radius` of the same points when already computed)."""
+        if radius is None:
+            radius = self.lung_radius(t, row, col, margin)
+        return (radius < 1.0) & ~self.heart_inside(t, row, col, grow=4.0 * self.px_mm)
+
+    def heart_inside(self, t, row, col, grow: float = 0.0) -> np.ndarray:
+        t = np.asarray(t, dtype=np.float32)
+        u = (t - self.t_base) / max(self.t_apex - self.t_base, 1e-3)
+        h = np.clip(1.0 - np.abs(u - 0.25) / 0.33, 0, 1) ** 0.5  # heart from base to mid chest
+        ha = self.body_a * 0.34 * h + grow
+        hb = self.body_b * 0.42 * h + grow
+        hcx = self.cx + self.body_a * 0.10
+        hcy = self.cy - self.body_b * 0.18
+        return (((np.asarray(col) - hcx) / np.maximum(ha, 1e-3)) ** 2
+                + ((np.asarray(row) - hcy) / np.maximum(hb, 1e-3)) ** 2 < 1.0) & (h > 0)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A straight tube (vessel or airway) between two voxel-space points (k, row, col in
+    *pixel* units for all three axes; k is converted with the slice spacing)."""
+
+    p0: np.ndarray
+    p1: np.ndarray
+    radius: float  # px
+
+
+def vessel_tree(shape: ChestShape, seed: int, z_px_per_t: float) -> list[Segment]:
+    """Branching pulmonary vessels from each hilum, tapering to the periphery.
+
+    Points are (h, row, col) where h = t * z_px_per_t (height in pixel units)."""
+    rng = np.random.default_rng(seed ^ 0x5EED)
+    segs: list[Segment] = []
+    t_hil = shape.t_base + 0.55 * (shape.t_apex - shape.t_base)
+    for side in (-1.0, 1.0):
+        hil = np.array([t_hil * z_px_per_t,
+                        shape.cy + shape.lung_dy - 0.05 * shape.lung_b,
+                        shape.cx + side * (shape.lung_dx - 0.55 * shape.lung_a)])
+        # main directions: up, down-front, down-back, lateral
+        dirs = [(1.0, -0.1, side * 0.4), (-1.0, -0.4, side * 0.3), (-1.0, 0.5, side * 0.3),
+                (0.1, 0.1, side * 1.0), (-0.3, -0.8, side * 0.5), (0.4, 0.7, side * 0.4)]
+        stack = [(hil, np.array(d) / np.linalg.norm(d), 5.0 * shape.px_mm, 38.0 * shape.px_mm, 0)
+                 for d in dirs]
+        while stack:
+            p, d, r, length, depth = stack.pop()
+            q = p + d * length
+            t_q = q[0] / z_px_per_t
+            if not shape.lung_inside(t_q, q[1], q[2], margin=2.0):
+                # shorten to stay inside the lung; drop if it leaves at once
+                q = p + d * length * 0.5
+                if not shape.lung_inside(q[0] / z_px_per_t, q[1], q[2], margin=2.0):
+                    continue
+            segs.append(Segment(p, q, r))
+            if r < 0.8 * shape.px_mm or depth > 8:
+                continue
+            for _ in range(3 if depth < 3 else 2):
+                nd = d + rng.normal(0, 0.55, 3)
+                nd /= np.linalg.norm(nd)
+                stack.append((q, nd, r * rng.uniform(0.68, 0.8), length * rng.uniform(0.65, 0.8),
+                              depth + 1))
+    return segs
+
+
+def rasterize_tubes(segs: list[Segment], h: np.ndarray, rows: tuple[int, int],
+                    cols: tuple[int, int]) -> np.ndarray:
+    """Soft occupancy (0..1) of tubes on the grid of heights ``h`` (one per slice, px units)
+    × rows [r0, r1) × cols [c0, c1). Vectorised per segment over its bounding box."""
+    r0, r1 = rows
+    c0, c1 = cols
+    out = np.zeros((len(h), r1 - r0, c1 - c0), dtype=np.float32)
+    for s in segs:
+        lo = np.minimum(s.p0, s.p1) - s.radius - 1.5
+        hi = np.maximum(s.p0, s.p1) + s.radius + 1.5
+        ks = np.nonzero((h >= lo[0]) & (h <= hi[0]))[0]
+        if ks.size == 0:
+            continue
+        ra, rb = max(int(lo[1]), r0), min(int(np.ceil(hi[1])) + 1, r1)
+        ca, cb = max(int(lo[2]), c0), min(int(np.ceil(hi[2])) + 1, c1)
+        if ra >= rb or ca >= cb:
+            continue
+        P = np.stack(np.broadcast_arrays(h[ks][:, None, None],
+                                         np.arange(ra, rb, dtype=np.float32)[None, :, None],
+                                         np.arange(ca, cb, dtype=np.float32)[None, None, :]), -1)
+        d = s.p1 - s.p0
+        L2 = float(d @ d) or 1.0
+        u = np.clip(((P - s.p0) @ d) / L2, 0, 1)
+        dist = np.linalg.norm(P - (s.p0 + u[..., None] * d), axis=-1)
+        occ = np.clip(s.radius + 0.5 - dist, 0, 1).astype(np.float32)
+        sub = out[ks, ra - r0:rb - r0, ca - c0:cb - c0]
+        np.maximum(sub, occ, out=sub)
+        out[ks, ra - r0:rb - r0, ca - c0:cb - c0] = sub
+    return out

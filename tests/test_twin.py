@@ -1,0 +1,165 @@
+"""The synthetic LIDC twin: geometry, labels, HU, determinism, DICOM and XML output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from defusedxml import ElementTree as DET
+from skimage.draw import polygon as fill_polygon
+
+from lungviewer.study.dicom_series import load_series
+from lungviewer.study.lidc_db import get_database
+from lungviewer.synth.twin import (build_model, cluster_annotations, find_scan, render_region,
+                                   twin_positions, twin_spacing)
+
+NS = "{http://www.nih.gov}"
+
+
+def test_geometry_equals_the_lidc_scan(twin_0001):
+    scan = get_database().scan_by_patient("LIDC-IDRI-0001")
+    assert twin_0001.hu.shape == (scan.n_slices, 512, 512) == (133, 512, 512)
+    assert twin_0001.hu.dtype == np.int16
+    np.testing.assert_allclose(twin_0001.positions[:, 2], scan.z_positions)
+    assert twin_0001.spacing == pytest.approx((2.5, 0.703125, 0.703125))
+
+
+@pytest.mark.parametrize("pid", ["LIDC-IDRI-0002", "LIDC-IDRI-0078", "LIDC-IDRI-0500"])
+def test_geometry_and_region_for_other_patients(pid):
+    scan = find_scan(pid)
+    pos = twin_positions(scan)
+    np.testing.assert_allclose(pos[:, 2], scan.z_positions)
+    assert twin_spacing(scan)[1] == scan.pixel_spacing
+    model = build_model(scan)
+    k = scan.n_slices // 2
+    a = render_region(model, (k, 256, 256), (3, 40, 40))
+    b = render_region(model, (k, 256, 256), (3, 40, 40))
+    assert a.shape == (3, 40, 40) and a.dtype == np.int16
+    np.testing.assert_array_equal(a, b)  # deterministic
+
+
+def test_region_equals_crop_of_the_full_twin(twin_0001):
+    m = twin_0001.model
+    k, r, c = (int(round(v)) for v in twin_0001.nodules[0].centre)
+    reg = render_region(m, (k, r, c), (10, 48, 40))
+    np.testing.assert_array_equal(reg, twin_0001.hu[k - 5:k + 5, r - 24:r + 24, c - 20:c + 20])
+    # at the corner of the scan: the outside is −1024, the inside equals the crop
+    reg = render_region(m, (1, 3, 509), (6, 16, 16))
+    np.testing.assert_array_equal(reg[2:, 5:, :11], twin_0001.hu[0:4, 0:11, 501:512])
+    assert (reg[:2] == -1024).all() and (reg[:, :, 11:] == -1024).all()
+
+
+def test_nodule_where_the_readers_drew_it(twin_0001):
+    """LIDC-IDRI-0001: one nodule, four readers, rows ≈ 340–390, cols ≈ 297–338,
+    slices ≈ 86–94 (DESIGN / issue text)."""
+    assert len(twin_0001.nodules) == 1
+    n = twin_0001.nodules[0]
+    assert len(n.annotation_ids) == 4
+    k, r, c = np.nonzero(twin_0001.nodule_mask)
+    assert 84 <= k.min() and k.max() <= 96
+    assert 335 <= r.min() and r.max() <= 395
+    assert 290 <= c.min() and c.max() <= 345
+    assert n.ratings["malignancy"] >= 4
+
+
+def test_nodule_is_brighter_than_its_surroundings(twin_0001):
+    """Mean HU inside each reader's contour vs a ring around the nodule."""
+    from scipy import ndimage
+
+    db = get_database()
+    scan = twin_0001.scan
+    for ann in db.annotations(scan.id):
+        c = max(ann.contours, key=lambda c: len(c.points))
+        k = scan.slice_index(c.z_mm)
+        m = np.zeros((512, 512), bool)
+        m[fill_polygon(c.points[:, 1], c.points[:, 0], m.shape)] = True
+        ring = ndimage.binary_dilation(m, iterations=6) & ~ndimage.binary_dilation(m, iterations=2)
+        inside = twin_0001.hu[k][m].mean()
+        around = twin_0001.hu[k][ring & twin_0001.lung_mask[k]].mean()
+        assert inside > -150  # texture 5 (solid) -> ≈ +30 HU
+        assert inside - around > 400
+
+
+def test_lung_and_air_hu_and_noise(twin_0001):
+    lung = twin_0001.lung_mask & ~twin_0001.nodule_mask
+    assert lung.sum() > 1_000_000
+    vals = twin_0001.hu[lung]
+    assert -900 < np.median(vals) < -780
+    air = twin_0001.hu[:, :12, :12].astype(float)
+    assert abs(air.mean() + 1000) < 10
+    assert 12 < air.std() < 28  # CT noise σ ≈ 15–25 HU
+    # trachea is air inside the body but not lung
+    assert not twin_0001.lung_mask[120, 200:260, 240:272].all()
+
+
+def test_dicom_output_round_trip(twin_0001, twin_0001_dir):
+    files = sorted(twin_0001_dir.glob("*.dcm"))
+    assert len(files) == 133
+    ds = pydicom.dcmread(files[0])
+    assert "SYNTHETIC" in ds.SeriesDescription and "SYNTHETIC" in ds.ImageComments
+    assert str(ds.PatientName) == "SYNTHETIC^LIDC-IDRI-0001"
+    assert float(ds.RescaleIntercept) == -1024
+    scan = twin_0001.scan
+    assert ds.SeriesInstanceUID != scan.series_uid and ds.StudyInstanceUID != scan.study_uid
+    vol = load_series(twin_0001_dir)
+    np.testing.assert_array_equal(vol.hu, twin_0001.hu)
+    np.testing.assert_allclose(vol.z_positions, scan.z_positions, atol=1e-4)
+    assert vol.spacing == pytest.approx(twin_0001.spacing)
+    assert vol.is_synthetic and vol.source_series_uid == scan.series_uid
+    assert vol.warnings == []
+
+
+def test_simpleitk_reads_the_series(twin_0001, twin_0001_dir):
+    sitk = pytest.importorskip("SimpleITK")  # a test dependency (pyproject [test])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(twin_0001_dir)))
+    img = reader.Execute()
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(img), twin_0001.hu)
+    assert img.GetSpacing() == pytest.approx((0.703125, 0.703125, 2.5))
+
+
+def test_uids_are_deterministic(twin_0001, twin_0001_dir, tmp_path):
+    from lungviewer.synth.writer import write_dicom
+
+    write_dicom(twin_0001, tmp_path)
+    a = pydicom.dcmread(tmp_path / "0050.dcm")
+    b = pydicom.dcmread(twin_0001_dir / "0050.dcm")
+    assert a.SOPInstanceUID == b.SOPInstanceUID and a.SeriesInstanceUID == b.SeriesInstanceUID
+    assert a.PixelData == b.PixelData
+
+
+def test_xml_follows_lidc_structure_and_equals_the_database(twin_0001, twin_0001_dir):
+    root = DET.parse(twin_0001_dir / "lidc_annotations.xml").getroot()
+    assert root.tag == NS + "LidcReadMessage"
+    header = root.find(NS + "ResponseHeader")
+    vol_uid = pydicom.dcmread(next(twin_0001_dir.glob("*.dcm")), stop_before_pixels=True)
+    assert header.findtext(NS + "SeriesInstanceUid") == vol_uid.SeriesInstanceUID
+    sessions = root.findall(NS + "readingSession")
+    assert len(sessions) == 4  # four readers of the one nodule
+    sops = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID
+            for p in twin_0001_dir.glob("*.dcm")}
+    db = get_database()
+    scan = twin_0001.scan
+    clusters = cluster_annotations(scan, db.annotations(scan.id))
+    for r, session in enumerate(sessions):
+        nods = session.findall(NS + "unblindedReadNodule")
+        assert len(nods) == 1
+        ann = clusters[0][r]
+        chars = nods[0].find(NS + "characteristics")
+        assert int(chars.findtext(NS + "malignancy")) == ann.ratings["malignancy"]
+        assert int(chars.findtext(NS + "texture")) == ann.ratings["texture"]
+        rois = nods[0].findall(NS + "roi")
+        assert len(rois) == len(ann.contours)
+        for roi, contour in zip(rois, ann.contours):
+            assert roi.findtext(NS + "imageSOP_UID") in sops
+            assert float(roi.findtext(NS + "imageZposition")) == pytest.approx(contour.z_mm)
+            pts = np.array([[int(e.findtext(NS + "xCoord")), int(e.findtext(NS + "yCoord"))]
+                            for e in roi.findall(NS + "edgeMap")])
+            np.testing.assert_array_equal(pts, contour.points)
+
+
+def test_synth_command(tmp_path, capsys):
+    from lungviewer.cli import main
+
+    assert main(["synth", "--patient", "LIDC-IDRI-9999", "--out", str(tmp_path / "x")]) == 2
+    assert "not a LIDC-IDRI patient" in capsys.readouterr().err
