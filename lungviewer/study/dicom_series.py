@@ -72,6 +72,10 @@ class _Header:
     intercept: float
     transfer_syntax: str
     has_pixels: bool
+    # fast path: byte offset of the PixelData element and numpy dtype of its values, for
+    # uncompressed little-endian 16-bit grey images (None: decode through pydicom)
+    pixel_offset: int | None = None
+    pixel_dtype: str = ""
 
     @property
     def is_localizer(self) -> bool:
@@ -127,7 +131,9 @@ def _float_list(value, n: int) -> np.ndarray | None:
 def _read_header(path: Path) -> _Header | str:
     """Header of one file, or a string saying why it is not a usable DICOM object."""
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        with open(path, "rb") as fp:
+            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+            offset = fp.tell()  # pydicom stops at the PixelData element's first byte
     except InvalidDicomError:
         return "not DICOM"
     except PermissionError:
@@ -141,6 +147,11 @@ def _read_header(path: Path) -> _Header | str:
         thickness = ds.get("SliceThickness", None)
         # pixel data was skipped: detect its presence from the file's tags we did read
         has_pixels = "Rows" in ds and "Columns" in ds and "BitsAllocated" in ds
+        bits = int(ds.get("BitsAllocated", 0) or 0)
+        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+        stored = int(ds.get("BitsStored", bits) or bits)
+        fast = (ts in _NATIVE_LE and bits == 16 and int(ds.get("SamplesPerPixel", 1)) == 1
+                and (stored == 16 or not signed))
         return _Header(
             path=path,
             series_uid=str(ds.get("SeriesInstanceUID", "")),
@@ -161,6 +172,8 @@ def _read_header(path: Path) -> _Header | str:
             intercept=float(ds.get("RescaleIntercept", 0.0) or 0.0),
             transfer_syntax=ts,
             has_pixels=has_pixels,
+            pixel_offset=offset if fast and has_pixels else None,
+            pixel_dtype=("<i2" if signed else "<u2") if fast else "",
         )
     except (TypeError, ValueError, AttributeError) as exc:
         return f"malformed header ({type(exc).__name__})"
@@ -366,8 +379,52 @@ def _sort_and_check(headers: list[_Header], root: Path) -> tuple[list[_Header], 
     return headers, proj, warnings
 
 
+_PIXEL_TAG = b"\xe0\x7f\x10\x00"
+
+
+def _read_native(h: _Header) -> np.ndarray | None:
+    """Uncompressed 16-bit pixels straight from the file at the offset found by the header
+    pass (no second parse of the header); None when the element is not as expected."""
+    n = h.rows * h.cols
+    with open(h.path, "rb") as fp:
+        fp.seek(h.pixel_offset)
+        head = fp.read(12)
+        if len(head) < 8 or head[:4] != _PIXEL_TAG:
+            return None
+        if h.transfer_syntax == "1.2.840.10008.1.2":  # implicit VR: tag + 4-byte length
+            length = int.from_bytes(head[4:8], "little")
+            fp.seek(h.pixel_offset + 8)
+        elif head[4:6] in (b"OW", b"OB"):  # explicit VR: tag, VR, 2 reserved, length
+            length = int.from_bytes(head[8:12], "little")
+        else:
+            return None
+        if length < 2 * n or length == 0xFFFFFFFF:
+            return None
+        px = np.fromfile(fp, dtype=h.pixel_dtype, count=n)
+    return px.reshape(h.rows, h.cols) if px.size == n else None
+
+
+def _to_hu(px: np.ndarray, slope: float, intercept: float, out: np.ndarray) -> None:
+    if slope == 1.0 and float(intercept).is_integer():
+        hu = px.astype(np.int32)
+        hu += int(intercept)
+    else:
+        hu = px.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+        np.rint(hu, out=hu)
+    np.clip(hu, -32768, 32767, out=hu)
+    out[...] = hu
+
+
 def _read_pixels(h: _Header, out: np.ndarray, root: Path) -> None:
     """Read one slice's pixels as HU into ``out`` (a (rows, cols) int16 view)."""
+    if h.pixel_offset is not None:
+        try:
+            px = _read_native(h)
+        except OSError as exc:
+            raise StudyLoadError(f"{_rel(h.path, root)}: cannot read the file ({exc}).") from exc
+        if px is not None:
+            _to_hu(px, h.slope, h.intercept, out)
+            return
     try:
         ds = pydicom.dcmread(h.path)
     except PermissionError as exc:
@@ -401,14 +458,7 @@ def _read_pixels(h: _Header, out: np.ndarray, root: Path) -> None:
         raise StudyLoadError(f"{_rel(h.path, root)}: image is {px.shape}, expected {out.shape}.")
     slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    if slope == 1.0 and float(intercept).is_integer():
-        hu = px.astype(np.int32)
-        hu += int(intercept)
-    else:
-        hu = px.astype(np.float32) * np.float32(slope) + np.float32(intercept)
-        np.rint(hu, out=hu)
-    np.clip(hu, -32768, 32767, out=hu)
-    out[...] = hu
+    _to_hu(px, slope, intercept, out)
 
 
 def load_series(
