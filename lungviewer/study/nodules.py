@@ -455,15 +455,17 @@ def load_study_annotations(
                 parsed.messages.append(f"{path.name}: names no series; assumed to be this one")
             chosen = parsed
     if chosen is not None:
-        pid = None
+        lidc_scan = None
         d = get_db()
         if d is not None:
             for uid in (chosen.series_uid, src_uid, volume.series_uid):
-                scan = d.scan_by_series(uid) if uid else None
-                if scan is not None:
-                    pid = scan.patient_id
+                lidc_scan = d.scan_by_series(uid) if uid else None
+                if lidc_scan is not None:
                     break
-        ann = annotations_from_xml(volume, chosen, lidc_patient_id=pid)
+        ann = annotations_from_xml(volume, chosen,
+                                   lidc_patient_id=lidc_scan.patient_id if lidc_scan else None)
+        if lidc_scan is not None:
+            ann.lidc_series_uid = lidc_scan.series_uid
         ann.messages[:0] = messages
         return ann
 
