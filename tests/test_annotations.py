@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lungviewer.study.annotations import ReaderMark, Roi
 from lungviewer.study.lidc_db import RATING_NAMES, get_database
@@ -392,6 +394,24 @@ def test_roi_mapping_by_sop_then_z_and_unmatched_reported():
     # the same rule as Volume.slice_index_at_z
     for r in (by_z, no_sop, beyond):
         assert r.slice_index == vol.slice_index_at_z(r.z_mm)
+
+
+@settings(max_examples=60, deadline=None)
+@given(zs=st.lists(st.floats(-130, -50, allow_nan=False), min_size=1, max_size=30),
+       descending=st.booleans())
+def test_z_mapping_agrees_with_volume_rule(zs, descending):
+    vol = small_volume(sops=False)
+    if descending:  # slices stored head → feet
+        vol.positions = vol.positions[::-1].copy()
+    rois = [Roi(z_mm=z, points=np.array([[1, 1]])) for z in zs]
+    unmatched = map_rois_to_slices(vol, [mark("r", rois, kind="small_nodule")])
+    for r in rois:
+        expect = vol.slice_index_at_z(r.z_mm)
+        if expect is None:
+            assert r.slice_index is None and any(r is u for u in unmatched)
+        else:  # same slice, or an equally near one at an exact half-way tie
+            assert abs(vol.z_positions[r.slice_index] - r.z_mm) == pytest.approx(
+                abs(vol.z_positions[expect] - r.z_mm))
 
 
 def test_unmatched_rois_reported_in_study_annotations(tmp_path):

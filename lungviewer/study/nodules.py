@@ -87,9 +87,14 @@ def map_rois_to_slices(volume: Volume, marks: Sequence[ReaderMark]) -> list[Roi]
             return by_z
         tol = volume.spacing[0] / 2.0 + 1e-6
         zs = np.array([r.z_mm for r in by_z], dtype=float)
-        d = np.abs(zs[:, None] - zpos[None, :])
-        nearest = np.argmin(d, axis=1)
-        ok = d[np.arange(len(zs)), nearest] <= tol
+        order = np.argsort(zpos, kind="stable")
+        zsorted = zpos[order]
+        # nearest slice: the sorted neighbours on either side of each z
+        right = np.clip(np.searchsorted(zsorted, zs), 0, len(zsorted) - 1)
+        left = np.clip(right - 1, 0, len(zsorted) - 1)
+        pick = np.where(np.abs(zsorted[left] - zs) <= np.abs(zsorted[right] - zs), left, right)
+        nearest = order[pick]
+        ok = np.abs(zpos[nearest] - zs) <= tol
         for r, i, good in zip(by_z, nearest, ok):
             r.slice_index = int(i) if good else None
             if not good:
