@@ -70,7 +70,7 @@ class ChestShape:
                 if inside.all():
                     break
                 shape = ChestShape(
-                    shape.cx, shape.cy, shape.body_a * 1.01, shape.body_b * 1.01,
+                    shape.cx, shape.cy, shape.body_a * 1.02, shape.body_b * 1.025,
                     shape.lung_a * 1.025, shape.lung_b * 1.025, shape.lung_dx * 1.005,
                     shape.lung_dy, shape.t_apex, shape.t_base, 0.0, px)
         table_row = shape.cy + shape.body_b * 1.04 + 6 * px

@@ -25,7 +25,7 @@ from skimage.draw import polygon as fill_polygon
 
 from lungviewer.study.lidc_db import LidcAnnotation, LidcScan, get_database
 
-from .anatomy import (AIR, FAT, LUNG, MUSCLE, ChestShape, Segment, patient_seed,
+from .anatomy import (AIR, FAT, LUNG, MUSCLE, TABLE, ChestShape, Segment, patient_seed,
                       rasterize_tubes, vessel_tree)
 
 log = logging.getLogger(__name__)
@@ -272,6 +272,12 @@ def _render_clean(m: TwinModel, ks: np.ndarray, r0: int, r1: int, c0: int, c1: i
     hu[body_r < 1.0] = FAT
     inner = _ellipse(rows, cols, s.cy, s.cx, ba - 14 * px, bb - 12 * px) < 1.0
     hu[inner] = MUSCLE
+    # the patient table: a curved carbon-fibre shell under the body
+    trow = s.table_row + 0.0008 * (cols - s.cx) ** 2 / px
+    shell = (rows >= trow) & (rows < trow + 6 * px) & (np.abs(cols - s.cx) < s.body_a * 1.15)
+    hu[shell] = TABLE
+    hu[(rows >= trow + 6 * px) & (rows < trow + 30 * px)
+       & (np.abs(cols - s.cx) < s.body_a * 1.05)] = -850.0  # foam core
     # ribs hug the lungs: a ring just outside each lung, banded along z (sloped ribs)
     lr = s.lung_radius(t, rows, cols)
     theta = np.arctan2((rows - s.cy) / s.body_b, (cols - s.cx) / s.body_a)
@@ -304,7 +310,9 @@ def _render_clean(m: TwinModel, ks: np.ndarray, r0: int, r1: int, c0: int, c1: i
         & (u < 0.72)
     hu[asc | desc] = blood
     # lungs: parenchyma with a gravity gradient and fine texture
-    lung = s.lung_inside(t, rows, cols, radius=lr)
+    # the lungs stay inside the chest wall (the ribs' ring and muscle around them)
+    wall = _ellipse(rows, cols, s.cy, s.cx, ba - 22 * px, bb - 18 * px) < 1.0
+    lung = s.lung_inside(t, rows, cols, radius=lr) & wall
     ph = (m.seed % 1000) / 1000.0 * 2 * np.pi
     tex = (18.0 * np.sin(cols * 0.37 + rows * 0.11 + ph) * np.sin(rows * 0.29 - z_mm * 0.21)
            + 10.0 * np.sin((cols + rows) * 0.83 + z_mm * 0.5 + 2 * ph))
