@@ -51,3 +51,13 @@ def ensure_demo(patient_id: str = DEMO_PATIENT,
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def load_demo(patient_id: str = DEMO_PATIENT,
+              progress: Callable[[int, int], None] | None = None,
+              cancel: Callable[[], bool] | None = None):
+    """Generate the demo twin if needed, then load it: ``(Volume, folder)``."""
+    from lungviewer.study.dicom_series import load_series
+
+    folder = ensure_demo(patient_id, progress=progress)
+    return load_series(folder, progress=progress, cancel=cancel), folder

@@ -1,0 +1,187 @@
+"""The LIDC readers' marks: overlay polygons on the slice view and the nodule list.
+
+Each reader has a colour; inclusion outlines are solid, exclusion outlines dashed; small
+nodules (< 3 mm, a single point) are drawn as circles and non-nodules as crosses. Layers
+and readers can be switched off in the legend; selecting a nodule jumps to its central
+slice, double-clicking it also places the CAD box on it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (QCheckBox, QGridLayout, QGroupBox, QLabel, QTreeWidget,
+                               QTreeWidgetItem, QVBoxLayout, QWidget)
+
+from lungviewer.study.annotations import ReaderMark, StudyAnnotations, describe_rating
+
+from .slice_view import Marker, Polygon, SliceView
+
+READER_COLOURS = ("#ff5a5a", "#4fb3ff", "#ffd23f", "#c77dff", "#7dff9a", "#ff9f40")
+LAYERS = {"nodule": "Nodule outlines (≥ 3 mm)", "small_nodule": "Small nodules (< 3 mm)",
+          "non_nodule": "Non-nodules"}
+
+
+def reader_colour(readers: list[str], reader: str) -> str:
+    i = readers.index(reader) if reader in readers else len(readers)
+    return READER_COLOURS[i % len(READER_COLOURS)]
+
+
+def overlay_items(ann: StudyAnnotations, readers_off: set[str] = frozenset(),
+                  layers_off: set[str] = frozenset()) -> tuple[list[Polygon], list[Marker]]:
+    """Polygons and markers of every mapped ROI, filtered by reader and layer."""
+    readers = ann.readers
+    polys: list[Polygon] = []
+    marks: list[Marker] = []
+    for m in ann.marks:
+        if m.reader in readers_off or m.kind in layers_off:
+            continue
+        colour = reader_colour(readers, m.reader)
+        for roi in m.rois:
+            if roi.slice_index is None or len(roi.points) == 0:
+                continue
+            pts = np.asarray(roi.points, dtype=float)
+            if m.kind == "nodule" and len(pts) > 1:
+                polys.append(Polygon(roi.slice_index, pts[:, ::-1], colour,
+                                     dashed=not roi.inclusion, group=m.reader))
+            else:
+                r, c = pts[:, 1].mean(), pts[:, 0].mean()
+                marks.append(Marker(roi.slice_index, r, c, colour,
+                                    symbol="o" if m.kind != "non_nodule" else "x",
+                                    group=m.reader, size=10 if m.kind != "non_nodule" else 12))
+    return polys, marks
+
+
+def nodule_box(nodule, pad: int = 4) -> tuple[int, int, int, int, int] | None:
+    """CAD box (slice, row0, col0, row1, col1) around a nodule's outlines on the slice
+    nearest its centre that has outlines."""
+    rois = [r for m in nodule.marks for r in m.rois
+            if r.slice_index is not None and r.inclusion and len(r.points)]
+    if not rois:
+        return None
+    k0 = nodule.centre[0]
+    k = min({r.slice_index for r in rois}, key=lambda s: abs(s - k0))
+    pts = np.concatenate([np.asarray(r.points) for r in rois if r.slice_index == k])
+    c0, r0 = pts.min(axis=0) - pad
+    c1, r1 = pts.max(axis=0) + pad + 1
+    return int(k), int(r0), int(c0), int(r1), int(c1)
+
+
+def _mark_summary(m: ReaderMark) -> str:
+    if m.characteristics is None:
+        return f"{m.reader}: {m.kind.replace('_', ' ')}"
+    c = m.characteristics
+    return (f"{m.reader}: {describe_rating('malignancy', c.malignancy)}; "
+            f"texture {c.texture}, spiculation {c.spiculation}, calcification "
+            f"{c.calcification}")
+
+
+class AnnotationsPanel(QWidget):
+    """Nodule list + legend; keeps the slice view's outlines in step with the filters."""
+
+    noduleSelected = Signal(object)  # Nodule: jump to it
+    noduleActivated = Signal(object)  # Nodule: box it
+
+    def __init__(self, slice_view: SliceView, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.slice_view = slice_view
+        self.annotations: StudyAnnotations | None = None
+        self.readers_off: set[str] = set()
+        self.layers_off: set[str] = set()
+        self.visible = True
+        self.source = QLabel("No annotations.")
+        self.source.setWordWrap(True)
+        self.tree = QTreeWidget()
+        self.tree.setHeaderLabels(["Nodule", "Readers", "Malignancy (median)", "Ø mm",
+                                   "Images"])
+        self.tree.setRootIsDecorated(True)
+        self.tree.itemClicked.connect(self._clicked)
+        self.tree.itemDoubleClicked.connect(self._double_clicked)
+        self.legend_box = QGroupBox("Show")
+        self.legend = QGridLayout(self.legend_box)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.source)
+        lay.addWidget(self.tree, 1)
+        lay.addWidget(self.legend_box)
+
+    def set_annotations(self, ann: StudyAnnotations | None) -> None:
+        self.annotations = ann
+        self.readers_off.clear()
+        self.layers_off.clear()
+        self.tree.clear()
+        while self.legend.count():
+            w = self.legend.takeAt(0).widget()
+            if w is not None:
+                w.deleteLater()
+        if ann is None:
+            self.source.setText("No annotations.")
+            self.refresh()
+            return
+        n_small = sum(1 for m in ann.marks if m.kind == "small_nodule")
+        text = (f"Source: {ann.source}. {len(ann.nodules)} nodule(s) ≥ 3 mm, {n_small} small "
+                f"nodule mark(s), {len(ann.non_nodules)} non-nodule mark(s), "
+                f"{len(ann.readers)} reader(s).")
+        if ann.unmatched_rois:
+            text += f" {ann.unmatched_rois} outline(s) match no slice of this series."
+        self.source.setText(text)
+        for nod in ann.nodules:
+            med = nod.median_malignancy
+            words = describe_rating("malignancy", round(med)) if med is not None else "—"
+            lo, hi = nod.slice_range or (0, 0)
+            item = QTreeWidgetItem([
+                f"Nodule {nod.index + 1}", str(len(nod.readers)),
+                f"{med:.1f} ({words})" if med is not None else "—",
+                f"{nod.diameter_mm:.1f}", f"{lo + 1}–{hi + 1}"])
+            item.setData(0, Qt.ItemDataRole.UserRole, nod)
+            for m in nod.marks:
+                child = QTreeWidgetItem([_mark_summary(m)])
+                child.setForeground(0, QColor(reader_colour(ann.readers, m.reader)))
+                child.setFirstColumnSpanned(True)
+                child.setData(0, Qt.ItemDataRole.UserRole, nod)
+                item.addChild(child)
+            self.tree.addTopLevelItem(item)
+        for i in range(self.tree.columnCount()):
+            self.tree.resizeColumnToContents(i)
+        row = 0
+        for key, label in LAYERS.items():
+            cb = QCheckBox(label)
+            cb.setChecked(True)
+            cb.toggled.connect(lambda on, k=key: self._toggle(self.layers_off, k, on))
+            self.legend.addWidget(cb, row, 0, 1, 2)
+            row += 1
+        for reader in ann.readers:
+            cb = QCheckBox(reader)
+            cb.setChecked(True)
+            cb.setStyleSheet(f"QCheckBox {{ color: {reader_colour(ann.readers, reader)}; "
+                             "font-weight: bold; }")
+            cb.toggled.connect(lambda on, r=reader: self._toggle(self.readers_off, r, on))
+            self.legend.addWidget(cb, row, 0, 1, 2)
+            row += 1
+        self.refresh()
+
+    def set_visible_overlays(self, on: bool) -> None:
+        self.visible = on
+        self.refresh()
+
+    def refresh(self) -> None:
+        if self.annotations is None or not self.visible:
+            self.slice_view.set_polygons([], [])
+            return
+        self.slice_view.set_polygons(*overlay_items(self.annotations, self.readers_off,
+                                                    self.layers_off))
+
+    def _toggle(self, off: set[str], key: str, on: bool) -> None:
+        (off.discard if on else off.add)(key)
+        self.refresh()
+
+    def _clicked(self, item: QTreeWidgetItem) -> None:
+        nod = item.data(0, Qt.ItemDataRole.UserRole)
+        if nod is not None:
+            self.slice_view.set_slice(int(round(nod.centre[0])))
+            self.noduleSelected.emit(nod)
+
+    def _double_clicked(self, item: QTreeWidgetItem) -> None:
+        nod = item.data(0, Qt.ItemDataRole.UserRole)
+        if nod is not None:
+            self.noduleActivated.emit(nod)

@@ -1,0 +1,474 @@
+"""The main window: open a study (dialog, drag and drop, recent list, command line), read
+it in the slice view, and host the side panels (study, nodules, CAD).
+
+All long work (loading, demo generation, lung segmentation, annotations) runs in
+:class:`~lungviewer.ui.workers.Task` threads with progress and cancel in the status bar.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayout, QLabel,
+                               QMainWindow, QMessageBox, QProgressBar, QPushButton, QSlider,
+                               QPlainTextEdit, QWidget)
+
+from lungviewer import __version__
+from lungviewer.imaging.window import PRESETS
+from lungviewer.study.volume import Volume
+
+from . import settings
+from .slice_view import SliceView
+from .workers import Task
+
+log = logging.getLogger(__name__)
+
+ABOUT = (
+    "<h3>lungviewer {version}</h3>"
+    "<p>Chest-CT viewer with a computer-aided diagnosis (CAD) assistant.</p>"
+    "<p><b>Research software — not for clinical use.</b> The CAD models are trained on "
+    "synthetic images (the LIDC twin: synthetic CT rendered around the real LIDC-IDRI "
+    "radiologists' annotations) and have not been validated on real patient images.</p>"
+    "<p>LIDC-IDRI annotations: Armato SG III et al., Medical Physics 38(2), 2011; "
+    "The Cancer Imaging Archive (CC BY 3.0).</p>"
+)
+
+SHORTCUTS = """\
+Wheel / ↑ ↓            next / previous slice
+PageUp / PageDown      10 slices
+Home / End             first / last slice
+Ctrl+wheel, drag       zoom, pan
+Right-drag             window/level (→ wider, ↓ higher level)
+1 / 2 / 3              lung / mediastinum / bone window
+R                      reset zoom
+B                      box tool (draw a box around a nodule for the CAD)
+M                      show/hide lung parenchyma
+A                      show/hide readers' outlines
+Ctrl+O                 open a DICOM folder
+"""
+
+
+class MainWindow(QMainWindow):
+    studyLoaded = Signal(object)  # the Volume
+    studyFailed = Signal(str)
+    maskReady = Signal(object)  # bool (z, y, x) parenchyma mask
+    annotationsReady = Signal(object)  # StudyAnnotations
+    busyChanged = Signal(bool)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setWindowTitle("lungviewer")
+        self.setAcceptDrops(True)
+        self.volume: Volume | None = None
+        self.study_path: Path | None = None
+        self.mask = None
+        self.annotations = None
+        self.tasks: list[Task] = []
+        self._load_task: Task | None = None
+
+        self.slice_view = SliceView(self)
+        self.slider = QSlider(Qt.Orientation.Vertical)
+        self.slider.setEnabled(False)
+        self.slider.valueChanged.connect(self.slice_view.set_slice)
+        self.slice_view.sliceChanged.connect(self._slice_changed)
+        central = QWidget()
+        lay = QHBoxLayout(central)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        lay.addWidget(self.slice_view, 1)
+        self.strip_host = QHBoxLayout()  # the CAD heat strip goes beside the slider
+        self.strip_host.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(self.strip_host)
+        lay.addWidget(self.slider)
+        self.setCentralWidget(central)
+
+        # status bar: hover readout, progress, cancel
+        self.hover_label = QLabel("Open a DICOM folder (Ctrl+O) or drop it here.")
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.setTextVisible(True)
+        self.progress.hide()
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.hide()
+        self.cancel_button.clicked.connect(self.cancel_work)
+        self.statusBar().addWidget(self.hover_label, 1)
+        self.statusBar().addPermanentWidget(self.progress)
+        self.statusBar().addPermanentWidget(self.cancel_button)
+        self.slice_view.hoverInfo.connect(self._hover)
+
+        # study panel
+        self.study_text = QPlainTextEdit()
+        self.study_text.setReadOnly(True)
+        self.study_text.setMaximumBlockCount(200)
+        self.study_dock = self.add_side_panel("Study", self.study_text)
+
+        self._build_actions()
+        self._warm_up = Task(_warm_up_job, name="warm-up")
+        self._warm_up.finished.connect(lambda _: gc.freeze())
+        self._warm_up.start()
+        from .annotations_panel import AnnotationsPanel, nodule_box
+
+        self.annotations_panel = AnnotationsPanel(self.slice_view)
+        self.annotations_dock = self.add_side_panel("LIDC readers' nodules", self.annotations_panel)
+        self.annotations_panel.set_visible_overlays(self.act_outlines.isChecked())
+        self.act_outlines.toggled.connect(self._toggle_outlines)
+        self.annotations_panel.noduleActivated.connect(
+            lambda nod: (box := nodule_box(nod)) and self.slice_view.set_box(*box))
+        self._restore()
+
+    # -- public API ---------------------------------------------------------------------------
+    def add_side_panel(self, title: str, widget: QWidget) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock-{title}")
+        dock.setWidget(widget)
+        dock.setAllowedAreas(Qt.DockWidgetArea.LeftDockWidgetArea
+                             | Qt.DockWidgetArea.RightDockWidgetArea)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        if hasattr(self, "panels_menu"):  # the Study panel is made before the menus
+            self.panels_menu.addAction(dock.toggleViewAction())
+        return dock
+
+    def open_study(self, path: str | Path, series_uid: str | None = None) -> None:
+        """Load a DICOM folder (or file) in the background."""
+        path = Path(path)
+        self.study_path = path if path.is_dir() else path.parent
+        self._start_load(Task(_load_job, path, series_uid, name="load"), f"Loading {path.name}")
+
+    def open_demo(self, patient_id: str = "LIDC-IDRI-0001") -> None:
+        """Generate (first time only) and open the synthetic LIDC twin demo study."""
+        self._start_load(Task(_demo_job, patient_id, name="demo"),
+                         f"Preparing the synthetic demo study ({patient_id})")
+
+    def set_preset(self, name: str) -> None:
+        p = PRESETS[name]
+        self.slice_view.set_window(p.level, p.width)
+        settings.put("window/preset", name)
+
+    def cancel_work(self) -> None:
+        for t in list(self.tasks):
+            t.cancel()
+
+    @property
+    def busy(self) -> bool:
+        return any(t.running for t in self.tasks)
+
+    # -- loading -----------------------------------------------------------------------------
+    def _start_load(self, task: Task, text: str) -> None:
+        if self._load_task is not None:
+            self._load_task.cancel()
+        self._load_task = task
+        task.finished.connect(self._loaded)
+        task.failed.connect(self._load_failed)
+        task.cancelled.connect(lambda: self.statusBar().showMessage("Loading cancelled.", 5000))
+        self.run_task(task, text)
+
+    def run_task(self, task: Task, text: str) -> Task:
+        """Start a background task with progress in the status bar; keeps it alive."""
+        self.tasks.append(task)
+        task.progress.connect(lambda d, n, t=text: self._progress(t, d, n))
+        task.ended.connect(lambda t=task: self._task_ended(t))
+        self.progress.setFormat(f"{text} %p%")
+        self.progress.setRange(0, 0)
+        self.progress.show()
+        self.cancel_button.show()
+        self.busyChanged.emit(True)
+        return task.start()
+
+    def _progress(self, text: str, done: int, total: int) -> None:
+        self.progress.setFormat(f"{text} %p%")
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+
+    def _task_ended(self, task: Task) -> None:
+        if task in self.tasks:
+            self.tasks.remove(task)
+        if not self.tasks:
+            self.progress.hide()
+            self.cancel_button.hide()
+            self.busyChanged.emit(False)
+
+    def _loaded(self, result) -> None:
+        volume, folder = result if isinstance(result, tuple) else (result, self.study_path)
+        self.study_path = Path(folder) if folder else None
+        self.volume = volume
+        self.mask = None
+        self.annotations = None
+        self.slice_view.set_volume(volume)
+        self.annotations_panel.set_annotations(None)
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, volume.n_slices - 1)
+        self.slider.setValue(self.slice_view.index)
+        self.slider.blockSignals(False)
+        self.slider.setEnabled(True)
+        title = volume.description or "CT"
+        self.setWindowTitle(f"lungviewer — {title}" + ("  [SYNTHETIC]" if volume.is_synthetic
+                                                       else ""))
+        self._describe(volume)
+        if self.study_path is not None:
+            self._update_recent(settings.add_recent_study(str(self.study_path)))
+        self.statusBar().showMessage(
+            f"Loaded {volume.n_slices} slices" + (f" — {len(volume.warnings)} warning(s), "
+                                                  "see the Study panel" if volume.warnings else ""),
+            8000)
+        self.studyLoaded.emit(volume)
+        # one background job at a time: on 2 cores, parallel Python threads compete with
+        # the GUI thread for the interpreter lock
+        self._start_annotations(volume).ended.connect(
+            lambda v=volume: v is self.volume and self._start_segmentation(v))
+
+    def _load_failed(self, message: str) -> None:
+        self.statusBar().showMessage("Could not open the study.", 8000)
+        self.studyFailed.emit(message)
+        if not getattr(self, "quiet_errors", False):
+            QMessageBox.warning(self, "Could not open the study", message)
+
+    def _describe(self, v: Volume) -> None:
+        lines = [
+            f"{v.description or '(no description)'}",
+            f"{v.n_slices} slices, {v.shape[1]}×{v.shape[2]} pixels",
+            f"spacing {v.spacing[0]:.2f} mm (z) × {v.spacing[1]:.3f} × {v.spacing[2]:.3f} mm",
+            f"z {v.z_positions[0]:.1f} … {v.z_positions[-1]:.1f} mm",
+        ]
+        if v.is_synthetic:
+            lines.append("SYNTHETIC image (LIDC twin): not a patient image.")
+        lines += [f"⚠ {w}" for w in v.warnings]
+        self.study_text.setPlainText("\n".join(lines))
+
+    # -- parenchyma and annotations ---------------------------------------------------------------
+    def _start_segmentation(self, volume: Volume) -> Task:
+        task = Task(_segment_job, volume.hu, name="segment")
+        task.finished.connect(lambda res, v=volume: self._mask_done(v, res))
+        return self.run_task(task, "Lung parenchyma")
+
+    def _mask_done(self, volume: Volume, result) -> None:
+        if volume is not self.volume:
+            return
+        self.mask = result.mask
+        self.slice_view.set_mask(self.mask)
+        self.slice_view.set_mask_visible(self.act_mask.isChecked())
+        ml = float(self.mask.sum()) * volume.voxel_volume_ml
+        self.study_text.appendPlainText(f"Lung parenchyma (M1 threshold method): {ml:.0f} ml")
+        self.maskReady.emit(self.mask)
+
+    def _start_annotations(self, volume: Volume) -> Task:
+        task = Task(_annotations_job, volume, self.study_path, name="annotations")
+        task.finished.connect(lambda res, v=volume: self._annotations_done(v, res))
+        task.failed.connect(lambda msg: self.study_text.appendPlainText(
+            f"Annotations could not be read: {msg}"))
+        return self.run_task(task, "Annotations")
+
+    def _annotations_done(self, volume: Volume, ann) -> None:
+        if volume is not self.volume:
+            return
+        self.annotations = ann
+        self.annotations_panel.set_annotations(ann)
+        for msg in getattr(ann, "messages", []):
+            self.study_text.appendPlainText(msg)
+        self.annotationsReady.emit(ann)
+
+    # -- actions --------------------------------------------------------------------------------
+    def _build_actions(self) -> None:
+        mb = self.menuBar()
+        fm = mb.addMenu("&File")
+        self.act_open = QAction("&Open DICOM folder…", self, shortcut=QKeySequence.StandardKey.Open)
+        self.act_open.triggered.connect(self._open_dialog)
+        fm.addAction(self.act_open)
+        act_demo = QAction("Open &demo study (synthetic)", self)
+        act_demo.triggered.connect(lambda: self.open_demo())
+        fm.addAction(act_demo)
+        self.recent_menu = fm.addMenu("&Recent studies")
+        fm.addSeparator()
+        act_quit = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
+        act_quit.triggered.connect(self.close)
+        fm.addAction(act_quit)
+
+        vm = mb.addMenu("&View")
+        group = QActionGroup(self)
+        self.preset_actions: dict[str, QAction] = {}
+        for p in PRESETS.values():
+            a = QAction(f"{p.name.capitalize()} window (L {p.level:.0f} / W {p.width:.0f})", self,
+                        shortcut=p.key, checkable=True)
+            a.triggered.connect(lambda _=False, n=p.name: self.set_preset(n))
+            group.addAction(a)
+            vm.addAction(a)
+            self.preset_actions[p.name] = a
+        vm.addSeparator()
+        self.act_mask = QAction("Lung &parenchyma overlay", self, shortcut="M", checkable=True)
+        self.act_mask.setChecked(bool(settings.get("overlay/mask", True, bool)))
+        self.act_mask.toggled.connect(self._toggle_mask)
+        vm.addAction(self.act_mask)
+        self.act_outlines = QAction("Readers' &outlines", self, shortcut="A", checkable=True)
+        self.act_outlines.setChecked(bool(settings.get("overlay/outlines", True, bool)))
+        vm.addAction(self.act_outlines)
+        act_reset = QAction("&Reset zoom", self, shortcut="R")
+        act_reset.triggered.connect(self.slice_view.reset_zoom)
+        vm.addAction(act_reset)
+        vm.addSeparator()
+        self.panels_menu = vm.addMenu("Panels")
+        self.panels_menu.addAction(self.study_dock.toggleViewAction())
+
+        tm = mb.addMenu("&Tools")
+        self.act_box = QAction("&Box a nodule", self, shortcut="B", checkable=True)
+        self.act_box.toggled.connect(self.slice_view.set_box_mode)
+        tm.addAction(self.act_box)
+
+        hm = mb.addMenu("&Help")
+        act_keys = QAction("&Keyboard shortcuts", self, shortcut="F1")
+        act_keys.triggered.connect(lambda: QMessageBox.information(
+            self, "Keyboard shortcuts", SHORTCUTS))
+        hm.addAction(act_keys)
+        act_about = QAction("&About lungviewer", self)
+        act_about.triggered.connect(lambda: QMessageBox.about(
+            self, "About lungviewer", ABOUT.format(version=__version__)))
+        hm.addAction(act_about)
+
+        tb = self.addToolBar("Main")
+        tb.setObjectName("toolbar-main")
+        tb.addAction(self.act_open)
+        tb.addSeparator()
+        for a in self.preset_actions.values():
+            tb.addAction(a)
+        tb.addSeparator()
+        tb.addAction(self.act_box)
+        tb.addAction(self.act_mask)
+        tb.addAction(self.act_outlines)
+
+    def _toggle_outlines(self, on: bool) -> None:
+        self.annotations_panel.set_visible_overlays(on)
+        settings.put("overlay/outlines", on)
+
+    def _toggle_mask(self, on: bool) -> None:
+        self.slice_view.set_mask_visible(on)
+        settings.put("overlay/mask", on)
+
+    def _restore(self) -> None:
+        name = str(settings.get("window/preset", "lung"))
+        if name not in PRESETS:
+            name = "lung"
+        self.preset_actions[name].setChecked(True)
+        self.slice_view.set_window(PRESETS[name].level, PRESETS[name].width)
+        geo = settings.get("window/geometry")
+        if geo is not None:
+            self.restoreGeometry(geo)
+        else:
+            self.resize(1400, 900)
+        state = settings.get("window/state")
+        if state is not None:
+            self.restoreState(state)
+        self._update_recent(settings.recent_studies())
+
+    def _update_recent(self, items: list[str]) -> None:
+        self.recent_menu.clear()
+        for p in items:
+            a = self.recent_menu.addAction(p)
+            a.triggered.connect(lambda _=False, p=p: self.open_study(p))
+        self.recent_menu.setEnabled(bool(items))
+
+    def _open_dialog(self) -> None:
+        start = str(self.study_path or Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Open a DICOM folder", start)
+        if folder:
+            self.open_study(folder)
+
+    # -- events -------------------------------------------------------------------------------
+    def keyPressEvent(self, ev):  # noqa: N802
+        sv = self.slice_view
+        steps = {Qt.Key.Key_Up: 1, Qt.Key.Key_Down: -1, Qt.Key.Key_Right: 1,
+                 Qt.Key.Key_Left: -1, Qt.Key.Key_PageUp: 10, Qt.Key.Key_PageDown: -10}
+        if ev.key() in steps:
+            sv.step(steps[ev.key()])
+        elif ev.key() == Qt.Key.Key_Home:
+            sv.set_slice(0)
+        elif ev.key() == Qt.Key.Key_End and sv.volume is not None:
+            sv.set_slice(sv.volume.n_slices - 1)
+        elif ev.key() == Qt.Key.Key_Escape:
+            self.act_box.setChecked(False)
+        else:
+            super().keyPressEvent(ev)
+
+    def dragEnterEvent(self, ev):  # noqa: N802
+        if ev.mimeData().hasUrls():
+            ev.acceptProposedAction()
+
+    def dropEvent(self, ev):  # noqa: N802
+        urls = [u.toLocalFile() for u in ev.mimeData().urls() if u.isLocalFile()]
+        if urls:
+            self.open_study(urls[0])
+
+    def closeEvent(self, ev):  # noqa: N802
+        settings.put("window/geometry", self.saveGeometry())
+        settings.put("window/state", self.saveState())
+        for t in [*self.tasks, self._warm_up]:
+            t.shutdown()
+        super().closeEvent(ev)
+
+    def _slice_changed(self, k: int) -> None:
+        if self.slider.value() != k:
+            self.slider.blockSignals(True)
+            self.slider.setValue(k)
+            self.slider.blockSignals(False)
+
+    def _hover(self, text: str) -> None:
+        if text:
+            self.hover_label.setText(text)
+
+
+# job functions run on worker threads; their imports (pydicom, scipy, scikit-image, the
+# LIDC database) happen there too, so the GUI thread never waits for them
+def _load_job(path, series_uid, progress=None, cancel=None):
+    from lungviewer.study.dicom_series import load_series
+
+    return load_series(path, series_uid, progress=progress, cancel=cancel)
+
+
+def _demo_job(patient_id, progress=None, cancel=None):
+    from lungviewer.synth.demo import load_demo
+
+    return load_demo(patient_id, progress=progress, cancel=cancel)
+
+
+def _warm_up_job(progress=None, cancel=None):
+    """Import the heavy modules and read the LIDC database once, off the GUI thread, while
+    the user picks a study. Afterwards the GUI thread freezes these long-lived objects out of
+    the garbage collector: a full collection over the database's ~100k objects, triggered
+    by any worker, would otherwise hold the interpreter for ~100 ms."""
+    import pydicom.pixels  # noqa: F401 — pixel decoder plugins are discovered on import
+    import scipy.ndimage  # noqa: F401
+    import skimage.draw  # noqa: F401
+
+    from lungviewer.study.lidc_db import get_database
+    import lungviewer.study.nodules  # noqa: F401
+    import lungviewer.imaging.parenchyma  # noqa: F401
+
+    try:
+        get_database()
+    except Exception:  # noqa: BLE001 — reported when annotations are looked up
+        pass
+    return True
+
+
+def _segment_job(hu, progress=None, cancel=None):
+    from lungviewer.imaging.parenchyma import segment_lungs
+
+    return segment_lungs(hu, progress=progress, cancel=cancel)
+
+
+def _annotations_job(volume: Volume, folder, progress=None, cancel=None):
+    from lungviewer.study.nodules import load_study_annotations
+
+    return load_study_annotations(volume, folder)
+
+
+def application() -> QApplication:
+    # worker threads run Python code too (DICOM headers, annotations): a shorter GIL
+    # switch interval than the default 5 ms lets the GUI thread in between them sooner
+    sys.setswitchinterval(0.001)
+    app = QApplication.instance() or QApplication([])
+    app.setApplicationName("lungviewer")
+    app.setOrganizationName("lungviewer")
+    return app
