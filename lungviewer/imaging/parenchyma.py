@@ -7,8 +7,11 @@ Per axial slice:
    changing (computed on the slice's HU histogram, so each iteration costs O(bins));
 2. keep the dark side (``HU <= T``): lungs, airways and the air around the body;
 3. morphological closing with a disk of radius 5 (fills vessels and nodules in the lung);
-4. remove the components touching the image border: the outside air, with the gap
-   between the body and the table;
+4. remove the outside air and the table: keep only what lies inside the body (each
+   slice's largest bright component with its holes filled; the image edge counts as
+   closed where the field of view cuts through the body, so lungs reaching the image edge
+   survive). ``ParenchymaParams(outside="border")`` gives the method's literal rule
+   instead: drop every component touching the image border;
 5. remove components smaller than 1000 px (trachea, bowel gas, noise).
 
 Arrays are ``(z, y, x)``; HU ``int16``. The parameters live in :class:`ParenchymaParams`
@@ -17,6 +20,7 @@ with the method's values as defaults; the per-slice thresholds are returned for 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,27 +30,71 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+log = logging.getLogger(__name__)
+
 HU_MIN, HU_MAX = -1024, 3071  # histogram range; values outside are clipped into it
 
 
 @dataclass(frozen=True)
 class ParenchymaParams:
+    """Parameters of M1; the defaults are the method's values.
+
+    ``outside`` chooses how the air around the patient (and the table) is removed:
+    ``"body"`` (default) keeps only what lies inside the body — each slice's largest bright
+    component (and pieces at least ``body_fraction`` of it) with its holes filled, the image edge counted as closed where the field of
+    view cuts through the body; ``"border"`` is the method's literal rule, dropping every
+    component that touches the image border (it loses lungs that reach the image edge)."""
+
     closing_radius: int = 5  # disk radius (px) of the morphological closing
     min_component_px: int = 1000  # smaller components are removed
     tolerance_hu: float = 0.5  # the iteration stops when T moves less than this
     max_iterations: int = 100
-    remove_border_components: bool = True
+    outside: str = "body"  # "body" or "border", see above
+    body_fraction: float = 0.25  # bright pieces this large relative to the largest are body
+
+    def __post_init__(self) -> None:
+        if self.outside not in ("body", "border"):
+            raise ValueError(f"ParenchymaParams.outside must be 'body' or 'border', "
+                             f"got {self.outside!r}")
+        if self.closing_radius < 0 or self.min_component_px < 0:
+            raise ValueError("ParenchymaParams: closing_radius and min_component_px must be "
+                             f">= 0, got {self.closing_radius} and {self.min_component_px}")
+        if not 0.0 < self.body_fraction <= 1.0:
+            raise ValueError(f"ParenchymaParams.body_fraction must be in (0, 1], "
+                             f"got {self.body_fraction}")
+        if self.tolerance_hu <= 0 or self.max_iterations < 1:
+            raise ValueError("ParenchymaParams: tolerance_hu must be > 0 and "
+                             "max_iterations >= 1")
 
 
 @dataclass
 class ParenchymaResult:
-    mask: np.ndarray  # bool (z, y, x)
-    thresholds: np.ndarray  # float (z,): the converged threshold of every slice (HU)
+    """The M1 mask of a volume.
+
+    Attributes:
+        mask: bool ``(z, y, x)``, True in the lung parenchyma.
+        thresholds: float ``(z,)``, the converged iterative threshold of every slice (HU).
+        seconds: wall time of :func:`segment_lungs`.
+        params: the parameters used.
+        spacing: voxel size in mm ``(z, y, x)`` when the caller gave it (for volumes).
+    """
+
+    mask: np.ndarray
+    thresholds: np.ndarray
     seconds: float = 0.0
     params: ParenchymaParams = field(default_factory=ParenchymaParams)
+    spacing: tuple[float, float, float] | None = None
 
-    def volume_ml(self, spacing: tuple[float, float, float]) -> float:
-        return float(self.mask.sum()) * float(np.prod(spacing)) / 1000.0
+    def volume_ml(self, spacing: tuple[float, float, float] | None = None) -> float:
+        """Lung volume in mL, from ``spacing`` (mm, z y x) or the one given when segmenting."""
+        sp = spacing if spacing is not None else self.spacing
+        if sp is None:
+            raise ValueError("volume_ml needs the voxel spacing (mm, z y x)")
+        return float(self.mask.sum()) * float(np.prod(sp)) / 1000.0
+
+    @property
+    def slices_with_lung(self) -> int:
+        return int(self.mask.any(axis=(1, 2)).sum())
 
 
 def disk(radius: int) -> np.ndarray:
@@ -133,29 +181,139 @@ _SLICE_CROSS = np.zeros((3, 3, 3), dtype=bool)
 _SLICE_CROSS[1] = ndimage.generate_binary_structure(2, 1)  # 4-connected, never across z
 
 
+def _slice_label_ranges(labels: np.ndarray) -> np.ndarray:
+    """(z + 1,) label bounds: slice k's components are labels ``lo[k] + 1 .. lo[k + 1]``.
+
+    ``ndimage.label`` numbers components in raster order and our structure never connects
+    slices, so every slice owns one contiguous run of labels."""
+    top = labels.reshape(labels.shape[0], -1).max(axis=1)
+    return np.concatenate([[0], np.maximum.accumulate(top)])
+
+
+def _body_labels(labels: np.ndarray, sizes: np.ndarray, fraction: float) -> np.ndarray:
+    """Bool per label: is the component at least ``fraction`` of its slice's largest one."""
+    bounds = _slice_label_ranges(labels)
+    slice_max = np.zeros(len(sizes), dtype=np.int64)
+    for k in range(labels.shape[0]):  # a loop over slices, not pixels
+        lo, hi = int(bounds[k]), int(bounds[k + 1])
+        if hi > lo:
+            slice_max[lo + 1:hi + 1] = sizes[lo + 1:hi + 1].max()
+    is_body = sizes >= fraction * slice_max
+    is_body[0] = False
+    return is_body
+
+
+def _edges(a: np.ndarray) -> list[np.ndarray]:
+    """The four image edges of every slice of ``a`` (z, y, x): top, bottom, left, right."""
+    return [a[:, 0, :], a[:, -1, :], a[:, :, 0], a[:, :, -1]]
+
+
+def _clipped_spans(on_edge: np.ndarray) -> np.ndarray:
+    """(z, L) bool: along one edge, the stretch from the body's first to its last contact.
+
+    Where the field of view cuts through the body, what lies on the edge between two
+    contacts of the body (typically a lung reaching the image edge) is inside the body."""
+    n, length = on_edge.shape
+    has = on_edge.any(axis=1)
+    first = np.argmax(on_edge, axis=1)
+    last = length - 1 - np.argmax(on_edge[:, ::-1], axis=1)
+    i = np.arange(length)[None, :]
+    return has[:, None] & (i >= first[:, None]) & (i <= last[:, None])
+
+
+def body_interior(bright: np.ndarray, fraction: float = 0.25) -> np.ndarray:
+    """The inside of the body on every slice of ``bright`` (z, y, x, bool: HU above T).
+
+    The body is each slice's largest bright 4-connected component, with any other bright
+    component at least ``fraction`` of its size (the body cut in two by a field of view
+    that crosses both lungs); the table, clothing and noise are smaller. Its inside is the
+    body with its holes filled. Where the body runs off the image (a field of view smaller
+    than the patient) the image edge between the body's first and last contact along it
+    counts as closed, so lungs cut by the field of view stay inside; the outside air keeps
+    its open stretch of edge."""
+    labels, n = ndimage.label(bright, structure=_SLICE_CROSS)
+    if n == 0:
+        return np.zeros(bright.shape, dtype=bool)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    body = _body_labels(labels, sizes, fraction)[labels]
+    # everything that is not body, split into 4-connected pieces: the pieces reaching an
+    # open stretch of the image edge are outside, the others are holes in the body
+    rest, m = ndimage.label(~body, structure=_SLICE_CROSS)
+    outside = np.zeros(m + 1, dtype=bool)
+    for edge_body, edge_rest in zip(_edges(body), _edges(rest)):
+        outside[edge_rest[~_clipped_spans(edge_body)]] = True
+    outside[0] = False  # label 0 is the body itself
+    return ~outside[rest]
+
+
+def _bbox(inside: np.ndarray, margin: int) -> tuple[slice, slice] | None:
+    """In-plane bounding box (all slices of the chunk) of ``inside``, grown by ``margin``."""
+    ys = np.flatnonzero(inside.any(axis=(0, 2)))
+    if ys.size == 0:
+        return None
+    xs = np.flatnonzero(inside.any(axis=(0, 1)))
+    h, w = inside.shape[1:]
+    return (slice(max(0, ys[0] - margin), min(h, ys[-1] + 1 + margin)),
+            slice(max(0, xs[0] - margin), min(w, xs[-1] + 1 + margin)))
+
+
 def _segment_block(hu: np.ndarray, p: ParenchymaParams) -> tuple[np.ndarray, np.ndarray]:
+    """M1 on a chunk of slices (z, y, x); nothing connects slices."""
     t = thresholds_of(hu, p.tolerance_hu, p.max_iterations)
     dark = hu <= t[:, None, None]
-    closed = closing_disk(dark, p.closing_radius)
+    out = np.zeros(hu.shape, dtype=bool)
+    if p.outside == "body":
+        inside = body_interior(~dark, p.body_fraction)
+        # only the body's box needs the closing: a pixel's closing depends on pixels
+        # within 2·radius of it, so a margin of 2·radius + 1 keeps the result exact
+        box = _bbox(inside, 2 * p.closing_radius + 1)
+        if box is None:
+            return out, t
+        ys, xs = box
+        closed = closing_disk(dark[:, ys, xs], p.closing_radius)
+        closed &= inside[:, ys, xs]
+    else:
+        ys, xs = slice(None), slice(None)
+        closed = closing_disk(dark, p.closing_radius)
     labels, n = ndimage.label(closed, structure=_SLICE_CROSS)
     if n == 0:
-        return np.zeros(hu.shape, dtype=bool), t
+        return out, t
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     keep = sizes >= p.min_component_px
     keep[0] = False
-    if p.remove_border_components:
-        border = np.concatenate([labels[:, 0].ravel(), labels[:, -1].ravel(),
-                                 labels[:, :, 0].ravel(), labels[:, :, -1].ravel()])
-        keep[np.unique(border)] = False
-    return keep[labels], t
+    if p.outside == "border":
+        keep[np.unique(np.concatenate([e.ravel() for e in _edges(labels)]))] = False
+    out[:, ys, xs] = keep[labels]
+    return out, t
+
+
+class SegmentationCancelled(InterruptedError):
+    """Raised by :func:`segment_lungs` when its ``cancel`` callback answers True."""
+
+
+def _as_hu(hu: np.ndarray, ndim: int, what: str) -> np.ndarray:
+    hu = np.asarray(hu)
+    if hu.ndim != ndim:
+        axes = "(z, y, x)" if ndim == 3 else "(y, x)"
+        raise ValueError(f"{what} needs a {ndim}-D {axes} array of HU, got shape {hu.shape}")
+    if min(hu.shape) == 0:
+        raise ValueError(f"{what}: empty image, shape {hu.shape}")
+    if hu.dtype == bool or not (np.issubdtype(hu.dtype, np.integer)
+                                or np.issubdtype(hu.dtype, np.floating)):
+        raise ValueError(f"{what} needs HU numbers (int16), got dtype {hu.dtype}")
+    if np.issubdtype(hu.dtype, np.floating):
+        if not np.isfinite(hu).all():
+            raise ValueError(f"{what}: the HU array holds NaN or infinite values")
+        hu = np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
+    return hu
 
 
 def segment_slice(hu2d: np.ndarray, params: ParenchymaParams = ParenchymaParams(),
                   ) -> tuple[np.ndarray, float]:
-    """Lung mask (bool (y, x)) and threshold (HU) of one slice."""
-    hu2d = np.asarray(hu2d)
-    if hu2d.ndim != 2:
-        raise ValueError(f"segment_slice needs a 2-D (y, x) slice, got shape {hu2d.shape}")
+    """Lung mask (bool ``(y, x)``) and converged threshold (HU) of one axial slice of HU
+    (``int16`` ``(y, x)``; floats are rounded). A slice without lung (above the apex,
+    below the bases, all air) gives an empty mask."""
+    hu2d = _as_hu(hu2d, 2, "segment_slice")
     mask, t = _segment_block(hu2d[None], params)
     return mask[0], float(t[0])
 
@@ -163,20 +321,30 @@ def segment_slice(hu2d: np.ndarray, params: ParenchymaParams = ParenchymaParams(
 def segment_lungs(hu: np.ndarray, params: ParenchymaParams = ParenchymaParams(),
                   progress: Callable[[int, int], None] | None = None,
                   cancel: Callable[[], bool] | None = None,
+                  spacing: tuple[float, float, float] | None = None,
                   chunk: int = 16) -> ParenchymaResult:
-    """Lung parenchyma mask of a whole volume ``(z, y, x)`` (M1), all slices of a chunk
-    processed together; identical to :func:`segment_slice` on every slice (tested).
+    """Lung parenchyma mask of a whole volume of HU, ``int16`` ``(z, y, x)`` (method M1).
 
-    What it captures: air-filled lung (about −950…−500 HU) with the vessels and nodules
-    that the radius-5 closing can bridge (up to ~10 px across) when the lung surrounds
-    them. What it does not: nodules or consolidation touching the pleura or mediastinum
-    wider than the closing can reach (they are part of the chest wall for a threshold
-    method), and lungs that touch the outside air in the slice (removed with it)."""
-    hu = np.asarray(hu)
-    if hu.ndim != 3:
-        raise ValueError(f"segment_lungs needs a 3-D (z, y, x) volume, got shape {hu.shape}")
+    Slices are processed in chunks of ``chunk`` slices at once (vectorised over the chunk,
+    chunks in a thread pool: scipy releases the GIL); the result is identical to
+    :func:`segment_slice` on every slice (tested), since nothing connects slices.
+    ``progress(done, total)`` is called after each chunk; ``cancel()`` returning True
+    stops the work with :class:`SegmentationCancelled`. ``spacing`` (mm, z y x) is kept
+    in the result for :meth:`ParenchymaResult.volume_ml`.
+
+    What it captures: the air-filled lung (about −950…−500 HU) with the vessels and the
+    nodules that the radius-5 closing bridges (up to ~10 px across) — nodules touching the
+    pleura stay inside the mask only where they are thinner than that. What it does not:
+    larger nodules and consolidation (left as holes, or cut off at the pleura, since a
+    threshold method sees them as tissue), the trachea and main bronchi while under
+    ``min_component_px`` (they are removed), lungs in slices where they are under that size
+    (the apex tip, the costophrenic recesses), and whatever air the body encloses besides
+    the lungs (bowel gas above ``min_component_px``, air pockets between body and table
+    when they touch: the method has no anatomy)."""
+    hu = _as_hu(hu, 3, "segment_lungs")
     t0 = time.perf_counter()
     n = hu.shape[0]
+    chunk = max(1, int(chunk))
     mask = np.zeros(hu.shape, dtype=bool)
     thresholds = np.zeros(n)
     starts = list(range(0, n, chunk))
@@ -188,28 +356,48 @@ def segment_lungs(hu: np.ndarray, params: ParenchymaParams = ParenchymaParams(),
         mask[k0:k1], thresholds[k0:k1] = _segment_block(hu[k0:k1], params)
         return k1
 
-    # scipy's filters release the GIL: chunks run in parallel threads
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         done = 0
         for k1 in pool.map(work, starts):
             if k1 < 0 or (cancel is not None and cancel()):
                 pool.shutdown(cancel_futures=True)
-                raise InterruptedError("segmentation cancelled")
-            done += 1
+                raise SegmentationCancelled("lung segmentation cancelled")
+            done = k1
             if progress is not None:
-                progress(min(n, done * chunk), n)
-    return ParenchymaResult(mask, thresholds, time.perf_counter() - t0, params)
+                progress(done, n)
+    seconds = time.perf_counter() - t0
+    log.debug("M1 segmentation of %d slices in %.2f s", n, seconds)
+    sp = None if spacing is None else tuple(float(v) for v in spacing)
+    return ParenchymaResult(mask, thresholds, seconds, params, sp)  # type: ignore[arg-type]
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice overlap 2|A∩B| / (|A| + |B|) of two boolean masks of the same shape (1.0 when
+    both are empty)."""
     a, b = np.asarray(a, bool), np.asarray(b, bool)
-    s = a.sum() + b.sum()
+    if a.shape != b.shape:
+        raise ValueError(f"dice: masks of different shapes {a.shape} and {b.shape}")
+    s = int(a.sum()) + int(b.sum())
     return 1.0 if s == 0 else float(2.0 * np.logical_and(a, b).sum() / s)
 
 
-def evaluate_against(mask_true: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """Dice, sensitivity and precision of ``mask`` against a reference mask."""
-    t, m = np.asarray(mask_true, bool), np.asarray(mask, bool)
+def evaluate_against(mask_true: np.ndarray,
+                     result: ParenchymaResult | np.ndarray) -> dict[str, float]:
+    """Agreement of a segmentation (``ParenchymaResult`` or bool ``(z, y, x)`` mask) with a
+    reference lung mask of the same shape: Dice, sensitivity, precision, the relative
+    volume error, and the worst per-slice Dice among slices where either mask has lung."""
+    t = np.asarray(mask_true, bool)
+    m = np.asarray(result.mask if isinstance(result, ParenchymaResult) else result, bool)
+    if t.shape != m.shape:
+        raise ValueError(f"evaluate_against: reference {t.shape} and mask {m.shape} differ")
     tp = float(np.logical_and(t, m).sum())
-    return {"dice": dice(t, m), "sensitivity": tp / max(float(t.sum()), 1.0),
-            "precision": tp / max(float(m.sum()), 1.0)}
+    nt, nm = float(t.sum()), float(m.sum())
+    out = {"dice": dice(t, m), "sensitivity": tp / max(nt, 1.0),
+           "precision": tp / max(nm, 1.0), "volume_error": (nm - nt) / max(nt, 1.0)}
+    if t.ndim == 3:
+        inter = np.logical_and(t, m).sum(axis=(1, 2)).astype(float)
+        tot = (t.sum(axis=(1, 2)) + m.sum(axis=(1, 2))).astype(float)
+        has = tot > 0
+        per = 2 * inter[has] / tot[has]
+        out["worst_slice_dice"] = float(per.min()) if per.size else 1.0
+    return out
