@@ -51,10 +51,10 @@ class ChestShape:
         body_b = rng.uniform(105, 125) * px
         cx = 256 + rng.uniform(-6, 6)
         cy = 250 + rng.uniform(-8, 8)
-        lung_a = body_a * rng.uniform(0.34, 0.38)
-        lung_b = body_b * rng.uniform(0.72, 0.78)
+        lung_a = body_a * rng.uniform(0.30, 0.34)
+        lung_b = body_b * rng.uniform(0.66, 0.72)
         lung_dx = body_a * rng.uniform(0.45, 0.49)
-        lung_dy = body_b * rng.uniform(-0.02, 0.05)
+        lung_dy = body_b * rng.uniform(0.04, 0.10)  # the lungs reach deep posteriorly
         t_apex = rng.uniform(0.90, 0.97)
         t_base = rng.uniform(0.10, 0.18)
         if t_range is not None:
@@ -63,16 +63,32 @@ class ChestShape:
         shape = ChestShape(cx, cy, body_a, body_b, lung_a, lung_b, lung_dx, lung_dy,
                            t_apex, t_base, 0.0, px)
         if nodule_points is not None and len(nodule_points):
-            # grow the lungs until every nodule voxel is inside (at its height's profile)
-            for _ in range(25):
-                inside = shape.lung_inside(nodule_points[:, 0], nodule_points[:, 1],
-                                           nodule_points[:, 2], margin=2.0 * px)
+            # adapt the chest to the real nodules: shift it towards voxels left outside the
+            # lungs (posterior / anterior / medial), grow it only for what shifting cannot fix
+            t_n, r_n, c_n = nodule_points[:, 0], nodule_points[:, 1], nodule_points[:, 2]
+            for _ in range(60):
+                inside = shape.lung_inside(t_n, r_n, c_n, margin=2.0 * px)
                 if inside.all():
                     break
-                shape = ChestShape(
-                    shape.cx, shape.cy, shape.body_a * 1.02, shape.body_b * 1.025,
-                    shape.lung_a * 1.025, shape.lung_b * 1.025, shape.lung_dx * 1.005,
-                    shape.lung_dy, shape.t_apex, shape.t_base, 0.0, px)
+                out_r, out_c = r_n[~inside], c_n[~inside]
+                lung_row = shape.cy + shape.lung_dy
+                f = {k: getattr(shape, k) for k in (
+                    "cx", "cy", "body_a", "body_b", "lung_a", "lung_b", "lung_dx", "lung_dy",
+                    "t_apex", "t_base")}
+                d_row = float(np.mean(out_r - lung_row)) / shape.lung_b
+                if abs(d_row) > 0.55:  # beyond the front or back of the lungs: move the chest
+                    f["cy"] += np.sign(d_row) * 2.0 * px
+                off = np.abs(out_c - shape.cx)
+                if np.mean(off) < shape.lung_dx:  # towards the midline
+                    f["lung_dx"] *= 0.985
+                else:  # lateral
+                    f["lung_a"] *= 1.015
+                    f["body_a"] *= 1.008
+                f["lung_b"] *= 1.005
+                # the chest wall stays around the lungs, the body inside the image
+                f["body_b"] = max(f["body_b"], abs(f["lung_dy"]) + f["lung_b"] + 30 * px)
+                f["cy"] = min(f["cy"], 500 - f["body_b"] - 14 * px)
+                shape = ChestShape(**f, table_row=0.0, px_mm=px)
         table_row = shape.cy + shape.body_b * 1.04 + 6 * px
         return ChestShape(*[getattr(shape, f) for f in (
             "cx", "cy", "body_a", "body_b", "lung_a", "lung_b", "lung_dx", "lung_dy",
@@ -110,8 +126,11 @@ class ChestShape:
             dxn = (col - cxl) / np.maximum(a, 1e-3)
             dyn = (row - cyl) / np.maximum(b, 1e-3)
             # medial side flatter (cubic superellipse), lateral side an ellipse
-            adx = np.abs(dxn)
-            r = np.where((col - cxl) * side < 0, adx * adx * adx, adx * adx) + dyn * dyn
+            # medial and posterior sides boxy (cubic superellipse: the lungs fill the
+            # paravertebral gutters), lateral and anterior sides elliptic
+            adx, ady = np.abs(dxn), np.abs(dyn)
+            r = (np.where((col - cxl) * side < 0, adx * adx * adx, adx * adx)
+                 + np.where(dyn > 0, ady * ady * ady, ady * ady))
             r = np.where((a > 2) & (b > 2), r, np.inf)
             # the diaphragm dome rises in the centre of each lung
             d = self.dome(t)
@@ -131,10 +150,10 @@ class ChestShape:
         t = np.asarray(t, dtype=np.float32)
         u = (t - self.t_base) / max(self.t_apex - self.t_base, 1e-3)
         h = np.clip(1.0 - np.abs(u - 0.25) / 0.33, 0, 1) ** 0.5  # heart from base to mid chest
-        ha = self.body_a * 0.34 * h + grow
-        hb = self.body_b * 0.42 * h + grow
-        hcx = self.cx + self.body_a * 0.10
-        hcy = self.cy - self.body_b * 0.18
+        ha = self.body_a * 0.30 * h + grow
+        hb = self.body_b * 0.36 * h + grow
+        hcx = self.cx + self.body_a * 0.16
+        hcy = self.cy - self.body_b * 0.14
         return (((np.asarray(col) - hcx) / np.maximum(ha, 1e-3)) ** 2
                 + ((np.asarray(row) - hcy) / np.maximum(hb, 1e-3)) ** 2 < 1.0) & (h > 0)
 

@@ -31,7 +31,7 @@ from .anatomy import (AIR, FAT, LUNG, MUSCLE, TABLE, ChestShape, Segment, patien
 log = logging.getLogger(__name__)
 
 SIZE = 512
-TWIN_VERSION = "lungviewer-twin-v1"
+TWIN_VERSION = "lungviewer-twin-v2"
 NOISE_SIGMA = 42.0  # white noise before the partial-volume blur: ≈ 19 HU after it
 BLUR_SIGMA = 0.7  # px, in-plane partial-volume blur
 _MARGIN = 4  # px of context rendered around a region so that the blur matches the full scan

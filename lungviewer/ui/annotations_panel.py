@@ -60,7 +60,7 @@ def nodule_box(nodule, pad: int = 4) -> tuple[int, int, int, int, int] | None:
             if r.slice_index is not None and r.inclusion and len(r.points)]
     if not rois:
         return None
-    k0 = nodule.centre[0]
+    k0 = nodule.centre[0] if np.isfinite(nodule.centre[0]) else rois[0].slice_index
     k = min({r.slice_index for r in rois}, key=lambda s: abs(s - k0))
     pts = np.concatenate([np.asarray(r.points) for r in rois if r.slice_index == k])
     c0, r0 = pts.min(axis=0) - pad
@@ -130,7 +130,7 @@ class AnnotationsPanel(QWidget):
             words = describe_rating("malignancy", round(med)) if med is not None else "—"
             lo, hi = nod.slice_range or (0, 0)
             item = QTreeWidgetItem([
-                f"Nodule {nod.index + 1}", str(len(nod.readers)),
+                f"Nodule {nod.index}", str(len(nod.readers)),
                 f"{med:.1f} ({words})" if med is not None else "—",
                 f"{nod.diameter_mm:.1f}", f"{lo + 1}–{hi + 1}"])
             item.setData(0, Qt.ItemDataRole.UserRole, nod)
@@ -177,7 +177,7 @@ class AnnotationsPanel(QWidget):
 
     def _clicked(self, item: QTreeWidgetItem) -> None:
         nod = item.data(0, Qt.ItemDataRole.UserRole)
-        if nod is not None:
+        if nod is not None and nod.slice_range is not None:  # None: on no slice of this series
             self.slice_view.set_slice(int(round(nod.centre[0])))
             self.noduleSelected.emit(nod)
 

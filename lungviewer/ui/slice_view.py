@@ -351,10 +351,10 @@ class SliceView(QWidget):
         lab["tl"].move(8, 6)
         lab["tr"].move(w - lab["tr"].width() - 8, 6)
         lab["bl"].move(8, h - lab["bl"].height() - 6)
-        lab["banner"].move((w - lab["banner"].width()) // 2, 6)
+        lab["banner"].move((w - lab["banner"].width()) // 2, lab["tl"].height() + 10)
         lab["left"].move(6, h // 2)
         lab["right"].move(w - lab["right"].width() - 6, h // 2)
-        lab["top"].move(w // 2, 24)
+        lab["top"].move(w // 2, lab["tl"].height() + 36)
         lab["bottom"].move(w // 2, h - lab["bottom"].height() - 6)
 
     def resizeEvent(self, ev):  # noqa: N802
