@@ -34,12 +34,19 @@ def reference_slice(sl: np.ndarray, fraction: float = 0.25) -> np.ndarray:
     dark = sl <= t
     # 2. closing with a disk of radius 5 (edge-replicated so the border does not erode)
     closed = morphology.closing(np.pad(dark, 11, mode="edge"), morphology.disk(5))[11:-11, 11:-11]
-    # 3. the body: largest bright component (and pieces >= fraction of it), holes filled,
-    #    the image edge closed between the body's first and last contact along it
+    # 3. the body: the largest bright component, holes filled, the image edge closed
+    #    between the body's first and last contact along it; other bright pieces that touch
+    #    the edge and are >= fraction of the largest count as body, but not their own holes
     lab = measure.label(~dark, connectivity=1)
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
-    body = (lab > 0) & (sizes[lab] >= fraction * sizes.max())
+    if sizes.max() == 0:  # no bright pixel: no body
+        return np.zeros(sl.shape, dtype=bool)
+    largest = lab == np.argmax(sizes)
+    touching = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    extra = ((sizes[lab] >= fraction * sizes.max()) & np.isin(lab, touching)
+             & (lab > 0) & ~largest)
+    body = largest | extra
     framed = np.pad(body, 1)
     for edge, frame in ((body[0], framed[0, 1:-1]), (body[-1], framed[-1, 1:-1]),
                         (body[:, 0], framed[1:-1, 0]), (body[:, -1], framed[1:-1, -1])):
@@ -47,6 +54,7 @@ def reference_slice(sl: np.ndarray, fraction: float = 0.25) -> np.ndarray:
         if idx.size:
             frame[idx[0]:idx[-1] + 1] = True
     interior = ndimage.binary_fill_holes(framed)[1:-1, 1:-1]
+    interior &= ~(ndimage.binary_fill_holes(extra) & ~extra)
     # 4. components inside the body, at least 1000 px
     return morphology.remove_small_objects(closed & interior, max_size=999, connectivity=1)
 

@@ -1,4 +1,5 @@
-"""M1 lung parenchyma segmentation: the method's steps on phantoms and on the twin."""
+"""M1 lung parenchyma segmentation: the method's steps on phantoms built here, the CLI,
+and a check against the LIDC twin's true lung mask (synthetic images)."""
 
 from __future__ import annotations
 
@@ -9,44 +10,56 @@ import pytest
 
 from dicomgen import write_ct_series
 from lungviewer.cli import main as cli_main
-from lungviewer.imaging.parenchyma import (ParenchymaParams, dice, evaluate_against,
-                                           iterative_threshold, segment_lungs, segment_slice)
+from lungviewer.imaging.parenchyma import (ParenchymaParams, ParenchymaResult, dice,
+                                           evaluate_against, iterative_threshold,
+                                           segment_lungs, segment_slice)
+
+LUNG_HU, TISSUE_HU = -850, 0
 
 
-def phantom(size=256, seed=0):
-    """Air, body ellipse (40 HU), two lung ellipses (−850 HU), trachea (−1000 HU, < 1000 px),
-    a vessel dot in a lung, a table under the body; returns (hu, true lung mask)."""
+def phantom(size: int = 256, seed: int = 0, table_core: bool = False):
+    """One axial slice: air (−1000 HU), a body ellipse (~0 HU), two lung ellipses (−850 HU)
+    with noise, a trachea (−1000 HU, < 1000 px at size 256) in the mediastinum, a vessel
+    dot inside the left lung, and a table under the body (with ``table_core``: a closed
+    shell around a dark foam core, as real tables have). ``size`` scales the geometry but
+    not the method's pixel parameters. Returns (hu int16, true lungs)."""
     rng = np.random.default_rng(seed)
-    r, c = np.mgrid[:size, :size]
+    s = size / 256.0
+    r, c = np.mgrid[:size, :size] / s
     hu = np.full((size, size), -1000.0)
-    body = ((c - 128) / 110) ** 2 + ((r - 120) / 80) ** 2 < 1
-    hu[body] = 40
+    hu[((c - 128) / 110) ** 2 + ((r - 120) / 80) ** 2 < 1] = TISSUE_HU
     lungs = (((c - 80) / 35) ** 2 + ((r - 120) / 55) ** 2 < 1) | \
             (((c - 176) / 35) ** 2 + ((r - 120) / 55) ** 2 < 1)
-    hu[lungs] = -850
-    hu[(c - 128) ** 2 + (r - 95) ** 2 < 7 ** 2] = -1000  # trachea, ~150 px
-    hu[(c - 80) ** 2 + (r - 120) ** 2 < 3 ** 2] = 40  # vessel inside the left lung
-    hu[(r > 210) & (r < 216) & (np.abs(c - 128) < 120)] = 150  # table
-    hu += rng.normal(0, 15, hu.shape)
+    hu[lungs] = LUNG_HU
+    hu[(c - 128) ** 2 + (r - 95) ** 2 < 7 ** 2] = -1000  # trachea, ~150 px at size 256
+    hu[(c - 80) ** 2 + (r - 120) ** 2 < 3 ** 2] = TISSUE_HU  # vessel inside the left lung
+    hu[(r > 204) & (r < 240) & (np.abs(c - 128) < 100)] = 150  # table
+    if table_core:  # foam inside a shell thicker than the closing can bridge
+        hu[(r > 216) & (r < 228) & (np.abs(c - 128) < 88)] = -900
+    hu += rng.normal(0, 20, hu.shape)
     return hu.astype(np.int16), lungs
 
 
 def test_iterative_threshold_converges_between_lung_and_tissue():
     hu, _ = phantom()
     t = iterative_threshold(hu)
-    assert -850 < t < 40
+    assert LUNG_HU < t < TISSUE_HU
     # the definition: T is the mean of the two class means (within the tolerance)
     lo, hi = hu[hu <= t].mean(), hu[hu > t].mean()
     assert abs(t - (lo + hi) / 2) < 1.0
+    # it does not depend on the starting point's luck: a shifted image shifts T with it
+    assert iterative_threshold(hu + 100) == pytest.approx(t + 100, abs=1.0)
 
 
-def test_slice_mask_matches_lungs_and_drops_air_trachea_and_holes():
+def test_slice_mask_matches_lungs_and_drops_air_trachea_and_table():
     hu, lungs = phantom()
     mask, t = segment_slice(hu, ParenchymaParams())
-    assert dice(mask, lungs) > 0.97
+    assert LUNG_HU < t < TISSUE_HU
+    assert dice(mask, lungs) > 0.95
     assert not mask[95, 128]  # trachea removed (< 1000 px)
-    assert not mask[5, 5] and not mask[230, 128]  # outside air, under the table
+    assert not mask[5, 5] and not mask[202, 128] and not mask[250, 128]  # outside air, under the table
     assert mask[120, 80]  # the vessel hole is closed by the radius-5 closing
+    assert mask.dtype == bool and mask.shape == hu.shape
 
 
 def test_min_component_and_closing_parameters_matter():
@@ -55,50 +68,102 @@ def test_min_component_and_closing_parameters_matter():
     assert small[95, 128]  # with a tiny minimum the trachea survives
     no_close = segment_slice(hu, ParenchymaParams(closing_radius=0))[0]
     assert not no_close[120, 80]  # without closing the vessel stays a hole
+    huge = segment_slice(hu, ParenchymaParams(min_component_px=10**6))[0]
+    assert not huge.any()
 
 
-def test_volume_empty_slices_and_bad_input():
+def test_dark_core_of_the_table_is_outside_the_body():
+    """A table whose dark foam is enclosed by its shell: the method's literal rule (drop
+    what touches the image border) keeps the foam as 'lung'; the body rule does not."""
+    hu, lungs = phantom(table_core=True)
+    mask, _ = segment_slice(hu)
+    assert not mask[222, 128] and dice(mask, lungs) > 0.95
+    literal, _ = segment_slice(hu, ParenchymaParams(outside="border"))
+    assert literal[222, 128]
+
+
+def test_lungs_cut_by_a_narrow_field_of_view_are_kept():
+    """The field of view crosses both lungs (they reach the left and right image edges)."""
+    hu, lungs = phantom(table_core=True)
+    hu, lungs = hu[:250, 60:196], lungs[:250, 60:196]
+    assert lungs[:, 0].any() and lungs[:, -1].any()
+    mask, _ = segment_slice(hu)
+    assert dice(mask, lungs) > 0.95
+    assert not mask[222, 68]  # the table, wider than the field of view, and its core
+    assert not mask[2, 2] and not mask[-2, -2]  # the air in the corners is still outside
+    literal, _ = segment_slice(hu, ParenchymaParams(outside="border"))
+    assert dice(literal, lungs) < 0.5  # the literal border rule loses them
+
+
+def test_empty_and_uniform_slices_give_empty_masks():
+    for value in (-1000, -850, 40):
+        mask, t = segment_slice(np.full((64, 64), value, dtype=np.int16))
+        assert not mask.any() and np.isfinite(t)
+    body_only = np.full((128, 128), -1000, dtype=np.int16)
+    body_only[20:100, 20:100] = 40  # a body without lungs (below the bases)
+    assert not segment_slice(body_only)[0].any()
+
+
+def test_volume_progress_spacing_and_cancel():
     hu, lungs = phantom()
     vol = np.stack([hu, np.full_like(hu, -1000), hu])
     seen = []
-    res = segment_lungs(vol, progress=lambda i, n: seen.append(i))
+    res = segment_lungs(vol, progress=lambda i, n: seen.append((i, n)), spacing=(2.5, .7, .7),
+                        chunk=2)
+    assert isinstance(res, ParenchymaResult)
     assert res.mask.shape == vol.shape and res.mask.dtype == bool
     assert not res.mask[1].any()  # all-air slice: empty, no error
-    assert dice(res.mask[0], lungs) > 0.97 and len(res.thresholds) == 3
-    assert seen[-1] == 3
-    with pytest.raises(ValueError, match="3-D"):
-        segment_lungs(hu)
-    with pytest.raises(ValueError, match="2-D"):
-        segment_slice(vol)
+    assert dice(res.mask[0], lungs) > 0.95 and len(res.thresholds) == 3
+    assert seen == [(2, 3), (3, 3)] and res.slices_with_lung == 2
+    assert res.volume_ml() == pytest.approx(res.mask.sum() * 2.5 * 0.49 / 1000)
+    assert res.volume_ml((1, 1, 1)) == pytest.approx(res.mask.sum() / 1000)
+    with pytest.raises(ValueError, match="spacing"):
+        segment_lungs(vol[:1]).volume_ml()
     with pytest.raises(InterruptedError):
         segment_lungs(vol, cancel=lambda: True)
 
 
-def test_twin_lungs_are_found(twin_0001):
-    """Against the twin's ground-truth lung mask (synthetic images)."""
-    ks = np.arange(20, 125, 8)
-    res = segment_lungs(twin_0001.hu[ks])
-    scores = evaluate_against(twin_0001.lung_mask[ks], res.mask)
-    assert scores["dice"] > 0.95, scores
-    assert (res.thresholds > -800).all() and (res.thresholds < -200).all()
+def test_bad_input_raises_clear_errors():
+    hu, _ = phantom(64)
+    with pytest.raises(ValueError, match=r"3-D \(z, y, x\).*shape \(64, 64\)"):
+        segment_lungs(hu)
+    with pytest.raises(ValueError, match="2-D"):
+        segment_slice(hu[None])
+    with pytest.raises(ValueError, match="dtype bool"):
+        segment_lungs(np.zeros((2, 8, 8), dtype=bool))
+    with pytest.raises(ValueError, match="NaN"):
+        segment_slice(np.full((8, 8), np.nan))
+    with pytest.raises(ValueError, match="empty"):
+        segment_lungs(np.zeros((0, 8, 8), dtype=np.int16))
+    with pytest.raises(ValueError, match="outside"):
+        ParenchymaParams(outside="nowhere")
+    with pytest.raises(ValueError, match="closing_radius"):
+        ParenchymaParams(closing_radius=-1)
 
 
-def test_segment_command_writes_npy_and_nifti(tmp_path, capsys):
-    import nibabel as nib
+def test_float_input_is_rounded_to_hu():
+    hu, _ = phantom()
+    a, ta = segment_slice(hu)
+    b, tb = segment_slice(hu.astype(np.float32))
+    np.testing.assert_array_equal(a, b)
+    assert ta == pytest.approx(tb)
 
-    write_ct_series(tmp_path / "s", n_slices=4, rows=64, cols=64)
-    out = tmp_path / "mask.npy"
-    assert cli_main(["segment", str(tmp_path / "s"), "--out", str(out), "--json"]) == 0
-    info = json.loads(capsys.readouterr().out)
-    m = np.load(out, allow_pickle=False)
-    assert m.shape == (4, 64, 64) and m.dtype == bool
-    assert info["slices"] == 4 and len(info["thresholds_hu"]) == 4
-    nii = tmp_path / "mask.nii.gz"
-    assert cli_main(["segment", str(tmp_path / "s"), "--out", str(nii)]) == 0
-    img = nib.load(str(nii))
-    np.testing.assert_array_equal(np.asarray(img.dataobj).transpose(2, 1, 0).astype(bool), m)
-    assert img.header.get_zooms() == pytest.approx((0.7, 0.7, 2.5))
-    assert cli_main(["segment", str(tmp_path / "s"), "--out", str(tmp_path / "m.txt")]) == 1
+
+def test_dice_and_evaluate_against():
+    a = np.zeros((2, 10, 10), bool)
+    b = a.copy()
+    a[0, :5], b[0, :4] = True, True
+    assert dice(a, b) == pytest.approx(2 * 40 / 90)
+    assert dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
+    res = ParenchymaResult(b, np.zeros(2))
+    e = evaluate_against(a, res)
+    assert e["dice"] == pytest.approx(2 * 40 / 90)
+    assert e["sensitivity"] == pytest.approx(0.8) and e["precision"] == pytest.approx(1.0)
+    assert e["volume_error"] == pytest.approx(-0.2)
+    assert e["worst_slice_dice"] == pytest.approx(2 * 40 / 90)
+    assert evaluate_against(a, b)["dice"] == e["dice"]
+    with pytest.raises(ValueError, match="shape"):
+        dice(a, b[0])
 
 
 @pytest.mark.parametrize("radius", [1, 2, 3, 5])
@@ -115,6 +180,32 @@ def test_separable_closing_equals_the_disk_closing(radius):
     np.testing.assert_array_equal(closing_disk(m, radius), ref)
 
 
+def test_matches_the_plain_scikit_image_version():
+    """The vectorised implementation equals the straightforward per-slice one of the
+    benchmark, on the phantoms (table core, narrow field of view, noise)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "bench" / "bench_parenchyma.py"
+    spec = importlib.util.spec_from_file_location("bench_parenchyma", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    slices = [phantom(seed=1)[0], phantom(table_core=True)[0],
+              phantom(table_core=True)[0][:250, 60:196], phantom()[0][:, :150],
+              np.full((64, 64), -1000, np.int16), np.full((64, 64), 40, np.int16)]
+    for sl in slices:
+        np.testing.assert_array_equal(segment_slice(sl)[0], bench.reference_slice(sl))
+
+
+def test_twin_lungs_are_found(twin_0001):
+    """Against the twin's ground-truth lung mask (trachea and bronchi excluded there)."""
+    ks = np.arange(20, 125, 8)
+    res = segment_lungs(twin_0001.hu[ks])
+    scores = evaluate_against(twin_0001.lung_mask[ks], res)
+    assert scores["dice"] > 0.95, scores
+    assert (res.thresholds > -800).all() and (res.thresholds < -200).all()
+
+
 def test_whole_volume_equals_per_slice(twin_0001):
     hu = twin_0001.hu[40:75]
     res = segment_lungs(hu, chunk=8)
@@ -122,3 +213,35 @@ def test_whole_volume_equals_per_slice(twin_0001):
         mask, t = segment_slice(hu[k])
         np.testing.assert_array_equal(res.mask[k], mask)
         assert res.thresholds[k] == pytest.approx(t)
+
+
+def test_segment_command_writes_npy_and_nifti(tmp_path, capsys):
+    import nibabel as nib
+
+    hu, lungs = phantom()
+    series = tmp_path / "s"
+    write_ct_series(series, n_slices=4, rows=256, cols=256, spacing=(2.5, 0.7, 0.7), hu=hu)
+    out = tmp_path / "mask.npy"
+    assert cli_main(["segment", str(series), "--out", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    m = np.load(out, allow_pickle=False)
+    assert m.shape == (4, 256, 256) and m.dtype == bool
+    assert all(dice(m[k], lungs) > 0.95 for k in range(4))
+    assert info["slices"] == 4 and len(info["thresholds_hu"]) == 4
+    assert info["lung_volume_ml"] == pytest.approx(m.sum() * 2.5 * 0.49 / 1000, rel=1e-3)
+    assert LUNG_HU < info["mean_threshold_hu"] < TISSUE_HU
+
+    nii = tmp_path / "mask.nii.gz"
+    assert cli_main(["segment", str(series), "--out", str(nii)]) == 0
+    text = capsys.readouterr().out
+    assert "ml" in text and "4 slices" in text
+    img = nib.load(str(nii))
+    np.testing.assert_array_equal(np.asarray(img.dataobj).transpose(2, 1, 0).astype(bool), m)
+    assert img.header.get_zooms() == pytest.approx((0.7, 0.7, 2.5))
+    # voxel (0, 0, 0) sits at the first slice's ImagePositionPatient, LPS turned to RAS
+    assert img.affine[:3, 3] == pytest.approx([100.0, 120.0, -100.0])
+
+    assert cli_main(["segment", str(series), "--out", str(tmp_path / "m.txt")]) == 1
+    assert ".npy" in capsys.readouterr().err
+    assert cli_main(["segment", str(tmp_path / "nothing"), "--out", str(out)]) == 1
+    assert "nothing" in capsys.readouterr().err

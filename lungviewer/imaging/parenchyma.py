@@ -190,17 +190,37 @@ def _slice_label_ranges(labels: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.maximum.accumulate(top)])
 
 
-def _body_labels(labels: np.ndarray, sizes: np.ndarray, fraction: float) -> np.ndarray:
-    """Bool per label: is the component at least ``fraction`` of its slice's largest one."""
+def _body_labels(labels: np.ndarray, sizes: np.ndarray,
+                 fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bool per label: (the largest component of its slice, a component touching the
+    image edge that is at least ``fraction`` of its slice's largest one but not it)."""
     bounds = _slice_label_ranges(labels)
     slice_max = np.zeros(len(sizes), dtype=np.int64)
+    largest = np.zeros(len(sizes), dtype=bool)
     for k in range(labels.shape[0]):  # a loop over slices, not pixels
         lo, hi = int(bounds[k]), int(bounds[k + 1])
         if hi > lo:
             slice_max[lo + 1:hi + 1] = sizes[lo + 1:hi + 1].max()
-    is_body = sizes >= fraction * slice_max
-    is_body[0] = False
-    return is_body
+            largest[lo + 1 + int(np.argmax(sizes[lo + 1:hi + 1]))] = True
+    touches = np.zeros(len(sizes), dtype=bool)
+    for e in _edges(labels):
+        touches[e.ravel()] = True
+    extra = touches & (sizes >= fraction * slice_max) & ~largest
+    extra[0] = False
+    return largest, extra
+
+
+def _holes(solid: np.ndarray, closed_edges: list[np.ndarray] | None = None) -> np.ndarray:
+    """Bool (z, y, x): the pixels outside ``solid`` that are enclosed by it in their slice
+    (4-connected background not reaching the image edge). ``closed_edges`` (top, bottom,
+    left, right; (z, L) bool each) marks stretches of edge that count as walls."""
+    rest, m = ndimage.label(~solid, structure=_SLICE_CROSS)
+    outside = np.zeros(m + 1, dtype=bool)
+    for i, edge_rest in enumerate(_edges(rest)):
+        outside[edge_rest.ravel() if closed_edges is None
+                else edge_rest[~closed_edges[i]]] = True
+    outside[0] = False  # label 0 is the solid itself
+    return ~outside[rest] & ~solid
 
 
 def _edges(a: np.ndarray) -> list[np.ndarray]:
@@ -224,26 +244,25 @@ def _clipped_spans(on_edge: np.ndarray) -> np.ndarray:
 def body_interior(bright: np.ndarray, fraction: float = 0.25) -> np.ndarray:
     """The inside of the body on every slice of ``bright`` (z, y, x, bool: HU above T).
 
-    The body is each slice's largest bright 4-connected component, with any other bright
-    component at least ``fraction`` of its size (the body cut in two by a field of view
-    that crosses both lungs); the table, clothing and noise are smaller. Its inside is the
-    body with its holes filled. Where the body runs off the image (a field of view smaller
-    than the patient) the image edge between the body's first and last contact along it
-    counts as closed, so lungs cut by the field of view stay inside; the outside air keeps
-    its open stretch of edge."""
+    The body is each slice's largest bright 4-connected component. Its inside is the body
+    with its holes filled. Where the body runs off the image (a field of view smaller than
+    the patient) the image edge between the body's first and last contact along it counts
+    as closed, so lungs cut by the field of view stay inside, and other bright pieces that
+    touch the image edge and are at least ``fraction`` of the largest count as body too
+    (the body cut in two by a field of view that crosses both lungs). What such a piece
+    encloses on its own (the dark core of a wide table) stays outside; the outside air
+    keeps its open stretch of edge."""
     labels, n = ndimage.label(bright, structure=_SLICE_CROSS)
     if n == 0:
         return np.zeros(bright.shape, dtype=bool)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    body = _body_labels(labels, sizes, fraction)[labels]
-    # everything that is not body, split into 4-connected pieces: the pieces reaching an
-    # open stretch of the image edge are outside, the others are holes in the body
-    rest, m = ndimage.label(~body, structure=_SLICE_CROSS)
-    outside = np.zeros(m + 1, dtype=bool)
-    for edge_body, edge_rest in zip(_edges(body), _edges(rest)):
-        outside[edge_rest[~_clipped_spans(edge_body)]] = True
-    outside[0] = False  # label 0 is the body itself
-    return ~outside[rest]
+    largest, extra = _body_labels(labels, sizes, fraction)
+    body = (largest | extra)[labels]
+    spans = [_clipped_spans(e) for e in _edges(body)]
+    inside = body | _holes(body, spans)
+    if extra.any():
+        inside &= ~_holes(extra[labels])
+    return inside
 
 
 def _bbox(inside: np.ndarray, margin: int) -> tuple[slice, slice] | None:

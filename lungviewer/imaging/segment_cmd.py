@@ -28,34 +28,48 @@ def nifti_affine(vol: Volume) -> np.ndarray:
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ a  # LPS → RAS
 
 
+MASK_SUFFIXES = (".npy", ".nii", ".nii.gz")
+
+
+def check_out_path(out: Path) -> None:
+    if not out.name.lower().endswith(MASK_SUFFIXES):
+        raise ValueError(f"{out}: the mask file name must end in .npy (NumPy, bool z y x) "
+                         f"or .nii / .nii.gz (NIfTI, uint8 x y z)")
+
+
 def write_mask(mask: np.ndarray, vol: Volume, out: Path) -> None:
-    name = out.name.lower()
-    if name.endswith(".npy"):
-        np.save(out, mask, allow_pickle=False)
-    elif name.endswith(".nii") or name.endswith(".nii.gz"):
+    """Write ``mask`` (bool z, y, x): ``.npy`` with ``np.save`` (no pickle), or NIfTI
+    (uint8, axes x y z, the series' RAS affine) via nibabel."""
+    check_out_path(out)
+    if out.name.lower().endswith(".npy"):
+        np.save(out, np.ascontiguousarray(mask, dtype=bool), allow_pickle=False)
+    else:
         import nibabel as nib
 
         data = np.ascontiguousarray(mask.transpose(2, 1, 0)).astype(np.uint8)  # (x, y, z)
-        nib.save(nib.Nifti1Image(data, nifti_affine(vol)), str(out))
-    else:
-        raise ValueError(f"{out}: use a .npy, .nii or .nii.gz file name")
+        img = nib.Nifti1Image(data, nifti_affine(vol))
+        img.header.set_xyzt_units("mm")
+        nib.save(img, str(out))
 
 
 def main(args) -> int:
     out = Path(args.out)
     try:
+        check_out_path(out)
         t0 = time.perf_counter()
         vol = load_series(args.path)
         t1 = time.perf_counter()
-        res = segment_lungs(vol.hu)
+        res = segment_lungs(vol.hu, spacing=vol.spacing)
         write_mask(res.mask, vol, out)
     except (StudyLoadError, ValueError, OSError) as exc:
         print(f"lungviewer segment: {exc}", file=sys.stderr)
         return 1
     summary = {
         "slices": vol.n_slices,
-        "lung_volume_ml": round(res.volume_ml(vol.spacing), 1),
-        "slices_with_lung": int(res.mask.any(axis=(1, 2)).sum()),
+        "shape_zyx": list(vol.shape),
+        "spacing_mm_zyx": [round(float(v), 4) for v in vol.spacing],
+        "lung_volume_ml": round(res.volume_ml(), 1),
+        "slices_with_lung": res.slices_with_lung,
         "mean_threshold_hu": round(float(res.thresholds.mean()), 1),
         "thresholds_hu": [round(float(t), 1) for t in res.thresholds],
         "load_seconds": round(t1 - t0, 3),
@@ -66,7 +80,10 @@ def main(args) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
+        print(f"{vol.n_slices} slices {vol.shape[1]}x{vol.shape[2]}"
+              f"{' (SYNTHETIC)' if vol.is_synthetic else ''}, loaded in {t1 - t0:.2f} s")
         print(f"lung parenchyma (M1): {summary['lung_volume_ml']} ml in "
-              f"{summary['slices_with_lung']}/{vol.n_slices} slices, mean threshold "
-              f"{summary['mean_threshold_hu']} HU, {res.seconds:.2f} s -> {out}")
+              f"{res.slices_with_lung} slices, mean threshold "
+              f"{summary['mean_threshold_hu']} HU, segmented in {res.seconds:.2f} s")
+        print(f"mask written to {out}")
     return 0
