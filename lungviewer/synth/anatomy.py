@@ -171,36 +171,45 @@ class Segment:
 def vessel_tree(shape: ChestShape, seed: int, z_px_per_t: float) -> list[Segment]:
     """Branching pulmonary vessels from each hilum, tapering to the periphery.
 
-    Points are (h, row, col) where h = t * z_px_per_t (height in pixel units)."""
+    Points are (h, row, col) where h = t * z_px_per_t (height in pixel units). Grown one
+    generation at a time, with the lung test vectorised over the whole generation."""
     rng = np.random.default_rng(seed ^ 0x5EED)
     segs: list[Segment] = []
     t_hil = shape.t_base + 0.55 * (shape.t_apex - shape.t_base)
+    starts, dirs_, radii, lengths = [], [], [], []
     for side in (-1.0, 1.0):
         hil = np.array([t_hil * z_px_per_t,
                         shape.cy + shape.lung_dy - 0.05 * shape.lung_b,
                         shape.cx + side * (shape.lung_dx - 0.55 * shape.lung_a)])
         # main directions: up, down-front, down-back, lateral
-        dirs = [(1.0, -0.1, side * 0.4), (-1.0, -0.4, side * 0.3), (-1.0, 0.5, side * 0.3),
-                (0.1, 0.1, side * 1.0), (-0.3, -0.8, side * 0.5), (0.4, 0.7, side * 0.4)]
-        stack = [(hil, np.array(d) / np.linalg.norm(d), 5.0 * shape.px_mm, 38.0 * shape.px_mm, 0)
-                 for d in dirs]
-        while stack:
-            p, d, r, length, depth = stack.pop()
-            q = p + d * length
-            t_q = q[0] / z_px_per_t
-            if not shape.lung_inside(t_q, q[1], q[2], margin=2.0):
-                # shorten to stay inside the lung; drop if it leaves at once
-                q = p + d * length * 0.5
-                if not shape.lung_inside(q[0] / z_px_per_t, q[1], q[2], margin=2.0):
-                    continue
-            segs.append(Segment(p, q, r))
-            if r < 0.8 * shape.px_mm or depth > 8:
-                continue
-            for _ in range(3 if depth < 3 else 2):
-                nd = d + rng.normal(0, 0.55, 3)
-                nd /= np.linalg.norm(nd)
-                stack.append((q, nd, r * rng.uniform(0.68, 0.8), length * rng.uniform(0.65, 0.8),
-                              depth + 1))
+        for d in [(1.0, -0.1, side * 0.4), (-1.0, -0.4, side * 0.3), (-1.0, 0.5, side * 0.3),
+                  (0.1, 0.1, side * 1.0), (-0.3, -0.8, side * 0.5), (0.4, 0.7, side * 0.4)]:
+            starts.append(hil)
+            dirs_.append(np.array(d) / np.linalg.norm(d))
+            radii.append(5.0 * shape.px_mm)
+            lengths.append(38.0 * shape.px_mm)
+    p, d = np.array(starts), np.array(dirs_)
+    r, length = np.array(radii), np.array(lengths)
+    for depth in range(10):
+        if len(p) == 0:
+            break
+        q = p + d * length[:, None]
+        inside = shape.lung_inside(q[:, 0] / z_px_per_t, q[:, 1], q[:, 2], margin=2.0)
+        half = p + d * (0.5 * length)[:, None]
+        inside_half = shape.lung_inside(half[:, 0] / z_px_per_t, half[:, 1], half[:, 2],
+                                        margin=2.0)
+        q = np.where(inside[:, None], q, half)  # shorten to stay inside the lung
+        keep = inside | inside_half
+        p, q, d, r, length = p[keep], q[keep], d[keep], r[keep], length[keep]
+        segs += [Segment(a, b, float(rad)) for a, b, rad in zip(p, q, r)]
+        grow = r >= 0.8 * shape.px_mm
+        n_child = 3 if depth < 3 else 2
+        p, d = np.repeat(q[grow], n_child, 0), np.repeat(d[grow], n_child, 0)
+        r, length = np.repeat(r[grow], n_child), np.repeat(length[grow], n_child)
+        d = d + rng.normal(0, 0.55, d.shape)
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        r = r * rng.uniform(0.68, 0.8, len(r))
+        length = length * rng.uniform(0.65, 0.8, len(length))
     return segs
 
 

@@ -31,7 +31,7 @@ from .anatomy import (AIR, FAT, LUNG, MUSCLE, TABLE, ChestShape, Segment, patien
 log = logging.getLogger(__name__)
 
 SIZE = 512
-TWIN_VERSION = "lungviewer-twin-v2"
+TWIN_VERSION = "lungviewer-twin-v3"
 NOISE_SIGMA = 42.0  # white noise before the partial-volume blur: ≈ 19 HU after it
 BLUR_SIGMA = 0.7  # px, in-plane partial-volume blur
 _MARGIN = 4  # px of context rendered around a region so that the blur matches the full scan
@@ -397,6 +397,14 @@ def render_twin(patient_id: str, series_uid: str | None = None,
                 progress: Callable[[int, int], None] | None = None) -> Twin:
     """Render the whole twin of a LIDC scan (the patient's first scan unless named)."""
     return render_model(build_model(find_scan(patient_id, series_uid)), progress)
+
+
+def render_slices(model: TwinModel, ks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Whole slices ``ks`` of the twin: HU int16, lung mask, nodule mask, each (n, 512, 512),
+    identical to the same slices of :func:`render_twin`."""
+    ks = np.atleast_1d(np.asarray(ks, dtype=int))
+    clean, lung, nod = _render_clean(model, ks, 0, SIZE, 0, SIZE)
+    return _finish(model, clean, ks, 0, SIZE, 0, SIZE), lung, nod
 
 
 def render_region(model: TwinModel, center_zyx: tuple[int, int, int],

@@ -1,0 +1,247 @@
+"""Training samples for the CAD networks, from the real LIDC labels and twin images.
+
+One nodule sample per reader annotation (label: that reader's ratings), imaged by the
+LIDC twin around the annotation only (``render_region``) and turned into patches by the
+same functions the viewer uses (``lungviewer.imaging.patches``: M2 32×32 binary + grey
+patch and box size, M4 50×50 detector patch). Detector negatives come from the twin's
+anatomy on a few whole slices per scan: vessels and other bright lung structures, the
+pleura, and plain parenchyma. Every sample carries its patient ID; splits are by patient
+(``splits.py``). Samples are built once per process pool and cached as ``.npz`` (loaded
+with ``allow_pickle=False``) in the user cache folder.
+
+Nothing here imports torch: these are numpy arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from lungviewer import paths
+from lungviewer.imaging.patches import detector_patch, nodule_patch, polygon_box
+from lungviewer.study.lidc_db import RATING_NAMES, LidcScan, get_database
+
+log = logging.getLogger(__name__)
+
+DATASET_VERSION = "samples-v1"
+NEG_SLICES_PER_SCAN = 2
+NEG_PER_SLICE = {"vessel": 7, "pleura": 3, "parenchyma": 3, "airway": 2}
+NEG_KINDS = ("nodule", "vessel", "pleura", "parenchyma", "airway")
+
+
+@dataclass
+class Samples:
+    """Columns of equal length (n,): arrays keyed by name. Nodule samples have keys
+    ``x`` (n, 2, 32, 32) float16, ``box_mm`` (n, 2), ``det`` (n, 50, 50) float16,
+    ``thumb`` (n, 32, 32) uint8, the nine ratings, ``patient``, ``scan``, ``nodule`` (a
+    scan-unique cluster key), ``annotation``, ``slice``; detector samples ``det``,
+    ``label`` (1 nodule, 0 not), ``kind``, ``patient``."""
+
+    cols: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.cols.values()))) if self.cols else 0
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.cols[key]
+
+    def subset(self, mask: np.ndarray) -> "Samples":
+        return Samples({k: v[mask] for k, v in self.cols.items()})
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, **self.cols)
+        os.replace(tmp, path)
+
+    @staticmethod
+    def load(path: Path) -> "Samples":
+        with np.load(path, allow_pickle=False) as z:
+            return Samples({k: z[k] for k in z.files})
+
+    @staticmethod
+    def concat(parts: list["Samples"]) -> "Samples":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Samples({})
+        return Samples({k: np.concatenate([p.cols[k] for p in parts]) for k in parts[0].cols})
+
+
+def _largest_contour(ann):
+    return max(ann.contours, key=lambda c: (c.inclusion, len(c.points)))
+
+
+def scan_samples(scan_id: int, seed: int = 0) -> tuple[dict, dict]:
+    """Nodule and detector sample columns of one LIDC scan (runs in a worker process)."""
+    from lungviewer.synth.twin import build_model, render_region
+
+    db = get_database()
+    scan: LidcScan = db.scan(scan_id)
+    anns = db.annotations(scan_id)
+    model = build_model(scan)
+    cluster_of = {aid: i for i, st in enumerate(model.nodules) for aid in st.annotation_ids}
+    ps = scan.pixel_spacing
+    nod: dict[str, list] = {k: [] for k in ("x", "box_mm", "det", "thumb", "patient", "scan",
+                                            "nodule", "annotation", "slice", "centre",
+                                            *RATING_NAMES)}
+    for ann in anns:
+        if not ann.contours:
+            continue
+        c = _largest_contour(ann)
+        k = scan.slice_index(c.z_mm)
+        r0, c0, r1, c1 = polygon_box(c.points)
+        rc, cc = (r0 + r1) // 2, (c0 + c1) // 2
+        size = int(max(64, r1 - r0 + 16, c1 - c0 + 16))
+        local = render_region(model, (k, rc, cc), (1, size, size))[0]
+        off_r, off_c = rc - size // 2, cc - size // 2
+        box = (r0 - off_r, c0 - off_c, r1 - off_r, c1 - off_c)
+        p = nodule_patch(local, box, (ps, ps))
+        nod["x"].append(p.stacked().astype(np.float16))
+        nod["box_mm"].append(np.array(p.box_mm, np.float32))
+        nod["det"].append(detector_patch(local, (rc - off_r, cc - off_c)).astype(np.float16))
+        nod["thumb"].append((p.grey * 255).astype(np.uint8))
+        nod["patient"].append(scan.patient_id)
+        nod["scan"].append(scan.id)
+        nod["nodule"].append(f"{scan.id}:{cluster_of.get(ann.id, -1)}")
+        nod["annotation"].append(ann.id)
+        nod["slice"].append(k)
+        nod["centre"].append(np.array([k, rc, cc], np.int32))
+        for name in RATING_NAMES:
+            nod[name].append(ann.ratings[name])
+    det: dict[str, list] = {"det": [], "label": [], "kind": [], "patient": []}
+    # positives: the nodule samples' detector patches (taken above)
+    for patch in nod["det"]:
+        det["det"].append(patch)
+        det["label"].append(1)
+        det["kind"].append(0)
+        det["patient"].append(scan.patient_id)
+    # negatives: anatomy of a few whole slices inside the lungs
+    rng = np.random.default_rng([seed, scan.id])
+    s = model.shape
+    lung_ks = np.nonzero(s.lung_scale(model.t) > 0.3)[0]
+    if lung_ks.size:
+        ks = np.sort(rng.choice(lung_ks, size=min(NEG_SLICES_PER_SCAN, lung_ks.size),
+                                replace=False))
+        hu, lung, nodm = _render_slices(model, ks)
+        for i, k in enumerate(ks):
+            away = ~ndimage.binary_dilation(nodm[i], iterations=12)
+            inner = ndimage.binary_erosion(lung[i], iterations=2)
+            pools = {
+                "vessel": inner & (hu[i] > -400) & away,
+                "pleura": lung[i] & ~ndimage.binary_erosion(lung[i], iterations=1) & away,
+                "parenchyma": inner & (hu[i] < -700) & away,
+                "airway": _airway_walls(model, int(k), rng) & away,
+            }
+            for kind, pool in pools.items():
+                rr, cc_ = np.nonzero(pool)
+                if rr.size == 0:
+                    continue
+                pick = rng.choice(rr.size, size=min(NEG_PER_SLICE[kind], rr.size), replace=False)
+                for j in pick:
+                    det["det"].append(detector_patch(hu[i], (rr[j], cc_[j])).astype(np.float16))
+                    det["label"].append(0)
+                    det["kind"].append(NEG_KINDS.index(kind))
+                    det["patient"].append(scan.patient_id)
+    return nod, det
+
+
+def _render_slices(model, ks):
+    """Whole twin slices (HU, lung mask, nodule mask), by the twin's own renderer."""
+    from lungviewer.synth import twin
+
+    if hasattr(twin, "render_slices"):
+        return twin.render_slices(model, ks)
+    ks = np.atleast_1d(np.asarray(ks, dtype=int))  # same code path as render_slices
+    clean, lung, nod = twin._render_clean(model, ks, 0, twin.SIZE, 0, twin.SIZE)
+    return twin._finish(model, clean, ks, 0, twin.SIZE, 0, twin.SIZE), lung, nod
+
+
+def _airway_walls(model, k: int, rng: np.random.Generator) -> np.ndarray:
+    """(512, 512) bool: points on the airway walls crossing slice ``k``, from the twin's
+    analytic airway segments (points are (h, row, col), h the height in pixel units)."""
+    out = np.zeros((512, 512), dtype=bool)
+    h = float(model.h[k])
+    for seg in model.airways:
+        d = seg.p1 - seg.p0
+        if abs(d[0]) < 1e-6:
+            continue
+        u = (h - seg.p0[0]) / d[0]
+        if not 0.0 <= u <= 1.0:
+            continue
+        r, c = seg.p0[1:] + u * d[1:]
+        ang = rng.uniform(0, 2 * np.pi, 8)
+        rad = seg.radius + 1.0
+        rr = np.clip(np.round(r + rad * np.sin(ang)).astype(int), 0, 511)
+        cc = np.clip(np.round(c + rad * np.cos(ang)).astype(int), 0, 511)
+        out[rr, cc] = True
+    return out
+
+
+def _stack(cols: dict[str, list]) -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in cols.items():
+        if k == "patient":
+            out[k] = np.array(v, dtype="U16")
+        elif k == "nodule":
+            out[k] = np.array(v, dtype="U24")
+        else:
+            out[k] = np.asarray(v)
+    return out
+
+
+def _worker_init() -> None:
+    get_database()
+
+
+def build_samples(scan_ids: list[int] | None = None, workers: int | None = None,
+                  progress: Callable[[int, int], None] | None = None,
+                  seed: int = 0) -> tuple[Samples, Samples]:
+    """Nodule and detector samples of the given scans (default: every annotated scan)."""
+    db = get_database()
+    if scan_ids is None:
+        scan_ids = [s.id for s in db.scans() if db.annotations(s.id)]
+    workers = workers or max(1, (os.cpu_count() or 2))
+    nods, dets = [], []
+    t0 = time.perf_counter()
+    if workers == 1:
+        results = (scan_samples(i, seed) for i in scan_ids)
+        for n, (a, b) in enumerate(results, 1):
+            nods.append(Samples(_stack(a)))
+            dets.append(Samples(_stack(b)))
+            if progress:
+                progress(n, len(scan_ids))
+    else:
+        with ProcessPoolExecutor(workers, initializer=_worker_init) as pool:
+            for n, (a, b) in enumerate(pool.map(scan_samples, scan_ids,
+                                                [seed] * len(scan_ids), chunksize=4), 1):
+                nods.append(Samples(_stack(a)))
+                dets.append(Samples(_stack(b)))
+                if progress:
+                    progress(n, len(scan_ids))
+    log.info("built samples of %d scans in %.0f s", len(scan_ids), time.perf_counter() - t0)
+    return Samples.concat(nods), Samples.concat(dets)
+
+
+def cached_samples(progress: Callable[[int, int], None] | None = None,
+                   lidc_root: str | None = None) -> tuple[Samples, Samples]:
+    """All samples, built on first use and cached in the user cache folder."""
+    if lidc_root:
+        raise NotImplementedError(
+            "--lidc-root (reading real LIDC-IDRI slices instead of rendering the twin) is not "
+            "implemented yet: the sample builder renders twin images only")
+    folder = paths.cache_dir() / "datasets"
+    folder.mkdir(parents=True, exist_ok=True)
+    fn, fd = folder / f"nodules-{DATASET_VERSION}.npz", folder / f"detector-{DATASET_VERSION}.npz"
+    if fn.is_file() and fd.is_file():
+        return Samples.load(fn), Samples.load(fd)
+    nod, det = build_samples(progress=progress)
+    nod.save(fn)
+    det.save(fd)
+    return nod, det
