@@ -122,17 +122,80 @@ def _filter_rect(mask: np.ndarray, rects: list[tuple[int, int]], op) -> np.ndarr
     return out
 
 
+_U64 = np.dtype("<u8")
+
+
+def _shift_x(words: np.ndarray, s: int, fill: bool) -> np.ndarray:
+    """Bit-packed rows (..., K) of little-endian uint64 (bit j of word i = pixel 64i + j):
+    the image moved by ``s`` pixels along x (out[x] = in[x - s]), ``fill`` shifted in."""
+    if s == 0:
+        return words
+    k = abs(s)
+    edge = np.array(~np.uint64(0) if fill else 0, dtype=_U64)
+    if s > 0:
+        out = words << np.uint64(k)
+        out[..., 1:] |= words[..., :-1] >> np.uint64(64 - k)
+        out[..., 0] |= edge >> np.uint64(64 - k)
+    else:
+        out = words >> np.uint64(k)
+        out[..., :-1] |= words[..., 1:] << np.uint64(64 - k)
+        out[..., -1] |= edge << np.uint64(64 - k)
+    return out
+
+
+def _run_filter(words: np.ndarray, rects: list[tuple[int, int]], dilate: bool) -> np.ndarray:
+    """Dilation (OR) or erosion (AND) of bit-packed slices (z, y, K) by the union of
+    centred rectangles ``rects`` (half-height, half-width)."""
+    comb = np.bitwise_or if dilate else np.bitwise_and
+    fill = not dilate  # what lies beyond the array: absent for OR, present for AND
+    by_w: dict[int, np.ndarray] = {0: words}
+    acc = words
+    for s in range(1, max(w for _, w in rects) + 1):  # x runs grow by one pixel a step
+        acc = comb(comb(acc, _shift_x(words, s, fill)), _shift_x(words, -s, fill))
+        by_w[s] = acc
+    out = None
+    for h, w in rects:
+        hx = by_w[w]
+        r = hx.copy()
+        for d in range(1, h + 1):  # y runs: rows are whole (z, y) lines of words
+            comb(r[:, d:], hx[:, :-d], out=r[:, d:])
+            comb(r[:, :-d], hx[:, d:], out=r[:, :-d])
+        # rows beyond the array are left out of the OR / AND, i.e. absent / present
+        out = r if out is None else (out | r if dilate else out & r)
+    return out
+
+
 def closing_disk(mask: np.ndarray, radius: int) -> np.ndarray:
     """Binary closing of every slice of ``mask`` (z, y, x) with a disk of ``radius``.
 
     Exactly ``ndimage.binary_closing(slice, disk(radius))`` on the slice padded by
     2·radius + 1 replicated edge pixels (so the image border does not erode what touches
-    it) and cropped back, done as
-    O(N) running max/min filters of the disk's rectangles for all slices at once."""
+    it) and cropped back (tested). The disk is a union of rectangles, so dilating by it
+    is the OR of separable rectangle dilations (eroding: the AND); these run on the
+    slices packed 64 pixels to a machine word, so a one-pixel step along x or y is one
+    shift or one slice of the array for 64 pixels at once."""
     if radius <= 0:
         return mask.copy()
+    if radius > 60:  # beyond one word's shift; never needed for the method (radius 5)
+        return _closing_disk_filters(mask, radius)
     rects = disk_rectangles(radius)
     pad = 2 * radius + 1  # deep enough that the padded image's own edge never matters
+    n, h, w = mask.shape
+    wp = w + 2 * pad
+    extra = (-wp) % 64  # whole words; the extra columns lie beyond the pad (no effect)
+    m = np.pad(mask, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+    if extra:
+        m = np.pad(m, ((0, 0), (0, 0), (0, extra)))
+    words = np.packbits(m, axis=2, bitorder="little").view(_U64)
+    closed = _run_filter(_run_filter(words, rects, True), rects, False)
+    bits = np.unpackbits(closed.view(np.uint8), axis=2, bitorder="little")
+    return bits[:, pad:pad + h, pad:pad + w].view(bool)
+
+
+def _closing_disk_filters(mask: np.ndarray, radius: int) -> np.ndarray:
+    """:func:`closing_disk` with scipy's running max/min filters (any radius)."""
+    rects = disk_rectangles(radius)
+    pad = 2 * radius + 1
     m = np.pad(mask, ((0, 0), (pad, pad), (pad, pad)), mode="edge").view(np.uint8)
     dil = _filter_rect(m, rects, ndimage.maximum_filter1d)
     out = _filter_rect(dil, rects, ndimage.minimum_filter1d).view(bool)
