@@ -47,7 +47,10 @@ def write_mask(mask: np.ndarray, vol: Volume, out: Path) -> None:
         import nibabel as nib
 
         data = np.ascontiguousarray(mask.transpose(2, 1, 0)).astype(np.uint8)  # (x, y, z)
-        img = nib.Nifti1Image(data, nifti_affine(vol))
+        affine = nifti_affine(vol)
+        img = nib.Nifti1Image(data, affine)
+        img.set_qform(affine, code=1)  # scanner coordinates, for viewers that read either
+        img.set_sform(affine, code=1)
         img.header.set_xyzt_units("mm")
         nib.save(img, str(out))
 
