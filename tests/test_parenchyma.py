@@ -73,6 +73,23 @@ def test_min_component_and_closing_parameters_matter():
     assert not huge.any()
 
 
+def test_juxtapleural_nodules_stay_inside_only_where_the_closing_reaches():
+    """Nodules on the lateral pleura of the left lung (edge at column 45): the radius-5
+    closing takes in most of a small one (the part where a radius-5 disk does not fit in
+    the tissue) and almost none of a large one — the method's limit, documented."""
+    hu, lungs = phantom()
+    r, c = np.mgrid[:256, :256]
+    taken = {}
+    for radius, centre in ((3, 48), (15, 52)):
+        img = hu.copy()
+        nodule = (r - 120) ** 2 + (c - centre) ** 2 < radius ** 2
+        img[nodule] = TISSUE_HU
+        mask, _ = segment_slice(img)
+        in_lung = nodule & lungs
+        taken[radius] = (mask & in_lung).sum() / in_lung.sum()
+    assert taken[3] > 0.6 and taken[15] < 0.1, taken
+
+
 def test_dark_core_of_the_table_is_outside_the_body():
     """A table whose dark foam is enclosed by its shell: the method's literal rule (drop
     what touches the image border) keeps the foam as 'lung'; the body rule does not."""
