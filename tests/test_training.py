@@ -1,0 +1,268 @@
+"""CAD training side: patient split without leaks, sample building on a few scans, training
+lowers the loss, checkpoints resume, and ``evaluate`` runs end to end on tiny weights.
+
+The tiny fixture uses three small LIDC scans (twin images): two training patients and one
+held-out test patient of the committed list.
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from lungviewer.cad import splits
+
+TRAIN_SCANS = (698, 769)  # LIDC-IDRI-0957 (65 slices), LIDC-IDRI-0886 (95 slices)
+TEST_SCAN = 1  # LIDC-IDRI-0078 (87 slices, 13 annotations), on the held-out list
+
+
+@pytest.fixture(scope="module")
+def tiny_samples():
+    from lungviewer.cad.datasets import build_samples
+
+    return build_samples([*TRAIN_SCANS, TEST_SCAN], workers=1)
+
+
+# -- split ------------------------------------------------------------------------------------
+def test_split_is_by_patient_without_leak():
+    sp = splits.make_split()
+    assert not (sp.train & sp.test) and not (sp.val & sp.test) and not (sp.train & sp.val)
+    patients = splits.annotated_patients()
+    assert sp.train | sp.val | sp.test == set(patients)
+    assert sp.test == splits.test_patients()  # the committed list, untouched by seeds
+    assert 0.18 < len(sp.test) / len(patients) < 0.22
+    diagnosed = set(splits.disease_labels().labels) & set(patients)
+    share = len(diagnosed & sp.test) / len(diagnosed)
+    assert 0.15 < share < 0.25
+    assert diagnosed & sp.val, "validation needs some diagnosed patients for model selection"
+    # another seed moves validation patients, never test ones
+    other = splits.make_split(seed=splits.SPLIT_SEED + 7)
+    assert other.test == sp.test and other.val != sp.val
+
+
+def test_committed_test_list_is_reproducible():
+    again = splits.choose_test_patients(splits.annotated_patients(),
+                                        set(splits.disease_labels().labels))
+    assert set(again) == splits.test_patients()
+
+
+def test_disease_labels_tcia_and_csv(tmp_path):
+    dl = splits.disease_labels()
+    assert dl.names == ("benign", "primary lung cancer", "metastatic")
+    annotated = set(splits.annotated_patients())
+    counts = np.bincount([v for p, v in dl.labels.items() if p in annotated], minlength=3)
+    assert counts.tolist() == [31, 41, 46]  # the data README's counts
+    assert dl.of("LIDC-IDRI-0001") == -1 or "LIDC-IDRI-0001" in dl.labels
+    f = tmp_path / "labels.csv"
+    f.write_text("patient_id,label\nLIDC-IDRI-0001,b\nLIDC-IDRI-0002,a\n")
+    user = splits.disease_labels(f)
+    assert user.names == ("a", "b") and user.of("LIDC-IDRI-0001") == 1
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,diagnosis\nx,1\n")
+    with pytest.raises(splits.LabelFileError, match="bad.csv"):
+        splits.disease_labels(bad)
+
+
+def test_samples_carry_patients_and_split_masks_do_not_leak(tiny_samples):
+    from lungviewer.cad.train import split_masks
+
+    nod, det = tiny_samples
+    for s in (nod, det):
+        tr, va, te = split_masks(s["patient"])
+        assert not (tr & te).any() and not (va & te).any() and not (tr & va).any()
+        assert (tr | va | te).all()
+        assert set(s["patient"][te]) <= splits.test_patients()
+        assert not set(s["patient"][tr | va]) & splits.test_patients()
+
+
+# -- data sets --------------------------------------------------------------------------------
+def test_samples_of_three_scans(tiny_samples):
+    from lungviewer.study.lidc_db import get_database
+
+    nod, det = tiny_samples
+    db = get_database()
+    n_ann = sum(len(db.annotations(i)) for i in (*TRAIN_SCANS, TEST_SCAN))
+    assert len(nod) == n_ann  # one sample per reader annotation
+    assert nod["x"].shape == (n_ann, 2, 32, 32)
+    assert set(np.unique(nod["x"][:, 0])) <= {0.0, 1.0}  # M2 binary patch
+    assert nod["x"][:, 0].reshape(n_ann, -1).sum(1).min() > 0  # the nodule survives Otsu
+    assert ((nod["malignancy"] >= 1) & (nod["malignancy"] <= 5)).all()
+    assert (nod["box_mm"] > 0).all()
+    assert nod["det"].shape == (n_ann, 50, 50)
+    assert set(np.unique(nod["patient"])) == {db.scan(i).patient_id
+                                             for i in (*TRAIN_SCANS, TEST_SCAN)}
+    assert set(np.unique(det["label"])) == {0, 1}
+    neg = det["det"][det["label"] == 0].astype(np.float32)
+    pos = det["det"][det["label"] == 1].astype(np.float32)
+    assert neg.shape[1:] == (50, 50) and len(neg) >= 2 * len(TRAIN_SCANS)
+    # a nodule centre is denser than plain parenchyma negatives on average
+    assert pos[:, 20:30, 20:30].mean() > neg[:, 20:30, 20:30].mean()
+
+
+def test_large_nodule_keeps_its_size():
+    """A nodule wider than 32 px is centre-cropped in the patch, but box_mm keeps its size."""
+    from lungviewer.cad.datasets import scan_samples
+    from lungviewer.study.lidc_db import get_database
+
+    db = get_database()
+    scan = db.scan(TEST_SCAN)
+    nod, _ = scan_samples(TEST_SCAN)
+    widths = np.array(nod["box_mm"]).max(1) / scan.pixel_spacing
+    assert widths.max() > 0  # sanity
+    big = widths > 32
+    if not big.any():  # LIDC-IDRI-0078 has no nodule that large: check the patch function
+        from lungviewer.imaging.patches import nodule_patch
+
+        img = np.full((128, 128), -850, np.int16)
+        rr, cc = np.mgrid[:128, :128]
+        img[(rr - 64) ** 2 + (cc - 64) ** 2 < 25 ** 2] = 30
+        p = nodule_patch(img, (36, 36, 92, 92), (0.7, 0.7))
+        assert p.binary.shape == (32, 32) and p.binary.all()  # cropped: fills the patch
+        assert p.box_mm == pytest.approx((56 * 0.7, 56 * 0.7))
+    else:
+        assert (np.array(nod["box_mm"])[big].max(1) > 32 * scan.pixel_spacing).all()
+
+
+# -- training ---------------------------------------------------------------------------------
+def _tiny_task(nod, second="texture"):
+    from lungviewer.cad.train import multitask_data
+
+    data, names, _ = multitask_data(nod, second)
+    return data, names
+
+
+@pytest.mark.slow
+def test_multitask_training_lowers_loss(tiny_samples):
+    from lungviewer.cad.train import train_multitask
+
+    data, names = _tiny_task(tiny_samples[0])
+    for scheme in ("partial", "soft"):
+        _, hist = train_multitask(data, scheme, (5, len(names)), epochs=6, seed=0)
+        losses = [h["loss"] for h in hist]
+        assert losses[-1] < losses[0], (scheme, losses)
+
+
+@pytest.mark.slow
+def test_detector_training_lowers_loss_and_resumes(tiny_samples, tmp_path):
+    from lungviewer.cad.train import train_detector
+
+    _, det = tiny_samples
+    x, y = det["det"], det["label"]
+    ckpt = tmp_path / "ck" / "detector.safetensors"
+    _, hist = train_detector(x, y, epochs=4, seed=0, ckpt=ckpt)
+    losses = [h["loss"] for h in hist]
+    assert losses[-1] < losses[0], losses
+    state = json.loads(ckpt.with_suffix(".json").read_text())
+    assert state["epoch"] == 4 and len(state["history"]) == 4
+    # resume: continues at epoch 5 from the checkpointed weights, keeps the history
+    _, hist2 = train_detector(x, y, epochs=6, seed=0, ckpt=ckpt, resume=True)
+    assert [h["epoch"] for h in hist2] == [1, 2, 3, 4, 5, 6]
+    assert hist2[:4] == hist
+    assert hist2[4]["loss"] < losses[0]  # did not restart from random weights
+
+
+def test_checkpoints_are_safetensors_not_pickle(tiny_samples, tmp_path):
+    from lungviewer.cad.train import train_multitask
+
+    data, names = _tiny_task(tiny_samples[0])
+    ckpt = tmp_path / "mt.safetensors"
+    train_multitask(data, "hard", (5, len(names)), epochs=1, seed=0, ckpt=ckpt)
+    assert ckpt.read_bytes()[8:9] == b"{"  # safetensors: u64 header length, then JSON
+    json.loads(ckpt.with_suffix(".json").read_text())
+
+
+def test_training_is_deterministic(tiny_samples):
+    from lungviewer.cad.train import train_multitask
+
+    data, names = _tiny_task(tiny_samples[0])
+    a = train_multitask(data, "hard", (5, len(names)), epochs=1, seed=3)[1]
+    b = train_multitask(data, "hard", (5, len(names)), epochs=1, seed=3)[1]
+    assert a == b
+
+
+# -- evaluate -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_weights(tiny_samples, tmp_path_factory):
+    """Tiny weights of every model, trained on the two training scans only."""
+    from lungviewer.cad.train import (build_retrieval_index, multitask_data, predict_detector,
+                                      slice_labels, train_detector, train_multitask,
+                                      train_slice_head)
+    from lungviewer.cad.weights import save_model
+
+    nod, det = tiny_samples
+    out = tmp_path_factory.mktemp("weights")
+    train = ~np.isin(nod["patient"], list(splits.test_patients()))
+    for second in ("disease", "texture"):
+        data, names, source = multitask_data(nod.subset(train), second)
+        for scheme in ("partial", "single"):
+            model, _ = train_multitask(data, scheme, (5, len(names)), epochs=1, seed=0)
+            name = ("multitask" if (scheme, second) == ("partial", "disease")
+                    else f"multitask-{scheme}-{second}")
+            save_model(model, name, out, "MultiTaskNet",
+                       {"scheme": scheme, "n_classes": [5, len(names)], "n_extra": 2,
+                        "second_task": second, "second_names": names,
+                        "second_source": source})
+    dtrain = ~np.isin(det["patient"], list(splits.test_patients()))
+    detector, _ = train_detector(det["det"][dtrain], det["label"][dtrain], epochs=1, seed=0)
+    save_model(detector, "detector", out, "NoduleDetector", {})
+    ntr = nod.subset(train)
+    _, feats = predict_detector(detector, ntr["det"], embed=True)
+    head, _ = train_slice_head(detector, feats, slice_labels(ntr), epochs=1)
+    save_model(head, "slices", out, "SliceHead", {})
+    build_retrieval_index(detector, nod.subset(train), out)
+    return out
+
+
+@pytest.mark.slow
+def test_evaluate_end_to_end_on_tiny_weights(tiny_samples, tiny_weights):
+    from lungviewer.cad.evaluate import evaluate, format_text
+
+    nod, det = tiny_samples
+    m = evaluate(tiny_weights, "cpu", nod=nod, det=det, rec_scans=1)
+    for key in ("malignancy.accuracy", "malignancy.nodule_accuracy", "malignancy.binary_auc",
+                "detector.accuracy", "detector.sensitivity", "detector.specificity",
+                "detector.auc", "recommendation.nodule_recall_at_10"):
+        assert key in m and 0.0 <= m[key] <= 1.0 or np.isnan(m[key]), key
+    assert m["malignancy.n_annotations"] == int(np.isin(
+        nod["patient"], list(splits.test_patients())).sum())
+    assert m["recommendation.n_scans"] == 1
+    assert set(m["retrieval.binary_recall_at"]) == {"1", "2", "3", "4"}
+    r = m["retrieval.binary_recall_at"]
+    assert r["1"] <= r["2"] <= r["3"] <= r["4"]
+    assert set(m["sharing"]) == {"disease", "texture"}
+    assert set(m["sharing"]["texture"]) == {"partial", "single"}
+    assert "texture" in m["sharing"]["texture"]["partial"]
+    text = format_text(m)
+    assert "Synthetic LIDC-twin images" in text and "held-out test patients" in text
+    json.dumps(m)  # --json output is valid JSON
+
+
+def test_evaluate_refuses_altered_weights(tiny_samples, tiny_weights, tmp_path):
+    import shutil
+
+    from lungviewer.cad import evaluate as ev
+    from lungviewer.cad.weights import WeightsError
+
+    bad = tmp_path / "w"
+    shutil.copytree(tiny_weights, bad)
+    with open(bad / "detector.safetensors", "r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\0\1\2\3")
+    nod, det = tiny_samples
+    with pytest.raises(WeightsError, match="checksum"):
+        ev.evaluate(bad, "cpu", nod=nod, det=det, rec_scans=0)
+    args = SimpleNamespace(weights=str(tmp_path / "nothing"), device="cpu", lidc_root=None,
+                           json=False)
+    assert ev.main(args) == 2  # clear message, no traceback
+
+
+def test_statistics_helpers():
+    from lungviewer.cad.evaluate import auc, rounded_median, wilson
+
+    assert auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+    lo, hi = wilson(45, 100)
+    assert lo < 0.45 < hi and hi - lo == pytest.approx(0.19, abs=0.01)
+    assert rounded_median([2, 3]) == 3 and rounded_median([1, 2, 2]) == 2
