@@ -229,6 +229,7 @@ def test_evaluate_end_to_end_on_tiny_weights(tiny_samples, tiny_weights):
     assert m["malignancy.n_annotations"] == int(np.isin(
         nod["patient"], list(splits.test_patients())).sum())
     assert m["recommendation.n_scans"] == 1
+    assert m["recommendation.ranker"] == "CadEngine.scan_slices"
     assert set(m["retrieval.binary_recall_at"]) == {"1", "2", "3", "4"}
     r = m["retrieval.binary_recall_at"]
     assert r["1"] <= r["2"] <= r["3"] <= r["4"]
@@ -238,6 +239,27 @@ def test_evaluate_end_to_end_on_tiny_weights(tiny_samples, tiny_weights):
     text = format_text(m)
     assert "Synthetic LIDC-twin images" in text and "held-out test patients" in text
     json.dumps(m)  # --json output is valid JSON
+
+
+@pytest.mark.slow
+def test_recommend_matches_the_engine_slice_scan(tiny_weights):
+    """recommend.score_slices (evaluate's fallback) ranks exactly like the viewer's engine."""
+    from lungviewer.cad.engine import CadEngine
+    from lungviewer.cad.recommend import rank_slices, score_slices
+    from lungviewer.imaging.parenchyma import segment_lungs
+    from lungviewer.study.lidc_db import get_database
+    from lungviewer.study.volume import Volume
+    from lungviewer.synth.twin import build_model, render_model
+
+    twin = render_model(build_model(get_database().scan(TRAIN_SCANS[0])))
+    mask = segment_lungs(twin.hu).mask
+    engine = CadEngine.load(tiny_weights, "cpu")
+    ours = score_slices(twin.hu, mask, engine.models["detector"], engine.models["slices"])
+    vol = Volume(hu=twin.hu, spacing=twin.spacing, positions=twin.positions)
+    theirs = engine.scan_slices(vol, mask)
+    assert (ours.nodule > 0).any()
+    np.testing.assert_allclose(ours.nodule, theirs.scores, atol=1e-5)
+    assert (rank_slices(ours.nodule)[:10] == theirs.ranking()[:10]).all()
 
 
 def test_evaluate_refuses_altered_weights(tiny_samples, tiny_weights, tmp_path):

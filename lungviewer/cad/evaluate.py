@@ -176,10 +176,23 @@ def retrieval_metrics(db_emb: np.ndarray, db_levels: np.ndarray, q_emb: np.ndarr
     return out
 
 
+def _engine(folder: Path, device: str):
+    """The viewer's CAD engine on these weights, or None when it cannot load them."""
+    try:
+        from .engine import CadEngine
+
+        return CadEngine.load(folder, device)
+    except Exception as exc:  # noqa: BLE001 - fall back to recommend.py, say why
+        log.info("slice ranking by recommend.py (engine unavailable: %s)", exc)
+        return None
+
+
 def recommendation_metrics(scan_ids: list[int], detector, head, device: str = "cpu",
-                           k: int = 10, progress: Progress | None = None) -> dict:
-    """Render each test scan's twin, segment the lungs (M1), score and rank its slices (M5)
-    and count the nodules with a slice in the top ``k``."""
+                           k: int = 10, progress: Progress | None = None,
+                           folder: Path | None = None) -> dict:
+    """Render each test scan's twin, segment the lungs (M1), score and rank its slices (M5:
+    ``CadEngine.scan_slices`` when the engine loads ``folder``, else :mod:`recommend` with
+    the same formula) and count the nodules with a slice in the top ``k``."""
     from lungviewer.imaging.parenchyma import segment_lungs
     from lungviewer.study.lidc_db import get_database
     from lungviewer.synth.twin import build_model, render_model
@@ -187,6 +200,7 @@ def recommendation_metrics(scan_ids: list[int], detector, head, device: str = "c
     from .recommend import rank_slices, score_slices
 
     db = get_database()
+    engine = _engine(folder, device) if folder is not None else None
     hits, total, per_scan = 0, 0, []
     for i, sid in enumerate(scan_ids):
         model = build_model(db.scan(sid))
@@ -194,8 +208,15 @@ def recommendation_metrics(scan_ids: list[int], detector, head, device: str = "c
             continue
         twin = render_model(model)
         mask = segment_lungs(twin.hu).mask
-        scores = score_slices(twin.hu, mask, detector, head, device)
-        top = set(rank_slices(scores.nodule)[:k].tolist())
+        if engine is not None:  # exactly what the viewer runs
+            from lungviewer.study.volume import Volume
+
+            vol = Volume(hu=twin.hu, spacing=twin.spacing, positions=twin.positions,
+                         is_synthetic=True)
+            score = engine.scan_slices(vol, mask).scores
+        else:
+            score = score_slices(twin.hu, mask, detector, head, device).nodule
+        top = set(rank_slices(score)[:k].tolist())
         found = [any(int(s) in top for s in n.slices) for n in model.nodules]
         hits += sum(found)
         total += len(found)
@@ -203,7 +224,8 @@ def recommendation_metrics(scan_ids: list[int], detector, head, device: str = "c
         if progress:
             progress("recommendation", i + 1, len(scan_ids))
     return {f"recommendation.nodule_recall_at_{k}": hits / total if total else float("nan"),
-            "recommendation.n_scans": len(per_scan), "recommendation.n_nodules": total}
+            "recommendation.n_scans": len(per_scan), "recommendation.n_nodules": total,
+            "recommendation.ranker": "CadEngine.scan_slices" if engine else "cad.recommend"}
 
 
 # -- the whole evaluation ------------------------------------------------------------------------
@@ -334,7 +356,7 @@ def evaluate(weights_dir: str | Path | None = None, device: str = "cpu", nod=Non
         db = get_database()
         ids = sorted(s.id for s in db.scans() if s.patient_id in test and db.annotations(s.id))
         out.update(recommendation_metrics(ids[:rec_scans], detector, head, device,
-                                          progress=progress))
+                                          progress=progress, folder=folder))
     out["sharing"] = sharing_table(manifest, folder, tnod, device, dl)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out

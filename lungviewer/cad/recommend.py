@@ -1,11 +1,12 @@
 """M5 slice recommendation: score every slice of a study, rank them, measure recall.
 
-A slice's score is the largest "nodule" probability (benign + malignant, i.e.
-1 − p(no nodule)) of the slice head over the slice's nodule candidates
+A slice's score is the largest candidate score over the slice's nodule candidates
 (:func:`lungviewer.imaging.candidates.find_candidates`: bright blobs in and at the edge of
-the lungs). The slice head is the M5 network transferred from the detector (its frozen
-512-d features, :class:`lungviewer.cad.networks.SliceHead`). Slices are ranked by score so
-that the reader looks at the likeliest first.
+the lungs); a candidate's score is (1 − p(no nodule)) of the slice head times the
+detector's nodule probability — the same formula as ``CadEngine.scan_slices``. The slice
+head is the M5 network transferred from the detector (its frozen 512-d features,
+:class:`lungviewer.cad.networks.SliceHead`). Slices are ranked by score so that the reader
+looks at the likeliest first.
 
 Arrays are ``(z, y, x)``; HU ``int16``. torch is imported lazily.
 """
@@ -22,7 +23,7 @@ CLASSES = ("no nodule", "benign", "malignant")
 
 @dataclass
 class SliceScores:
-    """Per slice (z,): ``nodule`` = max over candidates of p(benign) + p(malignant);
+    """Per slice (z,): ``nodule`` = max over candidates of (1 − p(no nodule)) · p_detector;
     ``malignant`` = p(malignant) of that candidate; ``best_rc`` (z, 2) its row/col (−1 if
     the slice has no candidate)."""
 
@@ -41,7 +42,8 @@ def rank_slices(scores: np.ndarray) -> np.ndarray:
 
 def candidate_probs(detector, head, patches: np.ndarray, device: str = "cpu",
                     batch: int = 512) -> np.ndarray:
-    """(n, 3) slice-head probabilities of (n, 50, 50) detector patches."""
+    """(n, 4): the slice head's 3 probabilities and the detector's nodule probability of
+    (n, 50, 50) detector patches."""
     import torch
 
     out = []
@@ -50,8 +52,10 @@ def candidate_probs(detector, head, patches: np.ndarray, device: str = "cpu",
     with torch.no_grad():
         for i in range(0, len(patches), batch):
             x = torch.from_numpy(np.asarray(patches[i:i + batch], np.float32)[:, None])
-            out.append(torch.softmax(head(detector.embed(x.to(device))), 1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 3), np.float32)
+            f = detector.embed(x.to(device))
+            p_det = torch.softmax(detector.out(f), 1)[:, 1:]
+            out.append(torch.cat([torch.softmax(head(f), 1), p_det], 1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 4), np.float32)
 
 
 def score_slices(hu: np.ndarray, lung_mask: np.ndarray, detector, head, device: str = "cpu",
@@ -75,7 +79,7 @@ def score_slices(hu: np.ndarray, lung_mask: np.ndarray, detector, head, device: 
         if progress:
             progress(j + 1, len(ks))
     probs = candidate_probs(detector, head, patches, device)
-    p_nod = probs[:, 1] + probs[:, 2]
+    p_nod = (1.0 - probs[:, 0]) * probs[:, 3]
     # the best candidate per slice: sort by (slice, −score), take the first of each slice
     order = np.lexsort((-p_nod, pts[:, 0]))
     first = order[np.r_[True, pts[order[1:], 0] != pts[order[:-1], 0]]]
