@@ -127,8 +127,9 @@ def test_bad_folder_reports_error_without_crash(qtbot, window, tmp_path):
 
 def test_loading_does_not_block_the_gui_thread(qtbot, window, twin_0001_dir):
     """Open the 133-slice twin while a 10 ms timer ticks: the longest gap stays < 100 ms
-    (after the start-up warm-up has imported the heavy modules, as in real use)."""
-    qtbot.waitUntil(lambda: not window._warm_up.running, timeout=60000)
+    (after the start-up warm-up and the CAD model load, as in real use)."""
+    qtbot.waitUntil(lambda: not window._warm_up.running and not window.cad.loading,
+                    timeout=60000)
     ticks = []
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))

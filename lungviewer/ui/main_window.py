@@ -16,7 +16,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayout, QLabel,
                                QMainWindow, QMessageBox, QProgressBar, QPushButton, QSlider,
-                               QPlainTextEdit, QWidget)
+                               QPlainTextEdit, QScrollArea, QWidget)
 
 from lungviewer import __version__
 from lungviewer.imaging.window import PRESETS
@@ -119,13 +119,20 @@ class MainWindow(QMainWindow):
         self.act_outlines.toggled.connect(self._toggle_outlines)
         self.annotations_panel.noduleActivated.connect(
             lambda nod: (box := nodule_box(nod)) and self.slice_view.set_box(*box))
+        from .cad_panel import CadController
+
+        self.cad = CadController(self)
         self._restore()
 
     # -- public API ---------------------------------------------------------------------------
     def add_side_panel(self, title: str, widget: QWidget) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(f"dock-{title}")
-        dock.setWidget(widget)
+        scroll = QScrollArea()  # panels scroll rather than force a tall window
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(widget)
+        dock.setWidget(scroll)
         dock.setAllowedAreas(Qt.DockWidgetArea.LeftDockWidgetArea
                              | Qt.DockWidgetArea.RightDockWidgetArea)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
@@ -155,7 +162,12 @@ class MainWindow(QMainWindow):
 
     @property
     def busy(self) -> bool:
-        return any(t.running for t in self.tasks)
+        """True while background work for the current study (or the CAD) is running."""
+        return any(t.running for t in self.tasks) or self.cad.busy
+
+    def request_box(self, k: int, r0: int, c0: int, r1: int, c1: int) -> None:
+        """Place the CAD box (0-based slice, pixel rows/cols, end exclusive)."""
+        self.slice_view.set_box(k, r0, c0, r1, c1)
 
     # -- loading -----------------------------------------------------------------------------
     def _start_load(self, task: Task, text: str) -> None:
@@ -405,6 +417,7 @@ class MainWindow(QMainWindow):
         settings.put("window/state", self.saveState())
         for t in [*self.tasks, self._warm_up]:
             t.shutdown()
+        self.cad.shutdown()
         super().closeEvent(ev)
 
     def _slice_changed(self, k: int) -> None:

@@ -1,0 +1,84 @@
+"""``lungviewer analyze PATH [--box SLICE,ROW0,COL0,ROW1,COL1] [--json]``: the CAD panel's
+numbers without a window, computed by the same engine (malignancy and disease
+probabilities, detector probability, similar nodules for the box; the recommended slices
+of the study)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from lungviewer.study.dicom_series import StudyLoadError, load_series
+
+from .engine import CadEngine
+from .weights import WeightsError
+
+
+def parse_box(text: str) -> tuple[int, int, int, int, int]:
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != 5:
+        raise ValueError(f"--box needs SLICE,ROW0,COL0,ROW1,COL1 (0-based), got {text!r}")
+    return vals  # type: ignore[return-value]
+
+
+def analyze(path: str, box=None, device: str = "auto", top: int = 10) -> dict:
+    from lungviewer.imaging.parenchyma import segment_lungs
+
+    t0 = time.perf_counter()
+    vol = load_series(path)
+    engine = CadEngine.load(device=device)
+    mask = segment_lungs(vol.hu).mask
+    t1 = time.perf_counter()
+    scores = engine.scan_slices(vol, mask)
+    t2 = time.perf_counter()
+    out = {
+        "path": str(path), "synthetic": vol.is_synthetic, "slices": vol.n_slices,
+        "device": engine.device_name, "caveat": engine.caveat,
+        "disease_label_set": {"names": engine.disease_names, "source": engine.disease_source},
+        "recommended_slices": [
+            {"slice": int(k), "score": round(float(scores.scores[k]), 4),
+             "class": scores.label(k), "at": [int(v) for v in scores.best[k]]}
+            for k in scores.ranking()[:top]],
+        "scan_seconds": round(t2 - t1, 3),
+    }
+    if box is not None:
+        k, r0, c0, r1, c1 = box
+        if not 0 <= k < vol.n_slices:
+            raise ValueError(f"--box slice {k} is outside 0..{vol.n_slices - 1}")
+        out["box"] = engine.score_box(vol, k, (r0, c0, r1, c1)).as_dict()
+    out["total_seconds"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def main(args) -> int:
+    try:
+        box = parse_box(args.box) if args.box else None
+        res = analyze(args.path, box, args.device)
+    except (StudyLoadError, WeightsError, ValueError) as exc:
+        print(f"lungviewer analyze: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    print(f"{res['slices']} slices{' [SYNTHETIC]' if res['synthetic'] else ''}, CAD on "
+          f"{res['device']} — {res['caveat']}")
+    if "box" in res:
+        b = res["box"]
+        print(f"box {b['box']} ({b['box_mm'][0]:.1f}×{b['box_mm'][1]:.1f} mm):")
+        print("  malignancy level: " + "  ".join(f"{k}: {v:.0%}" for k, v in
+                                                  b["malignancy"].items())
+              + f"  (expected {b['malignancy_expected']:.2f})")
+        print("  disease: " + "  ".join(f"{k}: {v:.0%}" for k, v in b["disease"].items())
+              + f"  [{res['disease_label_set']['source']}]")
+        print(f"  nodule probability (detector): {b['nodule_probability']:.0%}")
+        for s in b["similar"]:
+            print(f"  similar: {s['patient_id']} nodule {s['nodule']} readers' malignancy "
+                  f"{s['malignancies']} Ø {s['diameter_mm']} mm (distance {s['distance']:.3f})")
+    print("recommended slices (0-based index, score, class):")
+    for r in res["recommended_slices"]:
+        print(f"  {r['slice']:4d}  {r['score']:.2f}  {r['class']}")
+    return 0

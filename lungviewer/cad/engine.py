@@ -1,0 +1,215 @@
+"""The CAD inference engine: one object the viewer's worker thread and ``lungviewer
+analyze`` share, so both give the same numbers.
+
+``CadEngine.load()`` reads the shipped weights (checksums verified) onto the best device
+(CUDA → MPS → CPU). torch is imported here lazily — importing this module does not
+import torch, so the viewer's first frame never waits for it.
+
+* :meth:`CadEngine.score_box` — a box on a slice → M2 patch → multi-task network
+  (malignancy level 1–5, disease classes of the shipped label set), M4 detector
+  (nodule probability, embedding) and M6 similar annotated nodules.
+* :meth:`CadEngine.scan_slices` — M5: every slice's candidates (bright blobs at and in the
+  lungs) scored by the detector and the transferred slice head; slices ranked by the
+  probability that they show a nodule. Results fill in as the scan goes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lungviewer import paths
+from lungviewer.imaging.candidates import find_candidates
+from lungviewer.imaging.patches import detector_patch, detector_patches, nodule_patch
+from lungviewer.study.volume import Volume
+
+from .retrieval import RetrievalIndex, SimilarNodule
+from .weights import WeightsError, read_manifest, sha256
+
+SLICE_CLASSES = ("no nodule", "benign", "malignant")
+CAVEAT = ("Trained on synthetic images (LIDC twin) with real LIDC-IDRI labels; not "
+          "validated on patient images. Not for clinical use.")
+
+
+@dataclass
+class BoxScores:
+    malignancy_probs: np.ndarray  # (5,) levels 1..5
+    disease_probs: np.ndarray  # (K,)
+    disease_names: list[str]
+    nodule_prob: float
+    embedding: np.ndarray  # (512,)
+    box: tuple[int, int, int, int, int]  # slice, row0, col0, row1, col1
+    box_mm: tuple[float, float]
+    patch_binary: np.ndarray
+    patch_grey: np.ndarray
+    detector_patch: np.ndarray
+    device: str
+    timings: dict[str, float]
+    similar: list[SimilarNodule] = field(default_factory=list)
+
+    @property
+    def malignancy_expected(self) -> float:
+        return float(np.dot(self.malignancy_probs, np.arange(1, 6)))
+
+    def as_dict(self) -> dict:
+        return {
+            "box": list(self.box), "box_mm": [round(v, 2) for v in self.box_mm],
+            "malignancy": {str(i + 1): round(float(p), 4)
+                           for i, p in enumerate(self.malignancy_probs)},
+            "malignancy_expected": round(self.malignancy_expected, 3),
+            "disease": {n: round(float(p), 4) for n, p in zip(self.disease_names,
+                                                             self.disease_probs)},
+            "nodule_probability": round(self.nodule_prob, 4),
+            "similar": [{"patient_id": s.patient_id, "nodule": s.nodule,
+                         "malignancies": s.malignancies, "diameter_mm": round(s.diameter_mm, 1),
+                         "slice": s.slice_index, "distance": round(s.distance, 4)}
+                        for s in self.similar],
+            "device": self.device, "timings_ms": {k: round(v, 1) for k, v in self.timings.items()},
+        }
+
+
+@dataclass
+class SliceScores:
+    """Per-slice M5 scores of a study (NaN where not scanned yet)."""
+
+    scores: np.ndarray  # (n,) probability that the slice shows a nodule
+    classes: np.ndarray  # (n,) int index into SLICE_CLASSES
+    best: np.ndarray  # (n, 2) row, col of the best candidate
+    done: int = 0
+
+    @staticmethod
+    def empty(n: int) -> "SliceScores":
+        return SliceScores(np.full(n, np.nan), np.zeros(n, int), np.zeros((n, 2), int))
+
+    def ranking(self) -> np.ndarray:
+        s = np.where(np.isfinite(self.scores), self.scores, -1.0)
+        return np.argsort(-s, kind="stable")[: int(np.isfinite(self.scores).sum())]
+
+    def label(self, k: int) -> str:
+        return SLICE_CLASSES[int(self.classes[k])]
+
+
+class CadEngine:
+    def __init__(self, models: dict, index: RetrievalIndex, manifest: dict, device: str) -> None:
+        self.models = models
+        self.index = index
+        self.manifest = manifest
+        self.device = device
+        cfg = manifest["models"]["multitask"]["config"]
+        self.disease_names: list[str] = list(cfg.get("second_names", []))
+        self.disease_source: str = cfg.get("second_source", "")
+        self.caveat: str = manifest.get("caveat", CAVEAT)
+
+    @classmethod
+    def load(cls, weights_dir: str | Path | None = None, device: str = "auto") -> "CadEngine":
+        from .device import pick_device
+        from .weights import load_model
+
+        folder = Path(weights_dir or paths.weights_dir())
+        manifest = read_manifest(folder)
+        dev = pick_device(device)
+        models = {name: load_model(name, folder, dev, manifest)
+                  for name in ("multitask", "detector", "slices")}
+        entry = manifest["models"].get("retrieval")
+        if entry is None:
+            raise WeightsError(f"{folder / 'manifest.json'} has no retrieval index.")
+        for key, file_key in (("sha256", "file"), ("records_sha256", "records")):
+            f = folder / entry[file_key]
+            if not f.is_file() or sha256(f) != entry[key]:
+                raise WeightsError(f"retrieval index file {f} is missing or does not match "
+                                   "its checksum.")
+        index = RetrievalIndex.load(folder / Path(entry["file"]).stem)
+        return cls(models, index, manifest, dev)
+
+    @property
+    def device_name(self) -> str:
+        from .device import describe
+
+        return describe(self.device)
+
+    # -- one box ------------------------------------------------------------------------------
+    def score_box(self, volume: Volume, slice_index: int, box, k_similar: int = 5,
+                  exclude_patient: str | None = None) -> BoxScores:
+        """Scores of the region ``box`` = (row0, col0, row1, col1) on slice ``slice_index``."""
+        import torch
+
+        t0 = time.perf_counter()
+        sl = volume.hu[int(slice_index)]
+        p = nodule_patch(sl, box, (volume.spacing[1], volume.spacing[2]))
+        r0, c0, r1, c1 = (int(v) for v in box)
+        det = detector_patch(sl, ((r0 + r1) / 2, (c0 + c1) / 2))
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            x = torch.from_numpy(p.stacked()[None]).to(self.device)
+            e = torch.tensor([p.box_mm], dtype=torch.float32, device=self.device)
+            out = self.models["multitask"](x, e)
+            mal = torch.softmax(out[0], 1)[0].cpu().numpy()
+            dis = torch.softmax(out[1], 1)[0].cpu().numpy() if len(out) > 1 else np.zeros(0)
+            d = self.models["detector"]
+            f = d.embed(torch.from_numpy(det[None, None]).to(self.device))
+            nod = float(torch.softmax(d.out(f), 1)[0, 1])
+            emb = f[0].cpu().numpy()
+        t2 = time.perf_counter()
+        similar = self.index.query(emb, k_similar, exclude_patient)
+        t3 = time.perf_counter()
+        return BoxScores(mal, dis, self.disease_names, nod, emb,
+                         (int(slice_index), r0, c0, r1, c1), p.box_mm, p.binary, p.grey, det,
+                         self.device, {"patches_ms": 1e3 * (t1 - t0),
+                                       "networks_ms": 1e3 * (t2 - t1),
+                                       "retrieval_ms": 1e3 * (t3 - t2),
+                                       "total_ms": 1e3 * (t3 - t0)}, similar)
+
+    # -- the whole study ------------------------------------------------------------------------
+    def scan_slices(self, volume: Volume, lung_mask: np.ndarray | None = None,
+                    progress: Callable[[int, int], None] | None = None,
+                    cancel: Callable[[], bool] | None = None,
+                    out: SliceScores | None = None, batch: int = 256) -> SliceScores:
+        """M5 over every slice; fills ``out`` (if given) as batches finish."""
+        import torch
+
+        if lung_mask is None:
+            from lungviewer.imaging.parenchyma import segment_lungs
+
+            lung_mask = segment_lungs(volume.hu).mask
+        res = out or SliceScores.empty(volume.n_slices)
+        pts, _ = find_candidates(volume.hu, lung_mask)
+        # slices without candidates: nothing there
+        scanned = np.zeros(volume.n_slices, bool)
+        det, head = self.models["detector"], self.models["slices"]
+        n = len(pts)
+        for i in range(0, max(n, 1), batch):
+            if cancel is not None and cancel():
+                raise InterruptedError("slice scan cancelled")
+            chunk = pts[i:i + batch]
+            if len(chunk) == 0:
+                break
+            patches = np.concatenate([detector_patches(volume.hu[k], chunk[chunk[:, 0] == k, 1:])
+                                      for k in np.unique(chunk[:, 0])])
+            order = np.concatenate([np.nonzero(chunk[:, 0] == k)[0]
+                                    for k in np.unique(chunk[:, 0])])
+            chunk = chunk[order]
+            with torch.no_grad():
+                f = det.embed(torch.from_numpy(patches[:, None]).to(self.device))
+                p_nod = torch.softmax(det.out(f), 1)[:, 1].cpu().numpy()
+                p_cls = torch.softmax(head(f), 1).cpu().numpy()
+            score = (1.0 - p_cls[:, 0]) * p_nod
+            for j, (k, r, c) in enumerate(chunk):
+                if not scanned[k] or score[j] > res.scores[k]:
+                    scanned[k] = True
+                    res.scores[k] = score[j]
+                    res.classes[k] = int(np.argmax(p_cls[j])) if score[j] >= 0.5 else 0
+                    res.best[k] = (r, c)
+            res.done = int(chunk[-1, 0]) + 1
+            if progress is not None:
+                progress(min(i + batch, n), n)
+        res.scores[~scanned] = 0.0
+        res.done = volume.n_slices
+        return res
+
+    def similar(self, embedding: np.ndarray, k: int = 5,
+                exclude_patient: str | None = None) -> list[SimilarNodule]:
+        return self.index.query(embedding, k, exclude_patient)

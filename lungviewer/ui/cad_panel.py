@@ -1,0 +1,367 @@
+"""The CAD assistant in the viewer: box → scores, slice recommendations, similar nodules.
+
+Inference runs in a worker QObject moved to its own QThread (:class:`CadWorker`); the GUI
+thread only sends requests (queued signals) and paints results. Each box request gets a
+number; the worker skips requests that a newer one has superseded, and the panel ignores
+late answers. The whole-study slice scan (M5) is a separate :class:`~.workers.Task` that
+streams its scores, so the heat strip and the list fill while it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+from PySide6.QtCore import QObject, QRectF, QSize, Qt, QThread, Signal, Slot
+from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
+from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QLabel, QListWidget,
+                               QListWidgetItem, QProgressBar, QVBoxLayout, QWidget)
+
+from lungviewer.study.annotations import RATING_WORDS
+
+log = logging.getLogger(__name__)
+
+
+def _pixmap(arr: np.ndarray, size: int = 72, lo: float | None = None,
+            hi: float | None = None) -> QPixmap:
+    """A small grey thumbnail of a 2-D array (scaled to ``size`` px, nearest neighbour)."""
+    a = np.asarray(arr, dtype=np.float32)
+    lo = float(a.min()) if lo is None else lo
+    hi = float(a.max()) if hi is None else hi
+    g = np.clip((a - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
+    g = np.ascontiguousarray(g)
+    img = QImage(g.data, g.shape[1], g.shape[0], g.shape[1], QImage.Format.Format_Grayscale8)
+    return QPixmap.fromImage(img.copy()).scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio,
+                                                Qt.TransformationMode.FastTransformation)
+
+
+class CadWorker(QObject):
+    """Lives on its own QThread; owns the CadEngine (torch is imported there, not in the
+    GUI thread)."""
+
+    loaded = Signal(object)  # the engine's description (dict) or None
+    loadFailed = Signal(str)
+    scored = Signal(int, object)  # request id, BoxScores
+    failed = Signal(int, str)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.engine = None
+        self.latest = 0  # written by the GUI thread; an int store is atomic
+        self._lock = threading.Lock()
+
+    @Slot(str)
+    def load(self, device: str) -> None:
+        try:
+            from lungviewer.cad.engine import CadEngine
+
+            self.engine = CadEngine.load(device=device)
+        except Exception as exc:  # noqa: BLE001 — shown in the panel
+            self.loadFailed.emit(str(exc))
+            return
+        self.loaded.emit(self.engine)
+
+    @Slot(int, object, int, object)
+    def score(self, req: int, volume, slice_index: int, box) -> None:
+        if req != self.latest or self.engine is None:
+            return  # superseded by a newer box, or no model
+        try:
+            with self._lock:
+                res = self.engine.score_box(volume, slice_index, box)
+        except Exception as exc:  # noqa: BLE001
+            self.failed.emit(req, str(exc))
+            return
+        if req == self.latest:
+            self.scored.emit(req, res)
+
+
+class HeatStrip(QWidget):
+    """A thin vertical strip beside the slice slider: one cell per slice, brighter = more
+    likely to hold a nodule (top = last slice, like the slider)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.scores: np.ndarray | None = None
+        self.setFixedWidth(10)
+        self.setToolTip("CAD slice scores (brighter = more likely to show a nodule)")
+
+    def set_scores(self, scores: np.ndarray | None) -> None:
+        self.scores = None if scores is None else np.asarray(scores, dtype=float)
+        self.update()
+
+    def paintEvent(self, ev):  # noqa: N802
+        p = QPainter(self)
+        p.fillRect(self.rect(), QColor(20, 20, 20))
+        s = self.scores
+        if s is not None and len(s):
+            n, h = len(s), self.height()
+            for i, v in enumerate(s):
+                if not np.isfinite(v):
+                    continue
+                c = int(np.clip(v, 0, 1) * 255)
+                y0 = h - (i + 1) * h / n
+                p.fillRect(QRectF(0, y0, self.width(), h / n + 0.5), QColor(c, c // 3, 0))
+        p.end()
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return QSize(10, 200)
+
+
+class CadPanel(QWidget):
+    """Scores of the boxed region, what the networks saw, similar nodules and the
+    recommended slices."""
+
+    jumpToSlice = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        self.status = QLabel("Press B and drag a box around a nodule.")
+        self.status.setWordWrap(True)
+        lay.addWidget(self.status)
+        thumbs = QHBoxLayout()
+        self.thumb_labels = []
+        for title in ("M2 patch", "grey patch", "detector 50×50"):
+            box = QVBoxLayout()
+            img = QLabel()
+            img.setFixedSize(72, 72)
+            img.setFrameShape(QFrame.Shape.Box)
+            cap = QLabel(title)
+            cap.setStyleSheet("font-size: 9pt; color: #888;")
+            box.addWidget(img)
+            box.addWidget(cap)
+            thumbs.addLayout(box)
+            self.thumb_labels.append(img)
+        thumbs.addStretch(1)
+        lay.addLayout(thumbs)
+        grid = QGridLayout()
+        self.mal_bars: list[QProgressBar] = []
+        lay.addWidget(QLabel("<b>Malignancy level</b> (LIDC rating scale)"))
+        for i in range(5):
+            lab = QLabel(f"{i + 1} {RATING_WORDS['malignancy'][i + 1]}")
+            bar = QProgressBar()
+            bar.setRange(0, 1000)
+            bar.setFormat("%p%")
+            bar.setMaximumHeight(16)
+            grid.addWidget(lab, i, 0)
+            grid.addWidget(bar, i, 1)
+            self.mal_bars.append(bar)
+        lay.addLayout(grid)
+        self.disease_title = QLabel("<b>Disease</b>")
+        lay.addWidget(self.disease_title)
+        self.disease_grid = QGridLayout()
+        lay.addLayout(self.disease_grid)
+        self.disease_bars: list[QProgressBar] = []
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        lay.addWidget(self.summary)
+        lay.addWidget(QLabel("<b>Most similar annotated nodules</b> (M6)"))
+        self.similar = QListWidget()
+        self.similar.setIconSize(QSize(40, 40))
+        self.similar.setMaximumHeight(190)
+        lay.addWidget(self.similar)
+        lay.addWidget(QLabel("<b>Recommended slices</b> (M5, click to jump)"))
+        self.recommend = QListWidget()
+        self.recommend.itemClicked.connect(
+            lambda it: self.jumpToSlice.emit(int(it.data(Qt.ItemDataRole.UserRole))))
+        lay.addWidget(self.recommend, 1)
+        self.caveat = QLabel("")
+        self.caveat.setWordWrap(True)
+        self.caveat.setStyleSheet("color: #b05000; font-size: 9pt;")
+        lay.addWidget(self.caveat)
+
+    # -- painting results ------------------------------------------------------------------
+    def set_engine_info(self, engine) -> None:
+        names = list(engine.disease_names)
+        for i, name in enumerate(names):
+            bar = QProgressBar()
+            bar.setRange(0, 1000)
+            bar.setFormat("%p%")
+            bar.setMaximumHeight(16)
+            self.disease_grid.addWidget(QLabel(name), i, 0)
+            self.disease_grid.addWidget(bar, i, 1)
+            self.disease_bars.append(bar)
+        self.disease_title.setText(f"<b>Disease</b> ({engine.disease_source})")
+        self.caveat.setText(engine.caveat)
+
+    def show_pending(self, text: str = "Computing…") -> None:
+        self.status.setText(text)
+
+    def show_scores(self, res) -> None:
+        for bar, p in zip(self.mal_bars, res.malignancy_probs):
+            bar.setValue(int(round(float(p) * 1000)))
+        for bar, p in zip(self.disease_bars, res.disease_probs):
+            bar.setValue(int(round(float(p) * 1000)))
+        top = int(np.argmax(res.malignancy_probs)) + 1
+        dis = res.disease_names[int(np.argmax(res.disease_probs))] if len(res.disease_probs) \
+            else "—"
+        self.summary.setText(
+            f"Most likely level: <b>{top} – {RATING_WORDS['malignancy'][top]}</b> "
+            f"(expected {res.malignancy_expected:.2f}); most likely class: <b>{dis}</b>; "
+            f"nodule probability (M4 detector): <b>{res.nodule_prob:.0%}</b>")
+        self.status.setText(f"Box {res.box_mm[0]:.1f}×{res.box_mm[1]:.1f} mm — computed on "
+                            f"{res.device} in {res.timings.get('total_ms', 0):.0f} ms")
+        thumbs = (res.patch_binary, res.patch_grey, res.detector_patch)
+        for lab, arr in zip(self.thumb_labels, thumbs):
+            lab.setPixmap(_pixmap(arr))
+
+    def show_similar(self, items) -> None:
+        self.similar.clear()
+        for s in items:
+            it = QListWidgetItem(
+                f"{s.patient_id}  nodule {s.nodule}, image {s.slice_index + 1}\n"
+                f"readers' malignancy {', '.join(str(m) for m in s.malignancies)}; "
+                f"Ø {s.diameter_mm:.0f} mm; distance {s.distance:.3f}")
+            if s.thumbnail is not None:
+                from PySide6.QtGui import QIcon
+
+                it.setIcon(QIcon(_pixmap(s.thumbnail, 40)))
+            self.similar.addItem(it)
+
+    def show_recommendations(self, ranking, scores, labels) -> None:
+        self.recommend.clear()
+        for k in ranking[:25]:
+            it = QListWidgetItem(f"image {k + 1} (index {k})  score {scores[k]:.2f}  "
+                                 f"{labels[k]}")
+            it.setData(Qt.ItemDataRole.UserRole, int(k))
+            self.recommend.addItem(it)
+
+
+class CadController(QObject):
+    """Connects the main window, the CAD worker thread, the panel and the heat strip."""
+
+    requestScore = Signal(int, object, int, object)
+    requestLoad = Signal(str)
+    scoresShown = Signal(object)  # BoxScores, once painted
+    scanDone = Signal(object)  # SliceScores
+
+    def __init__(self, window, device: str = "auto") -> None:
+        super().__init__(window)
+        self.window = window
+        self.engine = None
+        self.error: str | None = None
+        self.req = 0
+        self.answered = 0
+        self.scan = None
+        self._scan_task = None
+        self._pending_scan = None
+        self.panel = CadPanel()
+        self.strip = HeatStrip()
+        window.strip_host.addWidget(self.strip)
+        window.add_side_panel("CAD assistant", self.panel)
+        self.thread = QThread()
+        self.thread.setObjectName("lungviewer-cad")
+        self.worker = CadWorker()
+        self.worker.moveToThread(self.thread)
+        self.requestScore.connect(self.worker.score)
+        self.requestLoad.connect(self.worker.load)
+        self.worker.loaded.connect(self._engine_loaded)
+        self.worker.loadFailed.connect(self._engine_failed)
+        self.worker.scored.connect(self._scored)
+        self.worker.failed.connect(self._failed)
+        self.thread.start()
+        self.loading = True
+        self.panel.show_pending("Loading the CAD models…")
+        self.requestLoad.emit(device)
+        sv = window.slice_view
+        sv.boxChanged.connect(self.request_box)
+        self.panel.jumpToSlice.connect(sv.set_slice)
+        window.studyLoaded.connect(self._study_changed)
+        window.maskReady.connect(self._mask_ready)
+
+    @property
+    def busy(self) -> bool:
+        return self.loading or self.answered < self.req or (
+            self._scan_task is not None and self._scan_task.running) or \
+            self._pending_scan is not None
+
+    # -- engine -----------------------------------------------------------------------------
+    def _engine_loaded(self, engine) -> None:
+        self.engine = engine
+        self.loading = False
+        self.panel.set_engine_info(engine)
+        self.panel.show_pending(f"CAD ready on {engine.device_name}. Press B and drag a box "
+                                "around a nodule.")
+        if self._pending_scan is not None:
+            volume, mask = self._pending_scan
+            self._pending_scan = None
+            self._start_scan(volume, mask)
+        if self.window.slice_view.box is not None:
+            self.request_box(*self.window.slice_view.box)
+
+    def _engine_failed(self, message: str) -> None:
+        self.loading = False
+        self.error = message
+        self._pending_scan = None
+        self.panel.show_pending(f"CAD unavailable: {message}")
+
+    # -- box ---------------------------------------------------------------------------------
+    def request_box(self, k: int, r0: int, c0: int, r1: int, c1: int) -> None:
+        volume = self.window.volume
+        if volume is None:
+            return
+        self.req += 1
+        if self.engine is None:
+            if not self.loading:
+                self.answered = self.req
+            return  # sent again once the engine is ready
+        self.worker.latest = self.req
+        self.panel.show_pending(f"Computing box on image {k + 1}…")
+        self.requestScore.emit(self.req, volume, int(k), (r0, c0, r1, c1))
+
+    def _scored(self, req: int, res) -> None:
+        if req != self.req:
+            return  # a newer box is on its way
+        self.answered = req
+        self.panel.show_scores(res)
+        self.panel.show_similar(res.similar)
+        self.scoresShown.emit(res)
+
+    def _failed(self, req: int, message: str) -> None:
+        if req == self.req:
+            self.answered = req
+            self.panel.show_pending(f"CAD failed: {message}")
+
+    # -- study scan (M5) ---------------------------------------------------------------------------
+    def _study_changed(self, volume) -> None:
+        if self._scan_task is not None:
+            self._scan_task.cancel()
+        self.answered = self.req
+        self.scan = None
+        self.strip.set_scores(None)
+        self.panel.recommend.clear()
+
+    def _mask_ready(self, mask) -> None:
+        volume = self.window.volume
+        if self.engine is None:
+            if self.loading:
+                self._pending_scan = (volume, mask)
+            return
+        self._start_scan(volume, mask)
+
+    def _start_scan(self, volume, mask) -> None:
+        from lungviewer.cad.engine import SliceScores
+
+        from .workers import Task
+
+        self.scan = SliceScores.empty(volume.n_slices)
+        task = Task(self.engine.scan_slices, volume, mask, out=self.scan, name="slice-scan")
+        task.progress.connect(lambda *_: self._show_scan(volume))
+        task.finished.connect(lambda res: (self._show_scan(volume), self.scanDone.emit(res)))
+        self._scan_task = task
+        self.window.run_task(task, "CAD slice scan")
+
+    def _show_scan(self, volume) -> None:
+        if volume is not self.window.volume or self.scan is None:
+            return
+        s = self.scan
+        self.strip.set_scores(np.where(np.isfinite(s.scores), s.scores, np.nan))
+        self.panel.show_recommendations(s.ranking(), s.scores,
+                                        [s.label(k) for k in range(len(s.scores))])
+
+    def shutdown(self) -> None:
+        if self._scan_task is not None:
+            self._scan_task.shutdown()
+        self.thread.quit()
+        self.thread.wait(10000)

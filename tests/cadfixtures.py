@@ -1,0 +1,34 @@
+"""Tiny, untrained CAD weights for tests (the real ones are trained by `lungviewer train`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def write_tiny_weights(folder: Path, seed: int = 0) -> Path:
+    import torch
+
+    from lungviewer.cad.networks import MultiTaskNet, NoduleDetector, SliceHead
+    from lungviewer.cad.retrieval import RetrievalIndex
+    from lungviewer.cad.weights import read_manifest, save_model, sha256, write_manifest
+
+    torch.manual_seed(seed)
+    names = ["benign", "primary lung cancer", "metastatic"]
+    save_model(MultiTaskNet("partial", (5, 3)).eval(), "multitask", folder, "MultiTaskNet",
+               {"scheme": "partial", "n_classes": [5, 3], "n_extra": 2,
+                "second_task": "disease", "second_names": names, "second_source": "test"})
+    save_model(NoduleDetector().eval(), "detector", folder, "NoduleDetector", {})
+    save_model(SliceHead().eval(), "slices", folder, "SliceHead", {})
+    rng = np.random.default_rng(seed)
+    records = [{"patient": f"LIDC-IDRI-{i:04d}", "nodule": f"{i}:0", "malignancies": [1 + i % 5],
+                "slice": i, "diameter_mm": 5.0 + i} for i in range(6)]
+    files = RetrievalIndex(rng.normal(size=(6, 512)).astype(np.float32), records,
+                           rng.integers(0, 255, (6, 32, 32), dtype=np.uint8)).save(folder / "retrieval")
+    m = read_manifest(folder)
+    m["models"]["retrieval"] = {"file": files[0].name, "records": files[1].name,
+                                "sha256": sha256(files[0]), "records_sha256": sha256(files[1]),
+                                "arch": "RetrievalIndex", "config": {"entries": 6}}
+    write_manifest(m, folder)
+    return folder

@@ -1,0 +1,221 @@
+"""CAD: patches (M2), networks (M3/M4/M5), weights, retrieval (M6), splits, engine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cadfixtures import write_tiny_weights
+from lungviewer.imaging.patches import (centre_fit, detector_patch, detector_patches,
+                                        nodule_patch, polygon_box)
+
+
+def disc_slice(r=10, centre=(60, 70), size=128, hu_in=30, hu_out=-850, speck=True):
+    rr, cc = np.mgrid[:size, :size]
+    sl = np.full((size, size), hu_out, np.int16)
+    sl[(rr - centre[0]) ** 2 + (cc - centre[1]) ** 2 <= r * r] = hu_in
+    if speck:
+        sl[centre[0] - r - 3, centre[1]] = hu_in  # a 1-px speck inside the box
+    return sl
+
+
+def test_m2_patch_is_the_otsu_disc_without_specks():
+    sl = disc_slice()
+    box = (60 - 14, 70 - 14, 60 + 15, 70 + 15)
+    p = nodule_patch(sl, box, (0.7, 0.7))
+    assert p.binary.shape == p.grey.shape == (32, 32)
+    disc_px = int(((np.mgrid[:29, :29] - 14) ** 2).sum(0).__le__(100).sum())
+    assert p.binary.sum() == disc_px  # the speck (< 10 px) is gone, the disc is whole
+    assert -850 < p.otsu_hu < 30
+    assert p.box_mm == pytest.approx((29 * 0.7, 29 * 0.7))
+    assert p.stacked().shape == (2, 32, 32)
+
+
+def test_m2_large_boxes_are_centre_cropped_and_keep_their_size():
+    sl = disc_slice(r=30, centre=(64, 64), speck=False)
+    p = nodule_patch(sl, (20, 20, 110, 110), (0.5, 0.5))
+    assert p.binary.shape == (32, 32) and p.binary.all()  # the middle of a big nodule
+    assert p.box_mm == (45.0, 45.0)
+    with pytest.raises(ValueError):
+        nodule_patch(sl, (5, 5, 6, 6))
+
+
+def test_centre_fit_and_detector_patches():
+    a = np.arange(12, dtype=float).reshape(3, 4)
+    out = centre_fit(a, 6)
+    assert out.shape == (6, 6) and out.sum() == a.sum() and out[1, 1] == 0
+    assert centre_fit(np.ones((40, 40)), 32).shape == (32, 32)
+    sl = disc_slice()
+    single = detector_patch(sl, (60, 70))
+    many = detector_patches(sl, np.array([[60, 70], [2, 3]]))
+    np.testing.assert_allclose(many[0], single)
+    assert single.shape == (50, 50) and single[25, 25] > 0.6
+    assert many[1][0, 0] == 0.0  # outside the image = air
+    assert polygon_box(np.array([[10, 20], [15, 30]])) == (20, 10, 31, 16)
+
+
+@pytest.mark.parametrize("scheme", ["partial", "hard", "soft", "single"])
+def test_multitask_shapes_and_training_lowers_the_loss(scheme):
+    import torch
+
+    from lungviewer.cad.networks import MultiTaskNet
+
+    torch.manual_seed(0)
+    net = MultiTaskNet(scheme, (5, 3))
+    x, e = torch.rand(16, 2, 32, 32), torch.rand(16, 2) * 30
+    ya, yb = torch.randint(0, 5, (16,)), torch.randint(0, 3, (16,))
+    out = net(x, e)
+    assert out[0].shape == (16, 5)
+    assert len(out) == (1 if scheme == "single" else 2)
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    net.train()
+    losses = []
+    for _ in range(30):
+        out = net(x, e)
+        loss = torch.nn.functional.cross_entropy(out[0], ya)
+        if len(out) > 1:
+            loss = loss + torch.nn.functional.cross_entropy(out[1], yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_partial_sharing_columns_are_separate_and_mixing_learns():
+    import torch
+
+    from lungviewer.cad.networks import MultiTaskNet
+
+    net = MultiTaskNet("partial", (5, 3))
+    assert net.col_a.conv1.weight.data_ptr() != net.col_b.conv1.weight.data_ptr()
+    assert net.col_a.conv2.weight.data_ptr() != net.col_b.conv2.weight.data_ptr()
+    out = net(torch.rand(4, 2, 32, 32), torch.rand(4, 2))
+    (out[0].sum() + out[1].sum()).backward()
+    assert net.mix1.alpha.grad is not None and net.mix1.alpha.grad.abs().sum() > 0
+    soft = MultiTaskNet("soft", (5, 3))
+    before = float(soft.l2_tie())
+    soft.col_b.load_state_dict(soft.col_a.state_dict())
+    soft.fc_b.load_state_dict(soft.fc_a.state_dict())
+    assert before > 0 and float(soft.l2_tie()) == 0.0
+
+
+def test_detector_is_the_papers_architecture():
+    import torch
+
+    from lungviewer.cad.networks import NoduleDetector
+
+    d = NoduleDetector()
+    assert (d.conv1.out_channels, d.conv1.kernel_size) == (32, (5, 5))
+    assert (d.conv2.out_channels, d.conv2.kernel_size) == (64, (5, 5))
+    assert (d.conv3.out_channels, d.conv3.kernel_size) == (64, (3, 3))
+    assert d.fc.out_features == 512 and d.dropout.p == 0.5
+    x = torch.rand(3, 1, 50, 50)
+    assert d(x).shape == (3, 2) and d.embed(x).shape == (3, 512)
+
+
+def test_weights_round_trip_and_refuse_tampering(tmp_path):
+    import torch
+
+    from lungviewer.cad.weights import WeightsError, load_model, read_manifest
+
+    write_tiny_weights(tmp_path)
+    m = load_model("detector", tmp_path)
+    x = torch.rand(2, 1, 50, 50)
+    again = load_model("detector", tmp_path)
+    torch.testing.assert_close(m(x), again(x))
+    manifest = read_manifest(tmp_path)
+    assert len(manifest["models"]["detector"]["sha256"]) == 64
+    f = tmp_path / "detector.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-10] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="checksum"):
+        load_model("detector", tmp_path)
+    with pytest.raises(WeightsError, match="no model"):
+        load_model("nothing", tmp_path)
+    with pytest.raises(WeightsError, match="does not exist"):
+        read_manifest(tmp_path / "empty")
+
+
+def test_retrieval_knn_and_recall():
+    from lungviewer.cad.retrieval import RetrievalIndex, recall_at_k
+
+    emb = np.eye(4, 8, dtype=np.float32)
+    idx = RetrievalIndex(emb, [{"patient": f"P{i}", "nodule": str(i), "malignancies": [i],
+                                "slice": i, "diameter_mm": 1.0} for i in range(4)])
+    q = emb[2] + 0.1 * emb[3]
+    res = idx.query(q, k=2)
+    assert [r.nodule for r in res] == ["2", "3"]
+    assert idx.query(q, k=2, exclude_patient="P2")[0].nodule == "3"
+    # by hand: query 0's nearest is db 0 (class a), query 1's nearest db 1 (class b ≠ a)
+    rec = recall_at_k(emb[:2], np.array([0, 1]), emb[:2], np.array([0, 0]), ks=(1, 2))
+    assert rec == {1: 0.5, 2: 1.0}
+
+
+def test_split_has_no_patient_leak():
+    from lungviewer.cad.splits import make_split, test_patients
+
+    sp = make_split()
+    assert not (sp.train & sp.test) and not (sp.val & sp.test) and not (sp.train & sp.val)
+    assert sp.test == test_patients() & (sp.train | sp.val | sp.test)
+    assert 0.15 < len(sp.test) / len(sp.train | sp.val | sp.test) < 0.25
+
+
+def test_samples_and_training_steps_on_two_scans():
+    from lungviewer.cad.datasets import build_samples
+    from lungviewer.cad.train import multitask_data, slice_labels, train_detector, train_multitask
+    from lungviewer.study.lidc_db import get_database
+
+    db = get_database()
+    nod, det = build_samples([db.scan_by_patient("LIDC-IDRI-0003").id,
+                              db.scan_by_patient("LIDC-IDRI-0005").id], workers=1)
+    assert len(nod) == len(db.annotations(db.scan_by_patient("LIDC-IDRI-0003").id)) + \
+        len(db.annotations(db.scan_by_patient("LIDC-IDRI-0005").id))
+    assert set(nod["patient"]) == {"LIDC-IDRI-0003", "LIDC-IDRI-0005"}
+    assert nod["x"].shape[1:] == (2, 32, 32) and det["det"].shape[1:] == (50, 50)
+    assert (det["label"] == 1).sum() == len(nod) and (det["label"] == 0).sum() > 10
+    assert set(np.unique(slice_labels(nod))) <= {1, 2}
+    data, names, _ = multitask_data(nod, "texture")
+    assert names == ["1", "2", "3", "4", "5"]
+    _, hist = train_multitask(data, "partial", (5, 5), epochs=4)
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    _, hist = train_detector(det["det"], det["label"], epochs=3)
+    assert hist[-1]["loss"] < hist[0]["loss"]
+
+
+def test_engine_scores_a_box_with_tiny_weights(tmp_path, twin_0001):
+    from lungviewer.cad.engine import CadEngine
+    from lungviewer.study.volume import Volume
+
+    write_tiny_weights(tmp_path)
+    eng = CadEngine.load(tmp_path, device="cpu")
+    assert eng.disease_names == ["benign", "primary lung cancer", "metastatic"]
+    vol = Volume(hu=twin_0001.hu[80:100], spacing=twin_0001.spacing,
+                 positions=twin_0001.positions[80:100])
+    res = eng.score_box(vol, 9, (340, 297, 391, 340))
+    assert res.malignancy_probs.shape == (5,)
+    assert res.malignancy_probs.sum() == pytest.approx(1.0, abs=1e-5)
+    assert res.disease_probs.sum() == pytest.approx(1.0, abs=1e-5)
+    assert 0 <= res.nodule_prob <= 1 and res.embedding.shape == (512,)
+    assert len(res.similar) == 5
+    d = res.as_dict()
+    assert set(d["malignancy"]) == {"1", "2", "3", "4", "5"}
+    json.dumps(d)
+    from lungviewer.imaging.parenchyma import segment_lungs
+
+    scores = eng.scan_slices(vol, segment_lungs(vol.hu).mask)
+    assert scores.scores.shape == (20,) and np.isfinite(scores.scores).all()
+    assert len(scores.ranking()) == 20
+
+
+def test_engine_module_does_not_import_torch():
+    code = ("import sys, lungviewer.cad.engine, lungviewer.ui.main_window; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**__import__('os').environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert out.stdout.strip() == "False", out.stderr
