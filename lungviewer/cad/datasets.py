@@ -31,10 +31,12 @@ from lungviewer.study.lidc_db import RATING_NAMES, LidcScan, get_database
 
 log = logging.getLogger(__name__)
 
-DATASET_VERSION = "samples-v1"
-NEG_SLICES_PER_SCAN = 2
-NEG_PER_SLICE = {"vessel": 7, "pleura": 3, "parenchyma": 3, "airway": 2}
-NEG_KINDS = ("nodule", "vessel", "pleura", "parenchyma", "airway")
+NODULE_VERSION = "samples-v1"
+DETECTOR_VERSION = "samples-v2"  # v2: candidate-finder negatives, jittered positives
+NEG_SLICES_PER_SCAN = 3
+NEG_PER_SLICE = {"vessel": 4, "pleura": 2, "parenchyma": 2, "airway": 2, "candidate": 8}
+NEG_KINDS = ("nodule", "vessel", "pleura", "parenchyma", "airway", "candidate")
+JITTER = 2  # extra positives per annotation, shifted within the nodule's box
 
 
 @dataclass
@@ -88,6 +90,8 @@ def scan_samples(scan_id: int, seed: int = 0) -> tuple[dict, dict]:
     model = build_model(scan)
     cluster_of = {aid: i for i, st in enumerate(model.nodules) for aid in st.annotation_ids}
     ps = scan.pixel_spacing
+    rng = np.random.default_rng([seed, scan.id])
+    jittered: list[np.ndarray] = []
     nod: dict[str, list] = {k: [] for k in ("x", "box_mm", "det", "thumb", "patient", "scan",
                                             "nodule", "annotation", "slice", "centre",
                                             *RATING_NAMES)}
@@ -106,6 +110,11 @@ def scan_samples(scan_id: int, seed: int = 0) -> tuple[dict, dict]:
         nod["x"].append(p.stacked().astype(np.float16))
         nod["box_mm"].append(np.array(p.box_mm, np.float32))
         nod["det"].append(detector_patch(local, (rc - off_r, cc - off_c)).astype(np.float16))
+        for _ in range(JITTER):  # the scan's candidates are seldom at the exact centre
+            dr = int(rng.integers(-(r1 - r0) // 4, (r1 - r0) // 4 + 1))
+            dc = int(rng.integers(-(c1 - c0) // 4, (c1 - c0) // 4 + 1))
+            jittered.append(detector_patch(local, (rc - off_r + dr, cc - off_c + dc))
+                            .astype(np.float16))
         nod["thumb"].append((p.grey * 255).astype(np.uint8))
         nod["patient"].append(scan.patient_id)
         nod["scan"].append(scan.id)
@@ -116,14 +125,16 @@ def scan_samples(scan_id: int, seed: int = 0) -> tuple[dict, dict]:
         for name in RATING_NAMES:
             nod[name].append(ann.ratings[name])
     det: dict[str, list] = {"det": [], "label": [], "kind": [], "patient": []}
-    # positives: the nodule samples' detector patches (taken above)
-    for patch in nod["det"]:
+    # positives: the nodule samples' detector patches (taken above) and shifted copies
+    for patch in nod["det"] + jittered:
         det["det"].append(patch)
         det["label"].append(1)
         det["kind"].append(0)
         det["patient"].append(scan.patient_id)
-    # negatives: anatomy of a few whole slices inside the lungs
-    rng = np.random.default_rng([seed, scan.id])
+    # negatives: anatomy of a few whole slices inside the lungs, and what the viewer's
+    # candidate finder proposes there away from nodules (hard negatives, as at scan time)
+    from lungviewer.imaging.candidates import find_candidates
+
     s = model.shape
     lung_ks = np.nonzero(s.lung_scale(model.t) > 0.3)[0]
     if lung_ks.size:
@@ -139,6 +150,10 @@ def scan_samples(scan_id: int, seed: int = 0) -> tuple[dict, dict]:
                 "parenchyma": inner & (hu[i] < -700) & away,
                 "airway": _airway_walls(model, int(k), rng) & away,
             }
+            pts, _ = find_candidates(hu[i:i + 1], lung[i:i + 1])
+            cand = np.zeros_like(lung[i])
+            cand[pts[:, 1], pts[:, 2]] = True
+            pools["candidate"] = cand & away
             for kind, pool in pools.items():
                 rr, cc_ = np.nonzero(pool)
                 if rr.size == 0:
@@ -238,7 +253,7 @@ def cached_samples(progress: Callable[[int, int], None] | None = None,
             "implemented yet: the sample builder renders twin images only")
     folder = paths.cache_dir() / "datasets"
     folder.mkdir(parents=True, exist_ok=True)
-    fn, fd = folder / f"nodules-{DATASET_VERSION}.npz", folder / f"detector-{DATASET_VERSION}.npz"
+    fn, fd = folder / f"nodules-{NODULE_VERSION}.npz", folder / f"detector-{DETECTOR_VERSION}.npz"
     if fn.is_file() and fd.is_file():
         return Samples.load(fn), Samples.load(fd)
     nod, det = build_samples(progress=progress)

@@ -194,9 +194,14 @@ class CadEngine:
             chunk = chunk[order]
             with torch.no_grad():
                 f = det.embed(torch.from_numpy(patches[:, None]).to(self.device))
-                p_nod = torch.softmax(det.out(f), 1)[:, 1].cpu().numpy()
-                p_cls = torch.softmax(head(f), 1).cpu().numpy()
-            score = (1.0 - p_cls[:, 0]) * p_nod
+                z_det = det.out(f)
+                z_head = head(f)
+                p_cls = torch.softmax(z_head, 1).cpu().numpy()
+                # evidence in log-odds (probabilities saturate near 1 on many candidates):
+                # the detector's nodule logit plus the head's 'some nodule' vs 'none' logit
+                evidence = ((z_det[:, 1] - z_det[:, 0])
+                            + (torch.logsumexp(z_head[:, 1:], 1) - z_head[:, 0])).cpu().numpy()
+            score = 1.0 / (1.0 + np.exp(-np.clip(evidence, -60, 60) / 8.0))
             for j, (k, r, c) in enumerate(chunk):
                 if not scanned[k] or score[j] > res.scores[k]:
                     scanned[k] = True

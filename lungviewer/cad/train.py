@@ -305,11 +305,22 @@ def main(args) -> int:
                                       resume=args.resume)
         name = "multitask" if (args.scheme, args.second_task) == ("partial", "disease") \
             else f"multitask-{args.scheme}-{args.second_task}"
-        save_model(model, name, out, "MultiTaskNet",
-                   {"scheme": args.scheme, "n_classes": [5, n_b], "n_extra": 2,
-                    "second_task": args.second_task, "second_names": names,
-                    "second_source": source},
-                   "M2 patch: (2, 32, 32) binary+grey, plus box size (h, w) mm")
+        config = {"scheme": args.scheme, "n_classes": [5, n_b], "n_extra": 2,
+                  "second_task": args.second_task, "second_names": names,
+                  "second_source": source}
+        spec = "M2 patch: (2, 32, 32) binary+grey, plus box size (h, w) mm"
+        save_model(model, name, out, "MultiTaskNet", config, spec)
+        if args.scheme == "single":  # the single-task baseline of task B as well
+            lab = data.yb >= 0
+            sub_b = lambda m: TaskData(data.x[m & lab], data.extra[m & lab],  # noqa: E731
+                                       data.yb[m & lab], None, data.patient[m & lab])
+            model_b, hist_b = train_multitask(sub_b(tr), "single", (n_b, n_b),
+                                              args.epochs or EPOCHS["multitask"], args.seed,
+                                              device, progress=_bar("single task B"),
+                                              val=sub_b(va))
+            save_model(model_b, f"{name}-b", out, "MultiTaskNet",
+                       {**config, "n_classes": [n_b, n_b], "task": "b"}, spec)
+            hist = {"a": hist, "b": hist_b}
     elif args.model == "detector":
         tr, va, _ = split_masks(det["patient"])
         model, hist = train_detector(det["det"][tr], det["label"][tr],
