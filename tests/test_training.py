@@ -236,6 +236,14 @@ def test_evaluate_end_to_end_on_tiny_weights(tiny_samples, tiny_weights):
     assert set(m["sharing"]) == {"disease", "texture"}
     assert set(m["sharing"]["texture"]) == {"partial", "single"}
     assert "texture" in m["sharing"]["texture"]["partial"]
+    from lungviewer.cad.evaluate import record_in_manifest
+    from lungviewer.cad.weights import load_model, read_manifest
+
+    record_in_manifest(tiny_weights, m, {"evaluate": "lungviewer evaluate --json"})
+    man = read_manifest(tiny_weights)
+    assert man["metrics"]["malignancy.accuracy"] == m["malignancy.accuracy"]
+    assert man["commands"]["evaluate"] == "lungviewer evaluate --json"
+    load_model("detector", tiny_weights, "cpu", man)  # checksums still valid
     text = format_text(m)
     assert "Synthetic LIDC-twin images" in text and "held-out test patients" in text
     json.dumps(m)  # --json output is valid JSON

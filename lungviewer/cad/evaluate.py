@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 SCHEMES = ("partial", "hard", "soft", "single")
 SECOND_TASKS = ("disease", "texture", "calcification")
-REC_SCANS = 16
+REC_SCANS = 24
 DATA_NOTE = ("Synthetic LIDC-twin images with the real LIDC readers' labels (and TCIA's real "
              "patient diagnoses); held-out test patients only. Not a measure of performance on "
              "real CT. Not for clinical use.")
@@ -360,6 +360,21 @@ def evaluate(weights_dir: str | Path | None = None, device: str = "cpu", nod=Non
     out["sharing"] = sharing_table(manifest, folder, tnod, device, dl)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
+
+
+def record_in_manifest(folder: str | Path | None, metrics: dict,
+                       commands: dict[str, str] | None = None) -> None:
+    """Store the measured metrics (and the commands that produced weights and metrics) in the
+    folder's manifest.json; model entries and checksums are left as they are."""
+    from .weights import read_manifest, write_manifest
+
+    folder = Path(folder) if folder else paths.weights_dir()
+    manifest = read_manifest(folder)
+    manifest["metrics"] = {k: v for k, v in metrics.items() if k != "weights"}
+    manifest["metrics_data"] = DATA_NOTE
+    if commands:
+        manifest.setdefault("commands", {}).update(commands)
+    write_manifest(manifest, folder)
 
 
 # -- output ------------------------------------------------------------------------------------
