@@ -94,7 +94,10 @@ class HeatStrip(QWidget):
         p = QPainter(self)
         p.fillRect(self.rect(), QColor(20, 20, 20))
         s = self.scores
-        if s is not None and len(s):
+        if s is not None and len(s) and np.isfinite(s).any():
+            fin = s[np.isfinite(s)]
+            lo, hi = float(fin.min()), float(fin.max())
+            s = (s - lo) / max(hi - lo, 1e-6)  # relative within the study
             n, h = len(s), self.height()
             for i, v in enumerate(s):
                 if not np.isfinite(v):
@@ -149,6 +152,7 @@ class CadPanel(QWidget):
             self.mal_bars.append(bar)
         lay.addLayout(grid)
         self.disease_title = QLabel("<b>Disease</b>")
+        self.disease_title.setWordWrap(True)
         lay.addWidget(self.disease_title)
         self.disease_grid = QGridLayout()
         lay.addLayout(self.disease_grid)
@@ -249,7 +253,7 @@ class CadController(QObject):
         self.panel = CadPanel()
         self.strip = HeatStrip()
         window.strip_host.addWidget(self.strip)
-        window.add_side_panel("CAD assistant", self.panel)
+        self.dock = window.add_side_panel("CAD assistant", self.panel)
         self.thread = QThread()
         self.thread.setObjectName("lungviewer-cad")
         self.worker = CadWorker()

@@ -122,6 +122,9 @@ class MainWindow(QMainWindow):
         from .cad_panel import CadController
 
         self.cad = CadController(self)
+        self.tabifyDockWidget(self.study_dock, self.annotations_dock)
+        self.annotations_dock.raise_()
+        self.resizeDocks([self.cad.dock], [430], Qt.Orientation.Horizontal)
         self._restore()
 
     # -- public API ---------------------------------------------------------------------------
