@@ -28,6 +28,18 @@ HANDLERS: dict[str, str] = {
 DEFAULT_DEMO_PATIENT = "LIDC-IDRI-0001"
 
 
+def parse_box(text: str) -> tuple[int, int, int, int, int]:
+    """``SLICE,ROW0,COL0,ROW1,COL1`` (0-based, ends exclusive) as integers."""
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != 5:
+        raise argparse.ArgumentTypeError(
+            f"a box is SLICE,ROW0,COL0,ROW1,COL1 (five 0-based integers), got {text!r}")
+    return vals  # type: ignore[return-value]
+
+
 def _add_view_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo", action="store_true",
                    help="open the embedded demo study (a synthetic LIDC twin, generated once "
@@ -39,7 +51,7 @@ def _add_view_options(p: argparse.ArgumentParser) -> None:
                    help="render the window offscreen into OUT.png and exit")
     p.add_argument("--slice", type=int, help="0-based slice index to show")
     p.add_argument("--preset", choices=["lung", "mediastinum", "bone"], help="window preset")
-    p.add_argument("--box", metavar="SLICE,ROW0,COL0,ROW1,COL1",
+    p.add_argument("--box", metavar="SLICE,ROW0,COL0,ROW1,COL1", type=parse_box,
                    help="place the CAD box (with --screenshot: wait for the CAD result)")
     p.add_argument("--size", default="1600x1000", help="window size for --screenshot (WxH)")
 
@@ -97,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="CAD scores for a study (and a box), headless")
     p.add_argument("path")
-    p.add_argument("--box", metavar="SLICE,ROW0,COL0,ROW1,COL1")
+    p.add_argument("--box", metavar="SLICE,ROW0,COL0,ROW1,COL1", type=parse_box)
     p.add_argument("--json", action="store_true")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 

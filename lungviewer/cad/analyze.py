@@ -15,16 +15,6 @@ from .engine import CadEngine
 from .weights import WeightsError
 
 
-def parse_box(text: str) -> tuple[int, int, int, int, int]:
-    try:
-        vals = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        vals = ()
-    if len(vals) != 5:
-        raise ValueError(f"--box needs SLICE,ROW0,COL0,ROW1,COL1 (0-based), got {text!r}")
-    return vals  # type: ignore[return-value]
-
-
 def analyze(path: str, box=None, device: str = "auto", top: int = 10) -> dict:
     from lungviewer.imaging.parenchyma import segment_lungs
 
@@ -56,8 +46,7 @@ def analyze(path: str, box=None, device: str = "auto", top: int = 10) -> dict:
 
 def main(args) -> int:
     try:
-        box = parse_box(args.box) if args.box else None
-        res = analyze(args.path, box, args.device)
+        res = analyze(args.path, args.box, args.device)
     except (StudyLoadError, WeightsError, ValueError) as exc:
         print(f"lungviewer analyze: {exc}", file=sys.stderr)
         return 1

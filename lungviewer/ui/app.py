@@ -15,20 +15,10 @@ import time
 log = logging.getLogger(__name__)
 
 
-def parse_box(text: str) -> tuple[int, int, int, int, int]:
-    try:
-        vals = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        vals = ()
-    if len(vals) != 5:
-        raise SystemExit(f"--box needs SLICE,ROW0,COL0,ROW1,COL1 (0-based integers), got {text!r}")
-    return vals  # type: ignore[return-value]
-
-
 def main(args) -> int:
     if args.screenshot and "QT_QPA_PLATFORM" not in os.environ:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    box = parse_box(args.box) if args.box else None
+    box = args.box  # parsed by the CLI: (slice, row0, col0, row1, col1)
     from PySide6.QtCore import QTimer
 
     from .main_window import MainWindow, application
@@ -52,8 +42,7 @@ def main(args) -> int:
         if args.slice is not None:
             win.slice_view.set_slice(args.slice)
         if box is not None:
-            win.request_box(*box) if hasattr(win, "request_box") else \
-                win.slice_view.set_box(*box)
+            win.request_box(*box)
             state["box_sent"] = True
 
     def failed(message: str) -> None:
