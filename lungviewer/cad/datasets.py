@@ -80,15 +80,95 @@ def _largest_contour(ann):
     return max(ann.contours, key=lambda c: (c.inclusion, len(c.points)))
 
 
-def scan_samples(scan_id: int, seed: int = 0) -> tuple[dict, dict]:
-    """Nodule and detector sample columns of one LIDC scan (runs in a worker process)."""
-    from lungviewer.synth.twin import build_model, render_region
+class _TwinSource:
+    """Images of one scan's LIDC twin (rendered piece by piece)."""
 
+    def __init__(self, scan: LidcScan) -> None:
+        from lungviewer.synth.twin import build_model
+
+        self.model = build_model(scan)
+        self.cluster_of = {aid: i for i, st in enumerate(self.model.nodules)
+                           for aid in st.annotation_ids}
+
+    def region(self, k: int, rc: int, cc: int, size: int) -> np.ndarray:
+        from lungviewer.synth.twin import render_region
+
+        return render_region(self.model, (k, rc, cc), (1, size, size))[0]
+
+    def lung_slices(self) -> np.ndarray:
+        return np.nonzero(self.model.shape.lung_scale(self.model.t) > 0.3)[0]
+
+    def slices(self, ks):
+        return _render_slices(self.model, ks)
+
+    def extra_negatives(self, k: int, rng) -> dict[str, np.ndarray]:
+        return {"airway": _airway_walls(self.model, int(k), rng)}
+
+
+class _DicomSource:
+    """Real slices of one LIDC-IDRI scan from a DICOM folder (``--lidc-root``); the lung
+    mask comes from the M1 segmentation, the nodule mask from the readers' contours."""
+
+    def __init__(self, scan: LidcScan, folder: Path) -> None:
+        from lungviewer.study.dicom_series import load_series
+        from lungviewer.synth.twin import cluster_annotations
+
+        self.scan = scan
+        self.vol = load_series(folder)
+        anns = get_database().annotations(scan.id)
+        self.cluster_of = {a.id: i for i, g in enumerate(cluster_annotations(scan, anns))
+                           for a in g}
+        self.anns = anns
+        self.index = np.array([self.vol.slice_index_at_z(z) if self.vol.slice_index_at_z(z)
+                               is not None else -1 for z in scan.z_positions])
+
+    def _hu(self, k: int) -> np.ndarray:
+        kv = int(self.index[k])
+        if kv < 0:
+            raise ValueError(f"slice z={self.scan.z_positions[k]} mm of {self.scan.patient_id} "
+                             "is missing from the DICOM folder")
+        return self.vol.hu[kv]
+
+    def region(self, k: int, rc: int, cc: int, size: int) -> np.ndarray:
+        sl = self._hu(k)
+        out = np.full((size, size), -1024, np.int16)
+        r0, c0 = rc - size // 2, cc - size // 2
+        a0, b0 = max(0, r0), max(0, c0)
+        a1, b1 = min(sl.shape[0], r0 + size), min(sl.shape[1], c0 + size)
+        out[a0 - r0:a1 - r0, b0 - c0:b1 - c0] = sl[a0:a1, b0:b1]
+        return out
+
+    def lung_slices(self) -> np.ndarray:
+        ok = np.nonzero(self.index >= 0)[0]
+        return ok[len(ok) // 5: len(ok) - len(ok) // 5]
+
+    def slices(self, ks):
+        from skimage.draw import polygon as fill_polygon
+
+        from lungviewer.imaging.parenchyma import segment_lungs
+
+        hu = np.stack([self._hu(int(k)) for k in ks])
+        lung = segment_lungs(hu).mask
+        nodm = np.zeros(hu.shape, bool)
+        for i, k in enumerate(ks):
+            for a in self.anns:
+                for c in a.contours:
+                    if self.scan.slice_index(c.z_mm) == k and c.inclusion:
+                        nodm[i][fill_polygon(c.points[:, 1], c.points[:, 0], hu.shape[1:])] = True
+        return hu, lung, nodm
+
+    def extra_negatives(self, k: int, rng) -> dict[str, np.ndarray]:
+        return {}
+
+
+def scan_samples(scan_id: int, seed: int = 0, folder: str | None = None) -> tuple[dict, dict]:
+    """Nodule and detector sample columns of one LIDC scan (runs in a worker process):
+    twin images, or the real slices in ``folder`` when given."""
     db = get_database()
     scan: LidcScan = db.scan(scan_id)
     anns = db.annotations(scan_id)
-    model = build_model(scan)
-    cluster_of = {aid: i for i, st in enumerate(model.nodules) for aid in st.annotation_ids}
+    src = _DicomSource(scan, Path(folder)) if folder else _TwinSource(scan)
+    cluster_of = src.cluster_of
     ps = scan.pixel_spacing
     rng = np.random.default_rng([seed, scan.id])
     jittered: list[np.ndarray] = []
@@ -103,7 +183,7 @@ def scan_samples(scan_id: int, seed: int = 0) -> tuple[dict, dict]:
         r0, c0, r1, c1 = polygon_box(c.points)
         rc, cc = (r0 + r1) // 2, (c0 + c1) // 2
         size = int(max(64, r1 - r0 + 16, c1 - c0 + 16))
-        local = render_region(model, (k, rc, cc), (1, size, size))[0]
+        local = src.region(k, rc, cc, size)
         off_r, off_c = rc - size // 2, cc - size // 2
         box = (r0 - off_r, c0 - off_c, r1 - off_r, c1 - off_c)
         p = nodule_patch(local, box, (ps, ps))
@@ -135,12 +215,11 @@ def scan_samples(scan_id: int, seed: int = 0) -> tuple[dict, dict]:
     # candidate finder proposes there away from nodules (hard negatives, as at scan time)
     from lungviewer.imaging.candidates import find_candidates
 
-    s = model.shape
-    lung_ks = np.nonzero(s.lung_scale(model.t) > 0.3)[0]
+    lung_ks = src.lung_slices()
     if lung_ks.size:
         ks = np.sort(rng.choice(lung_ks, size=min(NEG_SLICES_PER_SCAN, lung_ks.size),
                                 replace=False))
-        hu, lung, nodm = _render_slices(model, ks)
+        hu, lung, nodm = src.slices(ks)
         for i, k in enumerate(ks):
             away = ~ndimage.binary_dilation(nodm[i], iterations=12)
             inner = ndimage.binary_erosion(lung[i], iterations=2)
@@ -148,8 +227,8 @@ def scan_samples(scan_id: int, seed: int = 0) -> tuple[dict, dict]:
                 "vessel": inner & (hu[i] > -400) & away,
                 "pleura": lung[i] & ~ndimage.binary_erosion(lung[i], iterations=1) & away,
                 "parenchyma": inner & (hu[i] < -700) & away,
-                "airway": _airway_walls(model, int(k), rng) & away,
             }
+            pools.update({kind: m & away for kind, m in src.extra_negatives(k, rng).items()})
             pts, _ = find_candidates(hu[i:i + 1], lung[i:i + 1])
             cand = np.zeros_like(lung[i])
             cand[pts[:, 1], pts[:, 2]] = True
@@ -169,13 +248,9 @@ def scan_samples(scan_id: int, seed: int = 0) -> tuple[dict, dict]:
 
 def _render_slices(model, ks):
     """Whole twin slices (HU, lung mask, nodule mask), by the twin's own renderer."""
-    from lungviewer.synth import twin
+    from lungviewer.synth.twin import render_slices
 
-    if hasattr(twin, "render_slices"):
-        return twin.render_slices(model, ks)
-    ks = np.atleast_1d(np.asarray(ks, dtype=int))  # same code path as render_slices
-    clean, lung, nod = twin._render_clean(model, ks, 0, twin.SIZE, 0, twin.SIZE)
-    return twin._finish(model, clean, ks, 0, twin.SIZE, 0, twin.SIZE), lung, nod
+    return render_slices(model, ks)
 
 
 def _airway_walls(model, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -215,48 +290,84 @@ def _worker_init() -> None:
     get_database()
 
 
+def lidc_series_folders(root: str | Path) -> dict[str, Path]:
+    """LIDC SeriesInstanceUID → folder, for a LIDC-IDRI download under ``root`` (one header
+    read per folder). A synthetic twin's folder is indexed under the LIDC series it names."""
+    import pydicom
+
+    from lungviewer.study.dicom_series import _twin_source
+
+    out: dict[str, Path] = {}
+    for folder in sorted({p.parent for p in Path(root).rglob("*") if p.is_file()}):
+        for f in sorted(folder.iterdir()):
+            if not f.is_file():
+                continue
+            try:
+                ds = pydicom.dcmread(f, stop_before_pixels=True)
+            except Exception:  # noqa: BLE001 — not DICOM: try the next file
+                continue
+            if str(ds.get("Modality", "")) == "CT":
+                uid = _twin_source(str(ds.get("ImageComments", ""))) or \
+                    str(ds.get("SeriesInstanceUID", ""))
+                out[uid] = folder
+                break
+    return out
+
+
 def build_samples(scan_ids: list[int] | None = None, workers: int | None = None,
-                  progress: Callable[[int, int], None] | None = None,
-                  seed: int = 0) -> tuple[Samples, Samples]:
-    """Nodule and detector samples of the given scans (default: every annotated scan)."""
+                  progress: Callable[[int, int], None] | None = None, seed: int = 0,
+                  lidc_root: str | Path | None = None) -> tuple[Samples, Samples]:
+    """Nodule and detector samples of the given scans (default: every annotated scan):
+    twin images, or with ``lidc_root`` the real slices of the scans found there."""
     db = get_database()
     if scan_ids is None:
         scan_ids = [s.id for s in db.scans() if db.annotations(s.id)]
+    folders: list[str | None] = [None] * len(scan_ids)
+    if lidc_root is not None:
+        index = lidc_series_folders(lidc_root)
+        pairs = [(i, str(index[db.scan(i).series_uid])) for i in scan_ids
+                 if db.scan(i).series_uid in index]
+        if not pairs:
+            raise ValueError(f"no annotated LIDC-IDRI series found under {lidc_root}")
+        scan_ids, folders = [p[0] for p in pairs], [p[1] for p in pairs]
+        log.info("%d LIDC series found under the LIDC root", len(scan_ids))
     workers = workers or max(1, (os.cpu_count() or 2))
     nods, dets = [], []
     t0 = time.perf_counter()
     if workers == 1:
-        results = (scan_samples(i, seed) for i in scan_ids)
+        results = (scan_samples(i, seed, f) for i, f in zip(scan_ids, folders))
+    else:
+        pool = ProcessPoolExecutor(workers, initializer=_worker_init)
+        results = pool.map(scan_samples, scan_ids, [seed] * len(scan_ids), folders,
+                           chunksize=4)
+    try:
         for n, (a, b) in enumerate(results, 1):
             nods.append(Samples(_stack(a)))
             dets.append(Samples(_stack(b)))
             if progress:
                 progress(n, len(scan_ids))
-    else:
-        with ProcessPoolExecutor(workers, initializer=_worker_init) as pool:
-            for n, (a, b) in enumerate(pool.map(scan_samples, scan_ids,
-                                                [seed] * len(scan_ids), chunksize=4), 1):
-                nods.append(Samples(_stack(a)))
-                dets.append(Samples(_stack(b)))
-                if progress:
-                    progress(n, len(scan_ids))
+    finally:
+        if workers != 1:
+            pool.shutdown()
     log.info("built samples of %d scans in %.0f s", len(scan_ids), time.perf_counter() - t0)
     return Samples.concat(nods), Samples.concat(dets)
 
 
 def cached_samples(progress: Callable[[int, int], None] | None = None,
                    lidc_root: str | None = None) -> tuple[Samples, Samples]:
-    """All samples, built on first use and cached in the user cache folder."""
-    if lidc_root:
-        raise NotImplementedError(
-            "--lidc-root (reading real LIDC-IDRI slices instead of rendering the twin) is not "
-            "implemented yet: the sample builder renders twin images only")
+    """All samples, built on first use and cached in the user cache folder (one cache for
+    the twin, one per LIDC root)."""
+    import hashlib
+
     folder = paths.cache_dir() / "datasets"
     folder.mkdir(parents=True, exist_ok=True)
-    fn, fd = folder / f"nodules-{NODULE_VERSION}.npz", folder / f"detector-{DETECTOR_VERSION}.npz"
+    tag = "" if not lidc_root else \
+        "-real-" + hashlib.sha256(str(Path(lidc_root).resolve()).encode()).hexdigest()[:10]
+    fn = folder / f"nodules-{NODULE_VERSION}{tag}.npz"
+    fd = folder / f"detector-{DETECTOR_VERSION}{tag}.npz"
     if fn.is_file() and fd.is_file():
         return Samples.load(fn), Samples.load(fd)
-    nod, det = build_samples(progress=progress)
+    nod, det = build_samples(progress=progress, lidc_root=lidc_root)
     nod.save(fn)
     det.save(fd)
     return nod, det

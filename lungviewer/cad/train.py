@@ -288,7 +288,7 @@ def main(args) -> int:
     try:
         nod, det = cached_samples(progress=_bar("building samples (twin images)"),
                                   lidc_root=args.lidc_root)
-    except NotImplementedError as exc:
+    except ValueError as exc:
         print(f"lungviewer train: {exc}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
