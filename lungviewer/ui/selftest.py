@@ -3,18 +3,21 @@
 It runs the path a user takes — the same code in the source tree and in the frozen
 (PyInstaller) bundle — and checks each result:
 
-1. ``window``         start Qt and show the main window (time to first frame since process start)
-2. ``demo twin``      generate the synthetic LIDC-IDRI-0001 twin (DICOM + XML) into the cache
-3. ``open study``     load the twin in the main window (background task)
-4. ``parenchyma``     wait for the M1 lung mask; lung volume must be 2–8 L
-5. ``annotations``    wait for the readers' nodules (≥ 1 nodule)
-6. ``cad engine``     the CAD worker thread loads the networks; every weights file's sha256 is
-                      checked against ``manifest.json`` (again, independently of the engine)
-7. ``box scores``     box the known nodule (slice 89) through the window; wait until the panel
-                      shows the scores: 5 malignancy probabilities and the disease
-                      probabilities each sum to 1, the panel's bars show them
-8. ``slice scan``     wait for the whole-study slice scan (M5): a ranking exists
-9. ``screenshot``     grab the window into the temporary folder; the slice view is not blank
+1. ``window``        start Qt and show the main window (time to first frame since process start)
+2. ``decoders``      pydicom's compressed-pixel decoders are there (pylibjpeg's plugins for
+                     JPEG, JPEG-LS, JPEG 2000, RLE, found through entry points); a JPEG 2000
+                     and an RLE round trip are exact
+3. ``demo twin``     generate the synthetic LIDC-IDRI-0001 twin (DICOM + XML) into the cache
+4. ``open study``    load the twin in the main window (background task)
+5. ``parenchyma``    wait for the M1 lung mask; lung volume must be 2–8 L
+6. ``annotations``   wait for the readers' nodules (≥ 1 nodule, one near slice 89)
+7. ``cad engine``    the CAD worker thread loads the networks; every weights file's sha256 is
+                     checked against ``manifest.json`` (again, independently of the engine)
+8. ``box scores``    box the known nodule (slice 89) through the window; wait until the panel
+                     shows the scores: 5 malignancy probabilities and the disease
+                     probabilities each sum to 1, the panel's bars show them
+9. ``slice scan``    wait for the whole-study slice scan (M5): a ranking exists
+10. ``screenshot``   grab the window into the temporary folder; the slice view is not blank
 
 Every step has its own timeout and the whole run at most :data:`TOTAL_TIMEOUT_S`; nothing
 waits without a QTimer behind it, and a watchdog ends the process if shutting down hangs.
@@ -48,7 +51,7 @@ NODULE_BOX = (89, 336, 293, 395, 344)
 LUNG_LITRES = (2.0, 8.0)
 TOTAL_TIMEOUT_S = 300.0
 STEP_TIMEOUT_S = {
-    "window": 60.0, "demo twin": 180.0, "open study": 90.0, "parenchyma": 90.0,
+    "window": 60.0, "decoders": 30.0, "demo twin": 180.0, "open study": 90.0, "parenchyma": 90.0,
     "annotations": 90.0, "cad engine": 120.0, "box scores": 60.0, "slice scan": 180.0,
     "screenshot": 30.0,
 }
@@ -166,6 +169,34 @@ class SelfTest:
         return box.get("value")
 
     # -- the steps ------------------------------------------------------------------------------
+    def step_decoders(self) -> str:
+        """Compressed DICOM needs pylibjpeg's plugins, which are found through package
+        entry points: the first thing a frozen bundle can lose."""
+        import numpy as np
+        from pydicom import uid
+        from pydicom.dataset import Dataset, FileMetaDataset
+        from pydicom.pixels.decoders.base import get_decoder
+
+        missing = [ts.name for ts in (uid.JPEGBaseline8Bit, uid.JPEGLosslessSV1,
+                                      uid.JPEGLSLossless, uid.JPEG2000Lossless, uid.RLELossless)
+                   if "pylibjpeg" not in get_decoder(ts).available_plugins]
+        if missing:
+            raise StepFailed("no pylibjpeg decoder for " + "; ".join(missing))
+        arr = (np.arange(64 * 64).reshape(64, 64) % 2400 - 1200).astype(np.int16)  # HU ramp
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
+        ds.Rows, ds.Columns = arr.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.PixelData = arr.tobytes()
+        for ts, enc in ((uid.JPEG2000Lossless, "pylibjpeg"), (uid.RLELossless, "pydicom")):
+            ds.compress(ts, arr, encoding_plugin=enc)
+            back = get_decoder(ts).as_array(ds, decoding_plugin="pylibjpeg")[0]
+            if not np.array_equal(back, arr):
+                raise StepFailed(f"{ts.name}: the decoded pixels differ from the encoded ones")
+        return "pylibjpeg decodes JPEG, JPEG-LS, JPEG 2000, RLE; J2K and RLE round trips exact"
+
     def step_demo_twin(self) -> str:
         from lungviewer.synth.demo import ensure_demo
 
