@@ -110,11 +110,8 @@ def train_multitask(data: TaskData, scheme: str, n_classes: tuple[int, int], epo
             total += loss.item() * len(b)
         score = accuracy(predict_multitask(model, val, device)[0], val.ya) if val else -total
         history.append({"epoch": epoch + 1, "loss": total / len(data.x), "val_acc_a": score})
-        if score > best:
-            best, best_state = score, {k: v.detach().clone() for k, v in model.state_dict().items()}
-        _checkpoint(model, ckpt, epoch + 1, best, history)
-        if progress:
-            progress(epoch + 1, epochs, history[-1])
+        best, best_state = _end_epoch(model, score, best, best_state, history, ckpt,
+                                      epoch + 1, epochs, progress)
     if best_state is not None:
         model.load_state_dict(best_state)
     return model.eval(), history
@@ -172,11 +169,8 @@ def train_detector(x: np.ndarray, y: np.ndarray, epochs: int, seed: int = 0,
             p = predict_detector(model, val[0], device)
             score = float(((p > 0.5) == (val[1] == 1)).mean())
         history.append({"epoch": epoch + 1, "loss": total / len(idx), "val_acc": score})
-        if score > best:
-            best, best_state = score, {k: v.detach().clone() for k, v in model.state_dict().items()}
-        _checkpoint(model, ckpt, epoch + 1, best, history)
-        if progress:
-            progress(epoch + 1, epochs, history[-1])
+        best, best_state = _end_epoch(model, score, best, best_state, history, ckpt,
+                                      epoch + 1, epochs, progress)
     if best_state is not None:
         model.load_state_dict(best_state)
     return model.eval(), history
@@ -239,6 +233,17 @@ def train_slice_head(detector, feats: np.ndarray, y: np.ndarray, epochs: int, se
 
 
 # -- checkpoints ------------------------------------------------------------------------------
+def _end_epoch(model, score: float, best: float, best_state, history: list, ckpt, epoch: int,
+               epochs: int, progress):
+    """Keep the best weights so far (by validation score), checkpoint, report progress."""
+    if score > best:
+        best, best_state = score, {k: v.detach().clone() for k, v in model.state_dict().items()}
+    _checkpoint(model, ckpt, epoch, best, history)
+    if progress:
+        progress(epoch, epochs, history[-1])
+    return best, best_state
+
+
 def _checkpoint(model, ckpt: Path | None, epoch: int, best: float, history: list) -> None:
     if ckpt is None:
         return
