@@ -72,4 +72,9 @@ if [ "$OS" = linux ]; then
     t2=$(date +%s)
     echo "build: archive $(du -h "$tarball" | cut -f1) in $((t2 - t1)) s -> $tarball"
 fi
+if [ "$OS" = macos ] && [ -d dist/lungviewer.app ] && command -v hdiutil >/dev/null; then
+    # untested here (built on Linux only): a disk image holding the .app
+    hdiutil create -volname lungviewer -srcfolder dist/lungviewer.app -ov -format UDZO \
+        "dist/lungviewer-$VERSION-macos-$ARCH.dmg"
+fi
 echo "build: bundle dist/lungviewer $(du -sh dist/lungviewer | cut -f1); total $(( $(date +%s) - t0 )) s"
