@@ -53,6 +53,20 @@ nice -n 10 .venv/bin/pyinstaller --noconfirm --log-level WARN \
 t1=$(date +%s)
 echo "build: PyInstaller took $((t1 - t0)) s"
 
+if [ "$OS" = linux ] && command -v strip >/dev/null; then
+    # drop the symbol tables / debug info these libraries ship with (about 130 MB; the
+    # dynamic symbols stay). Only these files: stripping auditwheel-patched libraries
+    # (numpy.libs, scipy.libs, ...) can break them, so PyInstaller's strip=True is off.
+    before=$(du -sm dist/lungviewer | cut -f1)
+    for f in dist/lungviewer/_internal/torch/lib/libtorch_cpu.so \
+             dist/lungviewer/_internal/torch/lib/libtorch_python.so \
+             dist/lungviewer/_internal/libpython3*.so* \
+             dist/lungviewer/_internal/_libjpeg*.so dist/lungviewer/_internal/_openjpeg*.so; do
+        [ -f "$f" ] && nice -n 10 strip --strip-unneeded "$f"
+    done
+    echo "build: stripped symbol tables, $before MB -> $(du -sm dist/lungviewer | cut -f1) MB"
+fi
+
 if [ "$OS" = linux ]; then
     # archive layout: lungviewer/ (the bundle) + share/ (desktop entry, icons) + install.sh
     stage=$(mktemp -d)
