@@ -3,8 +3,9 @@
 #
 #     packaging/smoke_test.sh [dist/lungviewer-linux-x86_64.tar.gz | dist/lungviewer]
 #
-# * an archive is unpacked into a temporary folder first (default: the archive if it
-#   exists, else the dist/lungviewer folder);
+# * an archive is unpacked into a temporary folder and installed there with its install.sh
+#   (desktop entry and icon checked); the installed command is run (default: the archive if
+#   it exists, else the dist/lungviewer folder);
 # * `env -i` with a minimal PATH whose `python`/`python3` are decoys that fail, an empty
 #   HOME, cache and config folder: nothing from the build environment can be used;
 # * the report goes to stdout and dist/selftest-frozen.json; the exit code is the
@@ -23,8 +24,20 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/lungviewer-smoke.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 case "$target" in
     *.tar.gz)
+        # unpack, install with the archive's install.sh into a temporary prefix, and run the
+        # installed command (a symlink in PREFIX/bin, as a user would)
         tar -C "$work" -xzf "$target" || { echo "smoke: cannot unpack $target"; exit 2; }
-        exe=$(ls -d "$work"/lungviewer-*/lungviewer/lungviewer 2>/dev/null | head -1) ;;
+        unpacked=$(ls -d "$work"/lungviewer-*/ 2>/dev/null | head -1)
+        prefix="$work/prefix"
+        if ! env -i PATH=/usr/bin:/bin HOME="$work" PREFIX="$prefix" sh "$unpacked/install.sh"; then
+            echo "smoke: install.sh failed"; exit 2
+        fi
+        desktop="$prefix/share/applications/lungviewer.desktop"
+        if ! grep -q "^Exec=$prefix/opt/lungviewer/lungviewer %f" "$desktop" 2>/dev/null \
+                || [ ! -f "$prefix/share/icons/hicolor/256x256/apps/lungviewer.png" ]; then
+            echo "smoke: the desktop entry or the icon was not installed properly"; exit 2
+        fi
+        exe="$prefix/bin/lungviewer" ;;
     *)
         exe="$target/lungviewer" ;;
 esac
