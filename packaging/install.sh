@@ -23,7 +23,7 @@ sed "s|^Exec=.*|Exec=$opt/lungviewer %f|; s|^TryExec=.*|TryExec=$opt/lungviewer|
     "$here/share/applications/lungviewer.desktop" > "$apps/lungviewer.desktop"
 cp "$here/share/icons/hicolor/256x256/apps/lungviewer.png" "$icons/256x256/apps/"
 cp "$here/share/icons/hicolor/scalable/apps/lungviewer.svg" "$icons/scalable/apps/"
-command -v update-desktop-database >/dev/null 2>&1 && update-desktop-database "$apps" || true
-command -v gtk-update-icon-cache >/dev/null 2>&1 && gtk-update-icon-cache -q "$icons" || true
+command -v update-desktop-database >/dev/null 2>&1 && update-desktop-database "$apps" 2>/dev/null || true
+command -v gtk-update-icon-cache >/dev/null 2>&1 && gtk-update-icon-cache -q "$icons" 2>/dev/null || true
 echo "lungviewer installed in $opt (command: $PREFIX/bin/lungviewer; menu entry added)."
 echo "Check it with: $PREFIX/bin/lungviewer self-test"
