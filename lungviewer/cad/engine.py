@@ -27,6 +27,7 @@ from lungviewer.imaging.candidates import find_candidates
 from lungviewer.imaging.patches import detector_patch, detector_patches, nodule_patch
 from lungviewer.study.volume import Volume
 
+from .recommend import candidate_scores
 from .retrieval import RetrievalIndex, SimilarNodule
 from .weights import WeightsError, read_manifest, sha256
 
@@ -169,8 +170,6 @@ class CadEngine:
                     cancel: Callable[[], bool] | None = None,
                     out: SliceScores | None = None, batch: int = 256) -> SliceScores:
         """M5 over every slice; fills ``out`` (if given) as batches finish."""
-        import torch
-
         if lung_mask is None:
             from lungviewer.imaging.parenchyma import segment_lungs
 
@@ -192,16 +191,7 @@ class CadEngine:
             order = np.concatenate([np.nonzero(chunk[:, 0] == k)[0]
                                     for k in np.unique(chunk[:, 0])])
             chunk = chunk[order]
-            with torch.no_grad():
-                f = det.embed(torch.from_numpy(patches[:, None]).to(self.device))
-                z_det = det.out(f)
-                z_head = head(f)
-                p_cls = torch.softmax(z_head, 1).cpu().numpy()
-                # evidence in log-odds (probabilities saturate near 1 on many candidates):
-                # the detector's nodule logit plus the head's 'some nodule' vs 'none' logit
-                evidence = ((z_det[:, 1] - z_det[:, 0])
-                            + (torch.logsumexp(z_head[:, 1:], 1) - z_head[:, 0])).cpu().numpy()
-            score = 1.0 / (1.0 + np.exp(-np.clip(evidence, -60, 60) / 8.0))
+            score, p_cls = candidate_scores(det, head, patches, self.device)
             for j, (k, r, c) in enumerate(chunk):
                 if not scanned[k] or score[j] > res.scores[k]:
                     scanned[k] = True

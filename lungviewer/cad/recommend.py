@@ -2,8 +2,9 @@
 
 A slice's score is the largest candidate score over the slice's nodule candidates
 (:func:`lungviewer.imaging.candidates.find_candidates`: bright blobs in and at the edge of
-the lungs); a candidate's score is (1 − p(no nodule)) of the slice head times the
-detector's nodule probability — the same formula as ``CadEngine.scan_slices``. The slice
+the lungs); a candidate's score (:func:`candidate_scores`) joins the detector's nodule
+logit and the slice head's 'some nodule' logit — ``CadEngine.scan_slices`` calls the same
+function. The slice
 head is the M5 network transferred from the detector (its frozen 512-d features,
 :class:`lungviewer.cad.networks.SliceHead`). Slices are ranked by score so that the reader
 looks at the likeliest first.
@@ -23,7 +24,7 @@ CLASSES = ("no nodule", "benign", "malignant")
 
 @dataclass
 class SliceScores:
-    """Per slice (z,): ``nodule`` = max over candidates of (1 − p(no nodule)) · p_detector;
+    """Per slice (z,): ``nodule`` = max over candidates of :func:`candidate_scores`;
     ``malignant`` = p(malignant) of that candidate; ``best_rc`` (z, 2) its row/col (−1 if
     the slice has no candidate)."""
 
@@ -40,22 +41,27 @@ def rank_slices(scores: np.ndarray) -> np.ndarray:
     return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
 
 
-def candidate_probs(detector, head, patches: np.ndarray, device: str = "cpu",
-                    batch: int = 512) -> np.ndarray:
-    """(n, 4): the slice head's 3 probabilities and the detector's nodule probability of
-    (n, 50, 50) detector patches."""
+def candidate_scores(detector, head, patches: np.ndarray,
+                     device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Score (n, 50, 50) detector patches: ``(score (n,), p_cls (n, 3))``.
+
+    The evidence is in log-odds (probabilities saturate near 1 on many candidates): the
+    detector's nodule logit plus the slice head's 'some nodule' vs 'none' logit, squashed
+    back to 0..1 with a temperature of 8. ``p_cls`` are the head's class probabilities."""
     import torch
 
-    out = []
     detector.eval()
     head.eval()
     with torch.no_grad():
-        for i in range(0, len(patches), batch):
-            x = torch.from_numpy(np.asarray(patches[i:i + batch], np.float32)[:, None])
-            f = detector.embed(x.to(device))
-            p_det = torch.softmax(detector.out(f), 1)[:, 1:]
-            out.append(torch.cat([torch.softmax(head(f), 1), p_det], 1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 4), np.float32)
+        x = torch.from_numpy(np.ascontiguousarray(patches, np.float32)[:, None]).to(device)
+        f = detector.embed(x)
+        z_det = detector.out(f)
+        z_head = head(f)
+        p_cls = torch.softmax(z_head, 1).cpu().numpy()
+        evidence = ((z_det[:, 1] - z_det[:, 0])
+                    + (torch.logsumexp(z_head[:, 1:], 1) - z_head[:, 0])).cpu().numpy()
+    score = 1.0 / (1.0 + np.exp(-np.clip(evidence, -60, 60) / 8.0))
+    return score.astype(np.float32), p_cls
 
 
 def score_slices(hu: np.ndarray, lung_mask: np.ndarray, detector, head, device: str = "cpu",
@@ -78,13 +84,15 @@ def score_slices(hu: np.ndarray, lung_mask: np.ndarray, detector, head, device: 
         patches[sel] = detector_patches(hu[k], pts[sel, 1:])
         if progress:
             progress(j + 1, len(ks))
-    probs = candidate_probs(detector, head, patches, device)
-    p_nod = (1.0 - probs[:, 0]) * probs[:, 3]
+    parts = [candidate_scores(detector, head, patches[i:i + 512], device)
+             for i in range(0, len(patches), 512)]
+    p_nod = np.concatenate([p[0] for p in parts])
+    p_cls = np.concatenate([p[1] for p in parts])
     # the best candidate per slice: sort by (slice, −score), take the first of each slice
     order = np.lexsort((-p_nod, pts[:, 0]))
     first = order[np.r_[True, pts[order[1:], 0] != pts[order[:-1], 0]]]
     nodule[pts[first, 0]] = p_nod[first]
-    malignant[pts[first, 0]] = probs[first, 2]
+    malignant[pts[first, 0]] = p_cls[first, 2]
     best[pts[first, 0]] = pts[first, 1:]
     return SliceScores(nodule, malignant, best)
 
