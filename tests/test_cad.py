@@ -157,6 +157,31 @@ def test_retrieval_knn_and_recall():
     assert rec == {1: 0.5, 2: 1.0}
 
 
+def test_slice_ranking_lists_distinct_findings_first():
+    """One nodule bright on five neighbouring slices and a weaker finding elsewhere: the
+    weaker finding comes second, not sixth; without positions the order is by score."""
+    from lungviewer.cad.recommend import rank_slices
+
+    scores = np.zeros(40)
+    scores[10:15] = [0.90, 0.95, 0.99, 0.94, 0.91]  # one nodule, same place, 5 slices
+    scores[30] = 0.80  # another finding
+    best = np.zeros((40, 2), int)
+    best[10:15] = (100, 100)
+    best[30] = (300, 200)
+    spacing = (2.5, 0.7, 0.7)
+    ranked = rank_slices(scores, best, spacing)
+    assert ranked[:2].tolist() == [12, 30]
+    assert sorted(ranked.tolist()) == list(range(40))  # every slice still listed
+    assert rank_slices(scores)[:6].tolist() == [12, 11, 13, 14, 10, 30]
+    # the same place 30 slices (75 mm) away is another finding
+    best[30] = (100, 100)
+    assert rank_slices(scores, best, spacing)[:2].tolist() == [12, 30]
+    # the next slice, its best candidate 5 px off, is the same finding: listed after 30
+    scores[15], best[15] = 0.97, (105, 100)
+    ranked = rank_slices(scores, best, spacing).tolist()
+    assert ranked[:2] == [12, 30] and ranked.index(15) > 1
+
+
 def test_engine_scores_a_box_with_tiny_weights(tmp_path, twin_0001):
     from lungviewer.cad.engine import CadEngine
     from lungviewer.study.volume import Volume

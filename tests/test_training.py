@@ -253,7 +253,7 @@ def test_evaluate_end_to_end_on_tiny_weights(tiny_samples, tiny_weights):
 def test_recommend_matches_the_engine_slice_scan(tiny_weights):
     """recommend.score_slices (evaluate's fallback) ranks exactly like the viewer's engine."""
     from lungviewer.cad.engine import CadEngine
-    from lungviewer.cad.recommend import rank_slices, score_slices
+    from lungviewer.cad.recommend import score_slices
     from lungviewer.imaging.parenchyma import segment_lungs
     from lungviewer.study.lidc_db import get_database
     from lungviewer.study.volume import Volume
@@ -262,12 +262,13 @@ def test_recommend_matches_the_engine_slice_scan(tiny_weights):
     twin = render_model(build_model(get_database().scan(TRAIN_SCANS[0])))
     mask = segment_lungs(twin.hu).mask
     engine = CadEngine.load(tiny_weights, "cpu")
-    ours = score_slices(twin.hu, mask, engine.models["detector"], engine.models["slices"])
+    ours = score_slices(twin.hu, mask, engine.models["detector"], engine.models["slices"],
+                        spacing=twin.spacing)
     vol = Volume(hu=twin.hu, spacing=twin.spacing, positions=twin.positions)
     theirs = engine.scan_slices(vol, mask)
     assert (ours.nodule > 0).any()
     np.testing.assert_allclose(ours.nodule, theirs.scores, atol=1e-5)
-    assert (rank_slices(ours.nodule)[:10] == theirs.ranking()[:10]).all()
+    assert (ours.ranking()[:10] == theirs.ranking()[:10]).all()
 
 
 def test_evaluate_refuses_altered_weights(tiny_samples, tiny_weights, tmp_path):

@@ -27,7 +27,7 @@ from lungviewer.imaging.candidates import find_candidates
 from lungviewer.imaging.patches import detector_patch, detector_patches, nodule_patch
 from lungviewer.study.volume import Volume
 
-from .recommend import candidate_scores
+from .recommend import candidate_scores, rank_slices
 from .retrieval import RetrievalIndex, SimilarNodule
 from .weights import WeightsError, read_manifest, sha256
 
@@ -81,14 +81,17 @@ class SliceScores:
     classes: np.ndarray  # (n,) int index into SLICE_CLASSES
     best: np.ndarray  # (n, 2) row, col of the best candidate
     done: int = 0
+    spacing: tuple[float, float, float] | None = None  # (z, y, x) mm, for distinct findings
 
     @staticmethod
     def empty(n: int) -> "SliceScores":
         return SliceScores(np.full(n, np.nan), np.zeros(n, int), np.zeros((n, 2), int))
 
     def ranking(self) -> np.ndarray:
+        """Scanned slices, likeliest distinct findings first (:func:`recommend.rank_slices`)."""
         s = np.where(np.isfinite(self.scores), self.scores, -1.0)
-        return np.argsort(-s, kind="stable")[: int(np.isfinite(self.scores).sum())]
+        order = rank_slices(s, self.best, self.spacing)
+        return order[np.isfinite(self.scores[order])]
 
     def label(self, k: int) -> str:
         return SLICE_CLASSES[int(self.classes[k])]
@@ -175,6 +178,7 @@ class CadEngine:
 
             lung_mask = segment_lungs(volume.hu).mask
         res = out or SliceScores.empty(volume.n_slices)
+        res.spacing = tuple(float(v) for v in volume.spacing)
         pts, _ = find_candidates(volume.hu, lung_mask)
         # slices without candidates: nothing there
         scanned = np.zeros(volume.n_slices, bool)

@@ -197,7 +197,7 @@ def recommendation_metrics(scan_ids: list[int], detector, head, device: str = "c
     from lungviewer.study.lidc_db import get_database
     from lungviewer.synth.twin import build_model, render_model
 
-    from .recommend import rank_slices, score_slices
+    from .recommend import score_slices
 
     db = get_database()
     engine = _engine(folder, device) if folder is not None else None
@@ -213,10 +213,11 @@ def recommendation_metrics(scan_ids: list[int], detector, head, device: str = "c
 
             vol = Volume(hu=twin.hu, spacing=twin.spacing, positions=twin.positions,
                          is_synthetic=True)
-            score = engine.scan_slices(vol, mask).scores
+            ranking = engine.scan_slices(vol, mask).ranking()
         else:
-            score = score_slices(twin.hu, mask, detector, head, device).nodule
-        top = set(rank_slices(score)[:k].tolist())
+            ranking = score_slices(twin.hu, mask, detector, head, device,
+                                   spacing=twin.spacing).ranking()
+        top = set(ranking[:k].tolist())
         found = [any(int(s) in top for s in n.slices) for n in model.nodules]
         hits += sum(found)
         total += len(found)

@@ -31,14 +31,41 @@ class SliceScores:
     nodule: np.ndarray
     malignant: np.ndarray
     best_rc: np.ndarray
+    spacing: tuple[float, float, float] | None = None
 
     def ranking(self) -> np.ndarray:
-        return rank_slices(self.nodule)
+        return rank_slices(self.nodule, self.best_rc, self.spacing)
 
 
-def rank_slices(scores: np.ndarray) -> np.ndarray:
-    """Slice indices, likeliest first (ties: lower index first)."""
-    return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+# a slice whose best candidate lies this close (3-D, mm) to a higher-ranked slice's is the same
+# finding again (the nodule's next slice): chosen on validation patients, never the test list
+# (recall@10 over 24 validation scans: 0.474 without, 0.513 at 5 mm, 0.553 at 15 mm, 0.539
+# at 20–40 mm; /work notes of issue 7)
+DISTINCT_MM = 15.0
+
+
+def rank_slices(scores: np.ndarray, best_rc: np.ndarray | None = None,
+                spacing: tuple[float, float, float] | None = None,
+                distinct_mm: float = DISTINCT_MM) -> np.ndarray:
+    """Slice indices, likeliest first (ties: lower index first).
+
+    With each slice's best candidate ``best_rc`` (z, 2) row/col and the ``spacing`` (z, y, x)
+    mm, distinct findings come first: a slice whose best candidate lies within
+    ``distinct_mm`` of a slice already listed moves behind all distinct findings, so that
+    the top of the list is not one nodule on six neighbouring slices."""
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-scores, kind="stable")
+    if best_rc is None or spacing is None or distinct_mm <= 0 or len(order) < 2:
+        return order
+    pts = np.column_stack([np.arange(len(scores)), np.asarray(best_rc, np.float64)])
+    p = (pts * np.asarray(spacing, np.float64))[order]
+    lead = np.zeros(len(order), bool)
+    taken = np.zeros(len(order), bool)  # within distinct_mm of a listed finding
+    for i in range(len(order)):  # greedy over slices (n ≤ ~1000), not pixels
+        if not taken[i]:
+            lead[i] = True
+            taken |= ((p - p[i]) ** 2).sum(1) < distinct_mm ** 2
+    return np.concatenate([order[lead], order[~lead]])
 
 
 def candidate_scores(detector, head, patches: np.ndarray,
@@ -65,8 +92,10 @@ def candidate_scores(detector, head, patches: np.ndarray,
 
 
 def score_slices(hu: np.ndarray, lung_mask: np.ndarray, detector, head, device: str = "cpu",
-                 progress: Callable[[int, int], None] | None = None) -> SliceScores:
-    """Score every slice of ``hu`` (z, y, x) int16 with the M5 head on its candidates."""
+                 progress: Callable[[int, int], None] | None = None,
+                 spacing: tuple[float, float, float] | None = None) -> SliceScores:
+    """Score every slice of ``hu`` (z, y, x) int16 with the M5 head on its candidates;
+    ``spacing`` (z, y, x) mm lets the ranking list distinct findings first."""
     from lungviewer.imaging.candidates import find_candidates
     from lungviewer.imaging.patches import detector_patches
 
@@ -76,7 +105,7 @@ def score_slices(hu: np.ndarray, lung_mask: np.ndarray, detector, head, device: 
     malignant = np.zeros(n, np.float32)
     best = np.full((n, 2), -1, np.int64)
     if len(pts) == 0:
-        return SliceScores(nodule, malignant, best)
+        return SliceScores(nodule, malignant, best, spacing)
     patches = np.empty((len(pts), 50, 50), np.float32)
     ks = np.unique(pts[:, 0])
     for j, k in enumerate(ks):
@@ -94,7 +123,7 @@ def score_slices(hu: np.ndarray, lung_mask: np.ndarray, detector, head, device: 
     nodule[pts[first, 0]] = p_nod[first]
     malignant[pts[first, 0]] = p_cls[first, 2]
     best[pts[first, 0]] = pts[first, 1:]
-    return SliceScores(nodule, malignant, best)
+    return SliceScores(nodule, malignant, best, spacing)
 
 
 def nodule_recall_at(ranking: np.ndarray, nodule_slices: list[np.ndarray], k: int = 10) -> float:
