@@ -38,9 +38,9 @@ class SliceScores:
 
 
 # a slice whose best candidate lies this close (3-D, mm) to a higher-ranked slice's is the same
-# finding again (the nodule's next slice): chosen on validation patients, never the test list
-# (recall@10 over 24 validation scans: 0.474 without, 0.513 at 5 mm, 0.553 at 15 mm, 0.539
-# at 20–40 mm; /work notes of issue 7)
+# finding again (the nodule's next slice). Chosen on validation patients, never the test list:
+# recall@10 of CadEngine.scan_slices on the first 24 annotated scans of make_split().val
+# (76 nodules) was 0.474 without it, 0.513 at 5 mm, 0.553 at 15 mm, 0.539 at 20–40 mm.
 DISTINCT_MM = 15.0
 
 
