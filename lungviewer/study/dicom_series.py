@@ -138,7 +138,7 @@ def _read_header(path: Path) -> _Header | str:
         return "not DICOM"
     except PermissionError:
         return "permission denied"
-    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any parser failure (BytesLengthException, ...) is a bad file
         return f"unreadable ({type(exc).__name__})"
     try:
         meta = getattr(ds, "file_meta", None)
@@ -175,7 +175,7 @@ def _read_header(path: Path) -> _Header | str:
             pixel_offset=offset if fast and has_pixels else None,
             pixel_dtype=("<i2" if signed else "<u2") if fast else "",
         )
-    except (TypeError, ValueError, AttributeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - values are decoded lazily here; any failure is a bad header
         return f"malformed header ({type(exc).__name__})"
 
 
@@ -229,9 +229,10 @@ def _scan(files: list[Path], progress: Progress | None, cancel: Cancel | None,
 
 
 def _why_unusable(headers: list[_Header]) -> str:
-    h = headers[0]
-    if h.modality != "CT":
-        return f"modality {h.modality or 'unknown'}, not CT"
+    # the series' modality by majority: one file with a missing/odd tag must not hide the rest
+    modality = Counter(x.modality for x in headers).most_common(1)[0][0]
+    if modality != "CT":
+        return f"modality {modality or 'unknown'}, not CT"
     if not any(x.has_pixels for x in headers):
         return "no image data"
     if all(x.is_localizer for x in headers):
@@ -306,6 +307,13 @@ def _choose_series(scan: _Scan, series_uid: str | None, root: Path) -> tuple[lis
                 f"({len(chosen)} images, '{chosen[0].description}')."
             )
     skipped = len(scan.headers) - len(chosen)
+    unusable = [(hs, _why_unusable(hs)) for hs in groups.values() if hs is not chosen]
+    unusable = [(hs, why) for hs, why in unusable
+                if why and why != "localizer (scout) image"]
+    if unusable:
+        hs, why = unusable[0]
+        notes.append(f"{sum(len(h) for h, _ in unusable)} file(s) of other series that cannot "
+                     f"be shown were ignored (e.g. {_rel(hs[0].path, root)}: {why}).")
     if scan.not_dicom:
         notes.append(f"{len(scan.not_dicom)} non-DICOM file(s) ignored.")
     if scan.unreadable:
@@ -322,6 +330,11 @@ def _choose_series(scan: _Scan, series_uid: str | None, root: Path) -> tuple[lis
 def _sort_and_check(headers: list[_Header], root: Path) -> tuple[list[_Header], np.ndarray, list[str]]:
     """Keep the slices that form one stack, sort them along the normal; warnings."""
     warnings: list[str] = []
+    incomplete = [h for h in headers if not h.is_localizer and not (
+        h.has_pixels and h.position is not None and h.orientation is not None)]
+    if incomplete:
+        warnings.append(f"{len(incomplete)} image(s) without pixel data or position were skipped "
+                        f"(e.g. {_rel(incomplete[0].path, root)}).")
     headers = [h for h in headers if h.has_pixels and not h.is_localizer
                and h.position is not None and h.orientation is not None]
     # one image size: keep the majority
