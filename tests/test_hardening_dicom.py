@@ -1,0 +1,326 @@
+"""Hardening of DICOM loading: mutated, hostile and odd files never crash the loader.
+
+Property-based tests (hypothesis) mutate a valid small series and assert that
+``load_series`` either returns a Volume or raises :class:`StudyLoadError`, in bounded time;
+explicit cases cover non-DICOM files, empty folders, unreadable files, non-CT modalities,
+compressed data without a decoder, absurd sizes and patient data in logs/messages.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dicomgen import write_ct_series
+from lungviewer.study import dicom_series
+from lungviewer.study.dicom_series import LoadCancelled, StudyLoadError, load_series
+from lungviewer.study.volume import Volume
+
+N_SLICES = 4
+MAX_SECONDS = 10.0  # one load of a 4×16×16 series, mutated, on a busy 2-core machine
+
+HYPO = settings(max_examples=30, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow,
+                                       HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """A valid 4-slice 16×16 CT series (the files every mutation starts from)."""
+    folder = tmp_path_factory.mktemp("template")
+    write_ct_series(folder, n_slices=N_SLICES, rows=16, cols=16, shuffle_names=False)
+    return folder
+
+
+def _copy(template: Path) -> Path:
+    out = Path(tempfile.mkdtemp(prefix="hard-", dir=template.parent))
+    for f in sorted(template.iterdir()):
+        shutil.copy(f, out / f.name)
+    return out
+
+
+def _load_clean(folder: Path) -> Volume | StudyLoadError:
+    """load_series must return a Volume or raise StudyLoadError, quickly."""
+    t0 = time.perf_counter()
+    try:
+        out: Volume | StudyLoadError = load_series(folder)
+    except StudyLoadError as exc:
+        out = exc
+        assert str(exc).strip(), "an error must say what is wrong"
+    # any other exception type fails the test here (propagates to hypothesis)
+    assert time.perf_counter() - t0 < MAX_SECONDS
+    if isinstance(out, Volume):
+        assert out.hu.dtype == np.int16 and out.hu.ndim == 3
+        assert out.n_slices >= 1
+    shutil.rmtree(folder, ignore_errors=True)
+    return out
+
+
+def _victim(folder: Path, which: int) -> Path:
+    return sorted(folder.iterdir())[which % N_SLICES]
+
+
+# -- property-based: byte-level mutations ---------------------------------------------------
+@HYPO
+@given(which=st.integers(0, N_SLICES - 1), frac=st.floats(0.0, 1.0))
+def test_truncated_file_gives_volume_or_clean_error(template, which, frac):
+    folder = _copy(template)
+    f = _victim(folder, which)
+    data = f.read_bytes()
+    f.write_bytes(data[: int(len(data) * frac)])
+    _load_clean(folder)
+
+
+@HYPO
+@given(which=st.integers(0, N_SLICES - 1),
+       edits=st.lists(st.tuples(st.floats(0.0, 1.0, exclude_max=True), st.integers(0, 255)),
+                      min_size=1, max_size=12),
+       all_files=st.booleans())
+def test_overwritten_bytes_give_volume_or_clean_error(template, which, edits, all_files):
+    folder = _copy(template)
+    targets = sorted(folder.iterdir()) if all_files else [_victim(folder, which)]
+    for f in targets:
+        data = bytearray(f.read_bytes())
+        for pos, value in edits:
+            data[int(pos * len(data))] = value
+        f.write_bytes(bytes(data))
+    _load_clean(folder)
+
+
+REQUIRED = ["Rows", "Columns", "PixelData", "ImagePositionPatient", "ImageOrientationPatient",
+            "BitsAllocated", "PixelRepresentation", "Modality", "SeriesInstanceUID",
+            "PixelSpacing", "RescaleSlope", "RescaleIntercept", "SamplesPerPixel"]
+
+
+@HYPO
+@given(tag=st.sampled_from(REQUIRED), all_files=st.booleans(),
+       which=st.integers(0, N_SLICES - 1))
+def test_deleted_tags_give_volume_or_clean_error(template, tag, all_files, which):
+    folder = _copy(template)
+    targets = sorted(folder.iterdir()) if all_files else [_victim(folder, which)]
+    for f in targets:
+        ds = pydicom.dcmread(f)
+        del ds[tag]
+        ds.save_as(f)
+    out = _load_clean(folder)
+    if not all_files:  # one bad file never hides the other three images
+        assert isinstance(out, Volume) or tag in ("PixelData", "BitsAllocated",
+                                                  "PixelRepresentation", "SamplesPerPixel")
+
+
+# (keyword, VR written, value): wrong types and absurd values
+WRONG = [
+    ("Rows", "LO", "sixteen"), ("Columns", "DS", "1e9"), ("Rows", "US", 65535),
+    ("Columns", "US", 0), ("Rows", "US", 1), ("BitsAllocated", "US", 7),
+    ("BitsAllocated", "US", 32), ("SamplesPerPixel", "US", 3),
+    ("ImagePositionPatient", "LO", "here"), ("ImagePositionPatient", "DS", ["1", "2"]),
+    ("ImageOrientationPatient", "DS", ["0"] * 6), ("PixelSpacing", "LO", "wide"),
+    ("RescaleSlope", "LO", "steep"), ("RescaleIntercept", "DS", "nan"),
+    ("SliceThickness", "LO", "thick"), ("ImageType", "US", 3), ("PixelRepresentation", "US", 9),
+]
+
+
+@HYPO
+@given(edit=st.sampled_from(WRONG), all_files=st.booleans(), which=st.integers(0, N_SLICES - 1))
+def test_wrong_types_and_absurd_values_give_volume_or_clean_error(template, edit, all_files, which):
+    keyword, vr, value = edit
+    folder = _copy(template)
+    targets = sorted(folder.iterdir()) if all_files else [_victim(folder, which)]
+    for f in targets:
+        ds = pydicom.dcmread(f)
+        tag = pydicom.datadict.tag_for_keyword(keyword)
+        del ds[keyword]
+        ds.add_new(tag, vr, value)
+        with pydicom.config.disable_value_validation():
+            ds.save_as(f)
+    _load_clean(folder)
+
+
+# -- explicit cases -------------------------------------------------------------------------
+def test_absurd_dimensions_refused_before_allocating(template, monkeypatch):
+    folder = _copy(template)
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        ds.Rows = ds.Columns = 60000  # header says 60000×60000: 7 GB per slice
+        ds.save_as(f)
+    monkeypatch.setattr(dicom_series, "_read_pixels",
+                        lambda *a: pytest.fail("pixels read for an absurd series"))
+    with pytest.raises(StudyLoadError, match="too large"):
+        load_series(folder)
+
+
+def test_out_of_memory_sized_study_refused_before_allocating(template, monkeypatch):
+    """A series over the voxel limit is refused from the headers alone: no array, no pixels."""
+    monkeypatch.setattr(dicom_series, "MAX_VOXELS", N_SLICES * 16 * 16 - 1)
+    allocated = []
+    real_empty = np.empty
+    monkeypatch.setattr(dicom_series.np, "empty",
+                        lambda *a, **k: allocated.append(a) or real_empty(*a, **k))
+    with pytest.raises(StudyLoadError, match=r"too large.*4 × 16 × 16"):
+        load_series(template)
+    assert not [a for a in allocated if a and a[0] == (N_SLICES, 16, 16)]
+    monkeypatch.undo()
+    assert load_series(template).n_slices == N_SLICES  # the limit is the only reason
+
+
+def test_non_dicom_files_and_empty_folder(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(StudyLoadError, match=r"empty.*choose a folder"):
+        load_series(empty)
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.bin").write_bytes(b"\x00" * 300)
+    (junk / "photo.dat").write_bytes(np.random.default_rng(0).bytes(5000))
+    (junk / "zero").write_bytes(b"")
+    with pytest.raises(StudyLoadError, match="No DICOM files found under"):
+        load_series(junk)
+    with pytest.raises(StudyLoadError, match="does not exist"):
+        load_series(tmp_path / "nowhere")
+
+
+def test_one_bad_file_does_not_stop_the_rest(template):
+    folder = _copy(template)
+    (folder / "garbage").write_bytes(b"DICM" * 50)
+    f = _victim(folder, 1)
+    f.write_bytes(f.read_bytes()[:400])  # cut inside the header
+    vol = load_series(folder)
+    assert vol.n_slices == N_SLICES - 1
+    text = " ".join(vol.warnings)
+    assert "ignored" in text or "skipped" in text or "could not be read" in text
+    assert f.name in text  # the user learns which file was left out
+
+
+def test_unreadable_file_is_skipped_with_a_message(template, monkeypatch):
+    """Permission denied on one file: the rest opens and the note names the file. (Patched
+    ``open`` so the test also holds when run as root, where chmod 000 does not block reads.)"""
+    folder = _copy(template)
+    denied = _victim(folder, 2)
+    real_open = builtins.open
+
+    def fake_open(file, *args, **kwargs):
+        if Path(str(file)) == denied:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    vol = load_series(folder)
+    assert vol.n_slices == N_SLICES - 1
+    assert any("permission denied" in w and denied.name in w for w in vol.warnings)
+    # every file denied: a clear error naming one of them
+    monkeypatch.setattr(builtins, "open", lambda file, *a, **k: (_ for _ in ()).throw(
+        PermissionError(13, "Permission denied", str(file))) if str(file).startswith(str(folder))
+        else real_open(file, *a, **k))
+    with pytest.raises(StudyLoadError, match=r"could not be read.*permission denied"):
+        load_series(folder)
+
+
+def test_chmod_000_file(template):
+    folder = _copy(template)
+    f = _victim(folder, 0)
+    f.chmod(0)
+    try:
+        vol = load_series(folder)
+    finally:
+        f.chmod(0o644)
+    if vol.n_slices == N_SLICES:  # running as root: chmod does not block reading
+        import os
+        assert os.geteuid() == 0
+    else:
+        assert vol.n_slices == N_SLICES - 1
+        assert any("permission denied" in w for w in vol.warnings)
+
+
+@pytest.mark.parametrize("modality", ["MR", "PT", "US", ""])
+def test_non_ct_modality_refused(template, modality):
+    folder = _copy(template)
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        ds.Modality = modality
+        ds.save_as(f)
+    with pytest.raises(StudyLoadError, match=rf"No axial CT.*{modality or 'unknown'}.*not CT"):
+        load_series(folder)
+
+
+def test_compressed_without_decoder(tmp_path, monkeypatch):
+    write_ct_series(tmp_path, n_slices=3, rows=16, cols=16, compress_rle=True)
+
+    def no_decoder(self, *a, **k):
+        raise NotImplementedError("no pixel data handler available for RLE Lossless")
+
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_decoder))
+    with pytest.raises(StudyLoadError) as info:
+        load_series(tmp_path)
+    msg = str(info.value)
+    assert "IM" in msg and "RLE Lossless" in msg and "Install a decoder" in msg
+
+
+def test_cancel_during_load_raises_load_cancelled(template):
+    calls = []
+    with pytest.raises(LoadCancelled):
+        load_series(template, cancel=lambda: calls.append(1) or len(calls) > 2)
+
+
+# -- privacy ---------------------------------------------------------------------------------
+PHI = {"name": "Zyxwvut^Quirinalis", "id": "PID-93417-QX", "birth": "19230417"}
+
+
+def _phi_series(folder: Path) -> None:
+    write_ct_series(folder, n_slices=5, rows=16, cols=16, patient_name=PHI["name"],
+                    patient_id=PHI["id"])
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        ds.PatientBirthDate = PHI["birth"]
+        ds.save_as(f)
+
+
+def _assert_no_phi(text: str) -> None:
+    for value in (*PHI.values(), "Zyxwvut", "Quirinalis", "93417"):
+        assert value not in text, f"patient data {value!r} leaked"
+
+
+def test_logs_and_messages_never_contain_patient_data(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)  # root: every logger
+    good = tmp_path / "good"
+    _phi_series(good)
+    texts = []
+    vol = load_series(good)
+    texts += vol.warnings + [vol.description]
+    assert vol.patient_id == PHI["id"]  # read (the viewer needs it) ...
+    # broken variants: missing pixels, other modality, truncated, mixed series
+    for name, damage in [
+        ("nopix", lambda ds: ds.__delitem__("PixelData")),
+        ("mr", lambda ds: setattr(ds, "Modality", "MR")),
+        ("rows", lambda ds: setattr(ds, "Rows", 60000)),
+    ]:
+        bad = tmp_path / name
+        shutil.copytree(good, bad)
+        for f in bad.iterdir():
+            ds = pydicom.dcmread(f)
+            damage(ds)
+            ds.save_as(f)
+        try:
+            v = load_series(bad)
+            texts += v.warnings
+        except StudyLoadError as exc:
+            texts.append(str(exc))
+    cut = tmp_path / "cut"
+    shutil.copytree(good, cut)
+    for i, f in enumerate(sorted(cut.iterdir())):
+        f.write_bytes(f.read_bytes()[: 300 + 200 * i])
+    with pytest.raises(StudyLoadError) as info:
+        load_series(cut)
+    texts.append(str(info.value))
+    texts += [r.getMessage() for r in caplog.records]
+    assert len(texts) > 5
+    _assert_no_phi("\n".join(texts))  # ... but never shown in logs or messages
