@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger(__name__)
+
 
 class DeviceError(RuntimeError):
     pass
@@ -11,7 +15,7 @@ def pick_device(wanted: str = "auto") -> str:
     import torch
 
     if wanted in ("auto", None):
-        if torch.cuda.is_available():
+        if _cuda_works(torch):
             return "cuda"
         mps = getattr(torch.backends, "mps", None)
         if mps is not None and mps.is_available():
@@ -23,6 +27,20 @@ def pick_device(wanted: str = "auto") -> str:
     if wanted not in ("cpu", "cuda", "mps"):
         raise DeviceError(f"unknown device {wanted!r}")
     return wanted
+
+
+def _cuda_works(torch) -> bool:
+    """True when a CUDA GPU is present and takes a tensor; a broken driver, a busy or
+    out-of-memory GPU falls back to the CPU with a warning instead of failing later."""
+    try:
+        if not torch.cuda.is_available():
+            return False
+        torch.zeros(1, device="cuda").add_(1)
+        return True
+    except Exception as exc:  # noqa: BLE001 - CUDA raises RuntimeError, AssertionError, ...
+        log.warning("The CUDA GPU cannot be used (%s: %s); the CAD runs on the CPU.",
+                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return False
 
 
 def describe(device: str) -> str:
