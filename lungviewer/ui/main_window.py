@@ -174,8 +174,10 @@ class MainWindow(QMainWindow):
 
     # -- loading -----------------------------------------------------------------------------
     def _start_load(self, task: Task, text: str) -> None:
-        if self._load_task is not None:
-            self._load_task.cancel()
+        # a new study: the previous one's load, annotations, segmentation and CAD scan stop
+        # now instead of running to the end for nothing
+        for old in self.tasks:
+            old.cancel()
         self._load_task = task
         task.finished.connect(self._loaded)
         task.failed.connect(self._load_failed)
