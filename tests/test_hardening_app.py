@@ -1,0 +1,341 @@
+"""Hardening of the viewer and the CAD: hostile XML, broken weights, GPU faults, and
+closing / cancelling / reopening during every kind of background work (pytest-qt)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from dicomgen import write_ct_series
+from lungviewer.study.lidc_xml import LidcXmlError, parse_lidc_xml
+from lungviewer.ui import workers
+from lungviewer.ui.main_window import MainWindow, application
+
+pytestmark = pytest.mark.gui
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- hostile XML -----------------------------------------------------------------------------
+def _laughs(levels: int = 9) -> str:
+    ents = ['<!ENTITY l0 "lol">'] + [
+        f'<!ENTITY l{i} "{("&l%d;" % (i - 1)) * 10}">' for i in range(1, levels + 1)]
+    return ("<?xml version=\"1.0\"?>\n<!DOCTYPE LidcReadMessage [\n" + "\n".join(ents)
+            + f"\n]>\n<LidcReadMessage><ResponseHeader><SeriesInstanceUid>&l{levels};"
+            "</SeriesInstanceUid></ResponseHeader></LidcReadMessage>\n")
+
+
+SECRET = "TOP-SECRET-7f3a91"
+
+
+def _hostile_docs(tmp_path: Path) -> dict[str, str]:
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET)
+    uri = secret.as_uri()
+    return {
+        "billion-laughs": _laughs(),
+        "quadratic-blowup": ('<?xml version="1.0"?><!DOCTYPE LidcReadMessage [<!ENTITY a "'
+                             + "x" * 5000 + '">]><LidcReadMessage>' + "&a;" * 5000
+                             + "</LidcReadMessage>"),
+        "external-entity": (f'<?xml version="1.0"?><!DOCTYPE LidcReadMessage [<!ENTITY s SYSTEM '
+                            f'"{uri}">]><LidcReadMessage><ResponseHeader><SeriesInstanceUid>&s;'
+                            "</SeriesInstanceUid></ResponseHeader></LidcReadMessage>"),
+        "parameter-entity": (f'<?xml version="1.0"?><!DOCTYPE LidcReadMessage [<!ENTITY % p SYSTEM '
+                             f'"{uri}"> %p;]><LidcReadMessage/>'),
+        "external-dtd": (f'<?xml version="1.0"?><!DOCTYPE LidcReadMessage SYSTEM "{uri}">'
+                         "<LidcReadMessage><ResponseHeader><SeriesInstanceUid>1.2"
+                         "</SeriesInstanceUid></ResponseHeader></LidcReadMessage>"),
+        "garbage": "\x00\xff<LidcReadMessage><<<",
+    }
+
+
+@pytest.mark.parametrize("kind", ["billion-laughs", "quadratic-blowup", "external-entity",
+                                  "parameter-entity", "external-dtd", "garbage"])
+def test_hostile_xml_never_expanded_or_read(tmp_path, kind):
+    p = tmp_path / "read.xml"
+    p.write_text(_hostile_docs(tmp_path)[kind], encoding="latin-1")
+    t0 = time.perf_counter()
+    try:
+        out = parse_lidc_xml(p)
+    except LidcXmlError as exc:
+        msg = str(exc)
+        assert "read.xml" in msg
+        assert SECRET not in msg and "lollol" not in msg
+    else:  # an external DTD is not fetched: the document itself is harmless
+        assert kind == "external-dtd"
+        assert SECRET not in repr(out)
+    assert time.perf_counter() - t0 < 2.0  # no expansion
+
+
+# -- fixtures for the window ---------------------------------------------------------------------
+@pytest.fixture
+def made(monkeypatch):
+    """Every background Task the window starts (to check that none is left running)."""
+    tasks: list[workers.Task] = []
+    real = workers.Task.start
+
+    def start(self):
+        tasks.append(self)
+        return real(self)
+
+    monkeypatch.setattr(workers.Task, "start", start)
+    return tasks
+
+
+@pytest.fixture
+def window(qtbot, made):
+    application()
+    win = MainWindow()
+    win.quiet_errors = True
+    qtbot.addWidget(win)
+    win.resize(900, 600)
+    win.show()
+    yield win
+    win.close()
+    _assert_no_thread_left(win, made)
+
+
+def _assert_no_thread_left(win, made) -> None:
+    left = [t.name for t in made if t._thread.isRunning()]
+    assert not left, f"threads still running after close: {left}"
+    assert not win.cad.thread.isRunning()
+
+
+def _open(qtbot, win, path, timeout=60000):
+    with qtbot.waitSignal(win.studyLoaded, timeout=timeout) as blocker:
+        win.open_study(path)
+    return blocker.args[0]
+
+
+def test_study_opens_when_the_companion_xml_is_hostile(qtbot, window, tmp_path):
+    write_ct_series(tmp_path, n_slices=8, rows=32, cols=32)
+    (tmp_path / "069.xml").write_text(_hostile_docs(tmp_path)["billion-laughs"])
+    (tmp_path / "070.xml").write_text(_hostile_docs(tmp_path)["external-entity"])
+    vol = _open(qtbot, window, tmp_path)
+    assert vol.n_slices == 8 and window.volume is vol
+    qtbot.waitUntil(lambda: not any(t.running for t in window.tasks if t.name == "annotations"),
+                    timeout=30000)
+    text = window.study_text.toPlainText()
+    assert SECRET not in text and "lollol" not in text
+    assert window.slice_view.image.image is not None
+
+
+# -- weights ----------------------------------------------------------------------------------
+def _tiny(tmp_path: Path) -> Path:
+    from cadfixtures import write_tiny_weights
+
+    return write_tiny_weights(tmp_path / "w")
+
+
+def _break(folder: Path, how: str) -> str:
+    """Damage the tiny weights; returns what the message must say."""
+    m = json.loads((folder / "manifest.json").read_text())
+    if how == "checksum":
+        f = folder / "detector.safetensors"
+        data = bytearray(f.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        f.write_bytes(bytes(data))
+        return "checksum"
+    if how == "missing":
+        (folder / "multitask.safetensors").unlink()
+        return "missing"
+    if how == "other-arch":  # the detector's file registered as the slice head
+        m["models"]["detector"]["arch"] = "SliceHead"
+    elif how == "unknown-arch":
+        m["models"]["slices"]["arch"] = "ResNet9000"
+    elif how == "no-manifest":
+        (folder / "manifest.json").unlink()
+        return "does not exist"
+    elif how == "bad-manifest":
+        (folder / "manifest.json").write_text("{not json")
+        return "not a readable weights manifest"
+    (folder / "manifest.json").write_text(json.dumps(m))
+    return {"other-arch": "does not fit the SliceHead", "unknown-arch": "ResNet9000"}[how]
+
+
+@pytest.mark.parametrize("how", ["checksum", "missing", "other-arch", "unknown-arch",
+                                 "no-manifest", "bad-manifest"])
+def test_broken_weights_refused_with_a_clear_message(tmp_path, how):
+    from lungviewer.cad.engine import CadEngine
+    from lungviewer.cad.weights import WeightsError
+
+    folder = _tiny(tmp_path)
+    needle = _break(folder, how)
+    with pytest.raises(WeightsError) as info:
+        CadEngine.load(folder, device="cpu")
+    assert needle in str(info.value)
+    assert str(folder) in str(info.value)  # names the file or folder
+
+
+def test_viewer_opens_a_study_without_cad_when_weights_are_broken(qtbot, made, tmp_path,
+                                                                 monkeypatch):
+    from lungviewer import paths
+
+    folder = _tiny(tmp_path)
+    _break(folder, "checksum")
+    monkeypatch.setattr(paths, "weights_dir", lambda: folder)
+    application()
+    win = MainWindow()
+    win.quiet_errors = True
+    qtbot.addWidget(win)
+    win.show()
+    try:
+        qtbot.waitUntil(lambda: not win.cad.loading, timeout=60000)
+        assert win.cad.engine is None and "checksum" in win.cad.error
+        write_ct_series(tmp_path / "s", n_slices=6, rows=32, cols=32)
+        vol = _open(qtbot, win, tmp_path / "s")
+        assert win.volume is vol
+        win.request_box(3, 4, 4, 20, 20)  # a box without CAD: no crash, no pending work
+        qtbot.waitUntil(lambda: not win.busy, timeout=60000)
+        assert win.volume is vol and win.cad.engine is None
+    finally:
+        win.close()
+    _assert_no_thread_left(win, made)
+
+
+def test_nothing_loads_pickles():
+    """No pickle path in the package: torch.load only with weights_only=True, np.load only
+    with allow_pickle=False, never pickle/joblib/dill."""
+    bad = []
+    for f in sorted((ROOT / "lungviewer").rglob("*.py")):
+        code = f.read_text(encoding="utf-8")
+        for m in re.finditer(r"\b(pickle|cPickle|joblib|dill|shelve)\.(load|loads|Unpickler|open)\b",
+                             code):
+            bad.append(f"{f.name}: {m.group(0)}")
+        for m in re.finditer(r"torch\.load\(([^)]*)\)", code):
+            if "weights_only=True" not in m.group(1):
+                bad.append(f"{f.name}: {m.group(0)}")
+        for m in re.finditer(r"np\.load\(([^)]*)\)", code):
+            if "allow_pickle=False" not in m.group(1):
+                bad.append(f"{f.name}: {m.group(0)}")
+        if "allow_pickle=True" in code:
+            bad.append(f"{f.name}: allow_pickle=True")
+    assert not bad, bad
+    assert not list((ROOT / "model_weights").glob("*.pt*")) + list(
+        (ROOT / "model_weights").glob("*.pkl"))
+
+
+# -- GPU faults ------------------------------------------------------------------------------
+def test_cuda_failure_falls_back_to_cpu_with_a_message(monkeypatch, caplog):
+    import torch
+
+    from lungviewer.cad import device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    real_zeros = torch.zeros
+
+    def zeros(*a, **k):
+        if str(k.get("device", "")).startswith("cuda"):
+            raise RuntimeError("CUDA error: out of memory\nmore details")
+        return real_zeros(*a, **k)
+
+    monkeypatch.setattr(torch, "zeros", zeros)
+    with caplog.at_level("WARNING", logger="lungviewer.cad.device"):
+        assert device.pick_device("auto") in ("cpu", "mps")
+    assert any("CPU" in r.getMessage() and "out of memory" in r.getMessage()
+               for r in caplog.records)
+
+    def broken():
+        raise AssertionError("Torch not compiled with CUDA enabled")
+
+    monkeypatch.setattr(torch.cuda, "is_available", broken)
+    assert device.pick_device("auto") in ("cpu", "mps")
+    with pytest.raises(device.DeviceError):
+        device.pick_device("tpu")
+
+
+# -- closing, cancelling and reopening during background work --------------------------------
+SLOW_S = 4.0
+
+
+def _slow(fn, running: dict, name: str):
+    """``fn`` behind a first call that waits SLOW_S seconds, polling cancel."""
+
+    def job(*args, progress=None, cancel=None, **kwargs):
+        if name not in running:
+            running[name] = True
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < SLOW_S:
+                if cancel is not None and cancel():
+                    running[name] = False
+                    raise workers.Cancelled()
+                time.sleep(0.01)
+            running[name] = False
+        return fn(*args, progress=progress, cancel=cancel, **kwargs)
+
+    return job
+
+
+def _patch_stage(monkeypatch, stage: str, running: dict) -> str:
+    from lungviewer.ui import main_window
+
+    if stage == "scan":
+        from lungviewer.cad.engine import CadEngine
+
+        real = CadEngine.scan_slices
+        monkeypatch.setattr(CadEngine, "scan_slices", _slow(real, running, stage))
+        return "slice-scan"
+    attr = {"load": "_load_job", "segment": "_segment_job", "annotations": "_annotations_job"}[stage]
+    monkeypatch.setattr(main_window, attr, _slow(getattr(main_window, attr), running, stage))
+    return stage
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("action", ["close", "cancel", "reopen"])
+@pytest.mark.parametrize("stage", ["load", "annotations", "segment", "scan"])
+def test_interrupting_background_work_leaves_no_thread(qtbot, made, tmp_path, monkeypatch,
+                                                       stage, action):
+    running: dict[str, bool] = {}
+    task_name = _patch_stage(monkeypatch, stage, running)
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_ct_series(a, n_slices=10, rows=48, cols=48)
+    write_ct_series(b, n_slices=7, rows=48, cols=48)
+    application()
+    win = MainWindow()
+    win.quiet_errors = True
+    qtbot.addWidget(win)
+    win.show()
+    loaded = []
+    win.studyLoaded.connect(loaded.append)
+    try:
+        if stage == "scan":
+            qtbot.waitUntil(lambda: not win.cad.loading, timeout=60000)
+            assert win.cad.engine is not None, win.cad.error
+        win.open_study(a)
+        qtbot.waitUntil(lambda: running.get(stage) is True, timeout=60000)
+        victim = [t for t in made if t.name == task_name]
+        assert victim, [t.name for t in made]
+        victim = victim[-1]
+        assert victim.running
+        if action == "close":
+            win.close()
+            _assert_no_thread_left(win, made)
+            assert not victim._thread.isRunning()
+            n = len(loaded)
+            qtbot.wait(100)  # late signals from finished threads change nothing
+            assert len(loaded) == n
+            return
+        if action == "cancel":
+            win.cancel_work()
+        else:
+            win.open_study(b)
+        qtbot.waitUntil(lambda: not victim.running, timeout=2000)  # stopped, not run to the end
+        assert running[stage] is False
+        if action == "reopen":
+            qtbot.waitUntil(lambda: win.volume is not None and win.volume.n_slices == 7,
+                            timeout=60000)
+        qtbot.waitUntil(lambda: not win.busy, timeout=60000)
+        if action == "cancel" and stage == "load":
+            assert win.volume is None
+        elif action == "cancel":
+            assert win.volume.n_slices == 10  # the study stays open
+        if action == "reopen" and stage == "segment":
+            assert win.mask is not None and win.mask.shape == win.volume.hu.shape
+    finally:
+        win.close()
+    _assert_no_thread_left(win, made)
