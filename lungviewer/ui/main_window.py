@@ -185,7 +185,11 @@ class MainWindow(QMainWindow):
         self.run_task(task, text)
 
     def run_task(self, task: Task, text: str) -> Task:
-        """Start a background task with progress in the status bar; keeps it alive."""
+        """Start a background task with progress in the status bar; keeps it alive.
+        After the window has closed nothing starts (a late signal, e.g. the CAD model
+        finishing its load, must not leave a thread running)."""
+        if getattr(self, "_closed", False):
+            return task
         self.tasks.append(task)
         task.progress.connect(lambda d, n, t=text: self._progress(t, d, n))
         task.ended.connect(lambda t=task: self._task_ended(t))
@@ -418,6 +422,7 @@ class MainWindow(QMainWindow):
             self.open_study(urls[0])
 
     def closeEvent(self, ev):  # noqa: N802
+        self._closed = True
         settings.put("window/geometry", self.saveGeometry())
         settings.put("window/state", self.saveState())
         for t in [*self.tasks, self._warm_up]:
