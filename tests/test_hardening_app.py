@@ -125,6 +125,30 @@ def test_study_opens_when_the_companion_xml_is_hostile(qtbot, window, tmp_path):
     assert window.slice_view.image.image is not None
 
 
+def test_viewer_shows_and_logs_no_patient_data(qtbot, window, tmp_path, caplog):
+    import logging
+
+    import pydicom
+
+    caplog.set_level(logging.DEBUG)
+    phi = ("Zyxwvut^Quirinalis", "PID-93417-QX", "19230417")
+    write_ct_series(tmp_path, n_slices=6, rows=32, cols=32, patient_name=phi[0],
+                    patient_id=phi[1])
+    for f in tmp_path.iterdir():
+        ds = pydicom.dcmread(f)
+        ds.PatientBirthDate = phi[2]
+        ds.save_as(f)
+    (tmp_path / "junk.bin").write_bytes(b"x" * 10)
+    _open(qtbot, window, tmp_path)
+    qtbot.waitUntil(lambda: not any(t.running for t in window.tasks), timeout=60000)
+    shown = "\n".join([window.windowTitle(), window.study_text.toPlainText(),
+                       window.statusBar().currentMessage(),
+                       *[r.getMessage() for r in caplog.records]])
+    assert "slices" in shown
+    for value in (*phi, "Zyxwvut", "Quirinalis"):
+        assert value not in shown
+
+
 # -- weights ----------------------------------------------------------------------------------
 def _tiny(tmp_path: Path) -> Path:
     from cadfixtures import write_tiny_weights
