@@ -41,6 +41,24 @@ Cancel = Callable[[], bool]
 _NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
 #: Hard limit against absurd headers (a 2000×1024×1024 int16 volume is 4 GiB).
 MAX_VOXELS = 2_200_000_000
+#: Memory a loaded study needs per volume byte: the int16 volume itself (peak 1.01× when
+#: loading, bench/bench_memory.py) plus the viewer's bool lung mask (0.5×) and some slack.
+MEMORY_FACTOR = 1.7
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory the system can still give (Linux MemAvailable), None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 class StudyLoadError(Exception):
@@ -505,6 +523,14 @@ def load_series(
         raise StudyLoadError(
             f"The series is too large to open ({n} × {rows} × {cols} voxels); "
             "lungviewer opens series of up to about 2 billion voxels."
+        )
+    need = int(MEMORY_FACTOR * 2 * n * rows * cols)
+    free = _available_memory()
+    if free is not None and need > free:
+        raise StudyLoadError(
+            f"Not enough memory to open this series ({n} × {rows} × {cols} voxels needs about "
+            f"{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB available). Close other programs "
+            "or open a smaller series."
         )
     if first.pixel_spacing is None:
         warnings.append("PixelSpacing missing: assuming 1 mm pixels; distances are not to scale.")
