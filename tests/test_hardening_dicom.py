@@ -173,6 +173,20 @@ def test_out_of_memory_sized_study_refused_before_allocating(template, monkeypat
     assert load_series(template).n_slices == N_SLICES  # the limit is the only reason
 
 
+def test_study_larger_than_available_memory_refused_before_allocating(template, monkeypatch):
+    real_free = dicom_series._available_memory()
+    assert real_free is None or real_free > 10 * 2**20  # the real figure is plausible
+    need = dicom_series.MEMORY_FACTOR * 2 * N_SLICES * 16 * 16
+    monkeypatch.setattr(dicom_series, "_available_memory", lambda: int(need) - 1)
+    monkeypatch.setattr(dicom_series, "_read_pixels",
+                        lambda *a: pytest.fail("pixels read although memory is short"))
+    with pytest.raises(StudyLoadError, match=r"Not enough memory.*4 × 16 × 16.*available"):
+        load_series(template)
+    monkeypatch.undo()
+    monkeypatch.setattr(dicom_series, "_available_memory", lambda: int(need) + 1)
+    assert load_series(template).n_slices == N_SLICES
+
+
 def test_non_dicom_files_and_empty_folder(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
