@@ -471,8 +471,14 @@ def _read_pixels(h: _Header, out: np.ndarray, root: Path) -> None:
     samples = int(ds.get("SamplesPerPixel", 1))
     if samples != 1:
         raise StudyLoadError(f"{_rel(h.path, root)}: colour image ({samples} samples per pixel), not CT.")
+    native = ts in _NATIVE_LE and bits == 16 and (stored_bits == 16 or not signed)
+    if native and len(ds.PixelData) < 2 * h.rows * h.cols:
+        raise StudyLoadError(
+            f"{_rel(h.path, root)}: the pixel data is incomplete ({len(ds.PixelData)} of "
+            f"{2 * h.rows * h.cols} bytes): the file is truncated or damaged. Copy the study "
+            "again, or remove this file to open the rest.")
     try:
-        if ts in _NATIVE_LE and bits == 16 and (stored_bits == 16 or not signed):
+        if native:
             raw = np.frombuffer(ds.PixelData, dtype=np.int16 if signed else np.uint16,
                                 count=h.rows * h.cols)
             px = raw.reshape(h.rows, h.cols)
