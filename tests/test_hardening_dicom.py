@@ -217,6 +217,14 @@ def test_huge_folder_of_junk_opens_in_bounded_time(template):
     assert any("2000 non-DICOM file(s) ignored" in w for w in vol.warnings)
 
 
+def test_truncated_pixel_data_is_named_as_such(template):
+    folder = _copy(template)
+    f = _victim(folder, 2)
+    f.write_bytes(f.read_bytes()[:-100])
+    with pytest.raises(StudyLoadError, match=rf"{f.name}: the pixel data is incomplete \(412 of 512"):
+        load_series(folder)
+
+
 def test_one_bad_file_does_not_stop_the_rest(template):
     folder = _copy(template)
     (folder / "garbage").write_bytes(b"DICM" * 50)
