@@ -170,6 +170,10 @@ def _read_header(path: Path) -> _Header | str:
         stored = int(ds.get("BitsStored", bits) or bits)
         fast = (ts in _NATIVE_LE and bits == 16 and int(ds.get("SamplesPerPixel", 1)) == 1
                 and (stored == 16 or not signed))
+        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        if not (np.isfinite(slope) and np.isfinite(intercept)):
+            return "malformed header (RescaleSlope/RescaleIntercept is not a finite number)"
         return _Header(
             path=path,
             series_uid=str(ds.get("SeriesInstanceUID", "")),
@@ -186,8 +190,8 @@ def _read_header(path: Path) -> _Header | str:
             cols=int(ds.get("Columns", 0) or 0),
             pixel_spacing=tuple(spacing) if spacing is not None else None,  # type: ignore[arg-type]
             thickness=float(thickness) if thickness not in (None, "") else None,
-            slope=float(ds.get("RescaleSlope", 1.0) or 1.0),
-            intercept=float(ds.get("RescaleIntercept", 0.0) or 0.0),
+            slope=slope,
+            intercept=intercept,
             transfer_syntax=ts,
             has_pixels=has_pixels,
             pixel_offset=offset if fast and has_pixels else None,
