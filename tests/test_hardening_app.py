@@ -309,7 +309,6 @@ def _patch_stage(monkeypatch, stage: str, running: dict) -> str:
     return stage
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("action", ["close", "cancel", "reopen"])
 @pytest.mark.parametrize("stage", ["load", "annotations", "segment", "scan"])
 def test_interrupting_background_work_leaves_no_thread(qtbot, made, tmp_path, monkeypatch,

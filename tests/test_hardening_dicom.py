@@ -13,6 +13,7 @@ import logging
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -215,6 +216,22 @@ def test_huge_folder_of_junk_opens_in_bounded_time(template):
     assert time.perf_counter() - t0 < 20.0
     assert vol.n_slices == N_SLICES
     assert any("2000 non-DICOM file(s) ignored" in w for w in vol.warnings)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1e400"])
+def test_non_finite_rescale_skips_the_file_instead_of_garbage_hu(template, value):
+    folder = _copy(template)
+    f = _victim(folder, 1)
+    ds = pydicom.dcmread(f)
+    ds["RescaleIntercept"].value = value
+    with pydicom.config.disable_value_validation():
+        ds.save_as(f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no NaN cast into the volume
+        vol = load_series(folder)
+    assert vol.n_slices == N_SLICES - 1
+    assert vol.hu.min() >= -1024 and vol.hu.max() <= 0  # only the real images' HU
+    assert any(f.name in w and "finite" in w for w in vol.warnings)
 
 
 def test_truncated_pixel_data_is_named_as_such(template):
