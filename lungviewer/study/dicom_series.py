@@ -262,7 +262,7 @@ def _why_unusable(headers: list[_Header]) -> str:
     normals = [x.normal for x in headers if x.normal is not None and x.position is not None]
     if not normals:
         return "no ImagePositionPatient/ImageOrientationPatient"
-    if abs(normals[0][2]) < 0.8:
+    if 2 * sum(abs(n[2]) >= 0.8 for n in normals) <= len(normals):  # by majority, not file 1
         return "not an axial series"
     return ""
 
