@@ -234,6 +234,24 @@ def test_non_finite_rescale_skips_the_file_instead_of_garbage_hu(template, value
     assert any(f.name in w and "finite" in w for w in vol.warnings)
 
 
+@pytest.mark.parametrize("which", range(N_SLICES))
+def test_one_odd_orientation_does_not_refuse_the_series(template, which):
+    folder = _copy(template)
+    f = _victim(folder, which)
+    ds = pydicom.dcmread(f)
+    ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]  # one sagittal image in the series
+    ds.save_as(f)
+    vol = load_series(folder)
+    assert vol.n_slices == N_SLICES - 1
+    assert any("Mixed orientations: dropped 1" in w for w in vol.warnings)
+    for g in sorted(folder.iterdir()):  # all sagittal: still refused
+        ds = pydicom.dcmread(g)
+        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+        ds.save_as(g)
+    with pytest.raises(StudyLoadError, match="not an axial series"):
+        load_series(folder)
+
+
 def test_truncated_pixel_data_is_named_as_such(template):
     folder = _copy(template)
     f = _victim(folder, 2)
