@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from dicomgen import write_ct_series
 from lungviewer.study import dicom_series
-from lungviewer.study.dicom_series import LoadCancelled, StudyLoadError, load_series
+from lungviewer.study.dicom_series import LoadCancelled, StudyLoadError, load_series, scan_folder
 from lungviewer.study.volume import Volume
 
 N_SLICES = 4
@@ -53,6 +53,8 @@ def _copy(template: Path) -> Path:
 def _load_clean(folder: Path) -> Volume | StudyLoadError:
     """load_series must return a Volume or raise StudyLoadError, quickly."""
     t0 = time.perf_counter()
+    for summary in scan_folder(folder):  # the open dialog's header scan never raises either
+        assert summary.usable or summary.reason
     try:
         out: Volume | StudyLoadError = load_series(folder)
     except StudyLoadError as exc:
