@@ -207,6 +207,29 @@ def test_engine_scores_a_box_with_tiny_weights(tmp_path, twin_0001):
     assert len(scores.ranking()) == 20
 
 
+def test_gpu_error_during_inference_falls_back_to_the_cpu(tmp_path, twin_0001, caplog):
+    """The engine thinks it is on a GPU that fails (this torch has no CUDA: moving a tensor
+    there raises): the box and the slice scan are computed on the CPU, with a warning."""
+    from lungviewer.cad.engine import CadEngine
+    from lungviewer.study.volume import Volume
+
+    folder = write_tiny_weights(tmp_path / "w")
+    engine = CadEngine.load(folder, "cpu")
+    vol = Volume(hu=twin_0001.hu, spacing=twin_0001.spacing, positions=twin_0001.positions)
+    expected = engine.score_box(vol, 89, (336, 293, 395, 344))
+    engine.device = "cuda"
+    with caplog.at_level("WARNING", logger="lungviewer.cad.engine"):
+        res = engine.score_box(vol, 89, (336, 293, 395, 344))
+    assert res.device == "cpu" and engine.device == "cpu"
+    assert "goes on on the CPU" in caplog.text
+    np.testing.assert_allclose(res.malignancy_probs, expected.malignancy_probs, atol=1e-6)
+    engine.device = "cuda"
+    sub = Volume(hu=twin_0001.hu[85:95], spacing=twin_0001.spacing,
+                 positions=twin_0001.positions[85:95])
+    scan = engine.scan_slices(sub, twin_0001.lung_mask[85:95])
+    assert engine.device == "cpu" and np.isfinite(scan.scores).all()
+
+
 def test_engine_module_does_not_import_torch():
     code = ("import sys, lungviewer.cad.engine, lungviewer.ui.main_window; "
             "print('torch' in sys.modules)")

@@ -15,6 +15,7 @@ import torch, so the viewer's first frame never waits for it.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from lungviewer.study.volume import Volume
 from .recommend import candidate_scores, rank_slices
 from .retrieval import RetrievalIndex, SimilarNodule
 from .weights import WeightsError, read_manifest, sha256
+
+log = logging.getLogger(__name__)
 
 SLICE_CLASSES = ("no nodule", "benign", "malignant")
 CAVEAT = ("Trained on synthetic images (LIDC twin) with real LIDC-IDRI labels; not "
@@ -129,6 +132,15 @@ class CadEngine:
         index = RetrievalIndex.load(folder / Path(entry["file"]).stem)
         return cls(models, index, manifest, dev)
 
+    def _fall_back(self, exc: Exception) -> None:
+        """A GPU error during inference: the networks move to the CPU (with a warning) and
+        the work is run again there; the panel then says 'cpu'."""
+        log.warning("The CAD failed on the %s (%s: %s); it goes on on the CPU.", self.device,
+                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        for m in self.models.values():
+            m.to("cpu")
+        self.device = "cpu"
+
     @property
     def device_name(self) -> str:
         from .device import describe
@@ -138,7 +150,18 @@ class CadEngine:
     # -- one box ------------------------------------------------------------------------------
     def score_box(self, volume: Volume, slice_index: int, box, k_similar: int = 5,
                   exclude_patient: str | None = None) -> BoxScores:
-        """Scores of the region ``box`` = (row0, col0, row1, col1) on slice ``slice_index``."""
+        """Scores of the region ``box`` = (row0, col0, row1, col1) on slice ``slice_index``;
+        a GPU error falls back to the CPU."""
+        try:
+            return self._score_box(volume, slice_index, box, k_similar, exclude_patient)
+        except Exception as exc:  # noqa: BLE001 - CUDA raises RuntimeError, AssertionError, ...
+            if self.device == "cpu":
+                raise
+            self._fall_back(exc)
+            return self._score_box(volume, slice_index, box, k_similar, exclude_patient)
+
+    def _score_box(self, volume: Volume, slice_index: int, box, k_similar: int,
+                   exclude_patient: str | None) -> BoxScores:
         import torch
 
         t0 = time.perf_counter()
@@ -195,7 +218,13 @@ class CadEngine:
             order = np.concatenate([np.nonzero(chunk[:, 0] == k)[0]
                                     for k in np.unique(chunk[:, 0])])
             chunk = chunk[order]
-            score, p_cls = candidate_scores(det, head, patches, self.device)
+            try:
+                score, p_cls = candidate_scores(det, head, patches, self.device)
+            except Exception as exc:  # noqa: BLE001 - a GPU error: the rest of the scan on the CPU
+                if self.device == "cpu":
+                    raise
+                self._fall_back(exc)
+                score, p_cls = candidate_scores(det, head, patches, self.device)
             for j, (k, r, c) in enumerate(chunk):
                 if not scanned[k] or score[j] > res.scores[k]:
                     scanned[k] = True
