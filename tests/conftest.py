@@ -37,3 +37,17 @@ def twin_0001_dir(twin_0001, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("twin0001")
     return write_twin("LIDC-IDRI-0001", out, twin=twin_0001)
+
+
+def shown_window(qtbot, size: tuple[int, int] = (1000, 700)):
+    """A MainWindow as the viewer makes it (its own QApplication set-up), errors kept out of
+    modal dialogs, shown at ``size``; closed by the caller (qtbot also cleans it up)."""
+    from lungviewer.ui.main_window import MainWindow, application
+
+    application()
+    win = MainWindow()
+    win.quiet_errors = True
+    qtbot.addWidget(win)
+    win.resize(*size)
+    win.show()
+    return win

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QTimer
 
-from lungviewer.ui.main_window import MainWindow, application
+from conftest import shown_window
 
 pytestmark = pytest.mark.gui
 
@@ -17,12 +17,7 @@ NODULE_BOX = (89, 336, 293, 395, 344)  # LIDC-IDRI-0001: the readers' outlines Â
 
 @pytest.fixture
 def ready_window(qtbot, twin_0001_dir):
-    application()
-    win = MainWindow()
-    win.quiet_errors = True
-    qtbot.addWidget(win)
-    win.resize(1200, 800)
-    win.show()
+    win = shown_window(qtbot, (1200, 800))
     qtbot.waitUntil(lambda: not win.cad.loading, timeout=120000)
     assert win.cad.engine is not None, win.cad.error
     with qtbot.waitSignal(win.studyLoaded, timeout=60000):
@@ -87,10 +82,7 @@ def test_recommendations_fill_and_jump(qtbot, ready_window):
 
 
 def test_closing_mid_run_is_safe(qtbot, twin_0001_dir):
-    application()
-    win = MainWindow()
-    win.quiet_errors = True
-    win.show()
+    win = shown_window(qtbot)
     win.open_study(twin_0001_dir)
     qtbot.wait(300)
     win.request_box(*NODULE_BOX)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import shown_window
 from dicomgen import write_ct_series
 from lungviewer.study.lidc_xml import LidcXmlError, parse_lidc_xml
 from lungviewer.ui import workers
-from lungviewer.ui.main_window import MainWindow, application
 
 pytestmark = pytest.mark.gui
 
@@ -88,12 +88,7 @@ def made(monkeypatch):
 
 @pytest.fixture
 def window(qtbot, made):
-    application()
-    win = MainWindow()
-    win.quiet_errors = True
-    qtbot.addWidget(win)
-    win.resize(900, 600)
-    win.show()
+    win = shown_window(qtbot, (900, 600))
     yield win
     win.close()
     _assert_no_thread_left(qtbot, win, made)
@@ -207,11 +202,7 @@ def test_viewer_opens_a_study_without_cad_when_weights_are_broken(qtbot, made, t
     folder = _tiny(tmp_path)
     _break(folder, "checksum")
     monkeypatch.setattr(paths, "weights_dir", lambda: folder)
-    application()
-    win = MainWindow()
-    win.quiet_errors = True
-    qtbot.addWidget(win)
-    win.show()
+    win = shown_window(qtbot)
     try:
         qtbot.waitUntil(lambda: not win.cad.loading, timeout=60000)
         assert win.cad.engine is None and "checksum" in win.cad.error
@@ -322,11 +313,7 @@ def test_interrupting_background_work_leaves_no_thread(qtbot, made, tmp_path, mo
     a, b = tmp_path / "a", tmp_path / "b"
     write_ct_series(a, n_slices=10, rows=48, cols=48)
     write_ct_series(b, n_slices=7, rows=48, cols=48)
-    application()
-    win = MainWindow()
-    win.quiet_errors = True
-    qtbot.addWidget(win)
-    win.show()
+    win = shown_window(qtbot)
     loaded = []
     win.studyLoaded.connect(loaded.append)
     try:

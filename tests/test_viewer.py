@@ -12,21 +12,16 @@ from PySide6.QtCore import QPoint, QPointF, Qt, QTimer
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
 
+from conftest import shown_window
 from dicomgen import expected_hu, write_ct_series
 from lungviewer.ui import settings
-from lungviewer.ui.main_window import MainWindow, application
 
 pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
 def window(qtbot):
-    application()  # the viewer's own QApplication set-up (GIL switch interval)
-    win = MainWindow()
-    win.quiet_errors = True
-    qtbot.addWidget(win)
-    win.resize(1000, 700)
-    win.show()
+    win = shown_window(qtbot)
     yield win
     win.close()
 
