@@ -102,3 +102,20 @@ def test_analyze_agrees_with_the_panel(qtbot, ready_window, twin_0001_dir):
     got = np.array([head["box"]["malignancy"][str(i)] for i in range(1, 6)])
     np.testing.assert_allclose(got, panel.malignancy_probs, atol=1e-3)
     assert head["box"]["nodule_probability"] == pytest.approx(panel.nodule_prob, abs=1e-3)
+
+
+def test_double_clicking_a_similar_nodule_opens_its_twin_at_its_slice(qtbot, ready_window):
+    win = ready_window
+    qtbot.waitUntil(lambda: not win.busy, timeout=120000)
+    with qtbot.waitSignal(win.cad.scoresShown, timeout=30000):
+        win.request_box(*NODULE_BOX)
+    lst = win.cad.panel.similar
+    item = lst.item(0)
+    patient, k = item.data(256)  # Qt.UserRole
+    assert patient.startswith("LIDC-IDRI-") and patient in item.text()
+    with qtbot.waitSignal(win.studyLoaded, timeout=120000) as blocker:
+        lst.itemActivated.emit(item)
+    volume = blocker.args[0]
+    assert volume.is_synthetic and patient in volume.description + volume.patient_id
+    assert win.slice_view.index == k and win.slider.value() == k
+    assert f"image {k + 1}" in item.text()

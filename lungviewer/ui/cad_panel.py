@@ -116,6 +116,7 @@ class CadPanel(QWidget):
     recommended slices."""
 
     jumpToSlice = Signal(int)
+    openSimilar = Signal(str, int)  # LIDC patient ID, 0-based slice of its nodule
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -164,6 +165,10 @@ class CadPanel(QWidget):
         self.similar = QListWidget()
         self.similar.setIconSize(QSize(40, 40))
         self.similar.setMaximumHeight(190)
+        self.similar.setToolTip("Double-click (or Enter) opens that patient's synthetic twin "
+                                "at the nodule's slice")
+        self.similar.itemActivated.connect(
+            lambda it: self.openSimilar.emit(*it.data(Qt.ItemDataRole.UserRole)))
         lay.addWidget(self.similar)
         lay.addWidget(QLabel("<b>Recommended slices</b> (M5, click to jump)"))
         self.recommend = QListWidget()
@@ -217,6 +222,7 @@ class CadPanel(QWidget):
                 f"{s.patient_id}  nodule {s.nodule}, image {s.slice_index + 1}\n"
                 f"readers' malignancy {', '.join(str(m) for m in s.malignancies)}; "
                 f"Ø {s.diameter_mm:.0f} mm; distance {s.distance:.3f}")
+            it.setData(Qt.ItemDataRole.UserRole, (s.patient_id, int(s.slice_index)))
             if s.thumbnail is not None:
                 from PySide6.QtGui import QIcon
 
@@ -271,6 +277,7 @@ class CadController(QObject):
         sv = window.slice_view
         sv.boxChanged.connect(self.request_box)
         self.panel.jumpToSlice.connect(sv.set_slice)
+        self.panel.openSimilar.connect(window.open_demo)
         window.studyLoaded.connect(self._study_changed)
         window.maskReady.connect(self._mask_ready)
 

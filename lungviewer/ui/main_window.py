@@ -70,6 +70,7 @@ class MainWindow(QMainWindow):
         self.annotations = None
         self.tasks: list[Task] = []
         self._load_task: Task | None = None
+        self._start_slice: int | None = None  # shown once the study being loaded arrives
 
         self.slice_view = SliceView(self)
         self.slider = QSlider(Qt.Orientation.Vertical)
@@ -145,12 +146,16 @@ class MainWindow(QMainWindow):
 
     def open_study(self, path: str | Path, series_uid: str | None = None) -> None:
         """Load a DICOM folder (or file) in the background."""
+        self._start_slice = None
         path = Path(path)
         self.study_path = path if path.is_dir() else path.parent
         self._start_load(Task(_load_job, path, series_uid, name="load"), f"Loading {path.name}")
 
-    def open_demo(self, patient_id: str = "LIDC-IDRI-0001") -> None:
-        """Generate (first time only) and open the synthetic LIDC twin demo study."""
+    def open_demo(self, patient_id: str = "LIDC-IDRI-0001",
+                  start_slice: int | None = None) -> None:
+        """Generate (first time only) and open the synthetic LIDC twin of ``patient_id``,
+        showing the 0-based slice ``start_slice`` once it is loaded (a similar nodule's)."""
+        self._start_slice = start_slice
         self._start_load(Task(_demo_job, patient_id, name="demo"),
                          f"Preparing the synthetic demo study ({patient_id})")
 
@@ -220,6 +225,9 @@ class MainWindow(QMainWindow):
         self.mask = None
         self.annotations = None
         self.slice_view.set_volume(volume)
+        if self._start_slice is not None:
+            self.slice_view.set_slice(min(self._start_slice, volume.n_slices - 1))
+            self._start_slice = None
         self.annotations_panel.set_annotations(None)
         self.slider.blockSignals(True)
         self.slider.setRange(0, volume.n_slices - 1)
