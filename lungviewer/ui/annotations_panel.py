@@ -38,13 +38,15 @@ def overlay_items(ann: StudyAnnotations, readers_off: set[str] = frozenset(),
         if m.reader in readers_off or m.kind in layers_off:
             continue
         colour = reader_colour(readers, m.reader)
+        info = _mark_info(m)
         for roi in m.rois:
             if roi.slice_index is None or len(roi.points) == 0:
                 continue
             pts = np.asarray(roi.points, dtype=float)
             if m.kind == "nodule" and len(pts) > 1:
                 polys.append(Polygon(roi.slice_index, pts[:, ::-1], colour,
-                                     dashed=not roi.inclusion, group=m.reader))
+                                     dashed=not roi.inclusion, group=m.reader,
+                                     info=info if roi.inclusion else info + "\n(exclusion)"))
             else:
                 r, c = pts[:, 1].mean(), pts[:, 0].mean()
                 marks.append(Marker(roi.slice_index, r, c, colour,
@@ -66,6 +68,15 @@ def nodule_box(nodule, pad: int = 4) -> tuple[int, int, int, int, int] | None:
     c0, r0 = pts.min(axis=0) - pad
     c1, r1 = pts.max(axis=0) + pad + 1
     return int(k), int(r0), int(c0), int(r1), int(c1)
+
+
+def _mark_info(m: ReaderMark) -> str:
+    """The reader, then malignancy and the other eight ratings in words, one per line."""
+    lines = [m.reader]
+    if m.characteristics is not None:
+        words = m.characteristics.describe()
+        lines += sorted(words, key=lambda w: not w.startswith("malignancy"))
+    return "\n".join(lines)
 
 
 def _mark_summary(m: ReaderMark) -> str:
@@ -179,6 +190,7 @@ class AnnotationsPanel(QWidget):
         nod = item.data(0, Qt.ItemDataRole.UserRole)
         if nod is not None and nod.slice_range is not None:  # None: on no slice of this series
             self.slice_view.set_slice(int(round(nod.centre[0])))
+            self.slice_view.centre_on(nod.centre[1], nod.centre[2])
             self.noduleSelected.emit(nod)
 
     def _double_clicked(self, item: QTreeWidgetItem) -> None:

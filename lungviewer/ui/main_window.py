@@ -281,7 +281,7 @@ class MainWindow(QMainWindow):
         self.slice_view.set_mask(self.mask)
         self.slice_view.set_mask_visible(self.act_mask.isChecked())
         ml = float(self.mask.sum()) * volume.voxel_volume_ml
-        self.study_text.appendPlainText(f"Lung parenchyma (M1 threshold method): {ml:.0f} ml")
+        self.study_text.appendPlainText(f"Lung parenchyma (M1 threshold method): {ml:.0f} mL")
         self.maskReady.emit(self.mask)
 
     def _start_annotations(self, volume: Volume) -> Task:
@@ -365,6 +365,15 @@ class MainWindow(QMainWindow):
         tb.addSeparator()
         tb.addAction(self.act_box)
         tb.addAction(self.act_mask)
+        self.mask_opacity = QSlider(Qt.Orientation.Horizontal)
+        self.mask_opacity.setRange(5, 100)
+        self.mask_opacity.setMaximumWidth(90)
+        self.mask_opacity.setToolTip("Opacity of the lung parenchyma fill (%)")
+        self.mask_opacity.setValue(int(settings.get("overlay/mask_opacity", 30, int)))
+        self.slice_view.set_mask_opacity(self.mask_opacity.value() / 100)
+        self.mask_opacity.valueChanged.connect(self._set_mask_opacity)
+        self.mask_opacity.setEnabled(self.act_mask.isChecked())
+        tb.addWidget(self.mask_opacity)
         tb.addAction(self.act_outlines)
 
     def _toggle_outlines(self, on: bool) -> None:
@@ -373,7 +382,12 @@ class MainWindow(QMainWindow):
 
     def _toggle_mask(self, on: bool) -> None:
         self.slice_view.set_mask_visible(on)
+        self.mask_opacity.setEnabled(on)
         settings.put("overlay/mask", on)
+
+    def _set_mask_opacity(self, percent: int) -> None:
+        self.slice_view.set_mask_opacity(percent / 100)
+        settings.put("overlay/mask_opacity", percent)
 
     def _restore(self) -> None:
         name = str(settings.get("window/preset", "lung"))

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PySide6.QtGui import QColor, QCursor, QFont
+from PySide6.QtWidgets import QLabel, QToolTip, QVBoxLayout, QWidget
 
+from lungviewer.imaging.overlay import mask_rgba, polygon_hit
 from lungviewer.imaging.window import PRESETS
 from lungviewer.study.volume import Volume
 
@@ -32,6 +33,8 @@ class Polygon:
     closed: bool = True
     group: str = ""  # overlay layer name (for toggles)
     width: float = 1.5
+    info: str = ""  # shown when the cursor is on the outline or inside it (first line too
+    # in the status bar)
 
 
 @dataclass
@@ -92,6 +95,7 @@ class SliceView(QWidget):
         self._overlay_items: list[pg.GraphicsObject] = []
         self._drag_start: tuple[float, float] | None = None
         self._last_hover: tuple[float, float] | None = None
+        self.tooltip_text = ""  # the outline description under the cursor
 
         self.graphics = pg.GraphicsView(background="k")
         self.view = _ViewBox(self)
@@ -99,7 +103,7 @@ class SliceView(QWidget):
         self.image = pg.ImageItem(axisOrder="row-major")
         self.view.addItem(self.image)
         self.mask_item = pg.ImageItem(axisOrder="row-major")
-        self.mask_item.setOpacity(0.28)
+        self.mask_opacity = 0.3  # of the fill; the outline is drawn opaque
         self.mask_item.setZValue(5)
         self.view.addItem(self.mask_item)
         self.roi: pg.RectROI | None = None
@@ -150,6 +154,11 @@ class SliceView(QWidget):
     def set_mask_visible(self, visible: bool) -> None:
         self.mask_item.setVisible(visible)
 
+    def set_mask_opacity(self, opacity: float) -> None:
+        """Opacity (0…1) of the parenchyma fill."""
+        self.mask_opacity = float(np.clip(opacity, 0.0, 1.0))
+        self._update_mask()
+
     def set_polygons(self, polygons: list[Polygon], markers: list[Marker] = ()) -> None:
         self._polygons = list(polygons)
         self._markers = list(markers)
@@ -188,6 +197,13 @@ class SliceView(QWidget):
 
     def reset_zoom(self) -> None:
         self.view.autoRange(padding=0.0)
+
+    def centre_on(self, row: float, col: float) -> None:
+        """Pan (keeping the zoom) so that pixel ``(row, col)`` is in the middle of the view."""
+        if not (np.isfinite(row) and np.isfinite(col)):
+            return
+        (x0, x1), (y0, y1) = self.view.viewRange()
+        self.view.translateBy(x=col + 0.5 - (x0 + x1) / 2, y=row + 0.5 - (y0 + y1) / 2)
 
     # -- box ---------------------------------------------------------------------------------
     def set_box_mode(self, on: bool) -> None:
@@ -275,6 +291,27 @@ class SliceView(QWidget):
 
     def _report_hover(self, row_f: float, col_f: float) -> None:
         self.hoverInfo.emit(self.hover_text(row_f, col_f))
+        poly = self.polygon_at(row_f, col_f)
+        tip = poly.info if poly is not None else ""
+        if tip != self.tooltip_text:
+            self.tooltip_text = tip
+            if tip:
+                QToolTip.showText(QCursor.pos(), tip, self.graphics)
+            else:
+                QToolTip.hideText()
+
+    def polygon_at(self, row_f: float, col_f: float, tolerance: float = 2.0) -> Polygon | None:
+        """The shown outline with a description nearest to the point among those it lies
+        inside or within ``tolerance`` pixels of (vertices are pixel centres)."""
+        best, best_d = None, float("inf")
+        for p in self._polygons:
+            if (p.slice_index != self.index or not p.info
+                    or p.group in self._hidden_groups):
+                continue
+            inside, d = polygon_hit(p.points_rc, row_f - 0.5, col_f - 0.5)
+            if (inside or d <= tolerance) and d < best_d:
+                best, best_d = p, d
+        return best
 
     def hover_text(self, row_f: float, col_f: float) -> str:
         """'HU … at (row, col) · x, y, z mm' for a point of the view, '' outside the image."""
@@ -286,18 +323,21 @@ class SliceView(QWidget):
             return ""
         hu = int(vol.hu[self.index, row, col])
         x, y, z = vol.pixel_to_patient(self.index, row, col)
-        return (f"HU {hu:+d}   pixel (row {row}, col {col})   "
+        text = (f"HU {hu:+d}   pixel (row {row}, col {col})   "
                 f"x {x:.1f}  y {y:.1f}  z {z:.1f} mm")
+        poly = self.polygon_at(row_f, col_f)
+        if poly is not None:
+            text += "   ·   " + ": ".join(poly.info.splitlines()[:2])
+        return text
 
     # -- drawing -------------------------------------------------------------------------------
     def _update_mask(self) -> None:
         if self._mask is None or self.volume is None or self._mask.shape != self.volume.shape:
             self.mask_item.clear()
             return
-        m = self._mask[self.index]
-        rgba = np.zeros(m.shape + (4,), dtype=np.uint8)
-        rgba[m] = (40, 220, 90, 255)
-        self.mask_item.setImage(rgba, autoLevels=False)
+        rgba = mask_rgba(self._mask[self.index], (40, 220, 90), self.mask_opacity,
+                         max(0.8, self.mask_opacity))
+        self.mask_item.setImage(rgba, autoLevels=False, levels=(0, 255))
 
     def _update_overlays(self) -> None:
         for item in self._overlay_items:
