@@ -222,6 +222,7 @@ def test_gpu_error_during_inference_falls_back_to_the_cpu(tmp_path, twin_0001, c
         res = engine.score_box(vol, 89, (336, 293, 395, 344))
     assert res.device == "cpu" and engine.device == "cpu"
     assert "goes on on the CPU" in caplog.text
+    assert engine.note.startswith("The GPU failed") and "runs on the CPU" in engine.note
     np.testing.assert_allclose(res.malignancy_probs, expected.malignancy_probs, atol=1e-6)
     engine.device = "cuda"
     sub = Volume(hu=twin_0001.hu[85:95], spacing=twin_0001.spacing,

@@ -353,3 +353,51 @@ def test_interrupting_background_work_leaves_no_thread(qtbot, made, tmp_path, mo
     finally:
         win.close()
     _assert_no_thread_left(qtbot, win, made)
+
+
+@pytest.mark.parametrize("action", ["close", "reopen"])
+def test_interrupting_inference_leaves_no_thread_and_no_stale_result(qtbot, made, tmp_path,
+                                                                     monkeypatch, action):
+    """A box is being scored (slowed to 3 s) when the window closes or another study opens:
+    the CAD thread ends, and the old study's scores never appear on the new study."""
+    from lungviewer.cad.engine import CadEngine
+
+    running: dict[str, bool] = {}
+    real = CadEngine.score_box
+
+    def slow(self, *args, **kwargs):
+        running["inference"] = True
+        time.sleep(3.0)
+        running["inference"] = False
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(CadEngine, "score_box", slow)
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_ct_series(a, n_slices=10, rows=48, cols=48)
+    write_ct_series(b, n_slices=7, rows=48, cols=48)
+    win = shown_window(qtbot)
+    shown = []
+    win.cad.scoresShown.connect(shown.append)
+    try:
+        qtbot.waitUntil(lambda: not win.cad.loading, timeout=60000)
+        assert win.cad.engine is not None, win.cad.error
+        _open(qtbot, win, a)
+        qtbot.waitUntil(lambda: not win.busy, timeout=60000)
+        win.request_box(5, 10, 10, 30, 30)
+        qtbot.waitUntil(lambda: running.get("inference") is True, timeout=10000)
+        if action == "close":
+            win.close()
+            _assert_no_thread_left(qtbot, win, made)
+            assert running["inference"] is False and not shown
+            return
+        _open(qtbot, win, b)
+        qtbot.waitUntil(lambda: running["inference"] is False, timeout=10000)
+        qtbot.waitUntil(lambda: not win.busy, timeout=60000)
+        qtbot.wait(200)  # the stale answer's queued signal has been delivered
+        assert not shown
+        panel = win.cad.panel
+        assert all(bar.value() < 0 for bar in panel.mal_bars)  # reset, not the old scores
+        assert panel.similar.count() == 0 and "Press B" in panel.status.text()
+    finally:
+        win.close()
+    _assert_no_thread_left(qtbot, win, made)

@@ -100,6 +100,12 @@ class SliceScores:
         return SLICE_CLASSES[int(self.classes[k])]
 
 
+def _cuda_present() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 class CadEngine:
     def __init__(self, models: dict, index: RetrievalIndex, manifest: dict, device: str) -> None:
         self.models = models
@@ -110,6 +116,7 @@ class CadEngine:
         self.disease_names: list[str] = list(cfg.get("second_names", []))
         self.disease_source: str = cfg.get("second_source", "")
         self.caveat: str = manifest.get("caveat", CAVEAT)
+        self.note = ""  # why the CAD runs on the CPU although a GPU is present, for the panel
 
     @classmethod
     def load(cls, weights_dir: str | Path | None = None, device: str = "auto") -> "CadEngine":
@@ -130,7 +137,10 @@ class CadEngine:
                 raise WeightsError(f"retrieval index file {f} is missing or does not match "
                                    "its checksum.")
         index = RetrievalIndex.load(folder / Path(entry["file"]).stem)
-        return cls(models, index, manifest, dev)
+        engine = cls(models, index, manifest, dev)
+        if device in ("auto", None) and dev == "cpu" and _cuda_present():
+            engine.note = "A CUDA GPU is present but failed a test; the CAD runs on the CPU."
+        return engine
 
     def _fall_back(self, exc: Exception) -> None:
         """A GPU error during inference: the networks move to the CPU (with a warning) and
@@ -139,6 +149,8 @@ class CadEngine:
                     type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
         for m in self.models.values():
             m.to("cpu")
+        self.note = (f"The GPU failed ({type(exc).__name__}); the CAD runs on the "
+                     "CPU.")
         self.device = "cpu"
 
     @property

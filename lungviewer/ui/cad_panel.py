@@ -36,6 +36,10 @@ def _pixmap(arr: np.ndarray, size: int = 72, lo: float | None = None,
                                                 Qt.TransformationMode.FastTransformation)
 
 
+def _note(engine) -> str:
+    return f"  ⚠ {engine.note}" if engine is not None and engine.note else ""
+
+
 class CadWorker(QObject):
     """Lives on its own QThread; owns the CadEngine (torch is imported there, not in the
     GUI thread)."""
@@ -194,6 +198,15 @@ class CadPanel(QWidget):
         self.disease_title.setText(f"<b>Disease</b> ({engine.disease_source})")
         self.caveat.setText(engine.caveat)
 
+    def clear_scores(self) -> None:
+        """Empty bars, thumbnails and similar nodules (a new study is open)."""
+        for bar in self.mal_bars + self.disease_bars:
+            bar.reset()
+        for lab in self.thumb_labels:
+            lab.clear()
+        self.summary.setText("")
+        self.similar.clear()
+
     def show_pending(self, text: str = "Computing…") -> None:
         self.status.setText(text)
 
@@ -292,14 +305,17 @@ class CadController(QObject):
         self.engine = engine
         self.loading = False
         self.panel.set_engine_info(engine)
-        self.panel.show_pending(f"CAD ready on {engine.device_name}. Press B and drag a box "
-                                "around a nodule.")
+        self.panel.show_pending(self._ready_text())
         if self._pending_scan is not None:
             volume, mask = self._pending_scan
             self._pending_scan = None
             self._start_scan(volume, mask)
         if self.window.slice_view.box is not None:
             self.request_box(*self.window.slice_view.box)
+
+    def _ready_text(self) -> str:
+        return (f"CAD ready on {self.engine.device_name}. Press B and drag a box around a "
+                "nodule." + _note(self.engine))
 
     def _engine_failed(self, message: str) -> None:
         self.loading = False
@@ -326,6 +342,7 @@ class CadController(QObject):
             return  # a newer box is on its way
         self.answered = req
         self.panel.show_scores(res)
+        self.panel.status.setText(self.panel.status.text() + _note(self.engine))
         self.panel.show_similar(res.similar)
         self.scoresShown.emit(res)
 
@@ -338,7 +355,13 @@ class CadController(QObject):
     def _study_changed(self, volume) -> None:
         if self._scan_task is not None:
             self._scan_task.cancel()
+        # a box of the previous study still being scored must not be shown on this one
+        self.req += 1
+        self.worker.latest = self.req
         self.answered = self.req
+        self.panel.clear_scores()
+        if self.engine is not None:
+            self.panel.show_pending(self._ready_text())
         self.scan = None
         self.strip.set_scores(None)
         self.panel.recommend.clear()
