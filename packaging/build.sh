@@ -16,39 +16,43 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PY=${PYTHON:-python3}
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+case "$(uname -s)" in
+    MINGW*|MSYS*|CYGWIN*) BIN=.venv/Scripts ;;  # Git Bash on Windows (untested)
+    *) BIN=.venv/bin ;;
+esac
 
-if [ ! -x .venv/bin/python ]; then
+if [ ! -e $BIN/python ] && [ ! -e $BIN/python.exe ]; then
     echo "build: creating .venv"
     "$PY" -m venv .venv
-    .venv/bin/pip install -q -c constraints.txt -e .
+    $BIN/pip install -q -c constraints.txt -e .
 fi
-if ! .venv/bin/python -c "import lungviewer" 2>/dev/null; then
-    .venv/bin/pip install -q --no-deps -e .
+if ! $BIN/python -c "import lungviewer" 2>/dev/null; then
+    $BIN/pip install -q --no-deps -e .
 fi
-if ! .venv/bin/python -c "import PyInstaller" 2>/dev/null; then
+if ! $BIN/python -c "import PyInstaller" 2>/dev/null; then
     echo "build: installing PyInstaller"
-    spec=$(.venv/bin/python - <<'PYEOF'
+    spec=$($BIN/python - <<'PYEOF'
 import tomllib
 dev = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["dev"]
 print(next((d for d in dev if d.lower().startswith("pyinstaller")), "pyinstaller>=6.5"))
 PYEOF
 )
-    .venv/bin/pip install -q -c constraints.txt "$spec" 2>/dev/null || .venv/bin/pip install -q "$spec"
+    $BIN/pip install -q -c constraints.txt "$spec" 2>/dev/null || $BIN/pip install -q "$spec"
 fi
 if [ ! -f model_weights/manifest.json ]; then
     echo "build: model_weights/manifest.json is missing — the bundle needs the CAD weights" >&2
     exit 2
 fi
-[ -f resources/icon.png ] || .venv/bin/python packaging/make_icon.py
+[ -f resources/icon.png ] || $BIN/python packaging/make_icon.py
 
-VERSION=$(.venv/bin/python -c "import lungviewer; print(lungviewer.__version__)")
+VERSION=$($BIN/python -c "import lungviewer; print(lungviewer.__version__)")
 case "$(uname -s)" in
     Linux) OS=linux ;; Darwin) OS=macos ;; MINGW*|MSYS*|CYGWIN*) OS=windows ;; *) OS=$(uname -s) ;;
 esac
 ARCH=$(uname -m)
 
 t0=$(date +%s)
-nice -n 10 .venv/bin/pyinstaller --noconfirm --log-level WARN \
+nice -n 10 $BIN/pyinstaller --noconfirm --log-level WARN \
     --distpath dist --workpath build/pyinstaller packaging/lungviewer.spec
 t1=$(date +%s)
 echo "build: PyInstaller took $((t1 - t0)) s"

@@ -43,6 +43,7 @@ def test_open_folder_shows_middle_slice(qtbot, window, tmp_path):
     np.testing.assert_array_equal(sv.image.image, expected_hu(6, 64, 64))
     assert settings.recent_studies()[0] == str(tmp_path)
     assert "Image 7 / 12" in sv._labels["tl"].text()
+    assert not QApplication.instance().windowIcon().isNull()  # resources/icon.png
 
 
 def test_keys_slider_and_wheel_scroll(qtbot, window, tmp_path):

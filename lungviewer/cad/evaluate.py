@@ -280,7 +280,7 @@ def sharing_table(manifest: dict, folder: Path, nod, device: str, dl) -> dict:
 
 
 def evaluate(weights_dir: str | Path | None = None, device: str = "cpu", nod=None, det=None,
-             test: set[str] | frozenset[str] | None = None, rec_scans: int = REC_SCANS,
+             test: set[str] | frozenset[str] | None = None, rec_scans: int | None = REC_SCANS,
              lidc_root: str | None = None, progress: Progress | None = None) -> dict:
     """All metrics as a flat dict of dotted keys (plus ``sharing`` and ``data``)."""
     from .datasets import cached_samples
@@ -350,13 +350,14 @@ def evaluate(weights_dir: str | Path | None = None, device: str = "cpu", nod=Non
             out.update(retrieval_metrics(index.embeddings, db_lv, q_emb, q_lv))
             if progress:
                 progress("retrieval", 1, 1)
-    if detector is not None and "slices" in models and rec_scans > 0:
+    if detector is not None and "slices" in models and rec_scans != 0:
         from lungviewer.study.lidc_db import get_database
 
         head = load_model("slices", folder, device, manifest)
         db = get_database()
         ids = sorted(s.id for s in db.scans() if s.patient_id in test and db.annotations(s.id))
-        out.update(recommendation_metrics(ids[:rec_scans], detector, head, device,
+        out.update(recommendation_metrics(ids[:rec_scans] if rec_scans is not None else ids, detector,
+                                          head, device,
                                           progress=progress, folder=folder))
     out["sharing"] = sharing_table(manifest, folder, tnod, device, dl)
     out["seconds"] = round(time.perf_counter() - t0, 1)
@@ -416,7 +417,8 @@ def main(args) -> int:
     try:
         device = pick_device(getattr(args, "device", "auto"))
         m = evaluate(getattr(args, "weights", None), device,
-                     lidc_root=getattr(args, "lidc_root", None), progress=_bar)
+                     lidc_root=getattr(args, "lidc_root", None), progress=_bar,
+                     rec_scans=getattr(args, "rec_scans", REC_SCANS))
     except (WeightsError, DeviceError, ValueError, NotImplementedError) as exc:
         print(f"lungviewer evaluate: {exc}", file=sys.stderr)
         return 2

@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QIcon, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayout, QLabel,
                                QMainWindow, QMessageBox, QProgressBar, QPushButton, QSlider,
                                QPlainTextEdit, QScrollArea, QWidget)
 
-from lungviewer import __version__
+from lungviewer import __version__, paths
 from lungviewer.imaging.window import PRESETS
 from lungviewer.study.volume import Volume
 
@@ -516,4 +516,8 @@ def application() -> QApplication:
     app = QApplication.instance() or QApplication([])
     app.setApplicationName("lungviewer")
     app.setOrganizationName("lungviewer")
+    app.setDesktopFileName("lungviewer")  # the installed .desktop entry (taskbar grouping)
+    icon = paths.resources_dir() / "icon.png"
+    if icon.is_file():
+        app.setWindowIcon(QIcon(str(icon)))
     return app
