@@ -297,3 +297,32 @@ def test_statistics_helpers():
     lo, hi = wilson(45, 100)
     assert lo < 0.45 < hi and hi - lo == pytest.approx(0.19, abs=0.01)
     assert rounded_median([2, 3]) == 3 and rounded_median([1, 2, 2]) == 2
+
+
+def test_resume_keeps_the_best_epochs_weights(tmp_path):
+    """A resumed run that never beats the best epoch returns that epoch's weights, not the
+    last one's: the best weights are checkpointed beside the last ones."""
+    import torch
+
+    from lungviewer.cad.networks import NoduleDetector
+    from lungviewer.cad.train import _end_epoch, _resume
+
+    ckpt = tmp_path / "ck" / "detector.safetensors"
+    model = NoduleDetector()
+    history = [{"epoch": 1}]
+    best, best_state = _end_epoch(model, 0.9, -1.0, None, history, ckpt, 1, 3, None)
+    first = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # epoch 2: different weights, worse score
+    history.append({"epoch": 2})
+    best, best_state = _end_epoch(model, 0.5, best, best_state, history, ckpt, 2, 3, None)
+    assert best == 0.9
+    fresh = NoduleDetector()
+    start, best2, state, hist = _resume(fresh, ckpt)
+    assert (start, best2, len(hist)) == (2, 0.9, 2)
+    for k, v in model.state_dict().items():  # training goes on from the last epoch
+        assert torch.equal(fresh.state_dict()[k], v)
+    assert state is not None
+    for k, v in first.items():  # ... and the best epoch is still known
+        assert torch.equal(state[k], v)

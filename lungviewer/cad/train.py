@@ -1,8 +1,9 @@
 """``lungviewer train {multitask,detector,slices,retrieval}``: train a CAD model.
 
 Seeded and deterministic on the CPU; checkpoints (safetensors + a JSON state) after every
-epoch in ``<out>/checkpoints``; ``--resume`` continues from the last one (the Adam moments
-restart). Only training patients are used: the held-out test list is never read for
+epoch in ``<out>/checkpoints``, with the best epoch's weights beside them
+(``*.best.safetensors``); ``--resume`` continues from the last one and still returns the
+best epoch's weights when no later epoch beats it (the Adam moments restart). Only training patients are used: the held-out test list is never read for
 training, validation patients choose the best epoch.
 """
 
@@ -236,15 +237,22 @@ def train_slice_head(detector, feats: np.ndarray, y: np.ndarray, epochs: int, se
 def _end_epoch(model, score: float, best: float, best_state, history: list, ckpt, epoch: int,
                epochs: int, progress):
     """Keep the best weights so far (by validation score), checkpoint, report progress."""
-    if score > best:
+    improved = score > best
+    if improved:
         best, best_state = score, {k: v.detach().clone() for k, v in model.state_dict().items()}
-    _checkpoint(model, ckpt, epoch, best, history)
+    _checkpoint(model, ckpt, epoch, best, history, best_state if improved else None)
     if progress:
         progress(epoch, epochs, history[-1])
     return best, best_state
 
 
-def _checkpoint(model, ckpt: Path | None, epoch: int, best: float, history: list) -> None:
+def _best_path(ckpt: Path) -> Path:
+    return ckpt.with_name(ckpt.stem + ".best.safetensors")
+
+
+def _checkpoint(model, ckpt: Path | None, epoch: int, best: float, history: list,
+                new_best: dict | None = None) -> None:
+    """The last epoch's weights and state; ``new_best``: this epoch is the best so far."""
     if ckpt is None:
         return
     from safetensors.torch import save_file
@@ -252,6 +260,9 @@ def _checkpoint(model, ckpt: Path | None, epoch: int, best: float, history: list
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
               str(ckpt))
+    if new_best is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in new_best.items()},
+                  str(_best_path(ckpt)))
     ckpt.with_suffix(".json").write_text(json.dumps(
         {"epoch": epoch, "best": best, "history": history}))
 
@@ -264,7 +275,9 @@ def _resume(model, ckpt: Path | None):
     model.load_state_dict(load_file(str(ckpt)))
     state = json.loads(ckpt.with_suffix(".json").read_text())
     log.info("resuming from epoch %d", state["epoch"])
-    return int(state["epoch"]), float(state["best"]), None, list(state["history"])
+    best_state = (load_file(str(_best_path(ckpt)), device=str(next(model.parameters()).device))
+                  if _best_path(ckpt).is_file() else None)
+    return int(state["epoch"]), float(state["best"]), best_state, list(state["history"])
 
 
 # -- command -----------------------------------------------------------------------------------
