@@ -36,6 +36,8 @@ def test_box_gives_five_malignancy_bars_summing_to_100(qtbot, ready_window):
     assert len(bars) == 5 and abs(sum(bars) - 1000) <= 5  # per mille, rounded
     assert res.malignancy_probs.sum() == pytest.approx(1.0, abs=1e-5)
     assert len(win.cad.panel.disease_bars) == len(res.disease_names) == 3
+    learned = win.cad.engine.manifest["label_sets"]["disease"]["training_patients"]
+    assert f"learned from {learned} training patients" in win.cad.panel.disease_title.text()
     assert win.cad.panel.similar.count() == 5
     assert "cpu" in win.cad.panel.status.text().lower() or "cuda" in win.cad.panel.status.text()
 

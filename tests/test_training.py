@@ -326,3 +326,28 @@ def test_resume_keeps_the_best_epochs_weights(tmp_path):
     assert state is not None
     for k, v in first.items():  # ... and the best epoch is still known
         assert torch.equal(state[k], v)
+
+
+def test_manifest_describes_training_data_and_label_sets():
+    """The shipped manifest says what the models learned from, counted from the database
+    and the split (and equal to what `train` writes now), with the caveat."""
+    from lungviewer import paths
+    from lungviewer.cad.splits import annotated_patients, disease_labels, make_split
+    from lungviewer.cad.train import describe_training_data
+    from lungviewer.cad.weights import read_manifest
+
+    dl = disease_labels()
+    d = describe_training_data(dl)
+    sets = d["label_sets"]
+    annotated = set(annotated_patients())
+    assert sets["malignancy"]["patients"] == len(annotated)
+    assert sets["disease"]["patients"] == len(annotated & set(dl.labels))
+    assert sets["disease"]["training_patients"] == len(make_split().train & set(dl.labels))
+    assert 0 < sets["disease"]["training_annotations"] < sets["disease"]["annotations"] \
+        < sets["malignancy"]["annotations"]
+    assert d["not_for_clinical_use"] is True and "Not for clinical use" in d["caveat"]
+    assert "synthetic" in d["training_data"] and "real LIDC-IDRI slices" in \
+        describe_training_data(None, "/data/LIDC")["training_data"]
+    shipped = read_manifest(paths.weights_dir())
+    for key in ("training_data", "label_sets", "caveat", "not_for_clinical_use"):
+        assert shipped[key] == d[key], key

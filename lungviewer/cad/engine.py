@@ -115,6 +115,10 @@ class CadEngine:
         cfg = manifest["models"]["multitask"]["config"]
         self.disease_names: list[str] = list(cfg.get("second_names", []))
         self.disease_source: str = cfg.get("second_source", "")
+        ds = manifest.get("label_sets", {}).get("disease", {})
+        if ds.get("names") == self.disease_names and "training_patients" in ds:
+            self.disease_source += (f"; learned from {ds['training_patients']} training "
+                                    f"patients, {ds['training_annotations']} annotations")
         self.caveat: str = manifest.get("caveat", CAVEAT)
         self.note = ""  # why the CAD runs on the CPU although a GPU is present, for the panel
 

