@@ -16,6 +16,7 @@ Messages and logs never contain patient names or IDs.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -146,10 +147,29 @@ def _float_list(value, n: int) -> np.ndarray | None:
     return arr if arr.shape == (n,) and np.all(np.isfinite(arr)) else None
 
 
+class _ClampedFile(io.BufferedReader):
+    """A file whose ``read(n)`` never asks for more than the bytes left in it.
+
+    pydicom reads an element's value with ``fp.read(length)``, and Python's buffered read
+    allocates ``length`` bytes before it reads: a damaged or hostile length field (up to
+    4 GiB) in a 1 KB file made the header scan allocate gigabytes for a moment."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(open(path, "rb", buffering=0))  # noqa: SIM115 - closed with self
+        self._size = os.fstat(self.fileno()).st_size
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is not None and size > 0:
+            size = min(size, max(self._size - self.tell(), 0))
+            if size == 0:
+                return b""
+        return super().read(size)
+
+
 def _read_header(path: Path) -> _Header | str:
     """Header of one file, or a string saying why it is not a usable DICOM object."""
     try:
-        with open(path, "rb") as fp:
+        with _ClampedFile(path) as fp:
             ds = pydicom.dcmread(fp, stop_before_pixels=True)
             offset = fp.tell()  # pydicom stops at the PixelData element's first byte
     except InvalidDicomError:
@@ -451,7 +471,21 @@ def _to_hu(px: np.ndarray, slope: float, intercept: float, out: np.ndarray) -> N
 
 
 def _read_pixels(h: _Header, out: np.ndarray, root: Path) -> None:
-    """Read one slice's pixels as HU into ``out`` (a (rows, cols) int16 view)."""
+    """Read one slice's pixels as HU into ``out`` (a (rows, cols) int16 view).
+
+    pydicom decodes elements lazily, so a damaged element (an unknown VR, a bad number)
+    raises only when it is first read, with any exception type: all of them become a
+    :class:`StudyLoadError` naming the file."""
+    try:
+        _read_pixels_unchecked(h, out, root)
+    except StudyLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see above
+        raise StudyLoadError(
+            f"{_rel(h.path, root)}: the file is damaged ({type(exc).__name__}: {exc}).") from exc
+
+
+def _read_pixels_unchecked(h: _Header, out: np.ndarray, root: Path) -> None:
     if h.pixel_offset is not None:
         try:
             px = _read_native(h)
@@ -461,7 +495,8 @@ def _read_pixels(h: _Header, out: np.ndarray, root: Path) -> None:
             _to_hu(px, h.slope, h.intercept, out)
             return
     try:
-        ds = pydicom.dcmread(h.path)
+        with _ClampedFile(h.path) as fp:
+            ds = pydicom.dcmread(fp)
     except PermissionError as exc:
         raise StudyLoadError(f"{_rel(h.path, root)}: permission denied.") from exc
     except Exception as exc:  # noqa: BLE001 - any parser failure is a bad file
