@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import io
 import logging
+import mmap
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +36,11 @@ from pydicom.uid import UID
 from lungviewer.study.volume import Volume
 
 log = logging.getLogger(__name__)
+
+# pydicom checks every value it decodes against its VR (a regex per UI, DS, ...) and warns
+# about each bad one; the loader judges the values it uses itself, and the check was 15 %
+# of the header pass. Writing still validates (writing_validation_mode is untouched).
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool]
@@ -147,29 +154,27 @@ def _float_list(value, n: int) -> np.ndarray | None:
     return arr if arr.shape == (n,) and np.all(np.isfinite(arr)) else None
 
 
-class _ClampedFile(io.BufferedReader):
-    """A file whose ``read(n)`` never asks for more than the bytes left in it.
+@contextmanager
+def _mapped(path: Path) -> Iterator[io.BytesIO | mmap.mmap]:
+    """The file as a read-only memory map, for pydicom.
 
-    pydicom reads an element's value with ``fp.read(length)``, and Python's buffered read
-    allocates ``length`` bytes before it reads: a damaged or hostile length field (up to
-    4 GiB) in a 1 KB file made the header scan allocate gigabytes for a moment."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(open(path, "rb", buffering=0))  # noqa: SIM115 - closed with self
-        self._size = os.fstat(self.fileno()).st_size
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is not None and size > 0:
-            size = min(size, max(self._size - self.tell(), 0))
-            if size == 0:
-                return b""
-        return super().read(size)
+    pydicom reads an element's value with ``fp.read(length)``, and Python's buffered file
+    read allocates ``length`` bytes before it reads: a damaged or hostile length field (up
+    to 4 GiB) in a 1 KB file made the header scan allocate gigabytes for a moment. A map's
+    ``read`` returns at most the bytes left, without copying the file; it is also faster
+    than a buffered file for pydicom's many small reads."""
+    with open(path, "rb") as fp:
+        if os.fstat(fp.fileno()).st_size == 0:  # an empty file cannot be mapped
+            yield io.BytesIO(b"")
+            return
+        with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            yield mm
 
 
 def _read_header(path: Path) -> _Header | str:
     """Header of one file, or a string saying why it is not a usable DICOM object."""
     try:
-        with _ClampedFile(path) as fp:
+        with _mapped(path) as fp:
             ds = pydicom.dcmread(fp, stop_before_pixels=True)
             offset = fp.tell()  # pydicom stops at the PixelData element's first byte
     except InvalidDicomError:
@@ -495,7 +500,7 @@ def _read_pixels_unchecked(h: _Header, out: np.ndarray, root: Path) -> None:
             _to_hu(px, h.slope, h.intercept, out)
             return
     try:
-        with _ClampedFile(h.path) as fp:
+        with _mapped(h.path) as fp:
             ds = pydicom.dcmread(fp)
     except PermissionError as exc:
         raise StudyLoadError(f"{_rel(h.path, root)}: permission denied.") from exc
