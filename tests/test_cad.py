@@ -257,6 +257,25 @@ def test_lidc_root_reads_real_dicom_through_the_same_patches(twin_0001_dir):
         build_samples(workers=1, lidc_root=twin_0001_dir / "nothing-here")
 
 
+def test_lidc_root_index_skips_a_damaged_file(twin_0001_dir, tmp_path):
+    """A file whose Modality element has an unknown VR (pydicom raises only when the value
+    is read) is passed over; the series is still found in its folder."""
+    import shutil
+
+    from lungviewer.cad.datasets import lidc_series_folders
+    from lungviewer.study.lidc_db import get_database
+
+    folder = tmp_path / "LIDC-IDRI-0001" / "series"
+    shutil.copytree(twin_0001_dir, folder)
+    first = sorted(folder.glob("*.dcm"))[0]
+    data = first.read_bytes()
+    tag = b"\x08\x00\x60\x00CS"  # (0008,0060) Modality, explicit VR
+    assert data.count(tag) == 1
+    (folder / "000-damaged.dcm").write_bytes(data.replace(tag, b"\x08\x00\x60\x00C\x02"))
+    index = lidc_series_folders(tmp_path)
+    assert index == {get_database().scan_by_patient("LIDC-IDRI-0001").series_uid: folder}
+
+
 def test_lidc_root_takes_readers_non_nodule_marks_as_negatives(twin_0001_dir, tmp_path):
     """With real data, the readers' non-nodule marks of the folder's LIDC XML become
     detector negatives (patches centred on the mark); twins have none."""

@@ -335,13 +335,14 @@ def lidc_series_folders(root: str | Path) -> dict[str, Path]:
         for f in sorted(folder.iterdir()):
             if not f.is_file():
                 continue
-            try:
+            try:  # values are decoded lazily: a damaged element raises on .get too
                 ds = pydicom.dcmread(f, stop_before_pixels=True)
-            except Exception:  # noqa: BLE001 — not DICOM: try the next file
-                continue
-            if str(ds.get("Modality", "")) == "CT":
+                is_ct = str(ds.get("Modality", "")) == "CT"
                 uid = _twin_source(str(ds.get("ImageComments", ""))) or \
                     str(ds.get("SeriesInstanceUID", ""))
+            except Exception:  # noqa: BLE001 — not (readable) DICOM: try the next file
+                continue
+            if is_ct:
                 out[uid] = folder
                 break
     return out
