@@ -326,24 +326,16 @@ def _worker_init() -> None:
 def lidc_series_folders(root: str | Path) -> dict[str, Path]:
     """LIDC SeriesInstanceUID → folder, for a LIDC-IDRI download under ``root`` (one header
     read per folder). A synthetic twin's folder is indexed under the LIDC series it names."""
-    import pydicom
-
-    from lungviewer.study.dicom_series import _twin_source
+    from lungviewer.study.dicom_series import _read_header, _twin_source
 
     out: dict[str, Path] = {}
     for folder in sorted({p.parent for p in Path(root).rglob("*") if p.is_file()}):
         for f in sorted(folder.iterdir()):
             if not f.is_file():
                 continue
-            try:  # values are decoded lazily: a damaged element raises on .get too
-                ds = pydicom.dcmread(f, stop_before_pixels=True)
-                is_ct = str(ds.get("Modality", "")) == "CT"
-                uid = _twin_source(str(ds.get("ImageComments", ""))) or \
-                    str(ds.get("SeriesInstanceUID", ""))
-            except Exception:  # noqa: BLE001 — not (readable) DICOM: try the next file
-                continue
-            if is_ct:
-                out[uid] = folder
+            h = _read_header(f)  # the loader's header pass: a string says why it is unusable
+            if not isinstance(h, str) and h.modality == "CT":
+                out[_twin_source(h.comments) or h.series_uid] = folder
                 break
     return out
 
