@@ -529,7 +529,7 @@ def test_fast_enough_on_a_large_scan():
 def test_nodules_cmd_json_and_table(tmp_path, capsys):
     import pydicom
 
-    from lungviewer.study.nodules_cmd import main
+    from lungviewer.commands.nodules import run as main
     from tests.dicomgen import write_ct_series
 
     files = write_ct_series(tmp_path / "ct", n_slices=10, series_uid="1.2.3.4", z0=-100.0)
@@ -564,7 +564,7 @@ def test_twin_study_end_to_end(twin_0001_dir, tmp_path, capsys):
     import shutil
 
     from lungviewer.study.dicom_series import load_series
-    from lungviewer.study.nodules_cmd import main
+    from lungviewer.commands.nodules import run as main
 
     vol = load_series(twin_0001_dir)
     scan = get_database().scan_by_patient("LIDC-IDRI-0001")
@@ -590,7 +590,7 @@ def test_twin_study_end_to_end(twin_0001_dir, tmp_path, capsys):
 
 
 def test_nodules_cmd_without_annotations(tmp_path, capsys):
-    from lungviewer.study.nodules_cmd import main
+    from lungviewer.commands.nodules import run as main
     from tests.dicomgen import write_ct_series
 
     write_ct_series(tmp_path / "ct", n_slices=4, series_uid="1.2.3.99")

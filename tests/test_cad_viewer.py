@@ -93,7 +93,7 @@ def test_closing_mid_run_is_safe(qtbot, twin_0001_dir):
 
 
 def test_analyze_agrees_with_the_panel(qtbot, ready_window, twin_0001_dir):
-    from lungviewer.cad.analyze import analyze
+    from lungviewer.commands.analyze import analyze
 
     win = ready_window
     qtbot.waitUntil(lambda: not win.busy, timeout=120000)

@@ -326,7 +326,8 @@ def _worker_init() -> None:
 def lidc_series_folders(root: str | Path) -> dict[str, Path]:
     """LIDC SeriesInstanceUID → folder, for a LIDC-IDRI download under ``root`` (one header
     read per folder). A synthetic twin's folder is indexed under the LIDC series it names."""
-    from lungviewer.study.dicom_series import _read_header, _twin_source
+    from lungviewer.contracts import twin_source_uid
+    from lungviewer.study.dicom_series import _read_header
 
     out: dict[str, Path] = {}
     for folder in sorted({p.parent for p in Path(root).rglob("*") if p.is_file()}):
@@ -335,7 +336,7 @@ def lidc_series_folders(root: str | Path) -> dict[str, Path]:
                 continue
             h = _read_header(f)  # the loader's header pass: a string says why it is unusable
             if not isinstance(h, str) and h.modality == "CT":
-                out[_twin_source(h.comments) or h.series_uid] = folder
+                out[twin_source_uid(h.comments) or h.series_uid] = folder
                 break
     return out
 

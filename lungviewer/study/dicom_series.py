@@ -20,7 +20,6 @@ import io
 import logging
 import mmap
 import os
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +32,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
+from lungviewer.contracts import DEMO_COMPLETE_MARKER, twin_source_uid
 from lungviewer.study.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -114,15 +114,6 @@ class _Header:
         n = np.cross(self.orientation[:3], self.orientation[3:])
         norm = np.linalg.norm(n)
         return n / norm if norm > 0 else None
-
-
-_TWIN_SOURCE = re.compile(r"source LIDC series ([0-9.]+)")
-
-
-def _twin_source(comments: str) -> str:
-    """The LIDC series a synthetic twin names in its ImageComments (see synth.writer)."""
-    m = _TWIN_SOURCE.search(comments)
-    return m.group(1) if m else ""
 
 
 @dataclass
@@ -248,7 +239,7 @@ _COMPANIONS = {".xml", ".txt", ".json", ".csv", ".md", ".nii", ".gz", ".npy", ".
 
 
 def _is_companion(path: Path) -> bool:
-    return path.suffix.lower() in _COMPANIONS or path.name in ("COMPLETE", "LICENSE")
+    return path.suffix.lower() in _COMPANIONS or path.name in (DEMO_COMPLETE_MARKER, "LICENSE")
 
 
 def _pool_size() -> int:
@@ -622,7 +613,7 @@ def load_series(
         warnings=warnings + notes,
         files=[h.path for h in headers],
         slice_thickness=first.thickness,
-        source_series_uid=_twin_source(first.comments) if "SYNTHETIC" in text else "",
+        source_series_uid=twin_source_uid(first.comments) if "SYNTHETIC" in text else "",
     )
     log.info("loaded series: %d slices %dx%d, spacing %.2f/%.3f/%.3f mm, %d warning(s)",
              n, rows, cols, dz, dy, dx, len(volume.warnings))

@@ -11,14 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lungviewer import paths
+from lungviewer.contracts import DEMO_COMPLETE_MARKER, DEMO_PATIENT
 
 from .twin import TWIN_VERSION
 from .writer import write_twin
 
 log = logging.getLogger(__name__)
 
-DEMO_PATIENT = "LIDC-IDRI-0001"
-_DONE = "COMPLETE"
+_DONE = DEMO_COMPLETE_MARKER
 
 
 def demo_dir(patient_id: str = DEMO_PATIENT) -> Path:

@@ -29,6 +29,7 @@ import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
+from lungviewer.contracts import twin_source_text
 from lungviewer.study.lidc_db import RATING_NAMES, get_database
 
 from .twin import TWIN_VERSION, Twin, cluster_annotations, render_twin
@@ -68,7 +69,7 @@ def _slice_dataset(twin: Twin, k: int, uids: dict[str, str], sop: str) -> pydico
     ds.Manufacturer = "lungviewer (synthetic)"
     ds.SeriesDescription = f"SYNTHETIC LIDC twin {scan.patient_id}"
     ds.ImageComments = (f"SYNTHETIC image ({TWIN_VERSION}), not a patient image; nodules "
-                        f"from the LIDC-IDRI annotations; source LIDC series {scan.series_uid}")
+                        f"from the LIDC-IDRI annotations; {twin_source_text(scan.series_uid)}")
     ds.BurnedInAnnotation = "NO"
     ds.PixelSpacing = [f"{scan.pixel_spacing:.6g}"] * 2
     ds.SliceThickness = f"{scan.slice_thickness:.6g}"

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayo
                                QPlainTextEdit, QScrollArea, QWidget)
 
 from lungviewer import __version__, paths
+from lungviewer.contracts import DEMO_PATIENT
 from lungviewer.imaging.window import PRESETS
 from lungviewer.study.volume import Volume
 
@@ -151,7 +152,7 @@ class MainWindow(QMainWindow):
         self.study_path = path if path.is_dir() else path.parent
         self._start_load(Task(_load_job, path, series_uid, name="load"), f"Loading {path.name}")
 
-    def open_demo(self, patient_id: str = "LIDC-IDRI-0001",
+    def open_demo(self, patient_id: str = DEMO_PATIENT,
                   start_slice: int | None = None) -> None:
         """Generate (first time only) and open the synthetic LIDC twin of ``patient_id``,
         showing the 0-based slice ``start_slice`` once it is loaded (a similar nodule's)."""

@@ -41,11 +41,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lungviewer.contracts import DEMO_PATIENT
+
 log = logging.getLogger(__name__)
 
 _T_IMPORT = time.perf_counter()
 
-PATIENT = "LIDC-IDRI-0001"
+PATIENT = DEMO_PATIENT
 # the LIDC-IDRI-0001 nodule (readers' outlines on slices ~86-92, rows 340-391, cols 297-340)
 NODULE_BOX = (89, 336, 293, 395, 344)
 LUNG_LITRES = (2.0, 8.0)

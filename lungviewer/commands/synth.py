@@ -9,9 +9,17 @@ from pathlib import Path
 from lungviewer.study.lidc_db import LidcDatabaseError
 
 
-def main(args) -> int:
-    from .twin import find_scan, render_model, build_model
-    from .writer import XML_NAME, write_twin
+def add_parser(sub):
+    p = sub.add_parser("synth", help="write the synthetic LIDC twin of a LIDC scan")
+    p.add_argument("--patient", required=True, help="LIDC patient ID, e.g. LIDC-IDRI-0001")
+    p.add_argument("--series", help="LIDC SeriesInstanceUID when the patient has two scans")
+    p.add_argument("--out", required=True, help="output folder")
+    return p
+
+
+def run(args) -> int:
+    from lungviewer.synth.twin import find_scan, render_model, build_model
+    from lungviewer.synth.writer import XML_NAME, write_twin
 
     try:
         scan = find_scan(args.patient, args.series)

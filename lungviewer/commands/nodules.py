@@ -114,7 +114,14 @@ def format_table(ann: StudyAnnotations) -> str:
     return "\n".join(lines)
 
 
-def main(args: argparse.Namespace) -> int:
+def add_parser(sub):
+    p = sub.add_parser("nodules", help="list the LIDC readers' nodules of the study at PATH")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
     """Handler of ``lungviewer nodules``: 0 on success, 2 when the study cannot be read."""
     from lungviewer.study.dicom_series import LoadCancelled, StudyLoadError, load_series
     from lungviewer.study.nodules import load_study_annotations

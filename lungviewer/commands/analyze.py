@@ -11,8 +11,10 @@ import time
 
 from lungviewer.study.dicom_series import StudyLoadError, load_series
 
-from .engine import CadEngine
-from .weights import WeightsError
+from lungviewer.cad.engine import CadEngine
+from lungviewer.cad.weights import WeightsError
+
+from .common import add_device, parse_box
 
 
 def analyze(path: str, box=None, device: str = "auto", top: int = 10) -> dict:
@@ -44,7 +46,16 @@ def analyze(path: str, box=None, device: str = "auto", top: int = 10) -> dict:
     return out
 
 
-def main(args) -> int:
+def add_parser(sub):
+    p = sub.add_parser("analyze", help="CAD scores for a study (and a box), headless")
+    p.add_argument("path")
+    p.add_argument("--box", metavar="SLICE,ROW0,COL0,ROW1,COL1", type=parse_box)
+    p.add_argument("--json", action="store_true")
+    add_device(p)
+    return p
+
+
+def run(args) -> int:
     try:
         res = analyze(args.path, args.box, args.device)
     except (StudyLoadError, WeightsError, ValueError) as exc:

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import asdict
 
-from .dicom_series import StudyLoadError, load_series, scan_folder
+from lungviewer.study.dicom_series import StudyLoadError, load_series, scan_folder
 
 
 def describe(path: str, series_uid: str | None = None) -> dict:
@@ -45,7 +45,15 @@ def describe(path: str, series_uid: str | None = None) -> dict:
     return out
 
 
-def main(args) -> int:
+def add_parser(sub):
+    p = sub.add_parser("info", help="describe the CT series found under PATH")
+    p.add_argument("path")
+    p.add_argument("--series", help="SeriesInstanceUID to describe")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def run(args) -> int:
     try:
         info = describe(args.path, args.series)
     except StudyLoadError as exc:

@@ -14,7 +14,7 @@ import numpy as np
 from lungviewer.study.dicom_series import StudyLoadError, load_series
 from lungviewer.study.volume import Volume
 
-from .parenchyma import segment_lungs
+from lungviewer.imaging.parenchyma import segment_lungs
 
 
 def nifti_affine(vol: Volume) -> np.ndarray:
@@ -55,7 +55,15 @@ def write_mask(mask: np.ndarray, vol: Volume, out: Path) -> None:
         nib.save(img, str(out))
 
 
-def main(args) -> int:
+def add_parser(sub):
+    p = sub.add_parser("segment", help="lung parenchyma mask (threshold method)")
+    p.add_argument("path")
+    p.add_argument("--out", required=True, help="mask file: .npy, or .nii/.nii.gz (NIfTI)")
+    p.add_argument("--json", action="store_true")
+    return p
+
+
+def run(args) -> int:
     out = Path(args.out)
     try:
         check_out_path(out)

@@ -1,0 +1,27 @@
+"""``lungviewer train MODEL``: train one of the CAD models (see model_weights/MODEL_CARD.md)."""
+
+from __future__ import annotations
+
+from .common import add_device
+
+
+def add_parser(sub):
+    p = sub.add_parser("train", help="train a CAD model")
+    p.add_argument("model", choices=["multitask", "detector", "slices", "retrieval"])
+    p.add_argument("--scheme", choices=["partial", "hard", "soft", "single"], default="partial")
+    p.add_argument("--second-task", choices=["disease", "texture", "calcification"],
+                   default="disease", help="second task of the multi-task network")
+    p.add_argument("--epochs", type=int)
+    add_device(p)
+    p.add_argument("--lidc-root", help="a real LIDC-IDRI download (renders nothing)")
+    p.add_argument("--disease-labels", help="CSV patient_id,label (default: TCIA diagnoses)")
+    p.add_argument("--out", help="output folder for weights (default: model_weights/)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    return p
+
+
+def run(args) -> int:
+    from lungviewer.cad.train import main
+
+    return main(args)

@@ -1,0 +1,32 @@
+"""``lungviewer [view] [PATH] [--demo] ...``: the viewer (the default command)."""
+
+from __future__ import annotations
+
+from lungviewer.contracts import DEMO_PATIENT
+
+from .common import parse_box
+
+
+def add_parser(sub):
+    p = sub.add_parser("view", help="open a study in the viewer (default command)")
+    p.add_argument("path", nargs="?", help="DICOM folder or file")
+    p.add_argument("--demo", action="store_true",
+                   help="open the embedded demo study (a synthetic LIDC twin, generated once "
+                        "into the cache folder)")
+    p.add_argument("--patient", default=DEMO_PATIENT,
+                   help="LIDC patient whose twin --demo opens (default %(default)s)")
+    p.add_argument("--series", help="SeriesInstanceUID to open when the folder holds several")
+    p.add_argument("--screenshot", metavar="OUT.png",
+                   help="render the window offscreen into OUT.png and exit")
+    p.add_argument("--slice", type=int, help="0-based slice index to show")
+    p.add_argument("--preset", choices=["lung", "mediastinum", "bone"], help="window preset")
+    p.add_argument("--box", metavar="SLICE,ROW0,COL0,ROW1,COL1", type=parse_box,
+                   help="place the CAD box (with --screenshot: wait for the CAD result)")
+    p.add_argument("--size", default="1600x1000", help="window size for --screenshot (WxH)")
+    return p
+
+
+def run(args) -> int:
+    from lungviewer.ui.app import main
+
+    return main(args)
