@@ -1,7 +1,7 @@
 """Where lungviewer keeps its cache (demo twins, extracted data) and settings.
 
 ``platformdirs`` gives the per-OS user folders; ``LUNGVIEWER_CACHE_DIR`` and
-``LUNGVIEWER_CONFIG_DIR`` override them (tests, portable installs).
+``LUNGVIEWER_CONFIG_DIR`` (and ``LUNGVIEWER_DATA_DIR``) override them (tests, portable installs).
 """
 
 from __future__ import annotations
@@ -23,6 +23,14 @@ def cache_dir() -> Path:
 
 def config_dir() -> Path:
     path = Path(os.environ.get("LUNGVIEWER_CONFIG_DIR") or platformdirs.user_config_dir(APP))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def data_dir() -> Path:
+    """The user's data folder (saved readings and measurements); ``LUNGVIEWER_DATA_DIR``
+    overrides it. Never the study's DICOM folder."""
+    path = Path(os.environ.get("LUNGVIEWER_DATA_DIR") or platformdirs.user_data_dir(APP))
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -17,6 +17,8 @@ def _isolated_user_dirs(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("LUNGVIEWER_CACHE_DIR", str(home / "cache"))
     monkeypatch.setenv("LUNGVIEWER_CONFIG_DIR", str(home / "config"))
+    monkeypatch.setenv("LUNGVIEWER_DATA_DIR", str(home / "data"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "xdg-data"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "xdg-cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "xdg-config"))
     yield
