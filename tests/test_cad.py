@@ -242,7 +242,7 @@ def test_engine_module_does_not_import_torch():
 def test_lidc_root_reads_real_dicom_through_the_same_patches(twin_0001_dir):
     """--lidc-root: samples from a DICOM folder (here the twin's own DICOM output, which is
     real DICOM) equal the ones rendered directly from the twin."""
-    from lungviewer.cad.datasets import Samples, _stack, build_samples, scan_samples
+    from lungviewer.cad.training.datasets import Samples, _stack, build_samples, scan_samples
     from lungviewer.study.lidc_db import get_database
 
     db = get_database()
@@ -262,7 +262,7 @@ def test_lidc_root_index_skips_a_damaged_file(twin_0001_dir, tmp_path):
     is read) is passed over; the series is still found in its folder."""
     import shutil
 
-    from lungviewer.cad.datasets import lidc_series_folders
+    from lungviewer.cad.training.datasets import lidc_series_folders
     from lungviewer.study.lidc_db import get_database
 
     folder = tmp_path / "LIDC-IDRI-0001" / "series"
@@ -281,7 +281,7 @@ def test_lidc_root_takes_readers_non_nodule_marks_as_negatives(twin_0001_dir, tm
     detector negatives (patches centred on the mark); twins have none."""
     import shutil
 
-    from lungviewer.cad.datasets import NEG_KINDS, scan_samples
+    from lungviewer.cad.training.datasets import NEG_KINDS, scan_samples
     from lungviewer.imaging.patches import detector_patch
     from lungviewer.study.dicom_series import load_series
     from lungviewer.study.lidc_db import get_database

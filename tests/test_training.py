@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from lungviewer.cad import splits
+from lungviewer.cad.training import splits
 
 TRAIN_SCANS = (698, 769)  # LIDC-IDRI-0957 (65 slices), LIDC-IDRI-0886 (95 slices)
 TEST_SCAN = 1  # LIDC-IDRI-0078 (87 slices, 13 annotations), on the held-out list
@@ -21,7 +21,7 @@ TEST_SCAN = 1  # LIDC-IDRI-0078 (87 slices, 13 annotations), on the held-out lis
 
 @pytest.fixture(scope="module")
 def tiny_samples():
-    from lungviewer.cad.datasets import build_samples
+    from lungviewer.cad.training.datasets import build_samples
 
     return build_samples([*TRAIN_SCANS, TEST_SCAN], workers=1)
 
@@ -67,7 +67,7 @@ def test_disease_labels_tcia_and_csv(tmp_path):
 
 
 def test_samples_carry_patients_and_split_masks_do_not_leak(tiny_samples):
-    from lungviewer.cad.train import split_masks
+    from lungviewer.cad.training.train import split_masks
 
     nod, det = tiny_samples
     for s in (nod, det):
@@ -104,7 +104,7 @@ def test_samples_of_three_scans(tiny_samples):
 
 def test_large_nodule_keeps_its_size():
     """A nodule wider than 32 px is centre-cropped in the patch, but box_mm keeps its size."""
-    from lungviewer.cad.datasets import scan_samples
+    from lungviewer.cad.training.datasets import scan_samples
     from lungviewer.study.lidc_db import get_database
 
     db = get_database()
@@ -128,7 +128,7 @@ def test_large_nodule_keeps_its_size():
 
 # -- training ---------------------------------------------------------------------------------
 def _tiny_task(nod, second="texture"):
-    from lungviewer.cad.train import multitask_data
+    from lungviewer.cad.training.train import multitask_data
 
     data, names, _ = multitask_data(nod, second)
     return data, names
@@ -136,7 +136,7 @@ def _tiny_task(nod, second="texture"):
 
 @pytest.mark.slow
 def test_multitask_training_lowers_loss(tiny_samples):
-    from lungviewer.cad.train import train_multitask
+    from lungviewer.cad.training.train import train_multitask
 
     data, names = _tiny_task(tiny_samples[0])
     for scheme in ("partial", "soft"):
@@ -147,7 +147,7 @@ def test_multitask_training_lowers_loss(tiny_samples):
 
 @pytest.mark.slow
 def test_detector_training_lowers_loss_and_resumes(tiny_samples, tmp_path):
-    from lungviewer.cad.train import train_detector
+    from lungviewer.cad.training.train import train_detector
 
     _, det = tiny_samples
     x, y = det["det"], det["label"]
@@ -170,7 +170,7 @@ def test_slice_head_shape_and_training_lowers_loss():
     import torch
 
     from lungviewer.cad.networks import NoduleDetector, SliceHead
-    from lungviewer.cad.train import train_slice_head
+    from lungviewer.cad.training.train import train_slice_head
 
     torch.manual_seed(0)
     head = SliceHead().eval()
@@ -202,7 +202,7 @@ def test_slice_head_shape_and_training_lowers_loss():
 
 
 def test_checkpoints_are_safetensors_not_pickle(tiny_samples, tmp_path):
-    from lungviewer.cad.train import train_multitask
+    from lungviewer.cad.training.train import train_multitask
 
     data, names = _tiny_task(tiny_samples[0])
     ckpt = tmp_path / "mt.safetensors"
@@ -212,7 +212,7 @@ def test_checkpoints_are_safetensors_not_pickle(tiny_samples, tmp_path):
 
 
 def test_training_is_deterministic(tiny_samples):
-    from lungviewer.cad.train import train_multitask
+    from lungviewer.cad.training.train import train_multitask
 
     data, names = _tiny_task(tiny_samples[0])
     a = train_multitask(data, "hard", (5, len(names)), epochs=1, seed=3)[1]
@@ -224,7 +224,7 @@ def test_training_is_deterministic(tiny_samples):
 @pytest.fixture(scope="module")
 def tiny_weights(tiny_samples, tmp_path_factory):
     """Tiny weights of every model, trained on the two training scans only."""
-    from lungviewer.cad.train import (build_retrieval_index, multitask_data, predict_detector,
+    from lungviewer.cad.training.train import (build_retrieval_index, multitask_data, predict_detector,
                                       slice_labels, train_detector, train_multitask,
                                       train_slice_head)
     from lungviewer.cad.weights import save_model
@@ -255,7 +255,7 @@ def tiny_weights(tiny_samples, tmp_path_factory):
 
 @pytest.mark.slow
 def test_evaluate_end_to_end_on_tiny_weights(tiny_samples, tiny_weights):
-    from lungviewer.cad.evaluate import evaluate, format_text
+    from lungviewer.cad.training.evaluate import evaluate, format_text
 
     nod, det = tiny_samples
     m = evaluate(tiny_weights, "cpu", nod=nod, det=det, rec_scans=1)
@@ -273,7 +273,7 @@ def test_evaluate_end_to_end_on_tiny_weights(tiny_samples, tiny_weights):
     assert set(m["sharing"]) == {"disease", "texture"}
     assert set(m["sharing"]["texture"]) == {"partial", "single"}
     assert "texture" in m["sharing"]["texture"]["partial"]
-    from lungviewer.cad.evaluate import record_in_manifest
+    from lungviewer.cad.training.evaluate import record_in_manifest
     from lungviewer.cad.weights import load_model, read_manifest
 
     record_in_manifest(tiny_weights, m, {"evaluate": "lungviewer evaluate --json"})
@@ -311,7 +311,7 @@ def test_recommend_matches_the_engine_slice_scan(tiny_weights):
 def test_evaluate_refuses_altered_weights(tiny_samples, tiny_weights, tmp_path):
     import shutil
 
-    from lungviewer.cad import evaluate as ev
+    from lungviewer.cad.training import evaluate as ev
     from lungviewer.cad.weights import WeightsError
 
     bad = tmp_path / "w"
@@ -328,7 +328,7 @@ def test_evaluate_refuses_altered_weights(tiny_samples, tiny_weights, tmp_path):
 
 
 def test_statistics_helpers():
-    from lungviewer.cad.evaluate import auc, rounded_median, wilson
+    from lungviewer.cad.training.evaluate import auc, rounded_median, wilson
 
     assert auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
     lo, hi = wilson(45, 100)
@@ -342,7 +342,7 @@ def test_resume_keeps_the_best_epochs_weights(tmp_path):
     import torch
 
     from lungviewer.cad.networks import NoduleDetector
-    from lungviewer.cad.train import _end_epoch, _resume
+    from lungviewer.cad.training.train import _end_epoch, _resume
 
     ckpt = tmp_path / "ck" / "detector.safetensors"
     model = NoduleDetector()
@@ -369,8 +369,8 @@ def test_manifest_describes_training_data_and_label_sets():
     """The shipped manifest says what the models learned from, counted from the database
     and the split (and equal to what `train` writes now), with the caveat."""
     from lungviewer import paths
-    from lungviewer.cad.splits import annotated_patients, disease_labels, make_split
-    from lungviewer.cad.train import describe_training_data
+    from lungviewer.cad.training.splits import annotated_patients, disease_labels, make_split
+    from lungviewer.cad.training.train import describe_training_data
     from lungviewer.cad.weights import read_manifest
 
     dl = disease_labels()

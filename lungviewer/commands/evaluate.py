@@ -19,6 +19,6 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from lungviewer.cad.evaluate import main
+    from lungviewer.cad.training.evaluate import main
 
     return main(args)

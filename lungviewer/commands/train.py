@@ -22,6 +22,6 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from lungviewer.cad.train import main
+    from lungviewer.cad.training.train import main
 
     return main(args)

@@ -17,9 +17,9 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-TEST_LIST = PACKAGE_DIR / "test_patients.txt"
-DIAGNOSIS_CSV = PACKAGE_DIR.parent / "data" / "lidc_diagnosis.csv"
+CAD_DIR = Path(__file__).resolve().parent.parent  # lungviewer/cad
+TEST_LIST = CAD_DIR / "test_patients.txt"
+DIAGNOSIS_CSV = CAD_DIR.parent / "data" / "lidc_diagnosis.csv"
 TCIA_NAMES = ("benign", "primary lung cancer", "metastatic")
 TCIA_SOURCE = ("TCIA LIDC-IDRI diagnosis truth (tcia-diagnosis-data-2012-04-20), patient level; "
                "Armato et al., Med Phys 38(2), 2011")

@@ -159,7 +159,7 @@ def detector_metrics(p: np.ndarray, y: np.ndarray) -> dict:
 def retrieval_metrics(db_emb: np.ndarray, db_levels: np.ndarray, q_emb: np.ndarray,
                       q_levels: np.ndarray, ks=(1, 2, 3, 4)) -> dict:
     """Levels are the readers' rounded median malignancy per nodule (3 is left out)."""
-    from .retrieval import recall_at_k
+    from ..retrieval import recall_at_k
 
     out: dict = {}
     db_keep, q_keep = db_levels != 3, q_levels != 3
@@ -179,7 +179,7 @@ def retrieval_metrics(db_emb: np.ndarray, db_levels: np.ndarray, q_emb: np.ndarr
 def _engine(folder: Path, device: str):
     """The viewer's CAD engine on these weights, or None when it cannot load them."""
     try:
-        from .engine import CadEngine
+        from ..engine import CadEngine
 
         return CadEngine.load(folder, device)
     except Exception as exc:  # noqa: BLE001 - fall back to recommend.py, say why
@@ -197,7 +197,7 @@ def recommendation_metrics(scan_ids: list[int], detector, head, device: str = "c
     from lungviewer.study.lidc_db import get_database
     from lungviewer.synth.twin import build_model, render_model
 
-    from .recommend import score_slices
+    from ..recommend import score_slices
 
     db = get_database()
     engine = _engine(folder, device) if folder is not None else None
@@ -251,7 +251,7 @@ def _acc(probs, y) -> float:
 
 def sharing_table(manifest: dict, folder: Path, nod, device: str, dl) -> dict:
     """{second task: {scheme: {"malignancy": acc, second: acc}}} for every trained model."""
-    from .weights import load_model
+    from ..weights import load_model
 
     models = manifest.get("models", {})
     table: dict = {}
@@ -285,7 +285,7 @@ def evaluate(weights_dir: str | Path | None = None, device: str = "cpu", nod=Non
     """All metrics as a flat dict of dotted keys (plus ``sharing`` and ``data``)."""
     from .datasets import cached_samples
     from .splits import disease_labels, test_patients
-    from .weights import WeightsError, load_model, read_manifest
+    from ..weights import WeightsError, load_model, read_manifest
 
     folder = Path(weights_dir) if weights_dir else paths.weights_dir()
     manifest = read_manifest(folder)
@@ -334,7 +334,7 @@ def evaluate(weights_dir: str | Path | None = None, device: str = "cpu", nod=Non
         if progress:
             progress("detector", 1, 1)
         if "retrieval" in models:
-            from .retrieval import RetrievalIndex, group_by_nodule
+            from ..retrieval import RetrievalIndex, group_by_nodule
 
             entry = models["retrieval"]
             index = RetrievalIndex.load(folder / Path(entry["file"]).stem)
@@ -368,7 +368,7 @@ def record_in_manifest(folder: str | Path | None, metrics: dict,
                        commands: dict[str, str] | None = None) -> None:
     """Store the measured metrics (and the commands that produced weights and metrics) in the
     folder's manifest.json; model entries and checksums are left as they are."""
-    from .weights import read_manifest, write_manifest
+    from ..weights import read_manifest, write_manifest
 
     folder = Path(folder) if folder else paths.weights_dir()
     manifest = read_manifest(folder)
@@ -411,8 +411,8 @@ def _bar(part: str, i: int, n: int) -> None:
 
 
 def main(args) -> int:
-    from .device import DeviceError, pick_device
-    from .weights import WeightsError
+    from ..device import DeviceError, pick_device
+    from ..weights import WeightsError
 
     try:
         device = pick_device(getattr(args, "device", "auto"))

@@ -84,7 +84,7 @@ def train_multitask(data: TaskData, scheme: str, n_classes: tuple[int, int], epo
                     resume: bool = False):
     """Train an M3 network (``single``: task A only). Returns (model, history)."""
     torch = _torch(device)
-    from .networks import MultiTaskNet
+    from ..networks import MultiTaskNet
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -143,7 +143,7 @@ def train_detector(x: np.ndarray, y: np.ndarray, epochs: int, seed: int = 0,
                    ckpt: Path | None = None, resume: bool = False):
     """M4: Adam 1e-3, batch 96, rotation/flip augmentation, class-balanced sampling."""
     torch = _torch(device)
-    from .networks import NoduleDetector
+    from ..networks import NoduleDetector
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -208,7 +208,7 @@ def train_slice_head(detector, feats: np.ndarray, y: np.ndarray, epochs: int, se
                      device: str = "cpu", progress=None):
     """M5 transfer: a 3-way head on the frozen detector's features."""
     torch = _torch(device)
-    from .networks import SliceHead
+    from ..networks import SliceHead
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -297,8 +297,8 @@ def split_masks(patients: np.ndarray, seed: int | None = None):
 
 
 def main(args) -> int:
-    from .device import pick_device
-    from .weights import save_model, read_manifest, write_manifest, WeightsError
+    from ..device import pick_device
+    from ..weights import save_model, read_manifest, write_manifest, WeightsError
 
     device = pick_device(args.device)
     out = Path(args.out) if args.out else paths.weights_dir()
@@ -349,7 +349,7 @@ def main(args) -> int:
         save_model(model, "detector", out, "NoduleDetector", {},
                    "(1, 50, 50) grey patch, HU -1000..400 -> 0..1")
     elif args.model in ("slices", "retrieval"):
-        from .weights import load_model
+        from ..weights import load_model
 
         try:
             detector = load_model("detector", out, device)
@@ -400,7 +400,7 @@ def describe_training_data(disease=None, lidc_root: str | None = None,
     from lungviewer.study.annotations import RATING_WORDS
     from lungviewer.study.lidc_db import get_database
 
-    from .engine import CAVEAT
+    from ..engine import CAVEAT
 
     db = get_database()
     per_patient: dict[str, int] = {}
@@ -442,8 +442,8 @@ def describe_training_data(disease=None, lidc_root: str | None = None,
 def build_retrieval_index(detector, nod: Samples, out: Path, device: str = "cpu") -> list:
     """M6: embed every training nodule (never a held-out test patient) with the detector;
     one index entry per nodule with its readers' ratings and a thumbnail."""
-    from .retrieval import RetrievalIndex, group_by_nodule
-    from .weights import read_manifest, sha256, write_manifest
+    from ..retrieval import RetrievalIndex, group_by_nodule
+    from ..weights import read_manifest, sha256, write_manifest
 
     tr, va, _ = split_masks(nod["patient"])
     sub = nod.subset(tr | va)
