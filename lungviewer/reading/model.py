@@ -1,0 +1,613 @@
+"""The reading of one study as plain data: CAD marks with the reader's verdict, box scores,
+measurements, segmented nodules with their Lung-RADS suggestion and the reader's note.
+
+Qt-free and numpy-light; saved as JSON (never pickle) by :mod:`lungviewer.reading.store`
+and exported as DICOM SR/SEG and PDF by :mod:`lungviewer.reading.export_dicom` and
+:mod:`lungviewer.reading.report_pdf`.
+
+Voxel indices are ``(slice, row, col)`` = ``(z, y, x)`` of the loaded
+:class:`~lungviewer.study.volume.Volume` (slice 0 = lowest position along the normal);
+boxes are ``(slice, row0, col0, row1, col1)``, 0-based, ends exclusive; lengths in mm,
+volumes in mm³.
+
+JSON layout (``format`` = ``lungviewer-reading``, ``schema_version`` = 1)::
+
+    {"format", "schema_version", "study_uid", "series_uid", "synthetic", "app_version",
+     "created", "modified", "note",
+     "cad_marks": [{"id", "slice", "row", "col", "diameter_mm", "score", "class", "status"}],
+     "box_scores": [{"box", "malignancy" (5 probabilities, levels 1..5), "malignancy_expected",
+                     "disease_names", "disease_probs", "disease_source",
+                     "nodule_probability", "model_version"}],
+     "measurements": [Measurement.to_dict(), ...],
+     "nodules": [{"id", "box", "volume_mm3", "long_axis_mm", "short_axis_mm",
+                  "mean_diameter_mm", "mean_hu", "type", "lung_rads": {"category", "rule"},
+                  "axis_slice", "status", "source", "cad_mark_id", "note",
+                  "mask": {"offset", "shape", "encoding", "data", "voxels"} | null}]}
+
+The mask is a boolean sub-block of the volume at ``offset`` (z0, y0, x0), stored as
+``numpy.packbits`` of the C-order array, zlib-compressed, base64 text.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lungviewer import __version__
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lungviewer.reading.measurements import Measurement
+
+FORMAT = "lungviewer-reading"
+SCHEMA_VERSION = 1
+STATUSES = ("unreviewed", "accepted", "rejected")
+MASK_ENCODING = "packbits-zlib-base64"
+#: a stored mask larger than this many voxels is refused (a nodule block, not a volume)
+MAX_MASK_VOXELS = 64_000_000
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class _Fields:
+    """Reads typed fields out of one JSON object, naming the record and field on error."""
+
+    def __init__(self, obj: Any, where: str) -> None:
+        if not isinstance(obj, dict):
+            raise ValueError(  # noqa: TRY004 - bad file content is a ValueError here
+                f"{where}: expected an object, got {type(obj).__name__}")
+        self.obj, self.where = obj, where
+
+    def _get(self, key: str, default: Any, required: bool) -> Any:
+        if key not in self.obj or self.obj[key] is None:
+            if required:
+                raise ValueError(f"{self.where}: '{key}' is missing")
+            return default
+        return self.obj[key]
+
+    def num(self, key: str, default: float | None = None, required: bool = True
+            ) -> float | None:
+        v = self._get(key, default, required)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{self.where}: '{key}' must be a finite number, got {v!r}")
+        return float(v)
+
+    def int(self, key: str, default: int | None = None, required: bool = True) -> int | None:
+        v = self._get(key, default, required)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(  # noqa: TRY004
+                f"{self.where}: '{key}' must be an integer, got {v!r}")
+        return v
+
+    def str(self, key: str, default: str = "", required: bool = False) -> str:
+        v = self._get(key, default, required)
+        if not isinstance(v, str):
+            raise ValueError(  # noqa: TRY004
+                f"{self.where}: '{key}' must be text, got {type(v).__name__}")
+        return v
+
+    def box(self, key: str = "box") -> tuple[int, int, int, int, int]:
+        v = self._get(key, None, True)
+        if (not isinstance(v, list) or len(v) != 5
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in v)):
+            raise ValueError(f"{self.where}: '{key}' must be five integers "
+                             "(slice, row0, col0, row1, col1)")
+        return _check_box(v, self.where)
+
+    def nums(self, key: str, n: int | None = None) -> list[float]:
+        v = self._get(key, [], False)
+        if not isinstance(v, list) or (n is not None and len(v) != n) or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                for x in v):
+            size = f"{n} " if n is not None else ""
+            raise ValueError(f"{self.where}: '{key}' must be a list of {size}finite numbers")
+        return [float(x) for x in v]
+
+    def status(self, default: str) -> str:
+        s = self.str("status", default)
+        if s not in STATUSES:
+            raise ValueError(f"{self.where}: status {s!r} is not one of {', '.join(STATUSES)}")
+        return s
+
+
+def _check_box(v, where: str = "box") -> tuple[int, int, int, int, int]:
+    k, r0, c0, r1, c1 = (int(x) for x in v)
+    if k < 0 or r0 < 0 or c0 < 0 or r1 <= r0 or c1 <= c0:
+        raise ValueError(f"{where}: box {tuple(v)} is empty or negative "
+                         "(slice, row0, col0, row1, col1 with row1 > row0, col1 > col0)")
+    return k, r0, c0, r1, c1
+
+
+# -- records ------------------------------------------------------------------------------------
+@dataclass
+class CadMark:
+    """One CAD finding and the reader's verdict on it (rejected marks are kept)."""
+
+    id: str
+    slice: int
+    row: float
+    col: float
+    diameter_mm: float
+    score: float
+    cls: str = "nodule"
+    status: str = "unreviewed"
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"CAD mark status {self.status!r} is not one of "
+                             f"{', '.join(STATUSES)}")
+
+    @classmethod
+    def from_finding(cls, finding, mark_id: str) -> CadMark:
+        """From a :class:`lungviewer.cad.findings.Finding` (or anything with its fields)."""
+        return cls(mark_id, int(finding.slice), float(finding.row), float(finding.col),
+                   float(finding.diameter_mm), float(finding.score),
+                   str(getattr(finding, "cls", "nodule")))
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "slice": self.slice, "row": round(self.row, 2),
+                "col": round(self.col, 2), "diameter_mm": round(self.diameter_mm, 3),
+                "score": round(self.score, 5), "class": self.cls, "status": self.status}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "CAD mark") -> CadMark:
+        f = _Fields(d, where)
+        return cls(f.str("id", required=True), f.int("slice"), f.num("row"), f.num("col"),
+                   f.num("diameter_mm"), f.num("score"), f.str("class", "nodule"),
+                   f.status("unreviewed"))
+
+
+def model_version(manifest: dict | None) -> str:
+    """The CAD models' version: the manifest's ``version`` when it has one, else the short
+    sha256 of the multi-task and detector weights it lists (they give the box scores)."""
+    if not manifest:
+        return "unknown"
+    if manifest.get("version"):
+        return str(manifest["version"])
+    models = manifest.get("models", {})
+    parts = [f"{name} {str(models[name].get('sha256', ''))[:12]}"
+             for name in ("multitask", "detector") if name in models]
+    return ", ".join(parts) or "unknown"
+
+
+@dataclass
+class BoxScore:
+    """The CAD scores of one box (what the CAD panel shows), with the models' version."""
+
+    box: tuple[int, int, int, int, int]
+    malignancy: list[float]  # probabilities of malignancy levels 1..5
+    disease_names: list[str]
+    disease_probs: list[float]
+    nodule_probability: float
+    model_version: str = "unknown"
+    disease_source: str = ""
+
+    def __post_init__(self) -> None:
+        self.box = _check_box(self.box)
+        if len(self.malignancy) != 5:
+            raise ValueError(f"box score: {len(self.malignancy)} malignancy probabilities, "
+                             "expected 5 (levels 1..5)")
+        if len(self.disease_names) != len(self.disease_probs):
+            raise ValueError("box score: disease names and probabilities differ in number")
+
+    @property
+    def malignancy_expected(self) -> float:
+        return float(np.dot(self.malignancy, np.arange(1, 6)))
+
+    @classmethod
+    def from_scores(cls, scores, manifest: dict | None = None, disease_source: str = ""
+                    ) -> BoxScore:
+        """From :class:`lungviewer.cad.engine.BoxScores`; ``manifest`` is the engine's."""
+        return cls(tuple(int(v) for v in scores.box),  # type: ignore[arg-type]
+                   [float(p) for p in scores.malignancy_probs], list(scores.disease_names),
+                   [float(p) for p in scores.disease_probs], float(scores.nodule_prob),
+                   model_version(manifest), disease_source)
+
+    def to_dict(self) -> dict:
+        return {"box": list(self.box), "malignancy": [round(p, 5) for p in self.malignancy],
+                "malignancy_expected": round(self.malignancy_expected, 4),
+                "disease_names": list(self.disease_names),
+                "disease_probs": [round(p, 5) for p in self.disease_probs],
+                "disease_source": self.disease_source,
+                "nodule_probability": round(self.nodule_probability, 5),
+                "model_version": self.model_version}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "box score") -> BoxScore:
+        f = _Fields(d, where)
+        names = d.get("disease_names", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{where}: 'disease_names' must be a list of text")
+        return cls(f.box(), f.nums("malignancy", 5), names, f.nums("disease_probs", len(names)),
+                   f.num("nodule_probability"), f.str("model_version", "unknown"),
+                   f.str("disease_source"))
+
+
+@dataclass
+class PackedMask:
+    """A boolean (z, y, x) sub-block of the volume at ``offset``, packed for JSON."""
+
+    offset: tuple[int, int, int]
+    shape: tuple[int, int, int]
+    data: str  # base64 of zlib(packbits(mask.ravel()))
+    voxels: int  # number of True voxels (a check on decoding)
+
+    @classmethod
+    def from_array(cls, mask: np.ndarray, offset=(0, 0, 0)) -> PackedMask:
+        m = np.asarray(mask, dtype=bool)
+        if m.ndim != 3:
+            raise ValueError(f"a nodule mask must be 3-D (z, y, x), got shape {m.shape}")
+        raw = zlib.compress(np.packbits(m.ravel()).tobytes(), 6)
+        off = tuple(int(v) for v in offset)
+        return cls(off, tuple(int(v) for v in m.shape),  # type: ignore[arg-type]
+                   base64.b64encode(raw).decode("ascii"), int(m.sum()))
+
+    def to_array(self) -> np.ndarray:
+        n = int(np.prod(self.shape))
+        try:
+            raw = zlib.decompress(base64.b64decode(self.data, validate=True), bufsize=n // 8 + 1)
+        except (binascii.Error, zlib.error, ValueError) as exc:
+            raise ValueError(f"nodule mask: the packed bits cannot be decoded ({exc})") from exc
+        bits = np.unpackbits(np.frombuffer(raw, np.uint8), count=n) if n else np.zeros(0, np.uint8)
+        if bits.size != n:
+            raise ValueError(f"nodule mask: {bits.size} bits for a block of {n} voxels")
+        m = bits.astype(bool).reshape(self.shape)
+        if int(m.sum()) != self.voxels:
+            raise ValueError("nodule mask: the decoded voxel count does not match")
+        return m
+
+    def full(self, shape: tuple[int, int, int]) -> np.ndarray:
+        """The mask placed in a volume of ``shape`` (z, y, x); parts outside are cut off."""
+        out = np.zeros(shape, dtype=bool)
+        block = self.to_array()
+        src, dst = [], []
+        for o, s, full in zip(self.offset, block.shape, shape):
+            a, b = max(o, 0), min(o + s, full)
+            if b <= a:
+                return out
+            dst.append(slice(a, b))
+            src.append(slice(a - o, b - o))
+        out[tuple(dst)] = block[tuple(src)]
+        return out
+
+    def to_dict(self) -> dict:
+        return {"offset": list(self.offset), "shape": list(self.shape),
+                "encoding": MASK_ENCODING, "data": self.data, "voxels": self.voxels}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "nodule mask") -> PackedMask:
+        f = _Fields(d, where)
+        if f.str("encoding", MASK_ENCODING) != MASK_ENCODING:
+            raise ValueError(f"{where}: unknown encoding {d.get('encoding')!r} "
+                             f"(expected {MASK_ENCODING})")
+        off, shp = d.get("offset"), d.get("shape")
+        for name, v, lo in (("offset", off, -(2**31)), ("shape", shp, 0)):
+            if (not isinstance(v, list) or len(v) != 3
+                    or not all(isinstance(x, int) and not isinstance(x, bool) and x >= lo
+                               for x in v)):
+                raise ValueError(f"{where}: '{name}' must be three integers (z, y, x)")
+        if int(np.prod(shp)) > MAX_MASK_VOXELS:
+            raise ValueError(f"{where}: a block of {shp} voxels is too large for a nodule")
+        return cls(tuple(off), tuple(shp), f.str("data", required=True),  # type: ignore[arg-type]
+                   f.int("voxels"))
+
+
+@dataclass
+class NoduleRecord:
+    """A segmented nodule: measurements, type, Lung-RADS suggestion, its mask and a note.
+
+    ``source`` is ``"box"`` (segmented from a box the reader drew) or ``"cad"`` (from a CAD
+    mark, ``cad_mark_id``); ``status`` says whether it goes into the exports (accepted)."""
+
+    id: str
+    box: tuple[int, int, int, int, int]
+    volume_mm3: float
+    long_axis_mm: float
+    short_axis_mm: float
+    mean_diameter_mm: float
+    mean_hu: float
+    type: str
+    lung_rads: dict = field(default_factory=dict)  # {"category": str, "rule": str}
+    axis_slice: int | None = None
+    mask: PackedMask | None = None
+    note: str = ""
+    status: str = "accepted"
+    source: str = "box"
+    cad_mark_id: str | None = None
+
+    def __post_init__(self) -> None:
+        self.box = _check_box(self.box, f"nodule {self.id}")
+        if self.status not in STATUSES:
+            raise ValueError(f"nodule status {self.status!r} is not one of {', '.join(STATUSES)}")
+
+    @property
+    def category(self) -> str:
+        return str(self.lung_rads.get("category", ""))
+
+    @classmethod
+    def from_segmentation(cls, seg, nodule_id: str = "", box=None, note: str = "",
+                          source: str = "box", cad_mark_id: str | None = None) -> NoduleRecord:
+        """From :class:`lungviewer.reading.volumetry.NoduleSegmentation` (``as_dict()``,
+        ``mask`` at ``offset``)."""
+        d = seg.as_dict()
+        b = box if box is not None else d.get("box")
+        if b is None:
+            raise ValueError("the nodule segmentation names no box")
+        lr = d.get("lung_rads") or {}
+        mask = getattr(seg, "mask", None)
+        packed = (PackedMask.from_array(mask, getattr(seg, "offset", (0, 0, 0)))
+                  if mask is not None else None)
+        axis = d.get("axis_slice")
+        b = tuple(int(v) for v in b)
+        return cls(nodule_id, b, float(d["volume_mm3"]),  # type: ignore[arg-type]
+                   float(d["long_axis_mm"]), float(d["short_axis_mm"]),
+                   float(d.get("mean_diameter_mm",
+                               (d["long_axis_mm"] + d["short_axis_mm"]) / 2)),
+                   float(d["mean_hu"]), str(d["type"]),
+                   {"category": str(lr.get("category", "")), "rule": str(lr.get("rule", ""))},
+                   int(axis) if axis is not None else None, packed, note, "accepted", source,
+                   cad_mark_id)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "box": list(self.box), "volume_mm3": round(self.volume_mm3, 3),
+                "long_axis_mm": round(self.long_axis_mm, 3),
+                "short_axis_mm": round(self.short_axis_mm, 3),
+                "mean_diameter_mm": round(self.mean_diameter_mm, 3),
+                "mean_hu": round(self.mean_hu, 2), "type": self.type,
+                "lung_rads": dict(self.lung_rads), "axis_slice": self.axis_slice,
+                "status": self.status, "source": self.source, "cad_mark_id": self.cad_mark_id,
+                "note": self.note,
+                "mask": self.mask.to_dict() if self.mask is not None else None}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "nodule") -> NoduleRecord:
+        f = _Fields(d, where)
+        lr = d.get("lung_rads") or {}
+        if not isinstance(lr, dict) or not all(isinstance(v, str) for v in lr.values()):
+            raise ValueError(f"{where}: 'lung_rads' must be an object of text "
+                             "({category, rule})")
+        mark = d.get("cad_mark_id")
+        if mark is not None and not isinstance(mark, str):
+            raise ValueError(f"{where}: 'cad_mark_id' must be text")
+        return cls(f.str("id", required=True), f.box(), f.num("volume_mm3"),
+                   f.num("long_axis_mm"), f.num("short_axis_mm"),
+                   f.num("mean_diameter_mm"), f.num("mean_hu"), f.str("type", required=True),
+                   dict(lr), f.int("axis_slice", None, required=False),
+                   PackedMask.from_dict(d["mask"], f"{where} mask")
+                   if d.get("mask") is not None else None,
+                   f.str("note"), f.status("accepted"), f.str("source", "box"), mark)
+
+
+def _measurement_from_dict(d: Any, where: str):
+    from lungviewer.reading.measurements import Measurement
+
+    try:
+        return Measurement.from_dict(d)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{where}: not a measurement ({type(exc).__name__}: {exc})") from exc
+
+
+# -- the reading ---------------------------------------------------------------------------------
+@dataclass
+class Reading:
+    """Everything the reader found or decided in one study (one CT series)."""
+
+    study_uid: str
+    series_uid: str = ""
+    synthetic: bool = False
+    app_version: str = __version__
+    created: str = field(default_factory=_now)
+    modified: str = field(default_factory=_now)
+    note: str = ""
+    cad_marks: list[CadMark] = field(default_factory=list)
+    box_scores: list[BoxScore] = field(default_factory=list)
+    measurements: list[Measurement] = field(default_factory=list)
+    nodules: list[NoduleRecord] = field(default_factory=list)
+
+    @classmethod
+    def for_volume(cls, volume) -> Reading:
+        """An empty reading of a loaded :class:`~lungviewer.study.volume.Volume`."""
+        return cls(volume.study_uid, volume.series_uid, bool(volume.is_synthetic))
+
+    def touch(self) -> None:
+        self.modified = _now()
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.cad_marks or self.box_scores or self.measurements or self.nodules
+                    or self.note)
+
+    # -- CAD marks --------------------------------------------------------------------------
+    def set_cad_marks(self, findings) -> list[CadMark]:
+        """Replace the marks by ``findings`` (CAD ``Finding`` objects or :class:`CadMark`),
+        highest score first. A new mark at the place of an earlier one (same slice ±1,
+        centres within max(larger diameter in mm, 4) pixels: chest CT pixels are ≤ 1 mm, so
+        at least one diameter) keeps the earlier verdict and id, so a re-scan does not undo
+        the reader's review."""
+        old = list(self.cad_marks)
+        used: set[str] = set()
+        new: list[CadMark] = []
+        n = 1 + max((_num_of(m.id) for m in old), default=0)
+        for f in sorted(findings, key=lambda f: -float(f.score)):
+            mark = f if isinstance(f, CadMark) else CadMark.from_finding(f, "")
+            prev = next((m for m in old if m.id not in used and abs(m.slice - mark.slice) <= 1
+                         and math.hypot(m.row - mark.row, m.col - mark.col)
+                         <= max(m.diameter_mm, mark.diameter_mm, 4.0)), None)
+            if prev is not None:
+                used.add(prev.id)
+                mark.id, mark.status = prev.id, prev.status
+            elif not mark.id or any(m.id == mark.id for m in new):
+                mark.id, n = f"c{n}", n + 1
+            new.append(mark)
+        self.cad_marks = new
+        self.touch()
+        return new
+
+    def mark(self, mark_id: str) -> CadMark:
+        for m in self.cad_marks:
+            if m.id == mark_id:
+                return m
+        raise KeyError(f"no CAD mark {mark_id!r} in this reading")
+
+    def set_status(self, mark_id: str, status: str) -> CadMark:
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        m = self.mark(mark_id)
+        m.status = status
+        for nod in self.nodules:  # a nodule segmented from the mark follows its verdict
+            if nod.cad_mark_id == mark_id:
+                nod.status = "rejected" if status == "rejected" else "accepted"
+        self.touch()
+        return m
+
+    def accept(self, mark_id: str) -> CadMark:
+        return self.set_status(mark_id, "accepted")
+
+    def reject(self, mark_id: str) -> CadMark:
+        return self.set_status(mark_id, "rejected")
+
+    def accepted_marks(self) -> list[CadMark]:
+        return [m for m in self.cad_marks if m.status == "accepted"]
+
+    # -- box scores -------------------------------------------------------------------------
+    def add_box_score(self, score: BoxScore) -> BoxScore:
+        """Add the scores of a box, replacing earlier scores of the same box."""
+        self.box_scores = [s for s in self.box_scores if s.box != score.box] + [score]
+        self.touch()
+        return score
+
+    def score_for(self, box) -> BoxScore | None:
+        """The box scores of ``box``: the same box, else the latest box on the same slice
+        whose centre lies inside it."""
+        box = tuple(int(v) for v in box)
+        for s in reversed(self.box_scores):
+            if s.box == box:
+                return s
+        k, r0, c0, r1, c1 = box
+        for s in reversed(self.box_scores):
+            rc, cc = (s.box[1] + s.box[3]) / 2, (s.box[2] + s.box[4]) / 2
+            if s.box[0] == k and r0 <= rc < r1 and c0 <= cc < c1:
+                return s
+        return None
+
+    # -- nodules ----------------------------------------------------------------------------
+    def add_nodule(self, nodule: NoduleRecord) -> NoduleRecord:
+        """Add a nodule; one with the id or the box of an earlier nodule replaces it (the
+        note and verdict of the earlier one are kept when the new one has none)."""
+        prev = next((x for x in self.nodules if (nodule.id and x.id == nodule.id)
+                     or x.box == nodule.box), None)
+        if prev is not None:
+            nodule.id = prev.id
+            nodule.note = nodule.note or prev.note
+            self.nodules[self.nodules.index(prev)] = nodule
+        else:
+            if not nodule.id or any(x.id == nodule.id for x in self.nodules):
+                nodule.id = f"n{1 + max((_num_of(x.id) for x in self.nodules), default=0)}"
+            self.nodules.append(nodule)
+        self.touch()
+        return nodule
+
+    def nodule(self, nodule_id: str) -> NoduleRecord:
+        for x in self.nodules:
+            if x.id == nodule_id:
+                return x
+        raise KeyError(f"no nodule {nodule_id!r} in this reading")
+
+    def remove_nodule(self, nodule_id: str) -> None:
+        self.nodules.remove(self.nodule(nodule_id))
+        self.touch()
+
+    def accepted_nodules(self) -> list[NoduleRecord]:
+        return [x for x in self.nodules if x.status == "accepted"]
+
+    # -- measurements -----------------------------------------------------------------------
+    def add_measurement(self, m: Measurement) -> Measurement:
+        self.measurements.append(m)
+        self.touch()
+        return m
+
+    def replace_measurement(self, index: int, m: Measurement) -> None:
+        self.measurements[index] = m
+        self.touch()
+
+    def remove_measurement(self, index: int) -> None:
+        del self.measurements[index]
+        self.touch()
+
+    def set_note(self, text: str) -> None:
+        self.note = str(text)
+        self.touch()
+
+    # -- JSON -------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "schema_version": SCHEMA_VERSION,
+                "study_uid": self.study_uid, "series_uid": self.series_uid,
+                "synthetic": self.synthetic, "app_version": self.app_version,
+                "created": self.created, "modified": self.modified, "note": self.note,
+                "cad_marks": [m.to_dict() for m in self.cad_marks],
+                "box_scores": [s.to_dict() for s in self.box_scores],
+                "measurements": [m.to_dict() for m in self.measurements],
+                "nodules": [x.to_dict() for x in self.nodules]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Reading:
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ValueError("not a lungviewer reading (its 'format' is not "
+                             f"{FORMAT!r})")
+        f = _Fields(d, "reading")
+        version = f.int("schema_version")
+        if version < 1 or version > SCHEMA_VERSION:
+            raise ValueError(f"reading schema version {version} is not supported (this "
+                             f"lungviewer reads version 1..{SCHEMA_VERSION}; update lungviewer)")
+        lists = {}
+        for key in ("cad_marks", "box_scores", "measurements", "nodules"):
+            v = d.get(key, [])
+            if not isinstance(v, list):
+                raise ValueError(f"reading: '{key}' must be a list")  # noqa: TRY004 - file content
+            lists[key] = v
+        synthetic = d.get("synthetic", False)
+        if not isinstance(synthetic, bool):
+            raise ValueError("reading: 'synthetic' is not true/false")  # noqa: TRY004
+        return cls(
+            f.str("study_uid", required=True), f.str("series_uid"), synthetic,
+            f.str("app_version", "unknown"), f.str("created"), f.str("modified"), f.str("note"),
+            [CadMark.from_dict(x, f"CAD mark {i + 1}") for i, x in enumerate(lists["cad_marks"])],
+            [BoxScore.from_dict(x, f"box score {i + 1}")
+             for i, x in enumerate(lists["box_scores"])],
+            [_measurement_from_dict(x, f"measurement {i + 1}")
+             for i, x in enumerate(lists["measurements"])],
+            [NoduleRecord.from_dict(x, f"nodule {i + 1}") for i, x in enumerate(lists["nodules"])])
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Reading:
+        """Parse a saved reading; anything else (bad JSON, another program's file, a newer
+        schema, wrong field types) raises ValueError naming the problem."""
+        try:
+            d = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"not a lungviewer reading: the file is not valid JSON ({exc})"
+                             ) from exc
+        return cls.from_dict(d)
+
+
+def _num_of(ident: str) -> int:
+    digits = "".join(ch for ch in ident[1:] if ch.isdigit())
+    return int(digits) if digits and ident[1:].isdigit() else 0
