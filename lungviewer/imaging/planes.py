@@ -78,7 +78,7 @@ def from_volume(plane: str, z: float, y: float, x: float) -> tuple[float, float,
 def slab_range(n: int, index: int, thickness_mm: float, step_mm: float) -> tuple[int, int]:
     """The image indices ``[lo, hi)`` a slab of ``thickness_mm`` centred on ``index``
     covers along an axis of ``n`` images ``step_mm`` apart (at least the image itself)."""
-    half = max(int(round(float(thickness_mm) / max(float(step_mm), 1e-6) / 2.0 - 0.5)), 0)
+    half = max(round(float(thickness_mm) / max(float(step_mm), 1e-6) / 2.0 - 0.5), 0)
     lo, hi = max(int(index) - half, 0), min(int(index) + half + 1, int(n))
     return lo, max(hi, lo + 1)
 
@@ -98,3 +98,151 @@ def slab_image(vol: np.ndarray, plane: str, index: int, thickness_mm: float,
     if mode == "minip":
         return block.min(axis=axis)
     return block.mean(axis=axis, dtype=np.float32)
+
+
+# -- a cache of slab images ------------------------------------------------------------------
+class SlabCache:
+    """The last ``max_items`` slab images of one volume, keyed by
+    ``(plane, index, thickness_mm, mode)``: scrolling back and forth over a thick slab costs
+    one projection per image. A different volume (by identity) empties the cache."""
+
+    def __init__(self, max_items: int = 48) -> None:
+        self.max_items = int(max_items)
+        self._vol_id: int | None = None
+        self._items: dict[tuple, np.ndarray] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._vol_id = None
+
+    def get(self, vol: np.ndarray, plane: str, index: int, thickness_mm: float, mode: str,
+            spacing: tuple[float, float, float]) -> np.ndarray:
+        """:func:`slab_image` of ``vol`` (z, y, x), from the cache when it was made before."""
+        if self._vol_id != id(vol):
+            self._items.clear()
+            self._vol_id = id(vol)
+        key = (plane, int(index), round(float(thickness_mm), 3), mode)
+        img = self._items.pop(key, None)
+        if img is None:
+            self.misses += 1
+            img = slab_image(vol, plane, index, thickness_mm, mode, spacing)
+            img.flags.writeable = False
+        else:
+            self.hits += 1
+        self._items[key] = img  # most recently used last
+        while len(self._items) > self.max_items:
+            self._items.pop(next(iter(self._items)))
+        return img
+
+
+# -- orientation letters of each plane ---------------------------------------------------------
+def plane_orientation(orientation: np.ndarray, plane: str) -> tuple[dict[str, str], bool]:
+    """Patient-orientation letters at the image edges of ``plane`` (keys left/right/top/
+    bottom) and whether its rows run upwards on screen (image row 0 at the bottom).
+
+    ``orientation`` is ImageOrientationPatient (row cosines, column cosines); the slice
+    index runs along their cross product. Axial images have row 0 at the top; coronal and
+    sagittal images (rows = slices) are shown with the head up."""
+    from lungviewer.study.volume import direction_letters as letters
+
+    axis = _check(plane)
+    o = np.asarray(orientation, dtype=float).reshape(6)
+    r, c = o[:3], o[3:]
+    n = np.cross(r, c)
+    n = n / (np.linalg.norm(n) or 1.0)
+    if axis == 0:
+        col_dir, row_dir, up = r, c, False
+    else:
+        col_dir = r if axis == 1 else c
+        row_dir = n
+        up = bool(n[2] >= 0)  # slice index towards the head: rows run upwards
+    top, bottom = (row_dir, -row_dir) if up else (-row_dir, row_dir)
+    return ({"left": letters(-col_dir), "right": letters(col_dir), "top": letters(top),
+             "bottom": letters(bottom)}, up)
+
+
+# -- outlines drawn on one axial slice, cut by the other planes ---------------------------------
+def rasterise_outline(points_rc: np.ndarray, shape_yx: tuple[int, int]
+                      ) -> tuple[int, int, np.ndarray] | None:
+    """The pixels inside a closed outline on an axial slice (vertices ``(n, 2)`` (row, col)
+    at pixel centres; an outline of one or two points covers those pixels): ``(row0, col0,
+    mask)`` with ``mask`` the boolean crop of its bounding box, None when it is off the
+    image."""
+    from skimage.draw import polygon, polygon_perimeter
+
+    p = np.asarray(points_rc, dtype=float).reshape(-1, 2)
+    if len(p) == 0:
+        return None
+    h, w = int(shape_yx[0]), int(shape_yx[1])
+    lo = np.maximum(np.floor(p.min(axis=0)).astype(int), 0)
+    hi = np.minimum(np.ceil(p.max(axis=0)).astype(int) + 1, (h, w))
+    if np.any(hi <= lo):
+        return None
+    q = p - lo
+    shape = tuple(int(v) for v in hi - lo)
+    mask = np.zeros(shape, dtype=bool)
+    rr, cc = polygon(q[:, 0], q[:, 1], shape)
+    mask[rr, cc] = True
+    rr, cc = polygon_perimeter(np.round(q[:, 0]), np.round(q[:, 1]), shape, clip=True)
+    mask[rr, cc] = True  # the outline's own pixels: thin outlines keep their slice
+    return int(lo[0]), int(lo[1]), mask
+
+
+def cut_outlines(crops: list[tuple[int, int, int, np.ndarray, bool]], plane: str,
+                 index: int) -> list[np.ndarray]:
+    """Where the volume the outlines enclose meets a plane, as closed polylines ``(n, 2)``
+    of (row, col) on that plane's image (pixel centres).
+
+    ``crops`` are ``(slice, row0, col0, mask, inclusion)`` from :func:`rasterise_outline`
+    of one object's outlines (one per slice); exclusion crops are cut out of the union of
+    the inclusion ones."""
+    from skimage.measure import find_contours
+
+    axis = _check(plane)
+    pieces = []  # (row0, col0, 2-D piece, inclusion) on the plane's image
+    for k, r0, c0, mask, inclusion in crops:
+        if axis == 0:
+            if k == index:
+                pieces.append((r0, c0, mask, inclusion))
+        elif axis == 1:
+            if r0 <= index < r0 + mask.shape[0]:
+                pieces.append((k, c0, mask[index - r0][None, :], inclusion))
+        elif c0 <= index < c0 + mask.shape[1]:
+            pieces.append((k, r0, mask[:, index - c0][None, :], inclusion))
+    if not any(p[3] for p in pieces):
+        return []
+    r_lo = min(p[0] for p in pieces) - 1
+    c_lo = min(p[1] for p in pieces) - 1
+    r_hi = max(p[0] + p[2].shape[0] for p in pieces) + 1
+    c_hi = max(p[1] + p[2].shape[1] for p in pieces) + 1
+    grid = np.zeros((r_hi - r_lo, c_hi - c_lo), dtype=bool)
+    for inclusion in (True, False):
+        for r0, c0, piece, inc in pieces:
+            if inc == inclusion:
+                sub = grid[r0 - r_lo:r0 - r_lo + piece.shape[0],
+                           c0 - c_lo:c0 - c_lo + piece.shape[1]]
+                if inclusion:
+                    sub |= piece
+                else:
+                    sub &= ~piece
+    return [c + (r_lo, c_lo) for c in find_contours(grid.astype(np.float32), 0.5)
+            if len(c) > 2]
+
+
+def parse_slab(text: str) -> tuple[str | None, float]:
+    """``"none"``, ``"mip"``, ``"mip:10"``, ``"minip:5"``, ``"avg:20"`` → (mode or None,
+    thickness mm; 10 mm when not given). Raises ValueError naming the problem."""
+    mode, _, mm = str(text).strip().lower().partition(":")
+    if mode in ("", "none", "off"):
+        return None, float(mm) if mm else 10.0
+    if mode not in SLAB_MODES:
+        raise ValueError(f"unknown slab mode {mode!r}; one of none, {', '.join(SLAB_MODES)}")
+    try:
+        thickness = float(mm) if mm else 10.0
+    except ValueError:
+        raise ValueError(f"slab thickness {mm!r} is not a number of mm") from None
+    if not np.isfinite(thickness) or thickness <= 0:
+        raise ValueError(f"slab thickness must be a positive number of mm, not {mm!r}")
+    return mode, thickness

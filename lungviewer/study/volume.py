@@ -13,6 +13,18 @@ from pathlib import Path
 import numpy as np
 
 
+def direction_letters(v: np.ndarray) -> str:
+    """Patient-orientation letters of a direction in DICOM LPS (+x = patient Left,
+    +y = Posterior, +z = Superior/Head), strongest component first: e.g. "L", "HP"."""
+    names = (("L", "R"), ("P", "A"), ("H", "F"))
+    v = np.asarray(v, dtype=float)
+    out = ""
+    for axis in np.argsort(-np.abs(v)):
+        if abs(v[axis]) > 0.3:
+            out += names[axis][0] if v[axis] > 0 else names[axis][1]
+    return out or "?"
+
+
 @dataclass
 class Volume:
     """A loaded CT series.
@@ -77,6 +89,18 @@ class Volume:
         return n / (np.linalg.norm(n) or 1.0)
 
     @property
+    def head_step(self) -> int:
+        """+1 when going from slice ``k`` to ``k + 1`` moves towards the patient's head
+        (higher patient z), -1 when it moves towards the feet (a feet-first series whose
+        normal points to the feet, sorted along it). From the slice positions' z; for a
+        single slice, from the sign of the slice normal's z component (+1 if it is 0)."""
+        if self.n_slices > 1:
+            dz = float(self.positions[-1, 2] - self.positions[0, 2])
+            if dz != 0:
+                return 1 if dz > 0 else -1
+        return -1 if self.normal[2] < 0 else 1
+
+    @property
     def z_positions(self) -> np.ndarray:
         """Patient z (ImagePositionPatient[2], mm) of every slice — what LIDC XML calls
         ``imageZposition``."""
@@ -112,14 +136,6 @@ class Volume:
     def orientation_labels(self) -> dict[str, str]:
         """Patient-orientation letters at the image edges: keys left/right/top/bottom."""
 
-        def letter(v: np.ndarray) -> str:
-            # DICOM LPS: +x = patient Left, +y = Posterior, +z = Superior (Head)
-            names = (("L", "R"), ("P", "A"), ("H", "F"))
-            out = ""
-            for axis in np.argsort(-np.abs(v)):
-                if abs(v[axis]) > 0.3:
-                    out += names[axis][0] if v[axis] > 0 else names[axis][1]
-            return out or "?"
-
+        letter = direction_letters
         r, c = self.orientation[:3], self.orientation[3:]
         return {"right": letter(r), "left": letter(-r), "bottom": letter(c), "top": letter(-c)}

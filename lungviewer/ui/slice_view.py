@@ -1,8 +1,16 @@
-"""The slice view: one axial slice of a Volume in a pyqtgraph ViewBox, with overlays.
+"""The slice view: one image of a Volume on one plane (axial, coronal or sagittal) in a
+pyqtgraph ViewBox, with overlays.
 
-Mouse: wheel = next/previous slice, Ctrl+wheel = zoom, left drag = pan (or draw the CAD
-box in box mode), right drag = window/level. Keys are handled by the main window.
-Coordinates inside the view are pixel indices: x = column, y = row (row 0 at the top).
+Mouse: wheel = next/previous image, Ctrl+wheel = zoom, left drag = pan (or draw the CAD
+box in box mode, or a measurement with a measurement tool), left click = move the linked
+crosshair there, right drag = window/level. Keys are handled by the main window.
+
+Coordinates inside the view are the plane image's pixel indices (x = column, y = row; see
+:mod:`lungviewer.imaging.planes` for what rows and columns are on each plane). Axial images
+have row 0 at the top; coronal and sagittal ones are shown head up. The aspect ratio comes
+from the pixel size in mm (the ViewBox scales x and y so that 1 mm is as long on screen in
+both directions). The image can be a thick slab (MIP, MinIP or average) instead of one
+image.
 """
 
 from __future__ import annotations
@@ -15,9 +23,16 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QCursor, QFont
 from PySide6.QtWidgets import QLabel, QToolTip, QVBoxLayout, QWidget
 
+from lungviewer.imaging import planes
 from lungviewer.imaging.overlay import mask_rgba, polygon_hit
 from lungviewer.imaging.window import PRESETS
 from lungviewer.study.volume import Volume
+
+SLAB_MM_RANGE = (2.0, 40.0)
+SLAB_NAMES = {"mip": "MIP", "minip": "MinIP", "avg": "Average"}
+#: colours of CAD marks by finding status (anything else: the first)
+MARK_COLOURS = {"proposed": "#ff9f1a", "accepted": "#3ddc84", "rejected": "#8a8a8a"}
+CROSSHAIR_COLOUR = "#40c8ff"
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
 
@@ -50,41 +65,82 @@ class Marker:
     size: float = 12
 
 
+@dataclass
+class Mark:
+    """A CAD finding drawn as a circle where its sphere meets the shown image: volume
+    position (z, y, x) in voxels, diameter in mm, status (proposed / accepted / rejected)."""
+
+    z: float
+    y: float
+    x: float
+    diameter_mm: float
+    status: str = "proposed"
+
+
 class _ViewBox(pg.ViewBox):
-    def __init__(self, owner: "SliceView") -> None:
+    def __init__(self, owner: SliceView) -> None:
         super().__init__(invertY=True, lockAspect=True, enableMenu=False)
         self._owner = owner
 
-    def wheelEvent(self, ev, axis=None):  # noqa: N802 (Qt naming)
+    def wheelEvent(self, ev, axis=None):
         if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
             super().wheelEvent(ev, axis)
         else:
             self._owner.step(1 if ev.delta() > 0 else -1)
+            self._owner.activated.emit()
             ev.accept()
 
-    def mouseDragEvent(self, ev, axis=None):  # noqa: N802
+    def mouseClickEvent(self, ev):
+        if ev.button() == Qt.MouseButton.LeftButton:
+            ev.accept()
+            self._owner._clicked(ev.scenePos())
+        else:
+            super().mouseClickEvent(ev)
+
+    def mouseDragEvent(self, ev, axis=None):
         if ev.button() == Qt.MouseButton.RightButton:
             ev.accept()
             self._owner._window_drag(ev)
         elif ev.button() == Qt.MouseButton.LeftButton and self._owner.box_mode:
             ev.accept()
             self._owner._box_drag(ev)
+        elif (ev.button() == Qt.MouseButton.LeftButton
+              and self._owner.tool_drag is not None):
+            ev.accept()
+            p0 = self.mapSceneToView(ev.buttonDownScenePos())
+            p1 = self.mapSceneToView(ev.scenePos())
+            self._owner.tool_drag((p0.y(), p0.x()), (p1.y(), p1.x()), ev.isStart(),
+                                  ev.isFinish())
         else:
             super().mouseDragEvent(ev, axis)
 
 
 class SliceView(QWidget):
-    """Shows ``volume.hu[k]`` with the current window; emits what the user does."""
+    """Shows image ``index`` of ``volume.hu`` on ``plane`` (axial: ``hu[k]``) with the
+    current window; emits what the user does. The CAD box exists on the axial plane only."""
 
     sliceChanged = Signal(int)
     windowChanged = Signal(float, float)  # level, width
     hoverInfo = Signal(str)  # HU and position under the cursor ('' when outside)
     boxChanged = Signal(int, int, int, int, int)  # slice, row0, col0, row1, col1
+    clicked = Signal(int, int, int)  # the voxel (z, y, x) of a left click on the image
+    activated = Signal()  # the user scrolled or clicked in this view
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, plane: str = "axial",
+                 slab_cache: planes.SlabCache | None = None) -> None:
         super().__init__(parent)
+        planes.plane_count((1, 1, 1), plane)  # a clear error for an unknown plane
+        self.plane = plane
         self.volume: Volume | None = None
         self.index = 0
+        self.slab: tuple[str, float] | None = None  # (mode, thickness mm) or a single image
+        self.slab_cache = slab_cache if slab_cache is not None else planes.SlabCache()
+        self.tool_drag = None  # callable((row, col) start, (row, col) now, start, finish)
+        self.rows_up = False  # image row 0 at the bottom (coronal, sagittal)
+        self._outline_crops: dict[tuple, list] | None = None  # other planes' outline cuts
+        self._marks: list[Mark] = []
+        self._crosshair: tuple[float, float] | None = None
+        self.title = ""  # a first line in the top-left corner text (e.g. "Axial slab")
         self.level, self.width = PRESETS["lung"].level, PRESETS["lung"].width
         self.box_mode = False
         self.box: tuple[int, int, int, int, int] | None = None
@@ -106,6 +162,13 @@ class SliceView(QWidget):
         self.mask_opacity = 0.3  # of the fill; the outline is drawn opaque
         self.mask_item.setZValue(5)
         self.view.addItem(self.mask_item)
+        pen = pg.mkPen(CROSSHAIR_COLOUR, width=1, style=Qt.PenStyle.DashLine)
+        self.cross_lines = (pg.InfiniteLine(angle=90, movable=False, pen=pen),
+                            pg.InfiniteLine(angle=0, movable=False, pen=pen))
+        for line in self.cross_lines:
+            line.setZValue(8)
+            line.hide()
+            self.view.addItem(line, ignoreBounds=True)
         self.roi: pg.RectROI | None = None
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -128,17 +191,36 @@ class SliceView(QWidget):
         self.setMinimumSize(320, 320)
 
     # -- data -------------------------------------------------------------------------------
+    @property
+    def n_images(self) -> int:
+        """How many images the plane has (0 without a volume)."""
+        return 0 if self.volume is None else planes.plane_count(self.volume.shape, self.plane)
+
+    @property
+    def pixel_mm(self) -> tuple[float, float]:
+        """Pixel size (row mm, col mm) of the shown images."""
+        if self.volume is None:
+            return (1.0, 1.0)
+        return planes.plane_spacing(self.volume.spacing, self.plane)
+
     def set_volume(self, volume: Volume, index: int | None = None) -> None:
         self.volume = volume
         self._mask = None
-        self._polygons, self._markers = [], []
+        self._polygons, self._markers, self._marks = [], [], []
+        self._outline_crops = None
+        self._crosshair = None
+        self.slab_cache.clear()
         self.clear_box()
-        dy, dx = volume.spacing[1], volume.spacing[2]
-        self.view.setAspectLocked(True, ratio=dx / dy)
+        row_mm, col_mm = self.pixel_mm
+        labels, self.rows_up = planes.plane_orientation(volume.orientation, self.plane)
+        self.view.invertY(not self.rows_up)
+        # x and y scales such that a millimetre is as long across as down
+        self.view.setAspectLocked(True, ratio=col_mm / row_mm)
         self.index = -1
-        self.set_slice(volume.n_slices // 2 if index is None else index)
+        n = self.n_images
+        self.set_slice(n // 2 if index is None else index)
         self.view.autoRange(padding=0.0)
-        labels = volume.orientation_labels()
+        self._update_crosshair()
         for side in ("left", "right", "top", "bottom"):
             self._labels[side].setText(labels[side])
         banner = self._labels["banner"]
@@ -160,9 +242,55 @@ class SliceView(QWidget):
         self._update_mask()
 
     def set_polygons(self, polygons: list[Polygon], markers: list[Marker] = ()) -> None:
+        """Outlines and point marks drawn on axial slices; the coronal and sagittal views
+        draw where the volume each reader's outlines enclose meets their plane."""
         self._polygons = list(polygons)
         self._markers = list(markers)
+        self._outline_crops = None
         self._update_overlays()
+
+    def set_marks(self, marks) -> None:
+        """CAD findings: :class:`Mark` or ``(z, y, x, diameter_mm, status)`` tuples (voxel
+        position; a circle on every image that cuts the finding's sphere)."""
+        self._marks = [m if isinstance(m, Mark) else Mark(*m) for m in marks]
+        self._update_overlays()
+
+    def set_crosshair(self, point: tuple[float, float, float] | None) -> None:
+        """Show the linked crosshair at the volume voxel ``(z, y, x)`` (None hides it)."""
+        if point is None:
+            self._crosshair = None
+        else:
+            _, row, col = planes.from_volume(self.plane, *point)
+            self._crosshair = (row, col)
+        self._update_crosshair()
+
+    def set_slab(self, mode: str | None, thickness_mm: float = 10.0) -> None:
+        """Show a thick slab (``mip``, ``minip`` or ``avg`` over ``thickness_mm``, clamped to
+        2–40 mm, centred on the image) or, with ``mode`` None, single images."""
+        if mode is not None and mode not in planes.SLAB_MODES:
+            raise ValueError(f"unknown slab mode {mode!r}; one of "
+                             f"{', '.join(planes.SLAB_MODES)}")
+        slab = None if mode is None else (mode, float(np.clip(thickness_mm, *SLAB_MM_RANGE)))
+        if slab == self.slab:
+            return
+        self.slab = slab
+        self._update_image()
+        self._update_texts()
+
+    def image_data(self) -> np.ndarray:
+        """The 2-D image shown now: the plane's image, or its slab."""
+        vol = self.volume
+        if self.slab is None:
+            return planes.plane_image(vol.hu, self.plane, self.index)
+        mode, mm = self.slab
+        return self.slab_cache.get(vol.hu, self.plane, self.index, mm, mode, vol.spacing)
+
+    def slab_images(self) -> tuple[int, int] | None:
+        """The image indices ``[lo, hi)`` the slab covers (None without a slab)."""
+        if self.slab is None or self.volume is None:
+            return None
+        step = self.volume.spacing[planes.AXIS[self.plane]]
+        return planes.slab_range(self.n_images, self.index, self.slab[1], step)
 
     def set_group_visible(self, group: str, visible: bool) -> None:
         (self._hidden_groups.discard if visible else self._hidden_groups.add)(group)
@@ -172,12 +300,11 @@ class SliceView(QWidget):
     def set_slice(self, index: int) -> None:
         if self.volume is None:
             return
-        index = int(np.clip(index, 0, self.volume.n_slices - 1))
+        index = int(np.clip(index, 0, self.n_images - 1))
         if index == self.index:
             return
         self.index = index
-        self.image.setImage(self.volume.hu[index], autoLevels=False,
-                            levels=(self.level - self.width / 2, self.level + self.width / 2))
+        self._update_image()
         self._update_mask()
         self._update_overlays()
         self._update_box_visibility()
@@ -188,6 +315,12 @@ class SliceView(QWidget):
 
     def step(self, delta: int) -> None:
         self.set_slice(self.index + delta)
+
+    def _update_image(self) -> None:
+        if self.volume is None or self.index < 0:
+            return
+        self.image.setImage(self.image_data(), autoLevels=False,
+                            levels=(self.level - self.width / 2, self.level + self.width / 2))
 
     def set_window(self, level: float, width: float) -> None:
         self.level, self.width = float(level), float(max(1.0, width))
@@ -207,13 +340,14 @@ class SliceView(QWidget):
 
     # -- box ---------------------------------------------------------------------------------
     def set_box_mode(self, on: bool) -> None:
+        on = bool(on) and self.plane == "axial"
         self.box_mode = on
         self.graphics.setCursor(Qt.CursorShape.CrossCursor if on else Qt.CursorShape.ArrowCursor)
 
     def set_box(self, slice_index: int, row0: int, col0: int, row1: int, col1: int,
                 emit: bool = True) -> None:
-        """Place the CAD box (pixel indices, end exclusive) on a slice."""
-        if self.volume is None:
+        """Place the CAD box (pixel indices, end exclusive) on an axial slice."""
+        if self.volume is None or self.plane != "axial":
             return
         h, w = self.volume.shape[1:]
         row0, row1 = sorted((int(np.clip(row0, 0, h)), int(np.clip(row1, 0, h))))
@@ -250,8 +384,8 @@ class SliceView(QWidget):
             return
         x, y = self.roi.pos()
         w, h = self.roi.size()
-        self.set_box(self.index, int(round(y)), int(round(x)), int(round(y + h)),
-                     int(round(x + w)))
+        self.set_box(self.index, round(y), round(x), round(y + h),
+                     round(x + w))
 
     def _box_drag(self, ev) -> None:
         p0 = self.view.mapSceneToView(ev.buttonDownScenePos())
@@ -282,6 +416,17 @@ class SliceView(QWidget):
             self._drag_start = None
 
     # -- hover ---------------------------------------------------------------------------------
+    def _clicked(self, scene_pos: QPointF) -> None:
+        self.activated.emit()
+        if self.volume is None:
+            return
+        p = self.view.mapSceneToView(scene_pos)
+        row, col = int(np.floor(p.y())), int(np.floor(p.x()))
+        h, w = planes.plane_image(self.volume.hu, self.plane, 0).shape
+        if 0 <= row < h and 0 <= col < w:
+            z, y, x = planes.to_volume(self.plane, self.index, row, col)
+            self.clicked.emit(int(z), int(y), int(x))
+
     def _mouse_moved(self, pos: QPointF) -> None:
         if self.volume is None or not self.view.sceneBoundingRect().contains(pos):
             return
@@ -304,6 +449,8 @@ class SliceView(QWidget):
         """The shown outline with a description nearest to the point among those it lies
         inside or within ``tolerance`` pixels of (vertices are pixel centres)."""
         best, best_d = None, float("inf")
+        if self.plane != "axial":
+            return None
         for p in self._polygons:
             if (p.slice_index != self.index or not p.info
                     or p.group in self._hidden_groups):
@@ -319,12 +466,17 @@ class SliceView(QWidget):
         if vol is None:
             return ""
         row, col = int(np.floor(row_f)), int(np.floor(col_f))
-        if not (0 <= row < vol.shape[1] and 0 <= col < vol.shape[2]):
+        h, w = planes.plane_image(vol.hu, self.plane, 0).shape
+        if not (0 <= row < h and 0 <= col < w):
             return ""
-        hu = int(vol.hu[self.index, row, col])
-        x, y, z = vol.pixel_to_patient(self.index, row, col)
-        text = (f"HU {hu:+d}   pixel (row {row}, col {col})   "
-                f"x {x:.1f}  y {y:.1f}  z {z:.1f} mm")
+        k, r, c = (int(v) for v in planes.to_volume(self.plane, self.index, row, col))
+        hu = int(vol.hu[k, r, c])
+        x, y, z = vol.pixel_to_patient(k, r, c)
+        where = (f"pixel (row {row}, col {col})" if self.plane == "axial"
+                 else f"voxel (image {k + 1}, row {r}, col {c})")
+        text = f"HU {hu:+d}   {where}   x {x:.1f}  y {y:.1f}  z {z:.1f} mm"
+        if self.slab is not None:
+            text += f"   ({SLAB_NAMES[self.slab[0]]} {int(self.image_data()[row, col]):+d})"
         poly = self.polygon_at(row_f, col_f)
         if poly is not None:
             text += "   ·   " + ": ".join(poly.info.splitlines()[:2])
@@ -335,46 +487,138 @@ class SliceView(QWidget):
         if self._mask is None or self.volume is None or self._mask.shape != self.volume.shape:
             self.mask_item.clear()
             return
-        rgba = mask_rgba(self._mask[self.index], (40, 220, 90), self.mask_opacity,
+        rgba = mask_rgba(planes.plane_image(self._mask, self.plane, self.index), (40, 220, 90),
+                         self.mask_opacity,
                          max(0.8, self.mask_opacity))
         self.mask_item.setImage(rgba, autoLevels=False, levels=(0, 255))
+
+    def _curve(self, pts: np.ndarray, color: str, width: float, dashed: bool) -> None:
+        style = Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine
+        # +0.5: vertices are pixel centres
+        item = pg.PlotCurveItem(pts[:, 1] + 0.5, pts[:, 0] + 0.5,
+                                pen=pg.mkPen(QColor(color), width=width, style=style))
+        item.setZValue(10)
+        self.view.addItem(item)
+        self._overlay_items.append(item)
+
+    def _crops(self) -> dict[tuple, list]:
+        """The readers' outlines rasterised per slice, one list of crops per (reader group,
+        colour, line width) — what the coronal and sagittal views cut."""
+        if self._outline_crops is None:
+            shape = self.volume.shape[1:]
+            crops: dict[tuple, list] = {}
+            for p in self._polygons:
+                if not p.closed or len(p.points_rc) < 3:
+                    continue
+                crop = planes.rasterise_outline(p.points_rc, shape)
+                if crop is not None:
+                    crops.setdefault((p.group, p.color, p.width), []).append(
+                        (p.slice_index, *crop, not p.dashed))
+            self._outline_crops = crops
+        return self._outline_crops
 
     def _update_overlays(self) -> None:
         for item in self._overlay_items:
             self.view.removeItem(item)
         self._overlay_items = []
-        for p in self._polygons:
-            if p.slice_index != self.index or p.group in self._hidden_groups:
+        if self.volume is None:
+            return
+        if self.plane == "axial":
+            for p in self._polygons:
+                if p.slice_index != self.index or p.group in self._hidden_groups:
+                    continue
+                pts = p.points_rc
+                if p.closed and len(pts) > 2:
+                    pts = np.vstack([pts, pts[:1]])
+                self._curve(pts, p.color, p.width, p.dashed)
+        else:
+            for (group, color, width), crops in self._crops().items():
+                if group in self._hidden_groups:
+                    continue
+                for line in planes.cut_outlines(crops, self.plane, self.index):
+                    self._curve(line, color, width, False)
+        marks = []
+        for m in self._markers:
+            if m.group in self._hidden_groups:
                 continue
-            pts = p.points_rc
-            if p.closed and len(pts) > 2:
-                pts = np.vstack([pts, pts[:1]])
-            style = Qt.PenStyle.DashLine if p.dashed else Qt.PenStyle.SolidLine
-            # +0.5: polygon vertices are pixel centres
-            item = pg.PlotCurveItem(pts[:, 1] + 0.5, pts[:, 0] + 0.5,
-                                    pen=pg.mkPen(QColor(p.color), width=p.width, style=style))
-            item.setZValue(10)
-            self.view.addItem(item)
-            self._overlay_items.append(item)
-        marks = [m for m in self._markers
-                 if m.slice_index == self.index and m.group not in self._hidden_groups]
+            k, r, c = planes.from_volume(self.plane, m.slice_index, m.row, m.col)
+            if round(k) == self.index:
+                marks.append((r, c, m))
         if marks:
             item = pg.ScatterPlotItem(
-                [m.col + 0.5 for m in marks], [m.row + 0.5 for m in marks],
-                symbol=[m.symbol for m in marks], size=[m.size for m in marks],
-                pen=[pg.mkPen(m.color, width=2) for m in marks], brush=None)
+                [c + 0.5 for r, c, m in marks], [r + 0.5 for r, c, m in marks],
+                symbol=[m.symbol for *_, m in marks], size=[m.size for *_, m in marks],
+                pen=[pg.mkPen(m.color, width=2) for *_, m in marks], brush=None)
             item.setZValue(11)
             self.view.addItem(item)
             self._overlay_items.append(item)
+        self._draw_marks()
+
+    def mark_circles(self) -> list[tuple[float, float, float, float, Mark]]:
+        """The CAD marks cut by the shown image: (row, col, row radius, col radius in
+        pixels, mark) of each circle drawn; a mark's circle is 2 mm wider than its sphere's
+        cut so that it surrounds the nodule."""
+        if self.volume is None:
+            return []
+        row_mm, col_mm = self.pixel_mm
+        step = self.volume.spacing[planes.AXIS[self.plane]]
+        out = []
+        for m in self._marks:
+            k, r, c = planes.from_volume(self.plane, m.z, m.y, m.x)
+            radius = max(float(m.diameter_mm), 1.0) / 2.0
+            d = abs(k - self.index) * step
+            if d > radius:
+                continue
+            cut = float(np.sqrt(radius * radius - d * d)) + 2.0
+            out.append((r, c, cut / row_mm, cut / col_mm, m))
+        return out
+
+    def _draw_marks(self) -> None:
+        from PySide6.QtWidgets import QGraphicsEllipseItem
+
+        for r, c, rr, rc, m in self.mark_circles():
+            item = QGraphicsEllipseItem(c + 0.5 - rc, r + 0.5 - rr, 2 * rc, 2 * rr)
+            colour = MARK_COLOURS.get(m.status, MARK_COLOURS["proposed"])
+            style = Qt.PenStyle.DashLine if m.status == "rejected" else Qt.PenStyle.SolidLine
+            item.setPen(pg.mkPen(colour, width=2, style=style))
+            item.setZValue(12)
+            self.view.addItem(item)
+            self._overlay_items.append(item)
+
+    def _update_crosshair(self) -> None:
+        vline, hline = self.cross_lines
+        if self._crosshair is None or self.volume is None:
+            vline.hide()
+            hline.hide()
+            return
+        row, col = self._crosshair
+        vline.setPos(col + 0.5)
+        hline.setPos(row + 0.5)
+        vline.show()
+        hline.show()
 
     def _update_texts(self) -> None:
         vol = self.volume
         if vol is None:
             return
-        z = vol.z_positions[self.index]
-        self._labels["tl"].setText(
-            f"Image {self.index + 1} / {vol.n_slices}  (index {self.index})\n"
-            f"z {z:.1f} mm   slice {vol.spacing[0]:.2f} mm")
+        if self.plane == "axial":
+            z = vol.z_positions[self.index]
+            text = (f"Image {self.index + 1} / {vol.n_slices}  (index {self.index})\n"
+                    f"z {z:.1f} mm   slice {vol.spacing[0]:.2f} mm")
+        else:
+            row_mm, col_mm = self.pixel_mm
+            step = vol.spacing[planes.AXIS[self.plane]]
+            text = (f"{self.plane.capitalize()} {self.index + 1} / {self.n_images}  "
+                    f"(index {self.index})\n"
+                    f"{self.index * step:.1f} mm   pixel {row_mm:.2f} × {col_mm:.2f} mm")
+        if self.title:
+            text = f"{self.title}\n{text}"
+        span = self.slab_images()
+        if span is not None:
+            step = vol.spacing[planes.AXIS[self.plane]]
+            text += (f"\n{SLAB_NAMES[self.slab[0]]} slab {self.slab[1]:.0f} mm "
+                     f"({span[1] - span[0]} images, {(span[1] - span[0]) * step:.1f} mm)")
+        self._labels["tl"].setText(text)
         preset = next((p.name for p in PRESETS.values()
                        if p.level == self.level and p.width == self.width), "custom")
         self._labels["tr"].setText(f"W {self.width:.0f}  L {self.level:.0f}  ({preset})")
@@ -397,7 +641,7 @@ class SliceView(QWidget):
         lab["top"].move(w // 2, lab["tl"].height() + 36)
         lab["bottom"].move(w // 2, h - lab["bottom"].height() - 6)
 
-    def resizeEvent(self, ev):  # noqa: N802
+    def resizeEvent(self, ev):
         super().resizeEvent(ev)
         self._place_labels()
 
