@@ -5,7 +5,9 @@ JSON keys (documented in the README): ``path``, ``series`` (every series found: 
 when a CT series could be loaded, ``loaded``: ``series_uid``, ``description``, ``slices``,
 ``shape`` [z, y, x], ``spacing_mm`` [z, y, x], ``z_range_mm`` [first, last],
 ``hu_min``, ``hu_max``, ``synthetic`` (bool), ``warnings`` (list of text), ``load_seconds``.
-Patient names and IDs are never printed.
+Each series also has ``geometry`` (image size, pixel spacing, orientation): a series whose
+images differ in geometry is listed once per stack. Patient names and IDs are never printed.
+Exit status 0 when a series was loaded, 1 (with ``error`` in JSON) when none could be.
 """
 
 from __future__ import annotations
@@ -56,14 +58,15 @@ def add_parser(sub):
 def run(args) -> int:
     try:
         info = describe(args.path, args.series)
-    except StudyLoadError as exc:
+        text = json.dumps(info, indent=2, allow_nan=False)  # no NaN/Infinity: not JSON
+    except (StudyLoadError, ValueError) as exc:
         if args.json:
             print(json.dumps({"path": str(args.path), "error": str(exc)}))
         else:
             print(f"lungviewer info: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(text)
         return 0
     for s in info["series"]:
         mark = "*" if s["uid"] == info["loaded"]["series_uid"] else " "

@@ -42,7 +42,8 @@ from lungviewer.study.annotations import StudyAnnotations
 
 
 def _num(x: float, nd: int = 2) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), nd)
+    """``x`` rounded; None (JSON null) when it is missing or not a finite number."""
+    return None if x is None or not math.isfinite(float(x)) else round(float(x), nd)
 
 
 def annotations_to_dict(ann: StudyAnnotations, n_slices: int | None = None,
@@ -136,8 +137,13 @@ def run(args: argparse.Namespace) -> int:
     p = Path(args.path)
     ann = load_study_annotations(volume, folder=p if p.is_dir() else p.parent)
     if getattr(args, "json", False):
-        print(json.dumps(annotations_to_dict(ann, volume.n_slices, volume.is_synthetic),
-                         indent=2))
+        try:
+            text = json.dumps(annotations_to_dict(ann, volume.n_slices, volume.is_synthetic),
+                              indent=2, allow_nan=False)
+        except ValueError as exc:  # a figure that is not a finite number: not JSON
+            print(f"lungviewer nodules: {exc}", file=sys.stderr)
+            return 2
+        print(text)
     else:
         if volume.is_synthetic:
             print("SYNTHETIC study (LIDC twin): the images are rendered, the annotations are "

@@ -1,4 +1,7 @@
-"""``lungviewer synth --patient ID --out DIR``: write the LIDC twin of one scan."""
+"""``lungviewer synth --patient ID --out DIR``: write the LIDC twin of one scan.
+
+Exit status 0 when the twin was written; 2 for an unknown patient or an unusable output
+folder (a file, or not empty); 1 when writing failed."""
 
 from __future__ import annotations
 
@@ -18,22 +21,30 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from lungviewer.synth.twin import find_scan, render_model, build_model
+    from lungviewer.synth.twin import build_model, find_scan, render_model
     from lungviewer.synth.writer import XML_NAME, write_twin
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"lungviewer synth: {out} is a file; choose a new folder", file=sys.stderr)
+        return 2
+    if out.exists() and any(out.iterdir()):
+        print(f"lungviewer synth: {out} is not empty; choose a new folder", file=sys.stderr)
+        return 2
     try:
         scan = find_scan(args.patient, args.series)
     except (KeyError, LidcDatabaseError) as exc:
         print(f"lungviewer synth: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        print(f"lungviewer synth: {out} is not empty; choose a new folder", file=sys.stderr)
-        return 2
     t0 = time.perf_counter()
     twin = render_model(build_model(scan))
     t1 = time.perf_counter()
-    write_twin(scan.patient_id, out, twin=twin)
+    try:
+        write_twin(scan.patient_id, out, twin=twin)
+    except OSError as exc:  # disk full, no permission, ...: the twin was not written
+        print(f"lungviewer synth: cannot write the twin to {out}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
     t2 = time.perf_counter()
     print(f"SYNTHETIC twin of {scan.patient_id}: {scan.n_slices} slices 512x512, "
           f"spacing {scan.slice_spacing:.3g}/{scan.pixel_spacing:.4g} mm, "
