@@ -174,3 +174,71 @@ def write_non_dicom(folder: str | Path) -> Path:
 
 def read_back(path: Path) -> pydicom.Dataset:
     return pydicom.dcmread(path)
+
+
+# -- bad inputs: generators for the loader's corpus of hostile and odd files ----------------
+def edit_series(files: list[Path], edit, which: list[int] | None = None) -> None:
+    """Apply ``edit(ds, i)`` to the files (all, or the indices ``which``) and save them
+    (value validation off, so a test can write values pydicom would refuse)."""
+    for i, path in enumerate(files):
+        if which is not None and i not in which:
+            continue
+        ds = pydicom.dcmread(path)
+        edit(ds, i)
+        with pydicom.config.disable_value_validation():
+            ds.save_as(path)
+
+
+def set_raw_pixels(ds: pydicom.Dataset, stored: np.ndarray) -> None:
+    """Replace the pixel data with ``stored`` (uint16/int16 bit patterns as written)."""
+    ds.PixelData = np.ascontiguousarray(stored).astype(stored.dtype.newbyteorder("<")).tobytes()
+
+
+def write_multiframe(folder: str | Path, frames: int = 4, rows: int = 16, cols: int = 16,
+                     enhanced: bool = False) -> Path:
+    """One CT file holding ``frames`` frames. ``enhanced``: an Enhanced CT object whose
+    geometry lives only in the functional groups (no top-level position/orientation);
+    otherwise a legacy CT image with NumberOfFrames and top-level geometry."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ds = make_ct_slice(k=0, z=0.0, rows=rows, cols=cols, spacing_yx=(0.7, 0.7), thickness=2.5,
+                       series_uid=generate_uid(), study_uid=generate_uid())
+    stack = np.stack([expected_hu(k, rows, cols) for k in range(frames)]) + 1024
+    ds.NumberOfFrames = frames
+    ds.PixelData = stack.astype("<i2").tobytes()
+    if enhanced:
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"
+        shared = pydicom.Dataset()
+        pm = pydicom.Dataset()
+        pm.PixelSpacing = [0.7, 0.7]
+        pm.SliceThickness = 2.5
+        po = pydicom.Dataset()
+        po.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        shared.PixelMeasuresSequence = [pm]
+        shared.PlaneOrientationSequence = [po]
+        ds.SharedFunctionalGroupsSequence = [shared]
+        per = []
+        for k in range(frames):
+            fg = pydicom.Dataset()
+            pp = pydicom.Dataset()
+            pp.ImagePositionPatient = [-100.0, -120.0, 2.5 * k]
+            fg.PlanePositionSequence = [pp]
+            per.append(fg)
+        ds.PerFrameFunctionalGroupsSequence = per
+        for kw in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+            del ds[kw]
+    path = folder / ("enhanced.dcm" if enhanced else "multiframe.dcm")
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def strip_preamble(path: Path, keep_meta: bool = True) -> None:
+    """Rewrite ``path`` without the 128-byte preamble and 'DICM' (and, unless
+    ``keep_meta``, without the file meta group: a bare implicit-VR data set)."""
+    ds = pydicom.dcmread(path)
+    ds.preamble = None
+    if keep_meta:
+        ds.save_as(path, enforce_file_format=False)
+    else:
+        del ds.file_meta
+        ds.save_as(path, enforce_file_format=False, implicit_vr=True, little_endian=True)
