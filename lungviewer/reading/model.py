@@ -301,8 +301,13 @@ class PackedMask:
                 raise ValueError(f"{where}: '{name}' must be three integers (z, y, x)")
         if int(np.prod(shp)) > MAX_MASK_VOXELS:
             raise ValueError(f"{where}: a block of {shp} voxels is too large for a nodule")
-        return cls(tuple(off), tuple(shp), f.str("data", required=True),  # type: ignore[arg-type]
+        mask = cls(tuple(off), tuple(shp), f.str("data", required=True),  # type: ignore[arg-type]
                    f.int("voxels"))
+        try:
+            mask.to_array()  # decoded once here, so a damaged file fails on loading
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from exc
+        return mask
 
 
 @dataclass
