@@ -303,3 +303,18 @@ def test_box_tool_is_axial_only(mpr):
     assert mpr.coronal.box is None
     mpr.set_box(20, 5, 5, 20, 20)
     assert mpr.box == (20, 5, 5, 20, 20)
+
+
+def test_slab_image_equals_the_projection_of_the_block_on_every_plane():
+    rng = np.random.default_rng(3)
+    vol = rng.integers(-1000, 1000, (NZ, NY, NX)).astype(np.int16)
+    for plane, index in (("axial", 20), ("coronal", 1), ("sagittal", NX - 2)):
+        axis = planes.AXIS[plane]
+        lo, hi = planes.slab_range(vol.shape[axis], index, 10.0, SPACING[axis])
+        block = np.take(vol, np.arange(lo, hi), axis=axis)
+        for mode, want in (("mip", block.max(axis)), ("minip", block.min(axis)),
+                           ("avg", block.mean(axis))):
+            got = planes.slab_image(vol, plane, index, 10.0, mode, SPACING)
+            assert got.shape == planes.plane_image(vol, plane, index).shape
+            np.testing.assert_allclose(got, want, atol=1e-3)
+            assert got.dtype == (np.float32 if mode == "avg" else np.int16)

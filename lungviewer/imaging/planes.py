@@ -92,7 +92,9 @@ def slab_image(vol: np.ndarray, plane: str, index: int, thickness_mm: float,
     if mode not in SLAB_MODES:
         raise ValueError(f"unknown slab mode {mode!r}; one of {', '.join(SLAB_MODES)}")
     lo, hi = slab_range(vol.shape[axis], index, thickness_mm, float(spacing[axis]))
-    block = np.take(vol, np.arange(lo, hi), axis=axis)
+    # reduce a view of the block (no copy: gathering a sagittal block across x first costs
+    # more than the projection itself)
+    block = vol[(slice(None),) * axis + (slice(lo, hi),)]
     if mode == "mip":
         return block.max(axis=axis)
     if mode == "minip":

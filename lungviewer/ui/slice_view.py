@@ -618,20 +618,25 @@ class SliceView(QWidget):
             step = vol.spacing[planes.AXIS[self.plane]]
             text += (f"\n{SLAB_NAMES[self.slab[0]]} slab {self.slab[1]:.0f} mm "
                      f"({span[1] - span[0]} images, {(span[1] - span[0]) * step:.1f} mm)")
-        self._labels["tl"].setText(text)
         preset = next((p.name for p in PRESETS.values()
                        if p.level == self.level and p.width == self.width), "custom")
-        self._labels["tr"].setText(f"W {self.width:.0f}  L {self.level:.0f}  ({preset})")
-        self._labels["bl"].setText(vol.description or "")
-        for lab in self._labels.values():
-            lab.adjustSize()
-        self._place_labels()
+        texts = {"tl": text, "tr": f"W {self.width:.0f}  L {self.level:.0f}  ({preset})",
+                 "bl": vol.description or ""}
+        changed = False
+        for name, value in texts.items():
+            if self._labels[name].text() != value:  # only re-measure what changed
+                self._labels[name].setText(value)
+                self._labels[name].adjustSize()
+                changed = True
+        if changed:
+            self._place_labels(adjust=False)
 
-    def _place_labels(self) -> None:
+    def _place_labels(self, adjust: bool = True) -> None:
         w, h = self.graphics.width(), self.graphics.height()
         lab = self._labels
-        for lb in lab.values():
-            lb.adjustSize()
+        if adjust:
+            for lb in lab.values():
+                lb.adjustSize()
         lab["tl"].move(8, 6)
         lab["tr"].move(w - lab["tr"].width() - 8, 6)
         lab["bl"].move(8, h - lab["bl"].height() - 6)
