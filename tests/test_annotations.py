@@ -105,9 +105,9 @@ def test_real_xml_header_readers_and_counts(real):
 def test_real_xml_known_nodule_ratings_and_points(real):
     m = next(m for m in real.marks if m.mark_id == "MI014_11691")
     assert m.reader == "307281171" and m.kind == "nodule"
-    assert m.characteristics.as_dict() == dict(
-        subtlety=2, internalStructure=1, calcification=6, sphericity=5, margin=1, lobulation=1,
-        spiculation=1, texture=1, malignancy=5)
+    assert m.characteristics.as_dict() == {
+        "subtlety": 2, "internalStructure": 1, "calcification": 6, "sphericity": 5,
+        "margin": 1, "lobulation": 1, "spiculation": 1, "texture": 1, "malignancy": 5}
     assert len(m.rois) == 30
     # first ROI as in the file (lines 344ff.)
     r0 = m.rois[0]
@@ -549,7 +549,7 @@ def test_nodules_cmd_json_and_table(tmp_path, capsys):
     assert nod_a["slices"] == [1, 1] and nod_a["ratings"]["reader 1"]["malignancy"] == 4
     assert main(argparse.Namespace(path=str(tmp_path / "ct"), json=False)) == 0
     table = capsys.readouterr().out
-    assert re.search(r"^nodule\s+readers\s+median malignancy", table, re.M)
+    assert re.search(r"^nodule\s+readers\s+median malignancy", table, re.MULTILINE)
     for secret in ("TEST-0001", "TEST^PATIENT", "19500101"):
         assert secret not in out and secret not in table
     assert main(argparse.Namespace(path=str(tmp_path / "nothing"), json=False)) == 2
@@ -563,8 +563,8 @@ def test_twin_study_end_to_end(twin_0001_dir, tmp_path, capsys):
     the database; without the XML the database is reached through the source series."""
     import shutil
 
-    from lungviewer.study.dicom_series import load_series
     from lungviewer.commands.nodules import run as main
+    from lungviewer.study.dicom_series import load_series
 
     vol = load_series(twin_0001_dir)
     scan = get_database().scan_by_patient("LIDC-IDRI-0001")
@@ -612,3 +612,169 @@ def test_twin_xml_header_has_the_real_files_fields_in_order(twin_0001_dir):
     for root in (real, twin):
         assert tags(root.find(f"{NS}readingSession"))[:3] == [
             "annotationVersion", "servicingRadiologistID", "unblindedReadNodule"]
+
+
+# ------------------------------------------------------------------------ XML: hostile numbers
+def _lidc(sessions: list[tuple[str | None, str]], series_uid: str = "1.2.3.4") -> str:
+    """A LIDC XML text: one readingSession per (servicingRadiologistID or None, body)."""
+    body = "".join(
+        "<readingSession>" + (f"<servicingRadiologistID>{rid}</servicingRadiologistID>"
+                              if rid is not None else "") + inner + "</readingSession>"
+        for rid, inner in sessions)
+    return (f'<?xml version="1.0"?><LidcReadMessage xmlns="http://www.nih.gov">'
+            f"<ResponseHeader><SeriesInstanceUid>{series_uid}</SeriesInstanceUid>"
+            f"</ResponseHeader>{body}</LidcReadMessage>")
+
+
+def _roi(z, pts) -> str:
+    return (f"<roi><imageZposition>{z}</imageZposition><inclusion>TRUE</inclusion>"
+            + "".join(f"<edgeMap><xCoord>{x}</xCoord><yCoord>{y}</yCoord></edgeMap>"
+                      for x, y in pts) + "</roi>")
+
+
+def _nodule(nid, rois, **ratings) -> str:
+    ch = "".join(f"<{k}>{v}</{k}>" for k, v in ratings.items())
+    return (f"<unblindedReadNodule><noduleID>{nid}</noduleID>"
+            + (f"<characteristics>{ch}</characteristics>" if ch else "")
+            + "".join(rois) + "</unblindedReadNodule>")
+
+
+SQUARE = [(20, 20), (30, 20), (30, 30), (20, 30)]
+
+
+def test_xml_non_finite_and_huge_numbers_are_dropped_with_messages(tmp_path):
+    """inf / nan / 1e400 / 3e9 coordinates and z, infinite ratings: no OverflowError; the
+    bad points, outlines and ratings are dropped with a message, good ones are kept."""
+    inner = "".join([
+        _nodule("good", [_roi(-97.5, SQUARE)], malignancy=4),
+        _nodule("infx", [_roi(-97.5, [("inf", 1), ("1e400", 2), ("nan", 3)])]),
+        _nodule("huge", [_roi(-97.5, [(3e9, 5), (0, 3e9), (3e9, 3e9)])]),
+        _nodule("infz", [_roi("inf", SQUARE)]),
+        _nodule("hugez", [_roi("1e300", SQUARE)]),
+        _nodule("infrating", [_roi(-95.0, SQUARE)], malignancy="inf", subtlety="1e400"),
+        ("<nonNodule><nonNoduleID>nn</nonNoduleID><imageZposition>-95</imageZposition>"
+         "<locus><xCoord>-inf</xCoord><yCoord>4</yCoord></locus></nonNodule>"),
+    ])
+    p = tmp_path / "bad.xml"
+    p.write_text(_lidc([("123456", inner)]))
+    x = parse_lidc_xml(p)
+    ids = {m.mark_id for m in x.marks}
+    assert ids == {"good", "infrating"}
+    assert {m.mark_id: m.malignancy for m in x.marks} == {"good": 4, "infrating": None}
+    text = "\n".join(x.messages)
+    for nid in ("infx", "huge", "infz", "hugez", "nn"):
+        assert nid in text
+    assert "rating malignancy inf is not one of 1..5" in text
+    ann = annotations_from_xml(small_volume(), x)
+    from lungviewer.commands.nodules import annotations_to_dict
+
+    json.dumps(annotations_to_dict(ann), allow_nan=False)  # no Infinity in the JSON
+
+
+def test_out_of_range_ratings_are_dropped_not_averaged(tmp_path):
+    def inner(mal, calc):
+        return _nodule("n", [_roi(-97.5, SQUARE)], malignancy=mal, calcification=calc,
+                       internalStructure=5)
+
+    p = tmp_path / "ratings.xml"
+    p.write_text(_lidc([("1", inner(99, 6)), ("2", inner(-7, 7)), ("3", inner(2.5, 1)),
+                        ("4", inner(5, 3))]))
+    x = parse_lidc_xml(p)
+    assert [m.malignancy for m in x.marks] == [None, None, None, 5]
+    chars = [m.characteristics for m in x.marks]
+    assert chars[1] is None  # every rating of reader 2 out of range
+    assert [c.calcification for c in chars if c] == [6, 1, 3]  # calcification has 1..6
+    assert all(c.internalStructure is None for c in chars if c)  # internal structure 1..4
+    [nod] = annotations_from_xml(small_volume(), x).nodules
+    assert nod.median_malignancy == 5.0
+    assert sum("not one of" in msg for msg in x.messages) == 4 + 1 + 3
+
+
+def test_outline_spanning_the_coordinate_range_allocates_nothing_big(tmp_path):
+    """A three-point outline over 0..4095 on a 64×64 series, and one reaching past the
+    image: dropped before any mask is drawn (the traced peak stays small)."""
+    import tracemalloc
+
+    p = tmp_path / "wide.xml"
+    p.write_text(_lidc([("1", _nodule("wide", [_roi(-97.5, [(0, 0), (4095, 0), (0, 4095)])])
+                         + _nodule("edge", [_roi(-97.5, [(10, 10), (70, 10), (10, 20)])])
+                         + _nodule("ok", [_roi(-97.5, SQUARE)]))]))
+    x = parse_lidc_xml(p)
+    tracemalloc.start()
+    try:
+        ann = annotations_from_xml(small_volume(), x)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, f"{peak / 2**20:.1f} MiB"
+    assert [n.marks[0].mark_id for n in ann.nodules] == ["ok"]
+    assert any("2 annotation outline(s)" in msg and "64×64" in msg for msg in ann.messages)
+    # without an image size, the mask is still bounded by the coordinate range
+    from lungviewer.study.nodules import mark_volume_mm3
+
+    far = mark("r", [Roi(z_mm=0, points=np.array([[0, 0], [10**9, 0], [0, 10**9]]))])
+    assert mark_volume_mm3(far, (1.0, 1.0, 1.0), image_shape=(64, 64)) > 0
+
+
+def test_outline_of_200000_points_is_ignored_quickly(tmp_path):
+    import time
+
+    t = np.linspace(0, 2 * np.pi, 200_000, endpoint=False)
+    pts = [(int(200 + 100 * np.cos(a)), int(200 + 100 * np.sin(a))) for a in t]
+    p = tmp_path / "long.xml"
+    p.write_text(_lidc([("1", _nodule("long", [_roi(-97.5, pts)])
+                         + _nodule("ok", [_roi(-97.5, SQUARE)]))]))
+    t0 = time.perf_counter()
+    x = parse_lidc_xml(p)
+    ann = annotations_from_xml(small_volume(), x)
+    assert time.perf_counter() - t0 < 20.0
+    assert [m.mark_id for m in x.marks] == ["ok"] and len(ann.nodules) == 1
+    assert any("200000 outline points" in msg for msg in x.messages)
+
+
+def test_50000_marks_are_refused_in_seconds(tmp_path):
+    import time
+
+    nn = "".join(f"<nonNodule><nonNoduleID>{i}</nonNoduleID><imageZposition>-97.5"
+                 f"</imageZposition><locus><xCoord>{i % 60}</xCoord><yCoord>{i % 50}"
+                 "</yCoord></locus></nonNodule>" for i in range(50_000))
+    folder = tmp_path / "study"
+    folder.mkdir()
+    (folder / "many.xml").write_text(_lidc([("1", nn)]))
+    t0 = time.perf_counter()
+    with pytest.raises(LidcXmlError, match="50000 marks, more than the 2000"):
+        parse_lidc_xml(folder / "many.xml")
+    vol = small_volume()
+    ann = load_study_annotations(vol, folder=folder, use_database=False)
+    assert time.perf_counter() - t0 < 20.0
+    assert ann.source == "none" and any("50000 marks" in m for m in ann.messages)
+
+
+def test_reader_ids_that_are_not_anonymous_numbers_are_never_shown(tmp_path):
+    names = ["Dr. Jane Quirinalis", "jquirinalis"]
+    body = _nodule("n", [_roi(-97.5, SQUARE)], malignancy=3)
+    p = tmp_path / "names.xml"
+    p.write_text(_lidc([(names[0], body), (names[1], body)]))
+    x = parse_lidc_xml(p)
+    assert x.readers == ["reader 1", "reader 2"]
+    ann = annotations_from_xml(small_volume(), x)
+    shown = json.dumps([x.readers, x.messages, ann.messages, [m.reader for m in ann.marks]])
+    assert "Quirinalis" not in shown and "quirinalis" not in shown
+    p.write_text(_lidc([("-599886082", body), ("867131873", body)]))  # LIDC's own form
+    assert parse_lidc_xml(p).readers == ["-599886082", "867131873"]
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(n=st.integers(2, 400), line=st.booleans(), seed=st.integers(0, 1000))
+def test_diameter_over_the_hull_equals_all_pairs(n, line, seed):
+    from scipy.spatial.distance import pdist
+
+    rng = np.random.default_rng(seed)
+    if line:  # collinear: no hull, the two ends
+        k = rng.integers(0, 300, n)
+        pts = np.column_stack([10 + 2 * k, 5 + 3 * k])
+    else:
+        pts = rng.integers(0, 500, (n, 2))
+    m = mark("r", [Roi(z_mm=0, points=pts.astype(np.int32))])
+    want = float(pdist(pts * (0.6, 0.8)).max()) if len(np.unique(pts, axis=0)) > 1 else 0.0
+    assert mark_diameter_mm(m, (0.8, 0.6)) == pytest.approx(want)
