@@ -318,3 +318,21 @@ def test_slab_image_equals_the_projection_of_the_block_on_every_plane():
             assert got.shape == planes.plane_image(vol, plane, index).shape
             np.testing.assert_allclose(got, want, atol=1e-3)
             assert got.dtype == (np.float32 if mode == "avg" else np.int16)
+
+
+@pytest.mark.gui
+def test_view_command_options_parse_and_apply(mpr):
+    import argparse
+
+    from lungviewer.commands import view
+
+    parser = argparse.ArgumentParser()
+    view.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["view", "x", "--layout", "1x3", "--slab", "minip:6"])
+    assert (args.layout, args.slab) == ("1x3", ("minip", 6.0))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["view", "x", "--slab", "mip:80"])
+    mpr.apply_options(args.layout, args.slab)
+    assert mpr.layout_name == "1x3" and mpr.coronal.slab == ("minip", 6.0)
+    mpr.apply_options(None, view.parse_slab_option("none"))
+    assert mpr.axial.slab is None and mpr.layout_name == "1x3"

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
+
 from lungviewer.contracts import DEMO_PATIENT
 
 from .common import parse_box
+
+LAYOUTS = ("axial", "1x3", "2x2")  # lungviewer.ui.mpr.LAYOUTS (not imported: no Qt here)
+
+
+def parse_slab_option(text: str) -> tuple[str | None, float]:
+    """``none`` or ``MODE[:MM]`` (mip, minip, avg; 2–40 mm, 10 when not given)."""
+    from lungviewer.imaging.planes import parse_slab
+
+    try:
+        mode, mm = parse_slab(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if mode is not None and not 2.0 <= mm <= 40.0:
+        raise argparse.ArgumentTypeError(f"a slab is 2–40 mm thick, got {mm:g} mm")
+    return mode, mm
 
 
 def add_parser(sub):
@@ -23,6 +40,12 @@ def add_parser(sub):
     p.add_argument("--box", metavar="SLICE,ROW0,COL0,ROW1,COL1", type=parse_box,
                    help="place the CAD box (with --screenshot: wait for the CAD result)")
     p.add_argument("--size", default="1600x1000", help="window size for --screenshot (WxH)")
+    p.add_argument("--layout", choices=LAYOUTS,
+                   help="views: one axial, 1x3 (axial, coronal, sagittal) or 2x2 (the three "
+                        "planes and an axial slab overview); remembered")
+    p.add_argument("--slab", metavar="{none,mip,minip,avg}:MM", type=parse_slab_option,
+                   help="thick slab in every view, e.g. mip:10 (maximum intensity over 10 mm; "
+                        "minip, avg; 2–40 mm) or none")
     return p
 
 

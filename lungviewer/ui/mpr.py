@@ -287,6 +287,15 @@ class MprWidget(QWidget):
         QTimer.singleShot(0, lambda: [v.reset_zoom() for v in shown if v.volume is not None])
         self.layoutChanged.emit(name)
 
+    def apply_options(self, layout: str | None = None,
+                      slab: tuple[str | None, float] | None = None) -> None:
+        """What ``lungviewer view --layout NAME --slab MODE:MM`` asks for (None: unchanged);
+        ``slab`` as :func:`lungviewer.imaging.planes.parse_slab` gives it."""
+        if layout is not None:
+            self.set_layout(layout)
+        if slab is not None:
+            self.set_slab(*slab)
+
     def next_layout(self) -> None:
         self.set_layout(LAYOUTS[(LAYOUTS.index(self.layout_name) + 1) % len(LAYOUTS)])
 
