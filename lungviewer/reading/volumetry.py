@@ -67,7 +67,8 @@ GGN_SOLID_FRACTION = 0.05  #: fewer solid voxels than this fraction: ground glas
 GG_SHELL_FRACTION = 0.3  #: extent voxels > 1.5 mm outside the solid part: ground-glass part
 PV_MARGIN_MM = 1.5  #: partial-volume rim allowed around the solid part
 OPEN_FRACTION = 0.6  #: vessel-cut ball radius / nodule inscribed radius
-MAX_VESSEL_RADIUS_MM = 2.5  #: the vessel-cut ball is never larger (keeps lobulations)
+MAX_VESSEL_RADIUS_MM = 2.5  #: the vessel-cut ball grows no larger than this ...
+LARGE_OPEN_FRACTION = 0.35  #: ... or this fraction of the inscribed radius (keeps lobulations)
 VOI_SCALE = 1.6  #: the nodule stays within the box's circumscribed ellipsoid × this
 MIN_CONTRAST_HU = 100.0  #: core must be this much denser than the lung
 
@@ -254,7 +255,7 @@ def _grow_and_cut(light: np.ndarray, threshold: float, voi: np.ndarray,
     d_in = ndi.distance_transform_edt(pad, sampling=sampling)[1:-1, 1:-1, 1:-1]
     inner = d_in[search & comp] if (search & comp).any() else d_in[comp]
     r_in = float(inner.max())
-    r_open = min(OPEN_FRACTION * r_in, MAX_VESSEL_RADIUS_MM)
+    r_open = min(OPEN_FRACTION * r_in, max(MAX_VESSEL_RADIUS_MM, LARGE_OPEN_FRACTION * r_in))
     if r_open >= min(sampling[1], sampling[2]) * 1.01:
         core = d_in >= r_open
         # the core part nearest the seed: the one holding the deepest voxel in the search area
