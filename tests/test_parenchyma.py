@@ -22,7 +22,8 @@ def phantom(size: int = 256, seed: int = 0, table_core: bool = False):
     with noise, a trachea (−1000 HU, < 1000 px at size 256) in the mediastinum, a vessel
     dot inside the left lung, and a table under the body (with ``table_core``: a closed
     shell around a dark foam core, as real tables have). ``size`` scales the geometry but
-    not the method's pixel parameters. Returns (hu int16, true lungs)."""
+    not the method's pixel parameters. Noise is clipped at −1024 HU as a scanner does.
+    Returns (hu int16, true lungs)."""
     rng = np.random.default_rng(seed)
     s = size / 256.0
     r, c = np.mgrid[:size, :size] / s
@@ -37,7 +38,8 @@ def phantom(size: int = 256, seed: int = 0, table_core: bool = False):
     if table_core:  # foam inside a shell thicker than the closing can bridge
         hu[(r > 216) & (r < 228) & (np.abs(c - 128) < 88)] = -900
     hu += rng.normal(0, 20, hu.shape)
-    return hu.astype(np.int16), lungs
+    # scanners store nothing below −1024 HU inside the image; lower values are padding
+    return np.clip(hu, -1024, None).astype(np.int16), lungs
 
 
 def test_iterative_threshold_converges_between_lung_and_tissue():

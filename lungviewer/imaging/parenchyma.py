@@ -1,82 +1,118 @@
-"""Lung parenchyma segmentation by the threshold method of Chi et al. 2022 (DESIGN M1).
+"""Lung parenchyma segmentation by the threshold method of Chi et al. 2022.
 
-Per axial slice:
+Per axial slice (arrays ``(z, y, x)``, HU ``int16``):
 
-1. iterative global threshold: ``T0 = (max + min) / 2``, then
-   ``T = (mean of pixels above T + mean of pixels at or below T) / 2`` until T stops
-   changing (computed on the slice's HU histogram, so each iteration costs O(bins);
-   values below −1024 HU, e.g. the scanner's padding outside its reconstruction circle,
-   count as −1024 there);
-2. keep the dark side (``HU <= T``): lungs, airways and the air around the body;
-3. morphological closing with a disk of radius 5 (fills vessels and nodules up to about
+1. padding: pixels below −1024 HU (``PixelPaddingValue`` outside the scanner's
+   reconstruction circle, −2000 / −2048 / −3024) and, when a slice's corners outside the
+   reconstruction circle hold one constant value ≤ −1000 HU, that circle's exterior are no
+   image: they never count as air, as dark, or in the threshold;
+2. iterative global threshold on the remaining pixels: ``T0 = (max + min) / 2``, then
+   ``T = (mean above T + mean at or below T) / 2`` until T stops changing (computed on the
+   slice's HU histogram, so each iteration costs O(bins));
+3. keep the dark side (``HU <= T``): lungs, airways and the air around the body;
+4. morphological closing with a disk of radius 5 (fills vessels and nodules up to about
    10 px across inside the lung, and smooths the pleural border);
-4. remove the outside air and the table: keep only what lies inside the body (each
-   slice's largest bright component with its holes filled; the image edge counts as
-   closed where the field of view cuts through the body, so lungs reaching the image edge
-   survive). ``ParenchymaParams(outside="border")`` gives the method's literal rule
-   instead: drop every component touching the image border;
-5. remove components smaller than 1000 px (trachea, bowel gas, noise).
+5. remove what lies outside the body. The body is the slice's largest bright component
+   after an opening with a disk of radius 2 (so blankets, sheets and the table's thin
+   shell, which touch the skin, are not body). Every region of the slice that is not body
+   is inside when the body encloses it, and outside when it reaches the image edge or the
+   padding — unless at least half of it lies within the body's convex hull: a lung cut by
+   a field of view smaller than the patient reaches the edge too, but it lies between body
+   contacts on that edge, inside the hull, whereas the air around the patient lies
+   outside the convex body outline. ``ParenchymaParams(outside="border")`` gives the
+   method's literal rule instead: drop every component touching the image border (or the
+   padding);
+6. remove components smaller than 1000 px (trachea, noise).
 
-Arrays are ``(z, y, x)``; HU ``int16``. The parameters live in :class:`ParenchymaParams`
-with the method's values as defaults; the per-slice thresholds are returned for inspection.
+On a volume (``segment_lungs``), two rules that look at the neighbouring slices follow
+(``ParenchymaParams(volume_rules=False)`` turns them off, leaving the slices independent):
 
-Speed: every step is vectorised over a chunk of slices (one histogram per slice, all
-slices iterated together; in-plane labelling that never connects slices; the closing on
-bit-packed slices, restricted to the body's box) and chunks run in a thread pool. The
+7. the kept components are grouped in 3-D (a component and one of an adjacent slice belong
+   together when they overlap by at least a quarter of the smaller); groups with less than
+   15 % of the largest group's volume are removed: gas in the stomach and bowel below the
+   diaphragm, air pockets under the back or a blanket, a trachea above 1000 px — none of
+   them continues into a lung;
+8. components under 1000 px are put back where they continue a kept lung component: at
+   least half of one overlaps a kept, not smaller, component of an adjacent slice
+   (repeated, so the lung apex and the costophrenic recesses, which shrink slice by slice,
+   come back; the trachea, as wide as the bronchi it joins or wider, does not).
+
+The parameters live in :class:`ParenchymaParams` with the method's values as defaults; the
+per-slice thresholds are returned for inspection.
+
+Speed: steps 1–5 are vectorised over a chunk of slices (one histogram per slice, all slices
+iterated together; in-plane labelling that never connects slices; the closing and opening on
+bit-packed slices, the closing restricted to the body's box; one small convex hull per
+slice) and chunks run in a thread pool; steps 6–8 label the whole candidate mask once. The
 result is identical to the plain per-slice version of ``bench/bench_parenchyma.py``.
 
-Known limits: the field of view is taken to be the image rectangle (a body cut by a
-circular reconstruction field, with padding outside it, loses the lungs touching the
-circle); air the body encloses besides the lungs (bowel gas, air between body and table
-where they touch) is kept when it survives the size limit.
+Known limits: air that the body itself encloses and that continues into a lung in 3-D is
+kept; a body region left open by the field of view is judged by the convex hull alone (a
+deep concavity of the skin cut by the field of view, e.g. between the arm and the chest,
+can count as inside: step 7 removes it when it does not continue into a lung).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import ConvexHull, QhullError
 
 log = logging.getLogger(__name__)
 
-HU_MIN, HU_MAX = -1024, 3071  # histogram range; values outside are clipped into it
+HU_MIN, HU_MAX = -1024, 3071  # histogram range; values above are clipped into it
+PADDING_BELOW_HU = -1024  # values below this are padding, never air
 
 
 @dataclass(frozen=True)
 class ParenchymaParams:
-    """Parameters of M1; the defaults are the method's values.
+    """Parameters of the lung mask (threshold method); the defaults are the method's values
+    and those of the robust "outside the body" rule (see the module docstring).
 
-    ``outside`` chooses how the air around the patient (and the table) is removed:
-    ``"body"`` (default) keeps only what lies inside the body — each slice's largest bright
-    component with its holes filled, the image edge counted as closed where the field of
-    view cuts through the body (bright pieces touching the edge and at least
-    ``body_fraction`` of the largest count as body then, their own holes excepted);
-    ``"border"`` is the method's literal rule, dropping every component that touches the
-    image border (it loses lungs that reach the image edge)."""
+    ``outside``: ``"body"`` (default) keeps what lies inside the body; ``"border"`` is the
+    method's literal rule, dropping every component that touches the image border or the
+    padding (it loses lungs that reach the image edge). ``body_opening_radius``: the disk
+    (px) that detaches thin bright layers (blankets, table shell) from the body.
+    ``hull_fraction``: a region reaching the image edge or padding is inside when at least
+    this fraction of it lies in the body's convex hull. ``volume_rules``: the 3-D grouping
+    and the putting back of small components that continue a lung (volumes only);
+    ``group_fraction``, ``link_overlap`` and ``continue_overlap`` are their fractions."""
 
     closing_radius: int = 5  # disk radius (px) of the morphological closing
     min_component_px: int = 1000  # smaller components are removed
     tolerance_hu: float = 0.5  # the iteration stops when T moves less than this
     max_iterations: int = 100
     outside: str = "body"  # "body" or "border", see above
-    body_fraction: float = 0.25  # bright pieces this large relative to the largest are body
+    body_opening_radius: int = 2
+    hull_fraction: float = 0.5
+    volume_rules: bool = True
+    group_fraction: float = 0.15
+    link_overlap: float = 0.25
+    continue_overlap: float = 0.5
 
     def __post_init__(self) -> None:
         if self.outside not in ("body", "border"):
             raise ValueError(f"ParenchymaParams.outside must be 'body' or 'border', "
                              f"got {self.outside!r}")
-        if self.closing_radius < 0 or self.min_component_px < 0:
-            raise ValueError("ParenchymaParams: closing_radius and min_component_px must be "
-                             f">= 0, got {self.closing_radius} and {self.min_component_px}")
-        if not 0.0 < self.body_fraction <= 1.0:
-            raise ValueError(f"ParenchymaParams.body_fraction must be in (0, 1], "
-                             f"got {self.body_fraction}")
+        if self.closing_radius < 0 or self.min_component_px < 0 or self.body_opening_radius < 0:
+            raise ValueError("ParenchymaParams: closing_radius, min_component_px and "
+                             "body_opening_radius must be >= 0, got "
+                             f"{self.closing_radius}, {self.min_component_px} and "
+                             f"{self.body_opening_radius}")
+        for name in ("hull_fraction", "group_fraction", "link_overlap", "continue_overlap"):
+            v = getattr(self, name)
+            if not 0.0 < v <= 1.0:
+                raise ValueError(f"ParenchymaParams.{name} must be in (0, 1], got {v}")
         if self.tolerance_hu <= 0 or self.max_iterations < 1:
             raise ValueError("ParenchymaParams: tolerance_hu must be > 0 and "
                              "max_iterations >= 1")
@@ -84,11 +120,12 @@ class ParenchymaParams:
 
 @dataclass
 class ParenchymaResult:
-    """The M1 mask of a volume.
+    """The lung mask of a volume.
 
     Attributes:
         mask: bool ``(z, y, x)``, True in the lung parenchyma.
-        thresholds: float ``(z,)``, the converged iterative threshold of every slice (HU).
+        thresholds: float ``(z,)``, the converged iterative threshold of every slice (HU;
+            −1024 on a slice that is all padding).
         seconds: wall time of :func:`segment_lungs`.
         params: the parameters used.
         spacing: voxel size in mm ``(z, y, x)`` when the caller gave it (for volumes).
@@ -189,51 +226,70 @@ def closing_disk(mask: np.ndarray, radius: int) -> np.ndarray:
     is the OR of separable rectangle dilations (eroding: the AND); these run on the
     slices packed 64 pixels to a machine word, so a one-pixel step along x or y is one
     shift or one slice of the array for 64 pixels at once."""
+    return _morph_disk(mask, radius, closing=True)
+
+
+def opening_disk(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary opening of every slice of ``mask`` (z, y, x) with a disk of ``radius``, the
+    image edge replicated as in :func:`closing_disk` (what touches the border is not
+    eroded from it)."""
+    return _morph_disk(mask, radius, closing=False)
+
+
+def _morph_disk(mask: np.ndarray, radius: int, closing: bool) -> np.ndarray:
     if radius <= 0:
         return mask.copy()
     if radius > 60:  # beyond one word's shift; never needed for the method (radius 5)
-        return _closing_disk_filters(mask, radius)
+        return _morph_disk_filters(mask, radius, closing)
     rects = disk_rectangles(radius)
     pad = 2 * radius + 1  # deep enough that the padded image's own edge never matters
-    n, h, w = mask.shape
+    _, h, w = mask.shape
     wp = w + 2 * pad
     extra = (-wp) % 64  # whole words; the extra columns lie beyond the pad (no effect)
     m = np.pad(mask, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
     if extra:
         m = np.pad(m, ((0, 0), (0, 0), (0, extra)))
     words = np.packbits(m, axis=2, bitorder="little").view(_U64)
-    closed = _run_filter(_run_filter(words, rects, True), rects, False)
-    bits = np.unpackbits(closed.view(np.uint8), axis=2, bitorder="little")
+    out = _run_filter(_run_filter(words, rects, closing), rects, not closing)
+    bits = np.unpackbits(out.view(np.uint8), axis=2, bitorder="little")
     return bits[:, pad:pad + h, pad:pad + w].view(bool)
 
 
-def _closing_disk_filters(mask: np.ndarray, radius: int) -> np.ndarray:
-    """:func:`closing_disk` with scipy's running max/min filters (any radius)."""
+def _morph_disk_filters(mask: np.ndarray, radius: int, closing: bool) -> np.ndarray:
+    """:func:`_morph_disk` with scipy's running max/min filters (any radius)."""
     rects = disk_rectangles(radius)
     pad = 2 * radius + 1
     m = np.pad(mask, ((0, 0), (pad, pad), (pad, pad)), mode="edge").view(np.uint8)
-    dil = _filter_rect(m, rects, ndimage.maximum_filter1d)
-    out = _filter_rect(dil, rects, ndimage.minimum_filter1d).view(bool)
+    first, second = ((ndimage.maximum_filter1d, ndimage.minimum_filter1d) if closing
+                     else (ndimage.minimum_filter1d, ndimage.maximum_filter1d))
+    out = _filter_rect(_filter_rect(m, rects, first), rects, second).view(bool)
     return out[:, pad:-pad, pad:-pad]
 
 
-def thresholds_of(hu: np.ndarray, tolerance: float = 0.5,
-                  max_iterations: int = 100) -> np.ndarray:
+def thresholds_of(hu: np.ndarray, tolerance: float = 0.5, max_iterations: int = 100,
+                  valid: np.ndarray | None = None) -> np.ndarray:
     """The iterative (intermeans) threshold of every slice of ``hu`` (z, y, x), in HU.
 
-    One histogram per slice; each iteration updates all slices at once in O(bins)."""
-    nz_, nb = hu.shape[0], HU_MAX - HU_MIN + 1
+    Only the pixels where ``valid`` (bool, same shape) is True count; by default those not
+    below −1024 HU (padding). One histogram per slice; each iteration updates all slices at
+    once in O(bins). A slice without valid pixels gets −1024."""
+    if valid is None:
+        valid = hu >= PADDING_BELOW_HU
+    nz_, nb = hu.shape[0], HU_MAX - HU_MIN + 2  # the last bin takes what is not valid
     v = np.clip(hu.reshape(nz_, -1), HU_MIN, HU_MAX).astype(np.int64) - HU_MIN
+    v[~valid.reshape(nz_, -1)] = nb - 1
     v += (np.arange(nz_, dtype=np.int64) * nb)[:, None]
-    hist = np.bincount(v.ravel(), minlength=nz_ * nb).reshape(nz_, nb).astype(np.float64)
+    hist = np.bincount(v.ravel(), minlength=nz_ * nb).reshape(nz_, nb)[:, :-1]
+    hist = hist.astype(np.float64)
+    nb -= 1
     values = np.arange(nb, dtype=np.float64)
     csum, cval = np.cumsum(hist, axis=1), np.cumsum(hist * values, axis=1)
     total, total_val = csum[:, -1], cval[:, -1]
     present = hist > 0
     lo = np.argmax(present, axis=1)
     hi = nb - 1 - np.argmax(present[:, ::-1], axis=1)
-    t = (lo + hi) / 2.0
-    active = np.ones(nz_, dtype=bool)
+    t = np.where(total > 0, (lo + hi) / 2.0, 0.0)
+    active = total > 0
     rows = np.arange(nz_)
     for _ in range(max_iterations):
         i = np.floor(t).astype(np.int64)
@@ -251,8 +307,36 @@ def thresholds_of(hu: np.ndarray, tolerance: float = 0.5,
 
 def iterative_threshold(hu2d: np.ndarray, tolerance: float = 0.5,
                         max_iterations: int = 100) -> float:
-    """The iterative (intermeans) global threshold of one slice, in HU."""
+    """The iterative (intermeans) global threshold of one slice, in HU (padding below
+    −1024 HU left out)."""
     return float(thresholds_of(np.asarray(hu2d)[None], tolerance, max_iterations)[0])
+
+
+def reconstruction_exterior(shape: tuple[int, int]) -> np.ndarray:
+    """Bool (y, x): the pixels outside the reconstruction circle, the largest circle centred
+    in the image."""
+    h, w = shape
+    r = min(h, w) / 2.0
+    yy = (np.arange(h) - (h - 1) / 2.0) ** 2
+    xx = (np.arange(w) - (w - 1) / 2.0) ** 2
+    return yy[:, None] + xx[None, :] > r * r
+
+
+def padding_mask(hu: np.ndarray) -> np.ndarray:
+    """Bool (z, y, x): what is no image. Pixels below −1024 HU, and on every slice whose
+    four corners (outside the reconstruction circle) hold one value ≤ −1000 HU (real air
+    is noisy) the whole exterior of the reconstruction circle."""
+    pad = hu < PADDING_BELOW_HU
+    h, w = hu.shape[1:]
+    c = max(1, min(h, w) // 32)  # a corner patch, well outside the circle
+    if min(h, w) >= 32:
+        corners = np.concatenate([hu[:, :c, :c], hu[:, :c, -c:], hu[:, -c:, :c],
+                                  hu[:, -c:, -c:]], axis=1).reshape(len(hu), -1)
+        low = corners.min(axis=1)
+        const = (corners.max(axis=1) == low) & (low <= -1000) & (low >= PADDING_BELOW_HU)
+        if const.any():
+            pad[const] |= reconstruction_exterior((h, w))
+    return pad
 
 
 _SLICE_CROSS = np.zeros((3, 3, 3), dtype=bool)
@@ -268,37 +352,15 @@ def _slice_label_ranges(labels: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.maximum.accumulate(top)])
 
 
-def _body_labels(labels: np.ndarray, sizes: np.ndarray,
-                 fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """Bool per label: (the largest component of its slice, a component touching the
-    image edge that is at least ``fraction`` of its slice's largest one but not it)."""
+def _largest_per_slice(labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Bool per label: the largest component of its slice."""
     bounds = _slice_label_ranges(labels)
-    slice_max = np.zeros(len(sizes), dtype=np.int64)
     largest = np.zeros(len(sizes), dtype=bool)
     for k in range(labels.shape[0]):  # a loop over slices, not pixels
         lo, hi = int(bounds[k]), int(bounds[k + 1])
         if hi > lo:
-            slice_max[lo + 1:hi + 1] = sizes[lo + 1:hi + 1].max()
             largest[lo + 1 + int(np.argmax(sizes[lo + 1:hi + 1]))] = True
-    touches = np.zeros(len(sizes), dtype=bool)
-    for e in _edges(labels):
-        touches[e.ravel()] = True
-    extra = touches & (sizes >= fraction * slice_max) & ~largest
-    extra[0] = False
-    return largest, extra
-
-
-def _holes(solid: np.ndarray, closed_edges: list[np.ndarray] | None = None) -> np.ndarray:
-    """Bool (z, y, x): the pixels outside ``solid`` that are enclosed by it in their slice
-    (4-connected background not reaching the image edge). ``closed_edges`` (top, bottom,
-    left, right; (z, L) bool each) marks stretches of edge that count as walls."""
-    rest, m = ndimage.label(~solid, structure=_SLICE_CROSS)
-    outside = np.zeros(m + 1, dtype=bool)
-    for i, edge_rest in enumerate(_edges(rest)):
-        outside[edge_rest.ravel() if closed_edges is None
-                else edge_rest[~closed_edges[i]]] = True
-    outside[0] = False  # label 0 is the solid itself
-    return ~outside[rest] & ~solid
+    return largest
 
 
 def _edges(a: np.ndarray) -> list[np.ndarray]:
@@ -306,41 +368,105 @@ def _edges(a: np.ndarray) -> list[np.ndarray]:
     return [a[:, 0, :], a[:, -1, :], a[:, :, 0], a[:, :, -1]]
 
 
-def _clipped_spans(on_edge: np.ndarray) -> np.ndarray:
-    """(z, L) bool: along one edge, the stretch from the body's first to its last contact.
+def _open_labels(labels: np.ndarray, n: int, pad: np.ndarray) -> np.ndarray:
+    """Bool per label (0..n): the component reaches the image edge or a padding pixel
+    (4-neighbour)."""
+    touch = np.zeros(n + 1, dtype=bool)
+    for e in _edges(labels):
+        touch[e.ravel()] = True
+    if pad.any():
+        near = np.zeros(pad.shape, dtype=bool)
+        near[:, 1:] |= pad[:, :-1]
+        near[:, :-1] |= pad[:, 1:]
+        near[:, :, 1:] |= pad[:, :, :-1]
+        near[:, :, :-1] |= pad[:, :, 1:]
+        touch[labels[near & ~pad]] = True
+    touch[0] = False
+    return touch
 
-    Where the field of view cuts through the body, what lies on the edge between two
-    contacts of the body (typically a lung reaching the image edge) is inside the body."""
-    n, length = on_edge.shape
-    has = on_edge.any(axis=1)
-    first = np.argmax(on_edge, axis=1)
-    last = length - 1 - np.argmax(on_edge[:, ::-1], axis=1)
-    i = np.arange(length)[None, :]
-    return has[:, None] & (i >= first[:, None]) & (i <= last[:, None])
+
+def convex_hull_fill(solid: np.ndarray) -> np.ndarray:
+    """Bool (z, y, x): every slice's convex hull of ``solid`` (pixel centres), filled.
+
+    The hull of a slice is that of its rows' leftmost and rightmost pixels (at most two
+    points a row, one qhull call a slice); each row of the hull is one run of pixels."""
+    out = np.zeros(solid.shape, dtype=bool)
+    n, h, w = solid.shape
+    xs = np.arange(w)
+    for k in range(n):  # a loop over slices; the work inside is vectorised
+        rows = np.flatnonzero(solid[k].any(axis=1))
+        if rows.size == 0:
+            continue
+        sl = solid[k, rows]
+        left = np.argmax(sl, axis=1)
+        right = w - 1 - np.argmax(sl[:, ::-1], axis=1)
+        pts = np.concatenate([np.stack([rows, left], 1), np.stack([rows, right], 1)])
+        pts = pts.astype(np.float64)
+        lo_x = np.full(h, np.inf)
+        hi_x = np.full(h, -np.inf)
+        try:
+            verts = pts[ConvexHull(pts).vertices]
+        except (QhullError, ValueError):  # a line or a point: the rows' runs are the hull
+            lo_x[rows], hi_x[rows] = left, right
+        else:
+            y0, x0 = verts[:, 0], verts[:, 1]
+            y1, x1 = np.roll(y0, -1), np.roll(x0, -1)
+            ys = np.arange(h, dtype=np.float64)[:, None]
+            dy = y1 - y0
+            within = (ys >= np.minimum(y0, y1)) & (ys <= np.maximum(y0, y1))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                tpar = np.where(dy != 0, (ys - y0) / np.where(dy != 0, dy, 1), 0.0)
+            xat = x0 + tpar * (x1 - x0)
+            flat = within & (dy == 0)  # a horizontal edge: both its ends
+            lo_x = np.minimum(np.where(within, xat, np.inf).min(axis=1),
+                              np.where(flat, np.minimum(x0, x1), np.inf).min(axis=1))
+            hi_x = np.maximum(np.where(within, xat, -np.inf).max(axis=1),
+                              np.where(flat, np.maximum(x0, x1), -np.inf).max(axis=1))
+        eps = 1e-6
+        out[k] = (xs[None, :] >= np.ceil(lo_x - eps)[:, None]) & \
+                 (xs[None, :] <= np.floor(hi_x + eps)[:, None])
+    return out
 
 
-def body_interior(bright: np.ndarray, fraction: float = 0.25) -> np.ndarray:
-    """The inside of the body on every slice of ``bright`` (z, y, x, bool: HU above T).
+def body_inside(bright: np.ndarray, pad: np.ndarray, opening_radius: int = 2,
+                hull_fraction: float = 0.5) -> np.ndarray:
+    """Bool (z, y, x): what lies inside the body on every slice.
 
-    The body is each slice's largest bright 4-connected component. Its inside is the body
-    with its holes filled. Where the body runs off the image (a field of view smaller than
-    the patient) the image edge between the body's first and last contact along it counts
-    as closed, so lungs cut by the field of view stay inside, and other bright pieces that
-    touch the image edge and are at least ``fraction`` of the largest count as body too
-    (the body cut in two by a field of view that crosses both lungs). What such a piece
-    encloses on its own (the dark core of a wide table) stays outside; the outside air
-    keeps its open stretch of edge."""
-    labels, n = ndimage.label(bright, structure=_SLICE_CROSS)
+    ``bright`` (bool, HU above the threshold, padding excluded) and ``pad`` (bool, padding)
+    are ``(z, y, x)``. The body is each slice's largest 4-connected component of ``bright``
+    opened with a disk of ``opening_radius`` (thin layers that touch the skin — blankets,
+    the table's shell — drop off). Each 4-connected region of the rest (padding excluded)
+    is inside when the body encloses it; a region reaching the image edge or the padding
+    is inside only when at least ``hull_fraction`` of it lies in the body's convex hull
+    (a lung cut by the field of view does; the air around the patient does not).
+
+    The work runs in the box of ``bright`` grown by one pixel: beyond it lies no body, so a
+    region reaching the box's edge reaches the image edge or the padding."""
+    out = np.zeros(bright.shape, dtype=bool)
+    box = _bbox(bright, 1)
+    if box is None:
+        return out
+    ys, xs = box
+    bright, pad = bright[:, ys, xs], pad[:, ys, xs]
+    core = opening_disk(bright, opening_radius) if opening_radius > 0 else bright
+    labels, n = ndimage.label(core, structure=_SLICE_CROSS)
     if n == 0:
-        return np.zeros(bright.shape, dtype=bool)
+        return out
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    largest, extra = _body_labels(labels, sizes, fraction)
-    body = (largest | extra)[labels]
-    spans = [_clipped_spans(e) for e in _edges(body)]
-    inside = body | _holes(body, spans)
-    if extra.any():
-        inside &= ~_holes(extra[labels])
-    return inside
+    largest = _largest_per_slice(labels, sizes)
+    largest[0] = False
+    body = largest[labels]
+    rest, m = ndimage.label(~body & ~pad, structure=_SLICE_CROSS)
+    inside = np.ones(m + 1, dtype=bool)
+    is_open = _open_labels(rest, m, pad)
+    if is_open.any():
+        total = np.bincount(rest.ravel(), minlength=m + 1)
+        hull = convex_hull_fill(body)
+        in_hull = np.bincount(rest[hull], minlength=m + 1)
+        inside[is_open] = in_hull[is_open] >= hull_fraction * total[is_open]
+    inside[0] = True  # label 0 is the body (and the padding, removed below)
+    out[:, ys, xs] = inside[rest] & ~pad
+    return out
 
 
 def _bbox(inside: np.ndarray, margin: int) -> tuple[slice, slice] | None:
@@ -354,34 +480,136 @@ def _bbox(inside: np.ndarray, margin: int) -> tuple[slice, slice] | None:
             slice(max(0, xs[0] - margin), min(w, xs[-1] + 1 + margin)))
 
 
-def _segment_block(hu: np.ndarray, p: ParenchymaParams) -> tuple[np.ndarray, np.ndarray]:
-    """M1 on a chunk of slices (z, y, x); nothing connects slices."""
-    t = thresholds_of(hu, p.tolerance_hu, p.max_iterations)
-    dark = hu <= t[:, None, None]
+def _candidates(hu: np.ndarray, p: ParenchymaParams) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 1–5 on a chunk of slices (z, y, x): the closed dark side inside the body (or,
+    for ``outside="border"``, without the components touching the border or the padding),
+    and the thresholds. Nothing connects slices."""
+    pad = padding_mask(hu)
+    t = thresholds_of(hu, p.tolerance_hu, p.max_iterations, valid=~pad)
+    dark = (hu <= t[:, None, None]) & ~pad
     out = np.zeros(hu.shape, dtype=bool)
     if p.outside == "body":
-        inside = body_interior(~dark, p.body_fraction)
+        inside = body_inside(~dark & ~pad, pad, p.body_opening_radius, p.hull_fraction)
         # only the body's box needs the closing: a pixel's closing depends on pixels
         # within 2·radius of it, so a margin of 2·radius + 1 keeps the result exact
         box = _bbox(inside, 2 * p.closing_radius + 1)
         if box is None:
             return out, t
         ys, xs = box
-        closed = closing_disk(dark[:, ys, xs], p.closing_radius)
-        closed &= inside[:, ys, xs]
-    else:
-        ys, xs = slice(None), slice(None)
-        closed = closing_disk(dark, p.closing_radius)
-    labels, n = ndimage.label(closed, structure=_SLICE_CROSS)
-    if n == 0:
+        out[:, ys, xs] = closing_disk(dark[:, ys, xs], p.closing_radius) & inside[:, ys, xs]
         return out, t
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = sizes >= p.min_component_px
-    keep[0] = False
-    if p.outside == "border":
-        keep[np.unique(np.concatenate([e.ravel() for e in _edges(labels)]))] = False
-    out[:, ys, xs] = keep[labels]
+    closed = closing_disk(dark, p.closing_radius) & ~pad
+    labels, n = ndimage.label(closed, structure=_SLICE_CROSS)
+    if n:
+        drop = _open_labels(labels, n, pad)
+        drop[0] = True
+        out = ~drop[labels]
     return out, t
+
+
+def _overlaps(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs of components of adjacent slices that overlap: (label a in slice k, label b
+    in slice k + 1, overlapping pixels); ``labels`` from an in-plane labelling."""
+    bounds = _slice_label_ranges(labels)
+    out_a, out_b, out_c = [], [], []
+    for k in range(labels.shape[0] - 1):  # a loop over slices, not pixels
+        lo_a, lo_b = int(bounds[k]), int(bounds[k + 1])
+        na, nb = lo_b - lo_a, int(bounds[k + 2]) - lo_b
+        if na == 0 or nb == 0:
+            continue
+        la, lb = labels[k], labels[k + 1]
+        both = (la > 0) & (lb > 0)
+        key = (la[both] - lo_a - 1).astype(np.int64) * nb + (lb[both] - lo_b - 1)
+        counts = np.bincount(key, minlength=na * nb)
+        hit = np.flatnonzero(counts)
+        out_a.append(hit // nb + lo_a + 1)
+        out_b.append(hit % nb + lo_b + 1)
+        out_c.append(counts[hit])
+    if not out_a:
+        e = np.zeros(0, dtype=np.int64)
+        return e, e, e
+    return np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_c)
+
+
+@dataclass
+class _Block:
+    """The candidate components of a chunk of slices: in-plane labels in the chunk's box
+    (``ys``, ``xs``), their sizes (index 0: background) and their overlaps inside the
+    chunk (pairs of local labels of adjacent slices with their overlap)."""
+
+    k0: int
+    ys: slice
+    xs: slice
+    labels: np.ndarray
+    sizes: np.ndarray
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray]
+    offset: int = 0
+
+    @classmethod
+    def of(cls, k0: int, cand: np.ndarray, volume: bool) -> _Block:
+        box = _bbox(cand, 0) or (slice(0, 0), slice(0, 0))
+        ys, xs = box
+        labels, n = ndimage.label(cand[:, ys, xs], structure=_SLICE_CROSS)
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        e = np.zeros(0, dtype=np.int64)
+        pairs = _overlaps(labels) if volume and n else (e, e, e)
+        return cls(k0, ys, xs, labels, sizes, pairs)
+
+    def full_slice(self, k: int, shape: tuple[int, int]) -> np.ndarray:
+        """Global labels of the chunk's slice ``k`` (0-based in the chunk) on the image."""
+        out = np.zeros(shape, dtype=np.int64)
+        lab = self.labels[k]
+        out[self.ys, self.xs] = np.where(lab > 0, lab.astype(np.int64) + self.offset, 0)
+        return out
+
+    def mask(self, keep: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        out = np.zeros((self.labels.shape[0],) + shape, dtype=bool)
+        local = keep[self.offset:self.offset + len(self.sizes)].copy()
+        local[0] = False
+        out[:, self.ys, self.xs] = local[self.labels]
+        return out
+
+
+def _keep(blocks: list[_Block], p: ParenchymaParams, shape: tuple[int, int],
+          volume: bool) -> np.ndarray:
+    """Steps 6–8 over all blocks: which (global) labels are lung. Global label
+    ``block.offset + local`` (the offset's own index is that block's background)."""
+    offset = 0
+    for b in blocks:
+        b.offset = offset
+        offset += len(b.sizes)
+    sizes = np.concatenate([b.sizes for b in blocks])
+    background = np.zeros(offset, dtype=bool)
+    background[[b.offset for b in blocks]] = True
+    keep = (sizes >= p.min_component_px) & ~background
+    if not (volume and p.volume_rules and keep.any()):
+        return keep
+    parts = [[x + b.offset for x in b.pairs[:2]] + [b.pairs[2]] for b in blocks]
+    for prev, nxt in itertools.pairwise(blocks):  # overlaps across chunk boundaries
+        la = prev.full_slice(prev.labels.shape[0] - 1, shape)
+        lb = nxt.full_slice(0, shape)
+        both = (la > 0) & (lb > 0)
+        if both.any():
+            key, cnt = np.unique(la[both] * offset + lb[both], return_counts=True)
+            parts.append([key // offset, key % offset, cnt])
+    a, b, c = (np.concatenate([q[i] for q in parts]).astype(np.int64) for i in range(3))
+    # 7. groups of kept components that continue one another; small groups go
+    link = keep[a] & keep[b] & (c >= p.link_overlap * np.minimum(sizes[a], sizes[b]))
+    graph = coo_matrix((np.ones(int(link.sum())), (a[link], b[link])), shape=(offset, offset))
+    _, group = connected_components(graph, directed=False)
+    volume_of = np.bincount(group, weights=np.where(keep, sizes, 0))
+    keep &= volume_of[group] >= p.group_fraction * volume_of.max()
+    # 8. small components continuing a kept one that is not smaller come back
+    small = (sizes < p.min_component_px) & (sizes > 0) & ~background
+    while True:
+        grow = np.zeros(offset, dtype=bool)
+        for u, v in ((a, b), (b, a)):  # u is put back by v
+            ok = small[u] & ~keep[u] & keep[v] & (sizes[v] >= sizes[u]) & \
+                 (c >= p.continue_overlap * sizes[u])
+            grow[u[ok]] = True
+        if not grow.any():
+            return keep
+        keep |= grow
 
 
 class SegmentationCancelled(InterruptedError):
@@ -408,11 +636,12 @@ def _as_hu(hu: np.ndarray, ndim: int, what: str) -> np.ndarray:
 def segment_slice(hu2d: np.ndarray, params: ParenchymaParams = ParenchymaParams(),
                   ) -> tuple[np.ndarray, float]:
     """Lung mask (bool ``(y, x)``) and converged threshold (HU) of one axial slice of HU
-    (``int16`` ``(y, x)``; floats are rounded). A slice without lung (above the apex,
-    below the bases, all air) gives an empty mask."""
+    (``int16`` ``(y, x)``; floats are rounded): steps 1–6, no neighbouring slices. A slice
+    without lung (above the apex, below the bases, all air) gives an empty mask."""
     hu2d = _as_hu(hu2d, 2, "segment_slice")
-    mask, t = _segment_block(hu2d[None], params)
-    return mask[0], float(t[0])
+    cand, t = _candidates(hu2d[None], params)
+    block = _Block.of(0, cand, volume=False)
+    return block.mask(_keep([block], params, hu2d.shape, False), hu2d.shape)[0], float(t[0])
 
 
 def segment_lungs(hu: np.ndarray, params: ParenchymaParams = ParenchymaParams(),
@@ -420,26 +649,26 @@ def segment_lungs(hu: np.ndarray, params: ParenchymaParams = ParenchymaParams(),
                   cancel: Callable[[], bool] | None = None,
                   spacing: tuple[float, float, float] | None = None,
                   chunk: int = 16) -> ParenchymaResult:
-    """Lung parenchyma mask of a whole volume of HU, ``int16`` ``(z, y, x)`` (method M1).
+    """Lung parenchyma mask of a whole volume of HU, ``int16`` ``(z, y, x)`` (threshold
+    method, steps 1–8 of the module docstring).
 
-    Slices are processed in chunks of ``chunk`` slices at once (vectorised over the chunk,
-    chunks in a thread pool: scipy releases the GIL); the result is identical to
-    :func:`segment_slice` on every slice (tested), since nothing connects slices.
+    Steps 1–5 run on chunks of ``chunk`` slices at once (vectorised over the chunk, chunks
+    in a thread pool: scipy releases the GIL); with ``params.volume_rules=False`` the
+    result is identical to :func:`segment_slice` on every slice (tested).
     ``progress(done, total)`` is called after each chunk; ``cancel()`` returning True
     stops the work with :class:`SegmentationCancelled`. ``spacing`` (mm, z y x) is kept
     in the result for :meth:`ParenchymaResult.volume_ml`.
 
     What it captures: the air-filled lung (about −950…−500 HU) with the vessels and the
-    nodules that the radius-5 closing bridges (up to ~10 px across) inside it. A nodule on
-    the pleura stays inside only where a radius-5 disk does not fit in the tissue: most of
-    a small one (~6 px across: 80 % in the tests), almost none of a large one. What it
-    does not capture:
-    larger nodules and consolidation (left as holes, or cut off at the pleura, since a
-    threshold method sees them as tissue), the trachea and main bronchi while under
-    ``min_component_px`` (they are removed), lungs in slices where they are under that size
-    (the apex tip, the costophrenic recesses), and whatever air the body encloses besides
-    the lungs (bowel gas above ``min_component_px``, air pockets between body and table
-    when they touch: the method has no anatomy)."""
+    nodules that the radius-5 closing bridges (up to ~10 px across) inside it, also where
+    the field of view cuts the lung. A nodule on the pleura stays inside only where a
+    radius-5 disk does not fit in the tissue: most of a small one (~6 px across: 80 % in
+    the tests), almost none of a large one. What it does not capture: larger nodules and
+    consolidation (left as holes, or cut off at the pleura, since a threshold method sees
+    them as tissue), the trachea and main bronchi while under ``min_component_px`` (they
+    are removed), and on single slices whatever air the body encloses besides the lungs
+    (bowel gas, air under a blanket); on volumes the 3-D grouping removes such air unless
+    it continues into a lung."""
     hu = _as_hu(hu, 3, "segment_lungs")
     t0 = time.perf_counter()
     n = hu.shape[0]
@@ -447,25 +676,34 @@ def segment_lungs(hu: np.ndarray, params: ParenchymaParams = ParenchymaParams(),
     mask = np.zeros(hu.shape, dtype=bool)
     thresholds = np.zeros(n)
     starts = list(range(0, n, chunk))
+    blocks: dict[int, _Block] = {}
 
     def work(k0: int) -> int:
         if cancel is not None and cancel():
             return -1
         k1 = min(n, k0 + chunk)
-        mask[k0:k1], thresholds[k0:k1] = _segment_block(hu[k0:k1], params)
+        cand, thresholds[k0:k1] = _candidates(hu[k0:k1], params)
+        blocks[k0] = _Block.of(k0, cand, volume=True)
         return k1
 
+    def paint(block: _Block) -> None:
+        k0 = block.k0
+        mask[k0:k0 + block.labels.shape[0]] = block.mask(keep, hu.shape[1:])
+
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        done = 0
         for k1 in pool.map(work, starts):
             if k1 < 0 or (cancel is not None and cancel()):
                 pool.shutdown(cancel_futures=True)
                 raise SegmentationCancelled("lung segmentation cancelled")
-            done = k1
-            if progress is not None:
-                progress(done, n)
+            if progress is not None and k1 < n:
+                progress(k1, n)
+        ordered = [blocks[k0] for k0 in starts]
+        keep = _keep(ordered, params, hu.shape[1:], True)
+        list(pool.map(paint, ordered))
+    if progress is not None:
+        progress(n, n)
     seconds = time.perf_counter() - t0
-    log.debug("M1 segmentation of %d slices in %.2f s", n, seconds)
+    log.debug("lung mask of %d slices in %.2f s", n, seconds)
     sp = None if spacing is None else tuple(float(v) for v in spacing)
     return ParenchymaResult(mask, thresholds, seconds, params, sp)  # type: ignore[arg-type]
 
