@@ -46,7 +46,8 @@ Removed:
 Kept: the pixel data unchanged, the image geometry (position, orientation, spacing, slice
 thickness), modality, manufacturer and model, acquisition and reconstruction parameters,
 and the measurements, codes and findings of SR and SEG objects.
-Set: PatientIdentityRemoved = YES, DeidentificationMethod names dicognito.
+Set: DeidentificationMethod names dicognito; PatientIdentityRemoved = YES only where an
+image declares BurnedInAnnotation = NO (the pixels are not checked).
 Not done: text burned into the pixels is not detected or removed (a file marked
 BurnedInAnnotation = YES is reported); free text a reader typed into a note of the
 reading is copied as typed.
@@ -90,8 +91,7 @@ def clean_dataset(ds: pydicom.Dataset, anonymizer) -> list[str]:
     for key in _REMOVE:
         if key in ds:
             delattr(ds, key)
-    if "PatientSex" in ds:
-        ds.PatientSex = ""
+    ds.PatientSex = ""  # type 2: present, empty
     if synthetic:  # the twin's own marker stays: the loader and viewer rely on it
         ds.SeriesDescription = f"{TWIN_MARKER} (anonymised)"
         if str(ds.get("Modality", "")).upper() == "CT":

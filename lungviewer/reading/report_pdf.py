@@ -108,9 +108,10 @@ def key_image(volume, k: int, crop, mask2d: np.ndarray | None = None,
 
 
 # -- the document ----------------------------------------------------------------------------------
-def _study_lines(reading: Reading, volume, sources, include_patient_name: bool) -> list[str]:
+def _study_lines(reading: Reading, volume, sources, include_patient_name: bool,
+                 show_date: bool = True) -> list[str]:
     src = sources[0] if sources else None
-    date = str(src.get("StudyDate", "")) if src is not None else ""
+    date = str(src.get("StudyDate", "")) if src is not None and show_date else ""
     if len(date) == 8 and date.isdigit():
         date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
     lines = [f"Study: anonymous key {study_key(reading.study_uid)[:10]}"
@@ -125,12 +126,13 @@ def _study_lines(reading: Reading, volume, sources, include_patient_name: bool) 
 
 
 def build_report(reading: Reading, volume, out_path: str | Path, *,
-                 include_patient_name: bool = False, sources=None,
+                 include_patient_name: bool = False, show_date: bool = True, sources=None,
                  compress: bool = True) -> Path:
     """Write the PDF report of ``reading`` on ``volume`` to ``out_path`` (atomically).
 
-    ``sources``: the series' DICOM headers (for the study date and, only when
-    ``include_patient_name``, the patient's name); read from ``volume.files[0]`` if None."""
+    ``sources``: the series' DICOM headers (for the study date unless not ``show_date``,
+    and, only when ``include_patient_name``, the patient's name); read from
+    ``volume.files[0]`` if None."""
     from fpdf import FPDF
 
     if sources is None and volume.files:
@@ -171,7 +173,7 @@ def build_report(reading: Reading, volume, out_path: str | Path, *,
         pdf.multi_cell(0, h, _latin1(s), new_x="LMARGIN", new_y="NEXT", align="L")
 
     text("Reading report", 16, "B", 8)
-    for line in _study_lines(reading, volume, sources, include_patient_name):
+    for line in _study_lines(reading, volume, sources, include_patient_name, show_date):
         text(line, 9)
     text(f"Report made {datetime.now(UTC).strftime('%Y-%m-%d %H:%M')} UTC by lungviewer "
          f"{__version__}; reading last changed {reading.modified[:16].replace('T', ' ')}", 9)

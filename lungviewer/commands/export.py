@@ -1,0 +1,241 @@
+"""``lungviewer export PATH --out DIR [--sr] [--seg] [--pdf] [--lung-mask]
+[--box S,R0,C0,R1,C1 ...] [--accept-cad N] [--anonymize] [--include-patient-name]
+[--force] [--json]``: a study's reading as DICOM SR (TID 1500), DICOM SEG and a PDF report,
+without a window.
+
+The reading is the study's saved one (what the viewer saved for this series), with the
+nodules of ``--box`` added (each segmented, measured and scored by the same code the
+viewer uses) and the top ``N`` CAD findings accepted (``--accept-cad N``; each accepted
+mark is segmented from a box of its size when it can be). The saved reading itself is
+not changed. Without ``--sr/--seg/--pdf`` all three are written.
+
+Files: ``DIR/sr.dcm``, ``DIR/seg.dcm``, ``DIR/report.pdf``; with ``--anonymize`` the
+SR and SEG are written instead beside an anonymised copy of the CT series in
+``DIR/anonymized/`` (see :mod:`lungviewer.reading.anonymize`), and the PDF leaves out
+the study date. Nothing is overwritten without ``--force`` (exit 1 with a message); every
+file is written atomically. Exit 0 only when every asked-for file was written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from .common import add_device, parse_box
+
+log = logging.getLogger(__name__)
+
+_FILES = {"sr": "sr.dcm", "seg": "seg.dcm", "pdf": "report.pdf"}
+
+
+class _Fail(Exception):
+    """A clear message for the user; exit 1."""
+
+
+def add_parser(sub):
+    p = sub.add_parser("export", help="the study's reading as DICOM SR/SEG and a PDF report",
+                       description=__doc__.split("\n\n")[1] if __doc__ else None)
+    p.add_argument("path", help="the study folder (or one file of the series)")
+    p.add_argument("--out", required=True, type=Path, help="the folder to write into")
+    p.add_argument("--sr", action="store_true", help="DICOM SR, TID 1500 measurement report")
+    p.add_argument("--seg", action="store_true", help="DICOM SEG of the accepted nodules")
+    p.add_argument("--pdf", action="store_true", help="PDF report")
+    p.add_argument("--lung-mask", action="store_true",
+                   help="add the lung mask (threshold method) to the SEG")
+    p.add_argument("--box", metavar="SLICE,ROW0,COL0,ROW1,COL1", type=parse_box,
+                   action="append", default=[],
+                   help="a nodule to segment, measure and score (0-based, ends exclusive; "
+                        "repeatable)")
+    p.add_argument("--accept-cad", metavar="N", type=int, default=0,
+                   help="accept the top N CAD findings of the study")
+    p.add_argument("--anonymize", action="store_true",
+                   help="write an anonymised copy of the CT series with the SR/SEG "
+                        "(DICOM PS3.15 basic profile)")
+    p.add_argument("--include-patient-name", action="store_true",
+                   help="print the patient's name in the PDF (default: an anonymous key)")
+    p.add_argument("--force", action="store_true", help="replace existing files")
+    p.add_argument("--json", action="store_true", help="a JSON summary on stdout")
+    add_device(p)
+    return p
+
+
+def _check_box(box, volume) -> tuple[int, int, int, int, int]:
+    k, r0, c0, r1, c1 = box
+    n, rows, cols = volume.shape
+    if not 0 <= k < n:
+        raise _Fail(f"--box slice {k} is outside 0..{n - 1}")
+    if not (0 <= r0 < r1 <= rows and 0 <= c0 < c1 <= cols):
+        raise _Fail(f"--box {k},{r0},{c0},{r1},{c1}: rows must lie in 0..{rows} and columns "
+                    f"in 0..{cols}, with ROW1 > ROW0 and COL1 > COL0")
+    return k, r0, c0, r1, c1
+
+
+def _mark_box(mark, volume) -> tuple[int, int, int, int, int]:
+    """A box of 1.5 times a CAD mark's diameter (at least 8 px) around it."""
+    _, rows, cols = volume.shape
+    half = max(0.75 * mark.diameter_mm / float(volume.spacing[2]), 4.0)
+    r, c = mark.row, mark.col
+    r0, c0 = max(int(r - half), 0), max(int(c - half), 0)
+    r1, c1 = min(int(r + half) + 1, rows), min(int(c + half) + 1, cols)
+    return int(mark.slice), r0, c0, max(r1, r0 + 1), max(c1, c0 + 1)
+
+
+def build_reading(volume, boxes, accept_cad: int = 0, device: str = "auto",
+                  lung_mask=None, reading=None, messages: list[str] | None = None):
+    """The reading to export: ``reading`` (or a new one) with the nodules of ``boxes``
+    segmented, measured and scored, and the top ``accept_cad`` CAD findings accepted."""
+    from lungviewer.reading.model import BoxScore, NoduleRecord, Reading
+    from lungviewer.reading.volumetry import VolumetryError, segment_nodule
+
+    messages = messages if messages is not None else []
+    reading = reading or Reading.for_volume(volume)
+    boxes = [_check_box(b, volume) for b in boxes]
+    engine = None
+    if boxes or accept_cad:
+        from lungviewer.cad.engine import CadEngine
+        from lungviewer.cad.weights import WeightsError
+
+        try:
+            engine = CadEngine.load(device=device)
+        except WeightsError as exc:
+            if accept_cad:
+                raise _Fail(f"--accept-cad needs the CAD models: {exc}") from exc
+            messages.append(f"the CAD models could not be loaded, boxes are not scored ({exc})")
+
+    def score(box) -> None:
+        if engine is None:
+            return
+        k, r0, c0, r1, c1 = box
+        s = engine.score_box(volume, k, (r0, c0, r1, c1))
+        reading.add_box_score(BoxScore.from_scores(s, engine.manifest, engine.disease_source))
+
+    for box in boxes:
+        try:
+            seg = segment_nodule(volume.hu, volume.spacing, box, lung_mask)
+        except VolumetryError as exc:
+            raise _Fail(f"--box {','.join(map(str, box))}: {exc}") from exc
+        reading.add_nodule(NoduleRecord.from_segmentation(seg, box=box))
+        score(box)
+    if accept_cad:
+        from lungviewer.cad.findings import find_findings
+
+        findings = find_findings(volume, lung_mask, engine.models, engine.device)
+        marks = reading.set_cad_marks(findings)
+        if len(marks) < accept_cad:
+            messages.append(f"the CAD found {len(marks)} finding(s), fewer than "
+                            f"--accept-cad {accept_cad}")
+        for mark in marks[:accept_cad]:
+            reading.accept(mark.id)
+            box = _mark_box(mark, volume)
+            try:
+                seg = segment_nodule(volume.hu, volume.spacing, box, lung_mask)
+            except VolumetryError as exc:
+                messages.append(f"CAD mark {mark.id} could not be segmented ({exc}); it is "
+                                "exported as a mark")
+                continue
+            reading.add_nodule(NoduleRecord.from_segmentation(
+                seg, box=box, source="cad", cad_mark_id=mark.id))
+            score(box)
+    return reading
+
+
+def export(args) -> dict:
+    from lungviewer.imaging.parenchyma import segment_lungs
+    from lungviewer.reading.export_dicom import ExportError, export_dicom
+    from lungviewer.reading.report_pdf import build_report
+    from lungviewer.reading.store import load_reading
+    from lungviewer.study.dicom_series import StudyLoadError, load_series
+
+    kinds = [k for k in ("sr", "seg", "pdf") if getattr(args, k)] or ["sr", "seg", "pdf"]
+    if args.anonymize and args.include_patient_name:
+        raise _Fail("--include-patient-name and --anonymize contradict each other")
+    if args.accept_cad < 0:
+        raise _Fail("--accept-cad must be 0 or more")
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise _Fail(f"--out {out} is a file, not a folder")
+    targets = {k: out / _FILES[k] for k in kinds if k == "pdf" or not args.anonymize}
+    anon_dir = out / "anonymized"
+    if not args.force:
+        there = [str(p) for p in targets.values() if p.exists()]
+        if args.anonymize and anon_dir.exists() and any(anon_dir.iterdir()):
+            there.append(str(anon_dir))
+        if there:
+            raise _Fail(f"{', '.join(there)} already exist(s); use --force to replace")
+    try:
+        volume = load_series(args.path)
+    except StudyLoadError as exc:
+        raise _Fail(str(exc)) from exc
+    messages: list[str] = []
+    saved = load_reading(volume.study_uid, volume.series_uid)
+    if saved is None and not args.box and not args.accept_cad:
+        raise _Fail("this study has no saved reading; give --box S,R0,C0,R1,C1 or "
+                    "--accept-cad N to build one")
+    need_mask = args.lung_mask or args.accept_cad or args.box
+    lung = segment_lungs(volume.hu).mask if need_mask else None
+    reading = build_reading(volume, args.box, args.accept_cad, args.device, lung, saved,
+                            messages)
+    out.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    dicom_kinds = [k for k in kinds if k in ("sr", "seg")]
+    try:
+        if dicom_kinds and not args.anonymize:
+            res = export_dicom(reading, volume, out, sr="sr" in kinds, seg="seg" in kinds,
+                               lung_mask=lung if args.lung_mask else None, force=True)
+            files += [p for p in (res.sr, res.seg) if p is not None]
+        elif args.anonymize:
+            from lungviewer.reading.anonymize import anonymize_study
+
+            stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+            try:
+                extra = []
+                if dicom_kinds:
+                    res = export_dicom(reading, volume, stage, sr="sr" in kinds,
+                                       seg="seg" in kinds,
+                                       lung_mask=lung if args.lung_mask else None)
+                    extra = [p for p in (res.seg, res.sr) if p is not None]
+                anon = anonymize_study(volume, anon_dir, extra_files=extra, force=args.force)
+                messages += anon.warnings
+                files += [anon_dir / p.name for p in extra]
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
+        if "pdf" in kinds:
+            files.append(build_report(reading, volume, targets["pdf"],
+                                      include_patient_name=args.include_patient_name,
+                                      show_date=not args.anonymize))
+    except ExportError as exc:
+        raise _Fail(str(exc)) from exc
+    nodules = [{k: v for k, v in n.to_dict().items() if k != "mask"}
+               for n in reading.accepted_nodules()]
+    return {"path": str(args.path), "out": str(out), "synthetic": bool(volume.is_synthetic),
+            "files": [str(p) for p in files], "anonymized": bool(args.anonymize),
+            "nodules": nodules,
+            "cad_marks": [m.to_dict() for m in reading.cad_marks],
+            "box_scores": [s.to_dict() for s in reading.box_scores],
+            "from_saved_reading": saved is not None, "messages": messages}
+
+
+def run(args) -> int:
+    try:
+        res = export(args)
+    except (_Fail, FileExistsError, ValueError, OSError) as exc:
+        print(f"lungviewer export: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    for m in res["messages"]:
+        print(f"note: {m}", file=sys.stderr)
+    tag = " [SYNTHETIC]" if res["synthetic"] else ""
+    print(f"{len(res['nodules'])} nodule(s), "
+          f"{sum(m['status'] == 'accepted' for m in res['cad_marks'])} accepted CAD mark(s)"
+          f"{tag}; research use, not for clinical use.")
+    for f in res["files"]:
+        print(f"  wrote {f}")
+    if res["anonymized"]:
+        print(f"  anonymised CT copy in {Path(res['out']) / 'anonymized'}")
+    return 0
