@@ -251,15 +251,17 @@ def _grow_and_cut(light: np.ndarray, threshold: float, voi: np.ndarray,
     comp = _component_at(reach & allowed, seed, search)
     if not comp.any():
         return comp
-    pad = np.pad(comp, 1)
-    d_in = ndi.distance_transform_edt(pad, sampling=sampling)[1:-1, 1:-1, 1:-1]
-    inner = d_in[search & comp] if (search & comp).any() else d_in[comp]
+    # the rest only concerns the component: work on its bounding box (+1 voxel)
+    win = _bbox(comp, 1)
+    part, look = comp[win], search[win]
+    d_in = ndi.distance_transform_edt(np.pad(part, 1), sampling=sampling)[1:-1, 1:-1, 1:-1]
+    inner = d_in[look & part] if (look & part).any() else d_in[part]
     r_in = float(inner.max())
     r_open = min(OPEN_FRACTION * r_in, max(MAX_VESSEL_RADIUS_MM, LARGE_OPEN_FRACTION * r_in))
     if r_open >= min(sampling[1], sampling[2]) * 1.01:
         core = d_in >= r_open
         # the core part nearest the seed: the one holding the deepest voxel in the search area
-        where = np.where(search & core, d_in, -1.0)
+        where = np.where(look & core, d_in, -1.0)
         best = np.unravel_index(int(np.argmax(where)), where.shape)
         if where[best] < 0:
             best = np.unravel_index(int(np.argmax(d_in)), d_in.shape)
@@ -268,9 +270,22 @@ def _grow_and_cut(light: np.ndarray, threshold: float, voi: np.ndarray,
         # slices keep the nodule's first and last slice
         recon_sampling = (min(sampling[0], r_open), sampling[1], sampling[2])
         tol = 0.5 * max(sampling[1], sampling[2])
-        comp = _dilate_mm(core, r_open + tol, recon_sampling) & comp
-        comp = _component_at(comp, tuple(int(v) for v in best))
-    return _fill(comp)
+        part = _dilate_mm(core, r_open + tol, recon_sampling) & part
+        part = _component_at(part, tuple(int(v) for v in best))
+    out = np.zeros_like(comp)
+    out[win] = _fill(part)
+    return out
+
+
+def _bbox(mask: np.ndarray, pad: int) -> tuple[slice, slice, slice]:
+    """The bounding box of a non-empty mask, ``pad`` voxels wider (clipped to the array)."""
+    out = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = np.flatnonzero(mask.any(axis=other))
+        out.append(slice(max(int(idx[0]) - pad, 0), min(int(idx[-1]) + 1 + pad,
+                                                       mask.shape[axis])))
+    return tuple(out)  # type: ignore[return-value]
 
 
 def _largest_slice(mask: np.ndarray) -> int:
