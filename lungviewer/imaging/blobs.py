@@ -40,8 +40,11 @@ from scipy.spatial import cKDTree
 log = logging.getLogger(__name__)
 
 #: Gaussian scales (mm): neighbouring pairs give the Laplacian at their geometric mean,
-#: i.e. blob diameters of about 3 … 30 mm
-SIGMAS_MM = (0.8, 1.13, 1.6, 2.26, 3.2, 4.5, 6.4, 9.0)
+#: i.e. blob diameters of about 3 … 37 mm
+#: a blob of diameter d may lie up to max(margin, d/2 + 2 mm) outside the lung mask (a nodule
+#: on the pleura is left out of the mask), at most this far (mm)
+MAX_MARGIN_MM = 16.0
+SIGMAS_MM = (0.8, 1.13, 1.6, 2.26, 3.2, 4.5, 6.4, 9.0, 12.8)
 CLIP_HU = (-1000.0, 150.0)
 #: below this a voxel is padding outside the reconstruction circle, never air
 PADDING_HU = -1024
@@ -149,8 +152,10 @@ def find_blobs(hu: np.ndarray, lung_mask: np.ndarray, spacing: tuple[float, floa
     f = max(1, round(grid_mm / max(spacing[1], spacing[2])))
     idx = [np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0]
            for ax in range(3)]
-    mz = int(np.ceil(margin_mm / spacing[0]))
-    pad = int(np.ceil((margin_mm + 2 * sigmas_mm[-1]) / spacing[1]))  # context beyond the lungs
+    margins = np.unique(np.clip([margin_mm, margin_mm + 4, margin_mm + 8, MAX_MARGIN_MM],
+                                margin_mm, max(margin_mm, MAX_MARGIN_MM)))
+    mz = int(np.ceil(margins[-1] / spacing[0]))
+    pad = int(np.ceil((margins[-1] + 2 * sigmas_mm[-1]) / spacing[1]))  # context beyond lungs
     z0, z1 = max(0, idx[0][0] - mz), min(hu.shape[0], idx[0][-1] + 1 + mz)
     y0 = max(0, idx[1][0] - pad) // f * f
     x0 = max(0, idx[2][0] - pad) // f * f
@@ -159,8 +164,8 @@ def find_blobs(hu: np.ndarray, lung_mask: np.ndarray, spacing: tuple[float, floa
     vsp = np.array([spacing[0], spacing[1] * f, spacing[2] * f])
     padding = _block_mean(sub_hu < PADDING_HU, f) > 0
     img = _block_mean(np.clip(sub_hu, int(CLIP_HU[0]), int(CLIP_HU[1])), f)
-    reg = dilate_box(_block_mean(mask[z0:z1, y0:y1, x0:x1], f) >= 0.5,
-                     tuple(round(margin_mm / v) for v in vsp))
+    lungs = _block_mean(mask[z0:z1, y0:y1, x0:x1], f) >= 0.5
+    regs = [dilate_box(lungs, tuple(round(m / v) for v in vsp)) for m in margins]
     # scale space: keep each Gaussian (the Hessian is read off it at the maxima)
     gs = [ndimage.gaussian_filter(img, s / vsp, mode="nearest", truncate=3.0)
           for s in sigmas_mm]
@@ -173,7 +178,7 @@ def find_blobs(hu: np.ndarray, lung_mask: np.ndarray, spacing: tuple[float, floa
         best[up] = dog[up]
         scale[up] = i
     size = (3, 3, 3)
-    peak = (best == ndimage.maximum_filter(best, size=size, mode="nearest")) & reg \
+    peak = (best == ndimage.maximum_filter(best, size=size, mode="nearest")) & regs[-1] \
         & (best > min_response)
     pz, py, px = np.nonzero(peak)
     if pz.size == 0:
@@ -183,6 +188,12 @@ def find_blobs(hu: np.ndarray, lung_mask: np.ndarray, spacing: tuple[float, floa
     pts = np.stack([pz, py, px], 1).astype(float)
     g_at = np.array([gs[s][z, y, x] for s, z, y, x in zip(si, pz, py, px)])
     keep = g_at > min_hu
+    # near enough to the lungs for its size
+    allowed = np.maximum(margin_mm, np.sqrt(3.0) * sig + 2.0)
+    level = np.minimum(np.searchsorted(margins, allowed - 1e-6), len(margins) - 1)
+    for j, r in enumerate(regs):
+        m = level == j
+        keep[m] &= r[pz[m], py[m], px[m]]
     # off the reconstruction circle's edge
     if padding.any():
         near = dilate_box(padding, (0, *(int(np.ceil(fov_margin_mm / v)) for v in vsp[1:])))

@@ -1,0 +1,74 @@
+"""CAD findings speed: the whole-study findings (3-D candidates + three-plane detector) beside
+today's 2-D slice scan (``CadEngine.scan_slices``), same run, same lung mask, printing the
+ratio. Goal: ≤ 5 s for a 133-slice study on 2 CPU cores.
+
+The study is the real development scan ../shared/data/real/LIDC-IDRI-0006 when present (133
+slices), else the synthetic LIDC-IDRI-0001 twin.
+
+    python bench/bench_findings.py [--device cpu] [--threads 2] [--repeat 3] [--study DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real" / "LIDC-IDRI-0006"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--study", default=None, help="a DICOM folder (default: the real dev scan)")
+    a = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(a.threads)
+    from lungviewer.cad.engine import CadEngine
+    from lungviewer.cad.findings import find_findings
+    from lungviewer.imaging.blobs import find_blobs
+    from lungviewer.imaging.parenchyma import segment_lungs
+    from lungviewer.study.dicom_series import load_series
+
+    folder = Path(a.study) if a.study else REAL
+    if folder.is_dir():
+        vol, what = load_series(folder), f"{folder.name} (real CT)" if not a.study else str(folder)
+    else:
+        from lungviewer.study.volume import Volume
+        from lungviewer.synth.twin import render_twin
+
+        twin = render_twin("LIDC-IDRI-0001")
+        vol = Volume(hu=twin.hu, spacing=twin.spacing, positions=twin.positions,
+                     is_synthetic=True)
+        what = "synthetic LIDC-IDRI-0001 twin"
+    eng = CadEngine.load(device=a.device)
+    mask = segment_lungs(vol.hu).mask
+    find_findings(vol, mask, eng.models, eng.device)  # warm-up
+    t_find, t_blobs, t_scan = [], [], []
+    for _ in range(a.repeat):
+        t = time.perf_counter()
+        blobs = find_blobs(vol.hu, mask, vol.spacing)
+        t_blobs.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        found = find_findings(vol, mask, eng.models, eng.device)
+        t_find.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        eng.scan_slices(vol, mask)
+        t_scan.append(time.perf_counter() - t)
+    f, s, b = float(np.median(t_find)), float(np.median(t_scan)), float(np.median(t_blobs))
+    print(f"device {eng.device_name}, torch threads {torch.get_num_threads()}; {what} "
+          f"{vol.shape}")
+    print(f"findings (3-D candidates + three-plane detector): median {f:.2f} s of {a.repeat} "
+          f"(goal 5 s); of which candidates {b:.2f} s ({len(blobs)} blobs); "
+          f"{len(found)} findings")
+    print(f"2-D slice scan (CadEngine.scan_slices): median {s:.2f} s")
+    print(f"ratio findings / 2-D scan: {f / s:.2f}")
+
+
+if __name__ == "__main__":
+    main()
