@@ -40,8 +40,8 @@ TOOLS: dict[str, tuple[str, str]] = {
 }
 KIND_NAMES = {"ruler": "Ruler", "ellipse": "Ellipse", "rectangle": "Rectangle",
               "bidirectional": "Long/short axis"}
-COLOUR = "#ffa040"
-SELECTED_COLOUR = "#ffff50"
+COLOUR = "#ff66cc"  # apart from the readers' colours, the CAD marks and the box
+SELECTED_COLOUR = "#ffffff"
 MIN_DRAG_PX = 1.0  # a shorter drag makes no measurement
 
 

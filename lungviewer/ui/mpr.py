@@ -4,7 +4,8 @@ tools.
 
 Layouts: ``axial`` (one axial view), ``1x3`` (axial, coronal, sagittal side by side) and
 ``2x2`` (the three planes plus an axial slab overview that always shows a thick slab —
-the set slab mode, MIP when slabs are off). A left click in any view moves the crosshair
+the set slab mode, MIP when slabs are off — at least 20 mm thick, so that it shows more
+than the axial view beside it). A left click in any view moves the crosshair
 point (a voxel ``(z, y, x)``) there and the other views to the images through it;
 scrolling a view moves the point along that view's axis.
 
@@ -38,6 +39,7 @@ LAYOUTS = ("axial", "1x3", "2x2")
 LAYOUT_TITLES = {"axial": "One axial view", "1x3": "1×3: axial, coronal, sagittal",
                  "2x2": "2×2: axial, coronal, sagittal, axial slab"}
 SLAB_STEP_MM = 2.0
+OVERVIEW_MIN_MM = 20.0  # the 2×2 overview's slab is at least this thick
 CINE_FPS_RANGE = (1, 30)
 
 #: the keys, for the F1 help text
@@ -320,7 +322,8 @@ class MprWidget(QWidget):
     def _apply_slab(self) -> None:
         for v in (self.axial, self.coronal, self.sagittal):
             v.set_slab(self.slab_mode, self.slab_mm)
-        self.overview.set_slab(self.slab_mode or self._last_mode, self.slab_mm)
+        self.overview.set_slab(self.slab_mode or self._last_mode,
+                               max(self.slab_mm, OVERVIEW_MIN_MM))
         if hasattr(self, "act_slab"):
             self.act_slab.blockSignals(True)
             self.act_slab.setChecked(self.slab_mode is not None)

@@ -182,12 +182,15 @@ class SliceView(QWidget):
             lab = QLabel(self.graphics)
             lab.setFont(font)
             lab.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
-            lab.setStyleSheet("color: #e8e8a0; background: transparent;")
+            lab.setStyleSheet("color: #e8e8a0; background: transparent;" if len(name) > 2
+                              else "color: #e8e8a0; background: rgba(0, 0, 0, 110); "
+                                   "padding: 1px 3px;")  # corner texts stay readable on bone
             self._labels[name] = lab
         self._labels["banner"].setStyleSheet(
             "color: white; background: rgba(170, 20, 20, 200); padding: 2px 8px; "
             "font-weight: bold;")
         self._labels["banner"].hide()
+        self._labels["br"].hide()
         self.setMinimumSize(320, 320)
 
     # -- data -------------------------------------------------------------------------------
@@ -624,9 +627,11 @@ class SliceView(QWidget):
                  "bl": vol.description or ""}
         changed = False
         for name, value in texts.items():
-            if self._labels[name].text() != value:  # only re-measure what changed
-                self._labels[name].setText(value)
-                self._labels[name].adjustSize()
+            lab = self._labels[name]
+            if lab.text() != value:  # only re-measure what changed
+                lab.setText(value)
+                lab.adjustSize()
+                lab.setVisible(bool(value))  # no empty dark box in the corner
                 changed = True
         if changed:
             self._place_labels(adjust=False)
