@@ -10,9 +10,10 @@ import numpy as np
 def write_tiny_weights(folder: Path, seed: int = 0) -> Path:
     import torch
 
+    from lungviewer.cad.manifest import register_retrieval
     from lungviewer.cad.networks import MultiTaskNet, NoduleDetector, SliceHead
     from lungviewer.cad.retrieval import RetrievalIndex
-    from lungviewer.cad.weights import read_manifest, save_model, sha256, write_manifest
+    from lungviewer.cad.training.train import save_model
 
     torch.manual_seed(seed)
     names = ["benign", "primary lung cancer", "metastatic"]
@@ -26,9 +27,5 @@ def write_tiny_weights(folder: Path, seed: int = 0) -> Path:
                 "slice": i, "diameter_mm": 5.0 + i} for i in range(6)]
     files = RetrievalIndex(rng.normal(size=(6, 512)).astype(np.float32), records,
                            rng.integers(0, 255, (6, 32, 32), dtype=np.uint8)).save(folder / "retrieval")
-    m = read_manifest(folder)
-    m["models"]["retrieval"] = {"file": files[0].name, "records": files[1].name,
-                                "sha256": sha256(files[0]), "records_sha256": sha256(files[1]),
-                                "arch": "RetrievalIndex", "config": {"entries": 6}}
-    write_manifest(m, folder)
+    register_retrieval(folder, files, len(records))
     return folder

@@ -1,4 +1,4 @@
-"""CAD: patches (M2), networks (M3/M4/M5), weights, retrieval (M6), splits, engine."""
+"""CAD: nodule and detector patches, networks, weights, similar nodules, engine, samples."""
 
 from __future__ import annotations
 
@@ -8,10 +8,15 @@ import sys
 
 import numpy as np
 import pytest
-
 from cadfixtures import write_tiny_weights
-from lungviewer.imaging.patches import (centre_fit, detector_patch, detector_patches,
-                                        nodule_patch, polygon_box)
+
+from lungviewer.imaging.patches import (
+    centre_fit,
+    detector_patch,
+    detector_patches,
+    nodule_patch,
+    polygon_box,
+)
 
 
 def disc_slice(r=10, centre=(60, 70), size=128, hu_in=30, hu_out=-850, speck=True):
@@ -235,6 +240,7 @@ def test_engine_module_does_not_import_torch():
     code = ("import sys, lungviewer.cad.engine, lungviewer.ui.main_window; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=False,
                          env={**__import__('os').environ, "QT_QPA_PLATFORM": "offscreen"})
     assert out.stdout.strip() == "False", out.stderr
 
@@ -267,7 +273,7 @@ def test_lidc_root_index_skips_a_damaged_file(twin_0001_dir, tmp_path):
 
     folder = tmp_path / "LIDC-IDRI-0001" / "series"
     shutil.copytree(twin_0001_dir, folder)
-    first = sorted(folder.glob("*.dcm"))[0]
+    first = min(folder.glob("*.dcm"))
     data = first.read_bytes()
     tag = b"\x08\x00\x60\x00CS"  # (0008,0060) Modality, explicit VR
     assert data.count(tag) == 1

@@ -224,10 +224,16 @@ def test_training_is_deterministic(tiny_samples):
 @pytest.fixture(scope="module")
 def tiny_weights(tiny_samples, tmp_path_factory):
     """Tiny weights of every model, trained on the two training scans only."""
-    from lungviewer.cad.training.train import (build_retrieval_index, multitask_data, predict_detector,
-                                      slice_labels, train_detector, train_multitask,
-                                      train_slice_head)
-    from lungviewer.cad.weights import save_model
+    from lungviewer.cad.training.predict import predict_detector
+    from lungviewer.cad.training.train import (
+        build_retrieval_index,
+        multitask_data,
+        save_model,
+        slice_labels,
+        train_detector,
+        train_multitask,
+        train_slice_head,
+    )
 
     nod, det = tiny_samples
     out = tmp_path_factory.mktemp("weights")
@@ -273,12 +279,14 @@ def test_evaluate_end_to_end_on_tiny_weights(tiny_samples, tiny_weights):
     assert set(m["sharing"]) == {"disease", "texture"}
     assert set(m["sharing"]["texture"]) == {"partial", "single"}
     assert "texture" in m["sharing"]["texture"]["partial"]
-    from lungviewer.cad.training.evaluate import record_in_manifest
-    from lungviewer.cad.weights import load_model, read_manifest
+    from lungviewer.cad.manifest import read_manifest, record_metrics
+    from lungviewer.cad.training.evaluate import DATA_NOTE
+    from lungviewer.cad.weights import load_model
 
-    record_in_manifest(tiny_weights, m, {"evaluate": "lungviewer evaluate --json"})
+    record_metrics(tiny_weights, m, DATA_NOTE, {"evaluate": "lungviewer evaluate --json"})
     man = read_manifest(tiny_weights)
     assert man["metrics"]["malignancy.accuracy"] == m["malignancy.accuracy"]
+    assert man["metrics_data"] == DATA_NOTE and "weights" not in man["metrics"]
     assert man["commands"]["evaluate"] == "lungviewer evaluate --json"
     load_model("detector", tiny_weights, "cpu", man)  # checksums still valid
     text = format_text(m)
@@ -287,11 +295,17 @@ def test_evaluate_end_to_end_on_tiny_weights(tiny_samples, tiny_weights):
 
 
 @pytest.mark.slow
-def test_recommend_matches_the_engine_slice_scan(tiny_weights):
-    """recommend.score_slices (evaluate's fallback) ranks exactly like the viewer's engine."""
+def test_engine_slice_scan_scores_each_slice_by_its_best_candidate(tiny_weights):
+    """The one slice-scoring path (``CadEngine.scan_slices``, which evaluate runs) on a
+    whole twin: some slice scores above 0; a slice's score is the largest
+    ``candidate_scores`` of its own candidates (recomputed here slice by slice) at the
+    best candidate's place; slices without candidates score 0; the ranking lists every
+    slice, the best-scoring one first."""
     from lungviewer.cad.engine import CadEngine
-    from lungviewer.cad.recommend import score_slices
+    from lungviewer.cad.recommend import candidate_scores, rank_slices
+    from lungviewer.imaging.candidates import find_candidates
     from lungviewer.imaging.parenchyma import segment_lungs
+    from lungviewer.imaging.patches import detector_patches
     from lungviewer.study.lidc_db import get_database
     from lungviewer.study.volume import Volume
     from lungviewer.synth.twin import build_model, render_model
@@ -299,13 +313,22 @@ def test_recommend_matches_the_engine_slice_scan(tiny_weights):
     twin = render_model(build_model(get_database().scan(TRAIN_SCANS[0])))
     mask = segment_lungs(twin.hu).mask
     engine = CadEngine.load(tiny_weights, "cpu")
-    ours = score_slices(twin.hu, mask, engine.models["detector"], engine.models["slices"],
-                        spacing=twin.spacing)
     vol = Volume(hu=twin.hu, spacing=twin.spacing, positions=twin.positions)
-    theirs = engine.scan_slices(vol, mask)
-    assert (ours.nodule > 0).any()
-    np.testing.assert_allclose(ours.nodule, theirs.scores, atol=1e-5)
-    assert (ours.ranking()[:10] == theirs.ranking()[:10]).all()
+    scan = engine.scan_slices(vol, mask)
+    assert (scan.scores > 0).any() and ((scan.scores >= 0) & (scan.scores <= 1)).all()
+    pts, _ = find_candidates(twin.hu, mask)
+    with_cand = np.unique(pts[:, 0])
+    assert (scan.scores[np.setdiff1d(np.arange(vol.n_slices), with_cand)] == 0).all()
+    for k in with_cand[:: max(1, len(with_cand) // 4)]:
+        rc = pts[pts[:, 0] == k, 1:]
+        score, _ = candidate_scores(engine.models["detector"], engine.models["slices"],
+                                    detector_patches(twin.hu[k], rc))
+        assert scan.scores[k] == pytest.approx(float(score.max()), abs=1e-5)
+        assert score[(rc == scan.best[k]).all(1)].max() == pytest.approx(score.max(), abs=1e-5)
+    ranking = scan.ranking()
+    assert sorted(ranking.tolist()) == list(range(vol.n_slices))
+    assert scan.scores[ranking[0]] == scan.scores.max()
+    assert (ranking == rank_slices(scan.scores, scan.best, twin.spacing)).all()
 
 
 def test_evaluate_refuses_altered_weights(tiny_samples, tiny_weights, tmp_path):
@@ -369,12 +392,17 @@ def test_manifest_describes_training_data_and_label_sets():
     """The shipped manifest says what the models learned from, counted from the database
     and the split (and equal to what `train` writes now), with the caveat."""
     from lungviewer import paths
-    from lungviewer.cad.training.splits import annotated_patients, disease_labels, make_split
-    from lungviewer.cad.training.train import describe_training_data
-    from lungviewer.cad.weights import read_manifest
+    from lungviewer.cad.manifest import describe_training_data, read_manifest
+    from lungviewer.cad.training.splits import (
+        annotated_patients,
+        annotations_per_patient,
+        disease_labels,
+        make_split,
+    )
 
     dl = disease_labels()
-    d = describe_training_data(dl)
+    per_patient, split = annotations_per_patient(), make_split()
+    d = describe_training_data(per_patient, split, dl)
     sets = d["label_sets"]
     annotated = set(annotated_patients())
     assert sets["malignancy"]["patients"] == len(annotated)
@@ -384,7 +412,7 @@ def test_manifest_describes_training_data_and_label_sets():
         < sets["malignancy"]["annotations"]
     assert d["not_for_clinical_use"] is True and "Not for clinical use" in d["caveat"]
     assert "synthetic" in d["training_data"] and "real LIDC-IDRI slices" in \
-        describe_training_data(None, "/data/LIDC")["training_data"]
+        describe_training_data(per_patient, split, None, "/data/LIDC")["training_data"]
     shipped = read_manifest(paths.weights_dir())
     for key in ("training_data", "label_sets", "caveat", "not_for_clinical_use"):
         assert shipped[key] == d[key], key

@@ -5,12 +5,14 @@ analyze`` share, so both give the same numbers.
 (CUDA → MPS → CPU). torch is imported here lazily — importing this module does not
 import torch, so the viewer's first frame never waits for it.
 
-* :meth:`CadEngine.score_box` — a box on a slice → M2 patch → multi-task network
-  (malignancy level 1–5, disease classes of the shipped label set), M4 detector
-  (nodule probability, embedding) and M6 similar annotated nodules.
-* :meth:`CadEngine.scan_slices` — M5: every slice's candidates (bright blobs at and in the
-  lungs) scored by the detector and the transferred slice head; slices ranked by the
-  probability that they show a nodule. Results fill in as the scan goes.
+* :meth:`CadEngine.score_box` — a box on a slice → nodule patch → multi-task network
+  (malignancy level 1–5, disease classes of the shipped label set), nodule detector
+  (nodule probability, embedding) and similar annotated nodules.
+* :meth:`CadEngine.scan_slices` — slice recommendation: every slice's candidates (bright
+  blobs at and in the lungs) scored by the detector and the transferred slice head
+  (:mod:`lungviewer.cad.recommend`); slices ranked by the probability that they show a
+  nodule. Results fill in as the scan goes. This is the one slice-scoring path: the
+  viewer, ``lungviewer analyze`` and ``lungviewer evaluate`` all run it.
 """
 
 from __future__ import annotations
@@ -24,19 +26,18 @@ from pathlib import Path
 import numpy as np
 
 from lungviewer import paths
+from lungviewer.cancel import check
 from lungviewer.imaging.candidates import find_candidates
 from lungviewer.imaging.patches import detector_patch, detector_patches, nodule_patch
 from lungviewer.study.volume import Volume
 
-from .recommend import candidate_scores, rank_slices
+from .manifest import CAVEAT, MANIFEST, WeightsError, read_manifest, verify_file
+from .recommend import SLICE_CLASSES, candidate_scores, rank_slices
 from .retrieval import RetrievalIndex, SimilarNodule
-from .weights import WeightsError, read_manifest, sha256
+
+__all__ = ["CAVEAT", "SLICE_CLASSES", "BoxScores", "CadEngine", "SliceScores"]
 
 log = logging.getLogger(__name__)
-
-SLICE_CLASSES = ("no nodule", "benign", "malignant")
-CAVEAT = ("Trained on synthetic images (LIDC twin) with real LIDC-IDRI labels; not "
-          "validated on patient images. Not for clinical use.")
 
 
 @dataclass
@@ -78,7 +79,7 @@ class BoxScores:
 
 @dataclass
 class SliceScores:
-    """Per-slice M5 scores of a study (NaN where not scanned yet)."""
+    """Per-slice recommendation scores of a study (NaN where not scanned yet)."""
 
     scores: np.ndarray  # (n,) probability that the slice shows a nodule
     classes: np.ndarray  # (n,) int index into SLICE_CLASSES
@@ -87,7 +88,7 @@ class SliceScores:
     spacing: tuple[float, float, float] | None = None  # (z, y, x) mm, for distinct findings
 
     @staticmethod
-    def empty(n: int) -> "SliceScores":
+    def empty(n: int) -> SliceScores:
         return SliceScores(np.full(n, np.nan), np.zeros(n, int), np.zeros((n, 2), int))
 
     def ranking(self) -> np.ndarray:
@@ -123,7 +124,7 @@ class CadEngine:
         self.note = ""  # why the CAD runs on the CPU although a GPU is present, for the panel
 
     @classmethod
-    def load(cls, weights_dir: str | Path | None = None, device: str = "auto") -> "CadEngine":
+    def load(cls, weights_dir: str | Path | None = None, device: str = "auto") -> CadEngine:
         from .device import pick_device
         from .weights import load_model
 
@@ -134,12 +135,9 @@ class CadEngine:
                   for name in ("multitask", "detector", "slices")}
         entry = manifest["models"].get("retrieval")
         if entry is None:
-            raise WeightsError(f"{folder / 'manifest.json'} has no retrieval index.")
-        for key, file_key in (("sha256", "file"), ("records_sha256", "records")):
-            f = folder / entry[file_key]
-            if not f.is_file() or sha256(f) != entry[key]:
-                raise WeightsError(f"retrieval index file {f} is missing or does not match "
-                                   "its checksum.")
+            raise WeightsError(f"{folder / MANIFEST} has no retrieval index.")
+        verify_file(folder, entry)
+        verify_file(folder, entry, "records", "records_sha256")
         index = RetrievalIndex.load(folder / Path(entry["file"]).stem)
         engine = cls(models, index, manifest, dev)
         if device in ("auto", None) and dev == "cpu" and _cuda_present():
@@ -170,7 +168,7 @@ class CadEngine:
         a GPU error falls back to the CPU."""
         try:
             return self._score_box(volume, slice_index, box, k_similar, exclude_patient)
-        except Exception as exc:  # noqa: BLE001 - CUDA raises RuntimeError, AssertionError, ...
+        except Exception as exc:  # CUDA raises RuntimeError, AssertionError, ...
             if self.device == "cpu":
                 raise
             self._fall_back(exc)
@@ -211,7 +209,9 @@ class CadEngine:
                     progress: Callable[[int, int], None] | None = None,
                     cancel: Callable[[], bool] | None = None,
                     out: SliceScores | None = None, batch: int = 256) -> SliceScores:
-        """M5 over every slice; fills ``out`` (if given) as batches finish."""
+        """Slice recommendation over every slice; fills ``out`` (if given) as batches
+        finish. ``cancel`` returning True stops the scan with
+        :class:`lungviewer.cancel.Cancelled`."""
         if lung_mask is None:
             from lungviewer.imaging.parenchyma import segment_lungs
 
@@ -224,8 +224,7 @@ class CadEngine:
         det, head = self.models["detector"], self.models["slices"]
         n = len(pts)
         for i in range(0, max(n, 1), batch):
-            if cancel is not None and cancel():
-                raise InterruptedError("slice scan cancelled")
+            check(cancel, "the slice scan")
             chunk = pts[i:i + batch]
             if len(chunk) == 0:
                 break
@@ -236,7 +235,7 @@ class CadEngine:
             chunk = chunk[order]
             try:
                 score, p_cls = candidate_scores(det, head, patches, self.device)
-            except Exception as exc:  # noqa: BLE001 - a GPU error: the rest of the scan on the CPU
+            except Exception as exc:  # a GPU error: the rest of the scan on the CPU
                 if self.device == "cpu":
                     raise
                 self._fall_back(exc)
@@ -253,7 +252,3 @@ class CadEngine:
         res.scores[~scanned] = 0.0
         res.done = volume.n_slices
         return res
-
-    def similar(self, embedding: np.ndarray, k: int = 5,
-                exclude_patient: str | None = None) -> list[SimilarNodule]:
-        return self.index.query(embedding, k, exclude_patient)

@@ -1,8 +1,8 @@
-"""The CAD networks (DESIGN M3, M4, M5). Only ``lungviewer.cad`` imports torch, and this
+"""The CAD networks (docs/ARCHITECTURE.md, "CAD"). Only ``lungviewer.cad`` imports torch, and this
 module is imported lazily (by the engine's worker thread and the trainer), never by the
 viewer's first frame.
 
-M3 — multi-task nodule network with partial soft parameter sharing: two task columns
+Multi-task nodule network with partial soft parameter sharing: two task columns
 (task A: malignancy level 1–5; task B: disease class or a LIDC rating). conv1 and conv2
 are per task and never shared; after each pooling stage the two columns' feature maps
 are linearly combined with a learned 2×2 mixing matrix (cross-stitch), and in the FC
@@ -11,13 +11,13 @@ flatten"). Baselines: ``hard`` (one trunk, two heads), ``soft`` (two separate co
 with an L2 penalty tying their weights, :meth:`MultiTaskNet.l2_tie`), ``single`` (one
 column, one head; train one per task).
 
-Input: (n, 2, 32, 32) — the M2 binary and grey patches — plus (n, 2) box size in mm.
+Input: (n, 2, 32, 32) — the nodule patch, binary and grey — plus (n, 2) box size in mm.
 
-M4 — nodule vs non-nodule detector, exactly: 50×50 → conv 32@5×5 same → maxpool 2 →
+Nodule detector (nodule vs non-nodule), exactly: 50×50 → conv 32@5×5 same → maxpool 2 →
 conv 64@5×5 → conv 64@3×3 → maxpool 2 → FC 512 → dropout 0.5 → 2 logits. The 512-d
-penultimate features are the retrieval embedding (M6).
+penultimate features are the similar-nodule embedding.
 
-M5 — slice recommendation head: transferred from the detector (its trunk, frozen, and
+Slice recommendation head: transferred from the detector (its trunk, frozen, and
 its penultimate features) with a new 3-way head: no nodule / benign / malignant.
 """
 
@@ -125,7 +125,7 @@ class MultiTaskNet(nn.Module):
 
 
 class NoduleDetector(nn.Module):
-    """M4, as the paper describes it (50×50 grey patch → 2 logits)."""
+    """The nodule detector, as the paper describes it (50×50 grey patch → 2 logits)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -142,7 +142,7 @@ class NoduleDetector(nn.Module):
         return F.max_pool2d(x, 2)  # 25 -> 12
 
     def embed(self, x):
-        """The 512-d penultimate features (M6 retrieval embedding)."""
+        """The 512-d penultimate features (the similar-nodule embedding)."""
         return F.relu(self.fc(torch.flatten(self.trunk(x), 1)))
 
     def forward(self, x):
@@ -150,8 +150,8 @@ class NoduleDetector(nn.Module):
 
 
 class SliceHead(nn.Module):
-    """M5: a 3-way head (no nodule / benign / malignant) on the detector's transferred
-    512-d features; the detector trunk stays frozen."""
+    """Slice recommendation: a 3-way head (no nodule / benign / malignant) on the
+    detector's transferred 512-d features; the detector trunk stays frozen."""
 
     def __init__(self) -> None:
         super().__init__()

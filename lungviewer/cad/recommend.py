@@ -1,40 +1,23 @@
-"""M5 slice recommendation: score every slice of a study, rank them, measure recall.
+"""Slice recommendation: how a candidate is scored and how slices are ranked.
 
 A slice's score is the largest candidate score over the slice's nodule candidates
 (:func:`lungviewer.imaging.candidates.find_candidates`: bright blobs in and at the edge of
-the lungs); a candidate's score (:func:`candidate_scores`) joins the detector's nodule
-logit and the slice head's 'some nodule' logit — ``CadEngine.scan_slices`` calls the same
-function. The slice
-head is the M5 network transferred from the detector (its frozen 512-d features,
-:class:`lungviewer.cad.networks.SliceHead`). Slices are ranked by score so that the reader
-looks at the likeliest first.
+the lungs); a candidate's score (:func:`candidate_scores`) joins the nodule detector's
+logit and the slice head's 'some nodule' logit. The slice head is the slice network
+transferred from the detector (its frozen 512-d features,
+:class:`lungviewer.cad.networks.SliceHead`). :meth:`lungviewer.cad.engine.CadEngine.scan_slices`
+scores a whole study with these; :func:`rank_slices` orders its slices so that the reader
+looks at the likeliest distinct findings first.
 
 Arrays are ``(z, y, x)``; HU ``int16``. torch is imported lazily.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import numpy as np
 
-CLASSES = ("no nodule", "benign", "malignant")
-
-
-@dataclass
-class SliceScores:
-    """Per slice (z,): ``nodule`` = max over candidates of :func:`candidate_scores`;
-    ``malignant`` = p(malignant) of that candidate; ``best_rc`` (z, 2) its row/col (−1 if
-    the slice has no candidate)."""
-
-    nodule: np.ndarray
-    malignant: np.ndarray
-    best_rc: np.ndarray
-    spacing: tuple[float, float, float] | None = None
-
-    def ranking(self) -> np.ndarray:
-        return rank_slices(self.nodule, self.best_rc, self.spacing)
+#: the slice head's classes, in the order of its outputs
+SLICE_CLASSES = ("no nodule", "benign", "malignant")
 
 
 # a slice whose best candidate lies this close (3-D, mm) to a higher-ranked slice's is the same
@@ -89,46 +72,3 @@ def candidate_scores(detector, head, patches: np.ndarray,
                     + (torch.logsumexp(z_head[:, 1:], 1) - z_head[:, 0])).cpu().numpy()
     score = 1.0 / (1.0 + np.exp(-np.clip(evidence, -60, 60) / 8.0))
     return score.astype(np.float32), p_cls
-
-
-def score_slices(hu: np.ndarray, lung_mask: np.ndarray, detector, head, device: str = "cpu",
-                 progress: Callable[[int, int], None] | None = None,
-                 spacing: tuple[float, float, float] | None = None) -> SliceScores:
-    """Score every slice of ``hu`` (z, y, x) int16 with the M5 head on its candidates;
-    ``spacing`` (z, y, x) mm lets the ranking list distinct findings first."""
-    from lungviewer.imaging.candidates import find_candidates
-    from lungviewer.imaging.patches import detector_patches
-
-    n = hu.shape[0]
-    pts, _ = find_candidates(hu, lung_mask)
-    nodule = np.zeros(n, np.float32)
-    malignant = np.zeros(n, np.float32)
-    best = np.full((n, 2), -1, np.int64)
-    if len(pts) == 0:
-        return SliceScores(nodule, malignant, best, spacing)
-    patches = np.empty((len(pts), 50, 50), np.float32)
-    ks = np.unique(pts[:, 0])
-    for j, k in enumerate(ks):
-        sel = np.nonzero(pts[:, 0] == k)[0]
-        patches[sel] = detector_patches(hu[k], pts[sel, 1:])
-        if progress:
-            progress(j + 1, len(ks))
-    parts = [candidate_scores(detector, head, patches[i:i + 512], device)
-             for i in range(0, len(patches), 512)]
-    p_nod = np.concatenate([p[0] for p in parts])
-    p_cls = np.concatenate([p[1] for p in parts])
-    # the best candidate per slice: sort by (slice, −score), take the first of each slice
-    order = np.lexsort((-p_nod, pts[:, 0]))
-    first = order[np.r_[True, pts[order[1:], 0] != pts[order[:-1], 0]]]
-    nodule[pts[first, 0]] = p_nod[first]
-    malignant[pts[first, 0]] = p_cls[first, 2]
-    best[pts[first, 0]] = pts[first, 1:]
-    return SliceScores(nodule, malignant, best, spacing)
-
-
-def nodule_recall_at(ranking: np.ndarray, nodule_slices: list[np.ndarray], k: int = 10) -> float:
-    """Share of nodules with at least one of their slices among the top ``k`` ranked."""
-    if not nodule_slices:
-        return float("nan")
-    top = set(int(i) for i in np.asarray(ranking)[:k])
-    return float(np.mean([any(int(s) in top for s in sl) for sl in nodule_slices]))

@@ -1,4 +1,4 @@
-"""M6: similar-nodule retrieval with the detector's penultimate features.
+"""Similar nodules: retrieval with the detector's penultimate features.
 
 The index holds one entry per annotated training nodule: its 512-d embedding (mean over
 its readers' samples), a record (patient, nodule key, the readers' malignancy ratings,
@@ -69,7 +69,7 @@ class RetrievalIndex:
         return [st, js]
 
     @staticmethod
-    def load(prefix: Path) -> "RetrievalIndex":
+    def load(prefix: Path) -> RetrievalIndex:
         from safetensors.numpy import load_file
 
         prefix = Path(prefix)

