@@ -190,7 +190,8 @@ class SliceView(QWidget):
             "color: white; background: rgba(170, 20, 20, 200); padding: 2px 8px; "
             "font-weight: bold;")
         self._labels["banner"].hide()
-        self._labels["br"].hide()
+        for corner in ("tl", "tr", "bl", "br"):  # shown once they have a text
+            self._labels[corner].hide()
         self.setMinimumSize(320, 320)
 
     # -- data -------------------------------------------------------------------------------
