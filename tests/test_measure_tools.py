@@ -200,3 +200,39 @@ def test_bidirectional_and_set_measurements(qtbot, mpr):
     # a new study empties the list
     mpr.set_volume(disk_phantom())
     assert panel.measurements() == [] and panel.list.count() == 0
+
+
+def test_a_real_mouse_drag_draws_a_rectangle_and_a_click_selects_it(qtbot, mpr):
+    from PySide6.QtCore import QEvent, QPoint
+    from PySide6.QtGui import QMouseEvent
+    from PySide6.QtWidgets import QApplication
+
+    ax = mpr.axial
+    vp = ax.graphics.viewport()
+
+    def at(r, c):
+        return ax.graphics.mapFromScene(ax.view.mapViewToScene(QPointF(c + 0.5, r + 0.5)))
+
+    def send(kind, p, button, buttons):
+        QApplication.sendEvent(vp, QMouseEvent(kind, QPointF(p), QPointF(vp.mapToGlobal(p)),
+                                               button, buttons, Qt.KeyboardModifier.NoModifier))
+
+    left, none = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
+    qtbot.keyClick(mpr, Qt.Key.Key_G)
+    p0, p1 = at(20, 20), at(40, 50)
+    send(QEvent.Type.MouseButtonPress, p0, left, left)
+    for f in (0.3, 0.6, 1.0):  # pyqtgraph drops moves that come faster than a frame
+        qtbot.wait(40)
+        send(QEvent.Type.MouseMove, QPoint(int(p0.x() + f * (p1.x() - p0.x())),
+                                           int(p0.y() + f * (p1.y() - p0.y()))), none, left)
+    send(QEvent.Type.MouseButtonRelease, p1, left, none)
+    (m,) = mpr.measure_panel.measurements()
+    assert m.kind == "rectangle" and m.plane == "axial"
+    np.testing.assert_allclose(m.points, [(20, 20), (40, 50)], atol=0.6)  # screen pixels
+    # clicking the shape (tool off) selects it
+    mpr.set_tool(None)
+    mpr.measure_panel.select("")
+    roi = mpr.layers[0].drawn[m.id].rois[0]
+    roi.sigClicked.emit(roi, None)
+    assert mpr.measure_panel.selected_id == m.id
+    assert mpr.measure_panel.list.currentRow() == 0

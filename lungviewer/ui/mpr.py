@@ -68,6 +68,7 @@ class MprWidget(QWidget):
     layoutChanged = Signal(str)
     slabChanged = Signal(str, float)  # mode ('' = off), thickness mm
     cineChanged = Signal(bool)
+    toolChanged = Signal(str)  # the measurement tool ('' = none)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -395,6 +396,7 @@ class MprWidget(QWidget):
             a.blockSignals(True)
             a.setChecked(k == kind)
             a.blockSignals(False)
+        self.toolChanged.emit(kind or "")
 
     @property
     def tool(self) -> str | None:
