@@ -333,3 +333,47 @@ def test_export_command_from_a_box(phantom_dir, volume, tmp_path, capsys):
     # a bad box is a clear message
     rc = _run([str(phantom_dir), "--out", str(tmp_path / "o2"), "--box", "99,1,1,5,5"])
     assert rc == 1 and "slice" in capsys.readouterr().err
+
+
+# -- the demo twin and the real dev scan ---------------------------------------------------------
+TWIN_BOX = (89, 336, 293, 395, 344)  # LIDC-IDRI-0001: the readers' outlines ± 4 px
+REAL_BOX = (70, 335, 343, 376, 384)  # LIDC-IDRI-0006: the 15 mm nodule of 078.xml
+
+
+def test_demo_twin_exports_read_back_and_keep_the_synthetic_marker(twin_0001_dir, tmp_path,
+                                                                   capsys):
+    out = tmp_path / "out"
+    rc = _run([str(twin_0001_dir), "--out", str(out), "--box", ",".join(map(str, TWIN_BOX)),
+               "--sr", "--seg", "--json", "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["synthetic"] is True
+    for name in ("sr.dcm", "seg.dcm"):
+        ds = pydicom.dcmread(out / name)
+        assert "SYNTHETIC" in ds.SeriesDescription
+    volume = load_series(twin_0001_dir)
+    imp = import_beside(volume, out)
+    assert imp.messages == []
+    [n] = imp.nodules
+    assert n.numbers["volume_mm3"] == pytest.approx(summary["nodules"][0]["volume_mm3"])
+    assert n.mask is not None and n.mask[TWIN_BOX[0]].any()
+
+
+def test_real_dev_scan_round_trip(tmp_path):
+    if not REAL.is_dir():
+        pytest.skip(f"the real dev scan is absent ({REAL})")
+    from lungviewer.reading.volumetry import segment_nodule
+
+    volume = load_series(REAL)
+    reading = Reading.for_volume(volume)
+    seg = segment_nodule(volume.hu, volume.spacing, REAL_BOX)
+    reading.add_nodule(NoduleRecord.from_segmentation(seg))
+    res = export_dicom(reading, volume, tmp_path)
+    assert "SYNTHETIC" not in pydicom.dcmread(res.sr).SeriesDescription
+    imp = import_beside(volume, tmp_path)
+    assert imp.messages == []
+    back = imp.to_reading(volume).nodules[0]
+    orig = reading.nodules[0]
+    assert back.volume_mm3 == pytest.approx(orig.volume_mm3)
+    assert back.long_axis_mm == pytest.approx(orig.long_axis_mm)
+    assert np.array_equal(back.mask.full(volume.shape), orig.mask.full(volume.shape))

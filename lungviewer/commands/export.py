@@ -84,6 +84,20 @@ def _mark_box(mark, volume) -> tuple[int, int, int, int, int]:
     return int(mark.slice), r0, c0, max(r1, r0 + 1), max(c1, c0 + 1)
 
 
+def _nodule_at(reading, mark):
+    """The accepted nodule whose mask holds the mark's centre (None if none)."""
+    k, r, c = int(mark.slice), round(float(mark.row)), round(float(mark.col))
+    for n in reading.accepted_nodules():
+        if n.mask is None or n.cad_mark_id:
+            continue
+        (z0, y0, x0), block = n.mask.offset, n.mask.to_array()
+        z, y, x = k - z0, r - y0, c - x0
+        if (0 <= z < block.shape[0] and 0 <= y < block.shape[1] and 0 <= x < block.shape[2]
+                and block[z, y, x]):
+            return n
+    return None
+
+
 def build_reading(volume, boxes, accept_cad: int = 0, device: str = "auto",
                   lung_mask=None, reading=None, messages: list[str] | None = None):
     """The reading to export: ``reading`` (or a new one) with the nodules of ``boxes``
@@ -130,6 +144,10 @@ def build_reading(volume, boxes, accept_cad: int = 0, device: str = "auto",
                             f"--accept-cad {accept_cad}")
         for mark in marks[:accept_cad]:
             reading.accept(mark.id)
+            covering = _nodule_at(reading, mark)
+            if covering is not None:  # the mark is a nodule already segmented: link them
+                covering.cad_mark_id = mark.id
+                continue
             box = _mark_box(mark, volume)
             try:
                 seg = segment_nodule(volume.hu, volume.spacing, box, lung_mask)

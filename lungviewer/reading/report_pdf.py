@@ -203,10 +203,16 @@ def build_report(reading: Reading, volume, out_path: str | Path, *,
     return out_path
 
 
-def _image_block(pdf, png: bytes, caption: str) -> float:
-    """Put the key image at the left of the current line; returns its right edge (mm)."""
-    if pdf.get_y() > pdf.h - 85:
+def _keep_together(pdf, height: float = 92) -> None:
+    """A finding's title, image and caption stay on one page."""
+    if pdf.get_y() > pdf.h - pdf.b_margin - height:
         pdf.add_page()
+    else:
+        pdf.ln(2)
+
+
+def _image_block(pdf, png: bytes, caption: str) -> float:
+    """Put the key image at the left of the current line; returns the caption's end (mm)."""
     x, y = pdf.l_margin, pdf.get_y()
     pdf.image(io.BytesIO(png), x=x, y=y, w=60, h=60)
     pdf.set_xy(x, y + 61)
@@ -248,7 +254,7 @@ def _nodule_section(pdf, text, reading: Reading, volume, n: NoduleRecord) -> Non
     k = int(np.clip(k, 0, volume.n_slices - 1))
     crop = _crop_box(n.box, volume.shape[1:])
     png = key_image(volume, k, crop, mask[k] if mask is not None else None)
-    pdf.ln(2)
+    _keep_together(pdf)
     text(f"Nodule {n.id}" + (" (from a CAD mark)" if n.source == "cad" else ""), 12, "B", 6)
     end = _image_block(pdf, png, f"Axial slice {k + 1} of {volume.n_slices} (lung window); "
                                  "red: the nodule's outline")
@@ -276,7 +282,7 @@ def _mark_section(pdf, text, volume, m: CadMark) -> None:
     r, c = round(m.row), round(m.col)
     box = (k, r - int(rad) - 1, c - int(rad) - 1, r + int(rad) + 2, c + int(rad) + 2)
     png = key_image(volume, k, _crop_box(box, volume.shape[1:]), circle=(m.row, m.col, rad))
-    pdf.ln(2)
+    _keep_together(pdf)
     text(f"CAD mark {m.id} (accepted by the reader)", 12, "B", 6)
     end = _image_block(pdf, png, f"Axial slice {k + 1} of {volume.n_slices} (lung window); "
                                  "yellow: the CAD mark")
