@@ -73,7 +73,7 @@ class MprWidget(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.volume: Volume | None = None
-        self.slab_cache = planes.SlabCache(max_items=96)
+        self.slab_cache = planes.SlabCache(max_items=64)  # ≤ 64 MB of 512² float32
         self.axial = SliceView(self, "axial", self.slab_cache)
         self.coronal = SliceView(self, "coronal", self.slab_cache)
         self.sagittal = SliceView(self, "sagittal", self.slab_cache)
