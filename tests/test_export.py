@@ -333,6 +333,23 @@ def test_export_command_from_a_box(phantom_dir, volume, tmp_path, capsys):
     # a bad box is a clear message
     rc = _run([str(phantom_dir), "--out", str(tmp_path / "o2"), "--box", "99,1,1,5,5"])
     assert rc == 1 and "slice" in capsys.readouterr().err
+    # anonymised: the CT copy with its SR/SEG, no patient name anywhere, the PDF undated
+    anon = tmp_path / "anon"
+    rc = _run([str(phantom_dir), "--out", str(anon), "--box", box, "--anonymize", "--json",
+               "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads(capsys.readouterr().out)
+    assert sorted(Path(p).name for p in summary["files"]) == ["report.pdf", "seg.dcm",
+                                                              "sr.dcm"]
+    copied = load_series(anon / "anonymized")
+    assert copied.n_slices == volume.n_slices and copied.study_uid != volume.study_uid
+    assert all(NAME not in str(pydicom.dcmread(f).PatientName)
+               for f in (anon / "anonymized").iterdir())
+    assert import_beside(copied, anon / "anonymized").nodules
+    assert sorted(p.name for p in anon.iterdir()) == ["anonymized", "report.pdf"]
+    rc = _run([str(phantom_dir), "--out", str(anon), "--accept-cad", "1",
+               "--anonymize", "--include-patient-name"])
+    assert rc == 1 and "contradict" in capsys.readouterr().err
 
 
 # -- the demo twin and the real dev scan ---------------------------------------------------------
@@ -377,3 +394,26 @@ def test_real_dev_scan_round_trip(tmp_path):
     assert back.volume_mm3 == pytest.approx(orig.volume_mm3)
     assert back.long_axis_mm == pytest.approx(orig.long_axis_mm)
     assert np.array_equal(back.mask.full(volume.shape), orig.mask.full(volume.shape))
+
+
+def test_a_fractional_seg_from_another_tool_is_shown(volume, phantom_dir, tmp_path):
+    from pydicom.sr.codedict import codes
+
+    sources = read_sources(volume)
+    prob = np.zeros(volume.shape, np.float32)
+    prob[10:14, 30:50, 26:46] = 0.9
+    prob[10:14, 30:50, 46:50] = 0.3  # below one half: not part of the segment
+    desc = hd.seg.SegmentDescription(
+        1, "lesion", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Lesion,
+        hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+    seg = hd.seg.Segmentation(
+        sources, prob, hd.seg.SegmentationTypeValues.FRACTIONAL, [desc], hd.UID(), 5, hd.UID(),
+        1, "Other Tool Inc.", "Other", "1.0", "1")
+    folder = tmp_path / "study"
+    shutil.copytree(phantom_dir, folder)
+    seg.save_as(folder / "other.dcm")
+    imp = import_beside(volume, folder)
+    assert imp.messages == []
+    [s] = imp.segments
+    assert s.creator == "Other Tool Inc." and s.label == "lesion"
+    assert np.array_equal(s.mask, prob > 0.5)

@@ -234,7 +234,11 @@ def read_seg(path: Path, volume, frame_of_reference: str = "") -> list[ImportedS
         raise ValueError(f"{name}: it belongs to another frame of reference (another scan), "
                          "not to the loaded CT")
     try:
-        vol = seg.get_volume(combine_segments=False, dtype=np.uint8)
+        fractional = str(seg.get("SegmentationType", "")).upper() == "FRACTIONAL"
+        vol = seg.get_volume(combine_segments=False, dtype=np.uint8,
+                             rescale_fractional=False)
+        # a fractional segment counts where it is above half its maximum value
+        cut = int(seg.get("MaximumFractionalValue", 255)) // 2 if fractional else 0
     except Exception as exc:  # highdicom raises ValueError/RuntimeError on odd geometry
         raise ValueError(f"{name}: its frames do not form a regular volume "
                          f"({type(exc).__name__}: {str(exc)[:120]})") from exc
@@ -258,7 +262,7 @@ def read_seg(path: Path, volume, frame_of_reference: str = "") -> list[ImportedS
     creator = str(seg.get("Manufacturer", "") or "unknown")
     out = []
     for ch, number in enumerate(numbers):
-        idx = np.argwhere(arr[..., ch] > 0)
+        idx = np.argwhere(arr[..., ch] > cut)
         mask = np.zeros(volume.shape, dtype=bool)
         if len(idx):
             pts = (np.c_[idx, np.ones(len(idx))] @ np.asarray(vol.affine, float).T)[:, :3]
