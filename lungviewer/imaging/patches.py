@@ -1,7 +1,7 @@
 """Nodule patches (DESIGN M2) and detector patches (M4 input), pure numpy/scikit-image.
 
-The same functions serve training (``lungviewer.cad.datasets``) and the viewer's box, so
-what the network sees in use is exactly what it saw in training.
+The same functions serve training (``lungviewer.cad.training.datasets``) and the viewer's
+box, so what the network sees in use is exactly what it saw in training.
 
 M2: the ROI's bounding box on its slice → crop → Otsu binarisation → remove objects
 smaller than 10 px → centre-pad (or centre-crop) to 32×32. A grey-level patch (HU
