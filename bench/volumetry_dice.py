@@ -43,6 +43,7 @@ REAL = ROOT.parent / "shared" / "data" / "real" / "LIDC-IDRI-0006"
 DEFAULT_TWINS = ("LIDC-IDRI-0003", "LIDC-IDRI-0005", "LIDC-IDRI-0007", "LIDC-IDRI-0016",
                  "LIDC-IDRI-0019")
 PAD = 2
+LOOSE = 0.0  # --loose: extra padding, a fraction of the box's size on each side
 
 
 
@@ -80,8 +81,10 @@ def box_for(offset, ref: np.ndarray, union: np.ndarray, shape) -> tuple[int, ...
     if rows.size == 0:
         rows = np.flatnonzero(union.any(axis=(0, 2)))
         cols = np.flatnonzero(union.any(axis=(0, 1)))
-    return (z0 + zc, max(y0 + rows[0] - PAD, 0), max(x0 + cols[0] - PAD, 0),
-            min(y0 + rows[-1] + 1 + PAD, shape[1]), min(x0 + cols[-1] + 1 + PAD, shape[2]))
+    pr = PAD + round(LOOSE * (rows[-1] + 1 - rows[0]))
+    pc = PAD + round(LOOSE * (cols[-1] + 1 - cols[0]))
+    return (z0 + zc, max(y0 + rows[0] - pr, 0), max(x0 + cols[0] - pc, 0),
+            min(y0 + rows[-1] + 1 + pr, shape[1]), min(x0 + cols[-1] + 1 + pc, shape[2]))
 
 
 def twin_cases(patients, use_lung_mask: bool):
@@ -214,7 +217,12 @@ def main(argv=None) -> int:
     p.add_argument("--real", type=Path, default=REAL)
     p.add_argument("--no-real", action="store_true")
     p.add_argument("--real-without-lung-mask", action="store_true")
+    p.add_argument("--loose", type=float, default=0.0,
+                   help="pad each box by this fraction of its size on each side (a loosely "
+                        "drawn box)")
     args = p.parse_args(argv)
+    global LOOSE
+    LOOSE = args.loose
     logging.basicConfig(level=logging.WARNING)
     twins = [t for t in args.twins.split(",") if t]
     if twins:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lungviewer.imaging.parenchyma import dice
+from lungviewer.reading.lungrads import lung_rads
 from lungviewer.reading.volumetry import NoduleSegmentation, VolumetryError, segment_nodule
 
 LUNG_HU, SOFT_HU = -850.0, 30.0
@@ -199,8 +200,7 @@ def test_full_mask_and_record_fields():
         long_axis_mm=4.04, short_axis_mm=3.0, axis_slice=5,
         long_axis_points=((2, 3), (4, 6)), short_axis_points=((3, 3), (3, 5)), mean_hu=10.0,
         solid_fraction=1.0, solid_diameter_mm=3.5, type="solid",
-        lung_rads=__import__("lungviewer.reading.lungrads", fromlist=["x"]).lung_rads(
-            "solid", 3.5))
+        lung_rads=lung_rads("solid", 3.5))
     m = seg.full_mask(shape)
     assert m.sum() == 24 and m[4:6, 2:5, 3:7].all()
     d = seg.as_dict()

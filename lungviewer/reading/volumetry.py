@@ -7,9 +7,11 @@ nodule in 3-D and measures it. Pure numpy / scipy on ``(z, y, x)`` HU arrays wit
 Method (all on a region around the box: the box widened by half its size and ≥ 5 mm each
 side in plane, and ±(0.75 × the box's larger side + 3 mm) in z):
 
-1. **Levels.** The image is lightly smoothed (σ 0.5 mm in plane). The seed is the brightest
-   point of a strongly smoothed copy (σ ≈ a third of the box's half size) in the central half
-   of the box on its slice: blobs win over thin vessels there. The *core* level is the median
+1. **Levels.** The image is lightly smoothed (σ 0.5 mm in plane). The seed is the strongest
+   blob in the central half of the box on its slice (difference of Gaussians, σ ≈ a third of
+   the box's half size, HU clipped at 100 so bone counts as soft tissue, weighted towards the
+   box centre): nodules win over thin vessels and the chest wall — unless the box centre
+   itself is denser than the lung, which then is the seed. The *core* level is the median
    HU within 1–3 mm of the seed, the *lung* level the median of the region's voxels below
    −500 HU.
 2. **Chest wall cut (rolling ball).** The lung region — the lung mask when given, else the
@@ -71,6 +73,7 @@ MAX_VESSEL_RADIUS_MM = 2.5  #: the vessel-cut ball grows no larger than this ...
 LARGE_OPEN_FRACTION = 0.35  #: ... or this fraction of the inscribed radius (keeps lobulations)
 VOI_SCALE = 1.6  #: the nodule stays within the box's circumscribed ellipsoid × this
 MIN_CONTRAST_HU = 100.0  #: core must be this much denser than the lung
+SEED_CLIP_HU = 100.0  #: HU clipped here when looking for the seed (bone counts as tissue)
 
 _STRUCT6 = ndi.generate_binary_structure(3, 1)
 _STRUCT_SLICE = np.zeros((3, 3, 3), dtype=bool)
@@ -327,17 +330,32 @@ def segment_nodule(hu: np.ndarray, spacing: tuple[float, float, float],
 
     sig_light = (0.0, 0.5 / dy, 0.5 / dx)
     light = ndi.gaussian_filter(sub, sig_light, mode="nearest")
-    blob_mm = min(max(half_mm / 3.0, 1.0), 4.0)
-    blob_z = blob_mm / dz if blob_mm / dz >= 0.3 else 0.0
-    blob = ndi.gaussian_filter(sub, (blob_z, blob_mm / dy, blob_mm / dx), mode="nearest")
-
-    # seed: brightest blob point in the central half of the box on its slice
+    # seed: the strongest blob (difference of Gaussians on the box's slice, HU clipped at
+    # soft tissue so bone does not win; large structures such as the chest wall respond only
+    # at their edge) in the central half of the box, favouring the box centre
+    blob_mm = max(half_mm / 3.0, 1.0)
+    img = np.minimum(sub[kk], SEED_CLIP_HU)
+    s1 = (blob_mm / dy, blob_mm / dx)
+    dog = (ndi.gaussian_filter(img, s1, mode="nearest")
+           - ndi.gaussian_filter(img, (2.5 * s1[0], 2.5 * s1[1]), mode="nearest"))
     qr, qc = max((br1 - br0) // 4, 0), max((bc1 - bc0) // 4, 0)
     ca, cb = br0 + qr, max(br1 - qr, br0 + qr + 1)
     cc_, cd = bc0 + qc, max(bc1 - qc, bc0 + qc + 1)
-    centre = blob[kk, ca:cb, cc_:cd]
-    i, j = np.unravel_index(int(np.argmax(centre)), centre.shape)
+    gr, gc = np.ogrid[ca:cb, cc_:cd]
+    rho2 = (((gr - (br0 + br1 - 1) / 2) / max((br1 - br0) / 2, 1)) ** 2
+            + ((gc - (bc0 + bc1 - 1) / 2) / max((bc1 - bc0) / 2, 1)) ** 2)
+    score = dog[ca:cb, cc_:cd] * (1.0 - 0.5 * rho2)
+    i, j = np.unravel_index(int(np.argmax(score)), score.shape)
     seed = (kk, ca + int(i), cc_ + int(j))
+    # ... unless the box centre itself is denser than the lung: readers centre the box
+    dark = light < DARK_HU
+    bg = float(np.median(light[dark])) if dark.sum() >= 50 else -850.0
+    bg = min(max(bg, -1000.0), -650.0)
+    mr, mc = (br0 + br1 - 1) // 2, (bc0 + bc1 - 1) // 2
+    mid = light[kk, max(mr - 1, 0):mr + 2, max(mc - 1, 0):mc + 2]
+    if float(mid.max()) > bg + MIN_CONTRAST_HU:
+        i, j = np.unravel_index(int(np.argmax(mid)), mid.shape)
+        seed = (kk, max(mr - 1, 0) + int(i), max(mc - 1, 0) + int(j))
     search = np.zeros(sub.shape, dtype=bool)  # the box itself, on slices near its own
     search[max(kk - 1, 0):kk + 2, br0:br1, bc0:bc1] = True
 
@@ -347,9 +365,6 @@ def segment_nodule(hu: np.ndarray, spacing: tuple[float, float, float],
     ball = (((zz - seed[0]) * dz) ** 2 + ((yy - seed[1]) * dy) ** 2
             + ((xx - seed[2]) * dx) ** 2) <= rc * rc
     core_level = float(np.median(light[ball]))
-    dark = light < DARK_HU
-    bg = float(np.median(light[dark])) if dark.sum() >= 50 else -850.0
-    bg = min(max(bg, -1000.0), -650.0)
     if core_level - bg < MIN_CONTRAST_HU:
         raise VolumetryError(f"nothing denser than the lung at the box centre (core "
                              f"{core_level:.0f} HU, lung {bg:.0f} HU): draw the box around "
