@@ -915,3 +915,20 @@ def test_import_and_load_leave_pydicom_settings_alone(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_thousands_of_distinct_geometries_split_quickly(tmp_path):
+    """A hostile UID whose 1500 images all differ in orientation: split in bounded time
+    (one vectorised comparison per stack)."""
+    files = _series(tmp_path, n=1)
+    h = dicom_series._read_header(files[0])
+    assert not isinstance(h, str)
+    import dataclasses
+
+    angles = np.linspace(0, 0.25, 1500)
+    many = [dataclasses.replace(h, orientation=np.array(
+        [np.cos(a), np.sin(a), 0, -np.sin(a), np.cos(a), 0])) for a in angles]
+    t0 = time.perf_counter()
+    parts = dicom_series._split_by_geometry(many + [h])
+    assert time.perf_counter() - t0 < 5.0
+    assert len(parts) == 1500 and max(map(len, parts)) == 2  # h and the angle-0 copy

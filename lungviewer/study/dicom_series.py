@@ -157,30 +157,20 @@ class _Header:
 
     @property
     def normal(self) -> np.ndarray | None:
+        """Unit slice normal (row × column cosines; plain arithmetic: np.cross costs more
+        than the rest of a header's checks)."""
         if self.orientation is None:
             return None
-        n = np.cross(self.orientation[:3], self.orientation[3:])
-        norm = np.linalg.norm(n)
-        return n / norm if norm > 0 else None
+        a, b, c, d, e, f = self.orientation.tolist()
+        n = (b * f - c * e, c * d - a * f, a * e - b * d)
+        norm = math.sqrt(n[0] ** 2 + n[1] ** 2 + n[2] ** 2)
+        return np.array(n) / norm if norm > 0 else None
 
     @property
     def complete(self) -> bool:
         """A single-frame image with pixels and geometry (can be part of a stack)."""
         return (self.has_pixels and not self.is_localizer and not self.is_multiframe
                 and self.position is not None and self.normal is not None)
-
-    def same_geometry(self, other: _Header) -> bool:
-        """Same image size, pixel spacing (within SPACING_TOLERANCE) and orientation
-        (within ORIENTATION_TOLERANCE): the two images can be stacked."""
-        if (self.rows, self.cols) != (other.rows, other.cols):
-            return False
-        a, b = self.pixel_spacing, other.pixel_spacing
-        if (a is None) != (b is None):
-            return False
-        if a is not None and b is not None and not np.allclose(
-                a, b, rtol=SPACING_TOLERANCE, atol=1e-6):
-            return False
-        return bool(np.max(np.abs(self.orientation - other.orientation)) <= ORIENTATION_TOLERANCE)
 
     def geometry_text(self) -> str:
         sp = (f"{self.pixel_spacing[0]:.3g}×{self.pixel_spacing[1]:.3g} mm pixels"
@@ -662,26 +652,31 @@ def _why_unusable(headers: list[_Header]) -> str:
 
 
 def _split_by_geometry(headers: list[_Header]) -> list[list[_Header]]:
-    """The stacks of one SeriesInstanceUID: images of one geometry each (size, pixel
-    spacing, orientation within tolerance), largest first. Images that cannot be stacked
-    anyway (no pixels or position, localizers, multi-frame) join the largest stack, where
-    they are reported as such."""
-    reps: list[_Header] = []
-    parts: list[list[_Header]] = []
-    rest: list[_Header] = []
-    for h in headers:
-        if not h.complete:
-            rest.append(h)
-            continue
-        for rep, part in zip(reps, parts):
-            if rep.same_geometry(h):
-                part.append(h)
-                break
-        else:
-            reps.append(h)
-            parts.append([h])
-    if not parts:
+    """The stacks of one SeriesInstanceUID: images of one geometry each, largest first. Two
+    images can be stacked when they have the same size, the same pixel spacing (within
+    SPACING_TOLERANCE, or both none) and orientation (cosines within
+    ORIENTATION_TOLERANCE).
+    Images that cannot be stacked anyway (no pixels or position, localizers, multi-frame)
+    join the largest stack, where they are reported as such.
+
+    Vectorised: one comparison of a stack's first image against all images not yet placed
+    per stack, so a hostile folder of thousands of distinct geometries stays fast."""
+    complete = [h for h in headers if h.complete]
+    rest = [h for h in headers if not h.complete]
+    if not complete:
         return [rest]
+    # one row per image: rows, cols, has spacing, spacing (2), orientation (6)
+    g = np.array([(h.rows, h.cols, h.pixel_spacing is not None, *(h.pixel_spacing or (0, 0)),
+                   *h.orientation) for h in complete], dtype=float)
+    parts: list[list[_Header]] = []
+    todo = np.arange(len(complete))
+    while todo.size:
+        ref = g[todo[0]]
+        tol = np.concatenate([[0.0, 0.0, 0.0], SPACING_TOLERANCE * np.abs(ref[3:5]) + 1e-6,
+                              np.full(6, ORIENTATION_TOLERANCE)])
+        same = (np.abs(g[todo] - ref) <= tol).all(1)
+        parts.append([complete[k] for k in todo[same]])
+        todo = todo[~same]
     parts.sort(key=len, reverse=True)  # stable: equal sizes keep the order found
     parts[0].extend(rest)
     return parts
