@@ -1,10 +1,13 @@
-"""M1 lung segmentation: lungviewer's whole-volume implementation vs a straightforward
-per-slice scikit-image implementation of the same steps, on the same volume in one run.
+"""Lung mask (threshold method): lungviewer's whole-volume implementation vs a
+straightforward per-slice scikit-image implementation of the same steps (and a plain
+version of the volume rules), on the same volume in one run.
 
-    python bench/bench_parenchyma.py [--patient LIDC-IDRI-0001] [--dice N]
+    python bench/bench_parenchyma.py [--patient LIDC-IDRI-0001] [--real DIR] [--dice N]
 
---dice N also reports the Dice of lungviewer's mask against the twin's true lung mask for
-the first N LIDC patients with annotations (synthetic images, so synthetic figures).
+--real DIR times a real DICOM series instead of the twin (e.g.
+../shared/data/real/LIDC-IDRI-0006). --dice N also reports the Dice of lungviewer's mask
+against the twin's true lung mask for the first N LIDC patients with annotations
+(synthetic images, so synthetic figures).
 """
 
 from __future__ import annotations
@@ -12,78 +15,183 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections import deque
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
 from skimage import measure, morphology
 
+EPS = 1e-6
 
-def reference_slice(sl: np.ndarray, fraction: float = 0.25) -> np.ndarray:
-    """The method written plainly for one slice, with scikit-image (and scipy's hole
-    filling): the same steps and parameters as ``lungviewer.imaging.parenchyma``."""
-    # 1. iterative global threshold on the pixels themselves
-    t = (float(sl.max()) + float(sl.min())) / 2
+
+def _padding(sl: np.ndarray) -> np.ndarray:
+    """Padding: below −1024 HU; the reconstruction circle's exterior when the four corner
+    patches hold one value between −1024 and −1000 HU."""
+    pad = sl < -1024
+    h, w = sl.shape
+    c = max(1, min(h, w) // 32)
+    if min(h, w) >= 32:
+        corners = np.concatenate([sl[:c, :c].ravel(), sl[:c, -c:].ravel(),
+                                  sl[-c:, :c].ravel(), sl[-c:, -c:].ravel()])
+        if corners.min() == corners.max() and -1024 <= corners.min() <= -1000:
+            yy, xx = np.mgrid[:h, :w]
+            r = min(h, w) / 2.0
+            pad |= (yy - (h - 1) / 2.0) ** 2 + (xx - (w - 1) / 2.0) ** 2 > r * r
+    return pad
+
+
+def _hull(body: np.ndarray) -> np.ndarray:
+    """Pixels whose centres lie in the convex hull of the body's pixel centres."""
+    pts = np.argwhere(body).astype(np.float64)
+    if len(pts) == 0:
+        return body.copy()
+    try:
+        eq = ConvexHull(pts).equations
+    except (QhullError, ValueError):  # degenerate: each row from its first to last pixel
+        out = np.zeros(body.shape, bool)
+        for y in np.unique(pts[:, 0]).astype(int):
+            xs = np.flatnonzero(body[y])
+            out[y, xs[0]:xs[-1] + 1] = True
+        return out
+    yy, xx = np.mgrid[:body.shape[0], :body.shape[1]].astype(np.float64)
+    inside = np.ones(body.shape, bool)
+    for a, b, c in eq:  # every facet's half-plane
+        inside &= a * yy + b * xx + c <= EPS
+    return inside
+
+
+def candidates_slice(sl: np.ndarray) -> tuple[np.ndarray, float]:
+    """Steps 1–5 written plainly for one slice: the closed dark side inside the body."""
+    pad = _padding(sl)
+    vals = np.minimum(sl[~pad].astype(np.float64), 3071)
+    # 2. iterative global threshold on the pixels that are image
+    if vals.size == 0:
+        return np.zeros(sl.shape, bool), -1024.0
+    t = (vals.max() + vals.min()) / 2
     for _ in range(100):
-        lo, hi = sl[sl <= t], sl[sl > t]
+        lo, hi = vals[vals <= t], vals[vals > t]
         if lo.size == 0 or hi.size == 0:
             break
         new = (lo.mean() + hi.mean()) / 2
         moved, t = abs(new - t), new
         if moved < 0.5:
             break
-    dark = sl <= t
-    # 2. closing with a disk of radius 5 (edge-replicated so the border does not erode)
+    dark = (sl <= t) & ~pad
+    # 4. closing with a disk of radius 5 (edge-replicated so the border does not erode)
     closed = morphology.closing(np.pad(dark, 11, mode="edge"), morphology.disk(5))[11:-11, 11:-11]
-    # 3. the body: the largest bright component, holes filled, the image edge closed
-    #    between the body's first and last contact along it; other bright pieces that touch
-    #    the edge and are >= fraction of the largest count as body, but not their own holes
-    lab = measure.label(~dark, connectivity=1)
+    # 5. the body: the largest component of the bright side opened with a disk of radius 2
+    bright = ~dark & ~pad
+    opened = morphology.opening(np.pad(bright, 5, mode="edge"), morphology.disk(2))[5:-5, 5:-5]
+    lab = measure.label(opened, connectivity=1)
+    if lab.max() == 0:
+        return np.zeros(sl.shape, bool), float(t)
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
-    if sizes.max() == 0:  # no bright pixel: no body
-        return np.zeros(sl.shape, dtype=bool)
-    largest = lab == np.argmax(sizes)
-    touching = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
-    extra = ((sizes[lab] >= fraction * sizes.max()) & np.isin(lab, touching)
-             & (lab > 0) & ~largest)
-    body = largest | extra
-    framed = np.pad(body, 1)
-    for edge, frame in ((body[0], framed[0, 1:-1]), (body[-1], framed[-1, 1:-1]),
-                        (body[:, 0], framed[1:-1, 0]), (body[:, -1], framed[1:-1, -1])):
-        idx = np.flatnonzero(edge)
-        if idx.size:
-            frame[idx[0]:idx[-1] + 1] = True
-    interior = ndimage.binary_fill_holes(framed)[1:-1, 1:-1]
-    interior &= ~(ndimage.binary_fill_holes(extra) & ~extra)
-    # 4. components inside the body, at least 1000 px
-    return morphology.remove_small_objects(closed & interior, max_size=999, connectivity=1)
+    body = lab == np.argmax(sizes)
+    #    regions of the rest: enclosed → inside; reaching the edge or the padding → inside
+    #    when at least half lies in the body's convex hull
+    rest = measure.label(~body & ~pad, connectivity=1, background=0)
+    near_pad = ndimage.binary_dilation(pad, ndimage.generate_binary_structure(2, 1)) & ~pad
+    reaching = set(np.unique(np.concatenate([rest[0], rest[-1], rest[:, 0], rest[:, -1],
+                                             rest[near_pad]]))) - {0}
+    total = np.bincount(rest.ravel(), minlength=rest.max() + 1)
+    in_hull = np.bincount(rest[_hull(body)], minlength=rest.max() + 1) if reaching else total
+    inside = body.copy()
+    for r in range(1, rest.max() + 1):
+        if r not in reaching or in_hull[r] >= 0.5 * total[r]:
+            inside |= rest == r
+    return closed & inside, float(t)
+
+
+def reference_slice(sl: np.ndarray) -> np.ndarray:
+    """Steps 1–6 of one slice: components of at least 1000 px."""
+    cand, _ = candidates_slice(sl)
+    return morphology.remove_small_objects(cand, max_size=999, connectivity=1)
 
 
 def reference(hu: np.ndarray) -> np.ndarray:
-    return np.stack([reference_slice(sl) for sl in hu])
+    """The whole method on a volume, plainly: steps 1–6 per slice, then the volume rules
+    with Python loops over the components."""
+    labs = [measure.label(candidates_slice(sl)[0], connectivity=1) for sl in hu]
+    comps = [(k, i) for k, lab in enumerate(labs) for i in range(1, lab.max() + 1)]
+    size = {(k, i): int((labs[k] == i).sum()) for k, i in comps}
+    keep = {c: size[c] >= 1000 for c in comps}
+    over = {}
+    for k in range(len(hu) - 1):
+        for i in range(1, labs[k].max() + 1):
+            below = labs[k + 1][labs[k] == i]
+            for j, cnt in zip(*np.unique(below[below > 0], return_counts=True)):
+                over[((k, i), (k + 1, int(j)))] = int(cnt)
+    if len(hu) > 1 and any(keep.values()):
+        # 7. groups: kept components overlapping by >= a quarter of the smaller
+        nbrs = {c: [] for c in comps}
+        for (u, v), cnt in over.items():
+            if keep[u] and keep[v] and cnt >= 0.25 * min(size[u], size[v]):
+                nbrs[u].append(v)
+                nbrs[v].append(u)
+        group, volumes = {}, []
+        for c in comps:
+            if c in group:
+                continue
+            g, todo, vol = len(volumes), deque([c]), 0
+            group[c] = g
+            while todo:
+                x = todo.popleft()
+                vol += size[x] if keep[x] else 0
+                for y in nbrs[x]:
+                    if y not in group:
+                        group[y] = g
+                        todo.append(y)
+            volumes.append(vol)
+        for c in comps:
+            keep[c] = keep[c] and volumes[group[c]] >= 0.15 * max(volumes)
+        # 8. small components continuing a kept one that is not smaller come back
+        changed = True
+        while changed:
+            changed = False
+            for (u, v), cnt in over.items():
+                for a, b in ((u, v), (v, u)):
+                    if (size[a] < 1000 and not keep[a] and keep[b] and size[b] >= size[a]
+                            and cnt >= 0.5 * size[a]):
+                        keep[a] = changed = True
+    out = np.zeros(hu.shape, bool)
+    for k, i in comps:
+        if keep[(k, i)]:
+            out[k][labs[k] == i] = True
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--patient", default="LIDC-IDRI-0001")
+    ap.add_argument("--real", help="a real DICOM series folder to time instead of the twin")
     ap.add_argument("--dice", type=int, default=0)
     a = ap.parse_args()
     from lungviewer.imaging.parenchyma import dice, evaluate_against, segment_lungs
     from lungviewer.study.lidc_db import get_database
     from lungviewer.synth.twin import render_twin
 
-    twin = render_twin(a.patient)
-    hu = twin.hu
+    if a.real:
+        from pathlib import Path
+
+        from lungviewer.study.dicom_series import load_series
+
+        hu = load_series(Path(a.real)).hu
+        what = f"real series {Path(a.real).name}"
+    else:
+        hu = render_twin(a.patient).hu
+        what = f"{a.patient} twin (synthetic)"
     segment_lungs(hu)  # warm up
     t0 = time.perf_counter()
     ours = segment_lungs(hu).mask
     t1 = time.perf_counter()
     ref = reference(hu)
     t2 = time.perf_counter()
-    print(f"{a.patient} twin: {hu.shape[0]} slices {hu.shape[1]}x{hu.shape[2]} (synthetic), "
+    print(f"{what}: {hu.shape[0]} slices {hu.shape[1]}x{hu.shape[2]}, "
           f"{os.cpu_count()} CPU cores")
-    print(f"lungviewer segment_lungs : {t1 - t0:.3f} s")
-    print(f"scikit-image per slice   : {t2 - t1:.3f} s")
+    print(f"lungviewer segment_lungs        : {t1 - t0:.3f} s")
+    print(f"plain scikit-image + loops      : {t2 - t1:.3f} s")
     print(f"speed-up = {(t2 - t1) / (t1 - t0):.1f}x; masks identical: "
           f"{np.array_equal(ours, ref)} (Dice {dice(ours, ref):.4f})")
     if a.dice:

@@ -207,21 +207,34 @@ def test_separable_closing_equals_the_disk_closing(radius):
     np.testing.assert_array_equal(closing_disk(m, radius), ref)
 
 
-def test_matches_the_plain_scikit_image_version():
-    """The vectorised implementation equals the straightforward per-slice one of the
-    benchmark, on the phantoms (table core, narrow field of view, noise)."""
+def _bench(name):
     import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).parents[1] / "bench" / "bench_parenchyma.py"
-    spec = importlib.util.spec_from_file_location("bench_parenchyma", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    slices = [phantom(seed=1)[0], phantom(table_core=True)[0],
-              phantom(table_core=True)[0][:250, 60:196], phantom()[0][:, :150],
-              np.full((64, 64), -1000, np.int16), np.full((64, 64), 40, np.int16)]
+    path = Path(__file__).parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_matches_the_plain_scikit_image_version():
+    """The vectorised implementation equals the straightforward one of the benchmark, on
+    the phantoms (table core, narrow field of view, noise, padding outside the circle, a
+    field of view cutting the lungs, constant −1024 outside the circle), and on a volume
+    (the volume rules)."""
+    bench = _bench("bench_parenchyma")
+    hu, _ = phantom(table_core=True)
+    fov = _circle_pad(hu[None, 40:200, 50:210], -2000)[0]  # the circle cuts both lungs
+    slices = [phantom(seed=1)[0], hu, hu[:250, 60:196], phantom()[0][:, :150],
+              _circle_pad(hu[None], -3024)[0], fov, _circle_pad(hu[None, 40:200, 50:210],
+                                                                -1024)[0],
+              np.full((64, 64), -1000, np.int16), np.full((64, 64), 40, np.int16),
+              np.full((64, 64), -3024, np.int16)]
     for sl in slices:
         np.testing.assert_array_equal(segment_slice(sl)[0], bench.reference_slice(sl))
+    vol, _ = _apex_stack()
+    vol[2, 60:90, 60:100] = -1000  # a gas pocket in the body, beside the lung
+    np.testing.assert_array_equal(segment_lungs(vol, chunk=4).mask, bench.reference(vol))
 
 
 def test_twin_lungs_are_found(twin_0001):
@@ -430,9 +443,8 @@ def test_gas_that_does_not_continue_into_a_lung_is_removed(twin_block):
     assert flat[5][bubble].all()
 
 
-def test_apex_pieces_under_1000_px_come_back_but_not_the_trachea():
-    """A lung that shrinks slice by slice below 1000 px (an apex) beside a trachea of
-    constant size (~700 px): the continuation rule brings the apex back, not the trachea."""
+def _apex_stack():
+    """Six slices: a lung that shrinks below 1000 px (an apex) and a trachea of ~700 px."""
     r, c = np.mgrid[:256, :256]
     slices, lungs = [], []
     for k, scale in enumerate([1.0, 0.8, 0.55, 0.4, 0.3, 0.22]):
@@ -444,7 +456,13 @@ def test_apex_pieces_under_1000_px_come_back_but_not_the_trachea():
         sl += np.random.default_rng(k).normal(0, 20, sl.shape)
         slices.append(np.clip(sl, -1024, None).astype(np.int16))
         lungs.append(lung)
-    hu, lungs = np.stack(slices), np.stack(lungs)
+    return np.stack(slices), np.stack(lungs)
+
+
+def test_apex_pieces_under_1000_px_come_back_but_not_the_trachea():
+    """A lung that shrinks slice by slice below 1000 px (an apex) beside a trachea of
+    constant size (~700 px): the continuation rule brings the apex back, not the trachea."""
+    hu, lungs = _apex_stack()
     assert 1000 < lungs[1].sum() and lungs[3].sum() < 1000  # the apex slices are small
     res = segment_lungs(hu)
     flat = segment_lungs(hu, ParenchymaParams(volume_rules=False)).mask
@@ -478,14 +496,9 @@ def test_real_dev_scan_against_an_independent_reference():
     growing; no per-slice step of the method)."""
     if not REAL.is_dir():
         pytest.skip(f"real dev scan absent ({REAL}); clone with ../shared beside the repo")
-    import importlib.util
-
     from lungviewer.study.dicom_series import load_series
 
-    spec = importlib.util.spec_from_file_location(
-        "lung_mask_real", Path(__file__).parents[1] / "bench" / "lung_mask_real.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench("lung_mask_real")
     vol = load_series(REAL)
     res = segment_lungs(vol.hu, spacing=vol.spacing)
     ref = bench.reference_mask(vol.hu, vol.spacing)

@@ -438,20 +438,11 @@ def body_inside(bright: np.ndarray, pad: np.ndarray, opening_radius: int = 2,
     the table's shell — drop off). Each 4-connected region of the rest (padding excluded)
     is inside when the body encloses it; a region reaching the image edge or the padding
     is inside only when at least ``hull_fraction`` of it lies in the body's convex hull
-    (a lung cut by the field of view does; the air around the patient does not).
-
-    The work runs in the box of ``bright`` grown by one pixel: beyond it lies no body, so a
-    region reaching the box's edge reaches the image edge or the padding."""
-    out = np.zeros(bright.shape, dtype=bool)
-    box = _bbox(bright, 1)
-    if box is None:
-        return out
-    ys, xs = box
-    bright, pad = bright[:, ys, xs], pad[:, ys, xs]
+    (a lung cut by the field of view does; the air around the patient does not)."""
     core = opening_disk(bright, opening_radius) if opening_radius > 0 else bright
     labels, n = ndimage.label(core, structure=_SLICE_CROSS)
     if n == 0:
-        return out
+        return np.zeros(bright.shape, dtype=bool)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     largest = _largest_per_slice(labels, sizes)
     largest[0] = False
@@ -465,8 +456,7 @@ def body_inside(bright: np.ndarray, pad: np.ndarray, opening_radius: int = 2,
         in_hull = np.bincount(rest[hull], minlength=m + 1)
         inside[is_open] = in_hull[is_open] >= hull_fraction * total[is_open]
     inside[0] = True  # label 0 is the body (and the padding, removed below)
-    out[:, ys, xs] = inside[rest] & ~pad
-    return out
+    return inside[rest] & ~pad
 
 
 def _bbox(inside: np.ndarray, margin: int) -> tuple[slice, slice] | None:
