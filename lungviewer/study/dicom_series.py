@@ -59,6 +59,7 @@ Cancel = Callable[[], bool]
 
 #: Uncompressed little-endian syntaxes whose PixelData we read with numpy directly.
 _NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
+_DEFLATED = "1.2.840.10008.1.2.1.99"
 #: Hard limit against absurd headers (a 2000×1024×1024 int16 volume is 4 GiB).
 MAX_VOXELS = 2_200_000_000
 #: Memory a loaded study needs per volume byte: the int16 volume itself (peak 1.01× when
@@ -382,8 +383,10 @@ def _parse_header(path: Path, ds: pydicom.Dataset, offset: int, pixel_tag: bytes
     rows = r.integer(0x00280010)
     cols = r.integer(0x00280011)
     bits = r.integer(0x00280100)
+    # the header pass stops where PixelData begins: its tag is there unless the data set
+    # is deflated (pydicom then reads an inflated copy, and the file offset means nothing)
     has_pixels = (rows is not None and cols is not None and bits is not None
-                  and pixel_tag in (_PIXEL_TAG, _PIXEL_TAG_BE))
+                  and (pixel_tag in (_PIXEL_TAG, _PIXEL_TAG_BE) or ts == _DEFLATED))
     rows, cols, bits = rows or 0, cols or 0, bits or 0
     stored = r.integer(0x00280101, bits) or bits
     rep = r.integer(0x00280103, 0)
