@@ -142,6 +142,8 @@ def test_nodule_from_a_segmentation():
     assert n.volume_mm3 == d["volume_mm3"] and n.long_axis_mm == d["long_axis_mm"]
     assert n.category == d["lung_rads"]["category"] and n.type == d["type"]
     assert np.array_equal(n.mask.full(hu.shape), seg.full_mask(hu.shape))
+    assert n.long_axis_points == [list(p) for p in seg.long_axis_points]
+    assert NoduleRecord.from_dict(json.loads(json.dumps(n.to_dict()))) == n
 
 
 @pytest.mark.parametrize("text, match", [

@@ -30,6 +30,7 @@ exports whose SeriesDescription carries the twin's SYNTHETIC marker.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,19 @@ def _description(kind: str, volume, sources) -> str:
     return f"{TWIN_MARKER} {text}" if _is_synthetic(volume, sources) else text
 
 
+@contextlib.contextmanager
+def _quiet_highdicom():
+    """highdicom logs every copied module with the source's instance UID at INFO; UIDs are
+    identifying (the anonymised export replaces them), so keep them out of the log."""
+    logger = logging.getLogger("highdicom")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _software() -> str:
     return f"lungviewer {__version__}"
 
@@ -203,7 +217,19 @@ def export_seg(reading: Reading, volume, out_path: str | Path, lung_mask: np.nda
                           "segmentation (segment a nodule from its box, or accept one)"
                           + ("" if lung_mask is not None else ", and no lung mask was asked for"))
     pixels = np.stack([m for _, m, _ in segments], axis=-1)  # (frames, rows, cols, segments)
-    seg = hd.seg.Segmentation(
+    with _quiet_highdicom():
+        seg = _segmentation(hd, sources, pixels, segments, series_number, volume)
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        seg.save_as(tmp)
+    log.info("DICOM SEG written: %d segment(s), %d frame(s)", len(segments),
+             int(seg.NumberOfFrames))
+    return SegInfo(out_path, str(seg.SOPClassUID), str(seg.SOPInstanceUID),
+                   str(seg.SeriesInstanceUID), {k: d.SegmentNumber for k, _, d in segments}, seg)
+
+
+def _segmentation(hd, sources, pixels, segments, series_number: int, volume):
+    return hd.seg.Segmentation(
         source_images=sources, pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[d for _, _, d in segments],
@@ -213,13 +239,6 @@ def export_seg(reading: Reading, volume, out_path: str | Path, lung_mask: np.nda
         content_label="NODULES", content_description="lungviewer reading: nodules"[:64],
         series_description=_description("SEG", volume, sources),
         content_qualification="RESEARCH", specific_character_set="ISO_IR 192")
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        seg.save_as(tmp)
-    log.info("DICOM SEG written: %d segment(s), %d frame(s)", len(segments),
-             int(seg.NumberOfFrames))
-    return SegInfo(out_path, str(seg.SOPClassUID), str(seg.SOPInstanceUID),
-                   str(seg.SeriesInstanceUID), {k: d.SegmentNumber for k, _, d in segments}, seg)
 
 
 # -- SR -----------------------------------------------------------------------------------------
@@ -415,7 +434,6 @@ def export_sr(reading: Reading, volume, out_path: str | Path, seg: SegInfo | Non
     CAD marks (those without a nodule) to ``out_path`` (atomically)."""
     import highdicom as hd
     from highdicom.sr import (
-        Comprehensive3DSR,
         DeviceObserverIdentifyingAttributes,
         MeasurementReport,
         ObservationContext,
@@ -444,18 +462,25 @@ def export_sr(reading: Reading, volume, out_path: str | Path, seg: SegInfo | Non
         notes.append(reading.note)
     report[0].ContentSequence.extend(_text(codes.DCM.Comment, t) for t in notes)
     evidence = list(sources) + ([seg.dataset] if seg is not None and seg.dataset else [])
-    sr = Comprehensive3DSR(
+    with _quiet_highdicom():
+        sr = _sr(evidence, report, series_number, volume, sources)
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        sr.save_as(tmp)
+    log.info("DICOM SR written: %d nodule(s), %d CAD mark(s)", len(nodules), len(marks))
+    return out_path
+
+
+def _sr(evidence, report, series_number: int, volume, sources):
+    import highdicom as hd
+
+    return hd.sr.Comprehensive3DSR(
         evidence=evidence, content=report[0], series_instance_uid=hd.UID(),
         series_number=series_number, sop_instance_uid=hd.UID(), instance_number=1,
         manufacturer="lungviewer", series_description=_description("SR", volume, sources),
         manufacturer_model_name="lungviewer", software_versions=_software(),
         content_qualification="RESEARCH", coding_schemes=_coding_schemes(),
         is_complete=True, specific_character_set="ISO_IR 192")
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        sr.save_as(tmp)
-    log.info("DICOM SR written: %d nodule(s), %d CAD mark(s)", len(nodules), len(marks))
-    return out_path
 
 
 # -- both ---------------------------------------------------------------------------------------

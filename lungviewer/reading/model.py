@@ -332,6 +332,9 @@ class NoduleRecord:
     status: str = "accepted"
     source: str = "box"
     cad_mark_id: str | None = None
+    #: end points ((row, col), (row, col)) of the long and short axis on ``axis_slice``
+    long_axis_points: list | None = None
+    short_axis_points: list | None = None
 
     def __post_init__(self) -> None:
         self.box = _check_box(self.box, f"nodule {self.id}")
@@ -364,7 +367,8 @@ class NoduleRecord:
                    float(d["mean_hu"]), str(d["type"]),
                    {"category": str(lr.get("category", "")), "rule": str(lr.get("rule", ""))},
                    int(axis) if axis is not None else None, packed, note, "accepted", source,
-                   cad_mark_id)
+                   cad_mark_id, _points(d.get("long_axis_points")),
+                   _points(d.get("short_axis_points")))
 
     def to_dict(self) -> dict:
         return {"id": self.id, "box": list(self.box), "volume_mm3": round(self.volume_mm3, 3),
@@ -374,7 +378,8 @@ class NoduleRecord:
                 "mean_hu": round(self.mean_hu, 2), "type": self.type,
                 "lung_rads": dict(self.lung_rads), "axis_slice": self.axis_slice,
                 "status": self.status, "source": self.source, "cad_mark_id": self.cad_mark_id,
-                "note": self.note,
+                "note": self.note, "long_axis_points": self.long_axis_points,
+                "short_axis_points": self.short_axis_points,
                 "mask": self.mask.to_dict() if self.mask is not None else None}
 
     @classmethod
@@ -393,7 +398,22 @@ class NoduleRecord:
                    dict(lr), f.int("axis_slice", None, required=False),
                    PackedMask.from_dict(d["mask"], f"{where} mask")
                    if d.get("mask") is not None else None,
-                   f.str("note"), f.status("accepted"), f.str("source", "box"), mark)
+                   f.str("note"), f.status("accepted"), f.str("source", "box"), mark,
+                   _points(d.get("long_axis_points"), where),
+                   _points(d.get("short_axis_points"), where))
+
+
+def _points(v: Any, where: str = "nodule") -> list | None:
+    """Two (row, col) end points, or None."""
+    if v is None:
+        return None
+    try:
+        pts = [[float(a), float(b)] for a, b in v]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: axis end points must be two (row, col) pairs") from exc
+    if len(pts) != 2 or not all(math.isfinite(x) for p in pts for x in p):
+        raise ValueError(f"{where}: axis end points must be two finite (row, col) pairs")
+    return pts
 
 
 def _measurement_from_dict(d: Any, where: str):

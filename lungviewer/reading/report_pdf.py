@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 CAVEAT = "Research use, not for clinical use; models trained on synthetic images."
 _OUTLINE = (255, 60, 40)
 _MARK = (255, 200, 0)
+_AXES = (40, 200, 255)
 _TEXT_MAP = str.maketrans({"\u2192": "->", "\u2014": "-", "\u2013": "-", "\u2212": "-",
                            "\u2264": "<=", "\u2265": ">=", "\u2026": "...", "\u00a0": " ",
                            "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
@@ -80,10 +81,11 @@ def _edges(mask2d: np.ndarray) -> np.ndarray:
 
 
 def key_image(volume, k: int, crop, mask2d: np.ndarray | None = None,
-              circle: tuple[float, float, float] | None = None, size: int = 256) -> bytes:
+              circle: tuple[float, float, float] | None = None, size: int = 256,
+              lines: list | None = None) -> bytes:
     """PNG bytes of axial slice ``k`` (lung window) cut to ``crop`` = (top, left, bottom,
-    right), scaled to about ``size`` px, with the mask's outline or a circle (row, col,
-    radius px, in slice pixels) drawn."""
+    right), scaled to about ``size`` px, with the mask's outline, a circle (row, col,
+    radius px, in slice pixels) and ``lines`` (each two (row, col) end points) drawn."""
     from PIL import Image, ImageDraw
 
     top, left, bottom, right = crop
@@ -96,6 +98,9 @@ def key_image(volume, k: int, crop, mask2d: np.ndarray | None = None,
     scale = max(1, size // max(grey.shape))
     img = Image.fromarray(rgb).resize((grey.shape[1] * scale, grey.shape[0] * scale),
                                       Image.NEAREST)
+    for pts in lines or []:
+        xy = [((c - left + 0.5) * scale, (r - top + 0.5) * scale) for r, c in pts]
+        ImageDraw.Draw(img).line(xy, fill=_AXES, width=1)
     if circle is not None:
         r, c, rad = circle
         y, x = (r - top + 0.5) * scale, (c - left + 0.5) * scale
@@ -253,11 +258,13 @@ def _nodule_section(pdf, text, reading: Reading, volume, n: NoduleRecord) -> Non
     k = n.axis_slice if n.axis_slice is not None else n.box[0]
     k = int(np.clip(k, 0, volume.n_slices - 1))
     crop = _crop_box(n.box, volume.shape[1:])
-    png = key_image(volume, k, crop, mask[k] if mask is not None else None)
+    axes = [p for p in (n.long_axis_points, n.short_axis_points) if p]
+    png = key_image(volume, k, crop, mask[k] if mask is not None else None, lines=axes)
     _keep_together(pdf)
     text(f"Nodule {n.id}" + (" (from a CAD mark)" if n.source == "cad" else ""), 12, "B", 6)
     end = _image_block(pdf, png, f"Axial slice {k + 1} of {volume.n_slices} (lung window); "
-                                 "red: the nodule's outline")
+                                 "red: the nodule's outline"
+                                 + ("; blue: long and short axis" if axes else ""))
     lines = [("B", "Measurements"),
              ("", (f"Volume {n.volume_mm3:.0f} mm3; long axis {n.long_axis_mm:.1f} mm, short "
                   f"axis {n.short_axis_mm:.1f} mm (mean diameter {n.mean_diameter_mm:.1f} mm) "
