@@ -29,7 +29,8 @@ side in plane, and ±(0.75 × the box's larger side + 3 mm) in z):
    between the lung and min(core, −600 HU) (ground glass included). If the core is denser
    than −300 HU, the *solid* region grows above the level half-way between lung and core
    (the 50 % partial-volume edge). When the extent region reaches more than 1.5 mm beyond the
-   solid region for more than :data:`GG_SHELL_FRACTION` of its voxels, the nodule has a
+   solid region, in a layer at least 3 mm thick (an opening with a 1.5 mm ball, so tubes do
+   not count), for more than :data:`GG_SHELL_FRACTION` of its voxels, the nodule has a
    ground-glass component and the extent region is the nodule; else the solid region is.
    Without a solid core, the nodule grows above the level half-way between the lung and
    its own median (ground glass).
@@ -68,12 +69,13 @@ CALCIFIED_HU = 200.0  #: mean HU from which a nodule is called calcified
 GGN_SOLID_FRACTION = 0.05  #: fewer solid voxels than this fraction: ground glass
 GG_SHELL_FRACTION = 0.3  #: extent voxels > 1.5 mm outside the solid part: ground-glass part
 PV_MARGIN_MM = 1.5  #: partial-volume rim allowed around the solid part
+GG_MIN_HALF_THICKNESS_MM = 1.5  #: a ground-glass component is at least twice this thick
 OPEN_FRACTION = 0.6  #: vessel-cut ball radius / nodule inscribed radius
 MAX_VESSEL_RADIUS_MM = 2.5  #: the vessel-cut ball grows no larger than this ...
 LARGE_OPEN_FRACTION = 0.35  #: ... or this fraction of the inscribed radius (keeps lobulations)
 VOI_SCALE = 1.6  #: the nodule stays within the box's circumscribed ellipsoid × this
 MIN_CONTRAST_HU = 100.0  #: core must be this much denser than the lung
-SEED_CLIP_HU = 100.0  #: HU clipped here when looking for the seed (bone counts as tissue)
+SEED_CLIP_HU = 100.0  #: HU clipped here for the seed and the solid level (calcium = tissue)
 
 _STRUCT6 = ndi.generate_binary_structure(3, 1)
 _STRUCT_SLICE = np.zeros((3, 3, 3), dtype=bool)
@@ -391,11 +393,16 @@ def segment_nodule(hu: np.ndarray, spacing: tuple[float, float, float],
     has_core = core_level > SOLID_HU
     sub_solid = True
     if has_core:
-        t_mid = bg + 0.5 * (core_level - bg)
+        t_mid = bg + 0.5 * (min(core_level, SEED_CLIP_HU) - bg)  # calcium: edge is tissue
         solid = grow(t_mid, extent)
         if solid.any():
             near = _dilate_mm(solid, PV_MARGIN_MM, sp)
             shell = extent & ~near
+            if shell.any():  # a ground-glass halo is thick; vessels left in the shell are not
+                thick = ndi.distance_transform_edt(np.pad(shell, 1), sampling=sp)[
+                    1:-1, 1:-1, 1:-1] >= GG_MIN_HALF_THICKNESS_MM
+                shell = (_dilate_mm(thick, GG_MIN_HALF_THICKNESS_MM, sp) & shell
+                         if thick.any() else thick)
             sub_solid = shell.sum() > GG_SHELL_FRACTION * extent.sum()
             mask = extent | solid if sub_solid else solid
         else:
