@@ -417,3 +417,21 @@ def test_a_fractional_seg_from_another_tool_is_shown(volume, phantom_dir, tmp_pa
     [s] = imp.segments
     assert s.creator == "Other Tool Inc." and s.label == "lesion"
     assert np.array_equal(s.mask, prob > 0.5)
+
+
+def test_export_command_takes_the_saved_reading(phantom_dir, volume, tmp_path, capsys):
+    from lungviewer.reading.store import save_reading
+
+    rc = _run([str(phantom_dir), "--out", str(tmp_path / "none"), "--sr"])
+    assert rc == 1 and "no saved reading" in capsys.readouterr().err
+    reading = make_reading(volume)
+    save_reading(reading)
+    rc = _run([str(phantom_dir), "--out", str(tmp_path / "out"), "--sr", "--json"])
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["from_saved_reading"] is True
+    assert [n["note"] for n in summary["nodules"]] == ["reader: smooth margin"]
+    report = hd.sr.srread(tmp_path / "out" / "sr.dcm").content
+    g = report.get_volumetric_roi_measurement_groups()[0]
+    assert _num(g, "SCT", "118565006") == pytest.approx(reading.nodules[0].volume_mm3)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["sr.dcm"]
