@@ -854,6 +854,9 @@ def test_archives_must_be_unpacked(tmp_path):
     shutil.copy(zpath, tmp_path / "ct" / "copy.zip")
     vol = load_series(tmp_path / "ct")
     assert vol.n_slices == 3 and any("archives must be unpacked" in w for w in vol.warnings)
+    misnamed = tmp_path / "slice.zip"  # a DICOM file is read whatever its name
+    shutil.copy(files[0], misnamed)
+    assert load_series(misnamed).n_slices == 1
 
 
 def test_folder_of_hidden_files_is_not_called_empty(tmp_path):

@@ -242,6 +242,8 @@ def _archive_kind(path: Path, head: bytes | None = None) -> str | None:
                 head = fh.read(512)
         except OSError:
             head = b""
+    if head[128:132] == b"DICM":  # a DICOM file (its preamble may hold anything)
+        return None
     for at, magic, kind in _ARCHIVE_MAGIC:
         if head[at:at + len(magic)] == magic:
             return kind
