@@ -66,6 +66,7 @@ class Blobs:
     line_li: np.ndarray
     hu: np.ndarray
     eig: np.ndarray
+    lung_shell: np.ndarray  # (n,) share of a shell around the blob (1.25 radii) in the lungs
     seconds: float = 0.0
 
     def __len__(self) -> int:
@@ -74,12 +75,12 @@ class Blobs:
     def take(self, idx) -> Blobs:
         return Blobs(self.centre[idx], self.diameter_mm[idx], self.response[idx],
                      self.dot[idx], self.dot_li[idx], self.line_li[idx], self.hu[idx],
-                     self.eig[idx], self.seconds)
+                     self.eig[idx], self.lung_shell[idx], self.seconds)
 
     @staticmethod
     def empty() -> Blobs:
         z = np.zeros(0, np.float32)
-        return Blobs(np.zeros((0, 3)), z, z, z, z, z, z, np.zeros((0, 3)))
+        return Blobs(np.zeros((0, 3)), z, z, z, z, z, z, np.zeros((0, 3)), z)
 
 
 def dilate_box(mask: np.ndarray, radius_vox: tuple[int, int, int]) -> np.ndarray:
@@ -104,6 +105,30 @@ def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
             out += a[:, i:h2:f, j:w2:f]
     out /= f * f
     return out
+
+
+def _directions(n: int = 48) -> np.ndarray:
+    """``n`` unit vectors spread evenly over the sphere (Fibonacci lattice), (n, 3)."""
+    i = np.arange(n) + 0.5
+    z = 1.0 - 2.0 * i / n
+    phi = np.pi * (1.0 + 5 ** 0.5) * i
+    r = np.sqrt(1.0 - z * z)
+    return np.column_stack([z, r * np.sin(phi), r * np.cos(phi)])
+
+
+def lung_shell(mask: np.ndarray, centres: np.ndarray, radius_mm: np.ndarray,
+               spacing: tuple[float, float, float]) -> np.ndarray:
+    """Share of points on a sphere of ``radius_mm`` around each centre (z, y, x voxel) that
+    fall in ``mask``; outside the volume counts as not in it."""
+    c = np.asarray(centres, float).reshape(-1, 3)
+    if not len(c):
+        return np.zeros(0, np.float32)
+    d = _directions()
+    p = np.rint(c[:, None, :] + d[None] * (np.asarray(radius_mm, float)[:, None, None]
+                                           / np.asarray(spacing, float))).astype(int)
+    inside = np.all((p >= 0) & (p < np.asarray(mask.shape)), axis=2)
+    p = np.where(inside[..., None], p, 0)
+    return (mask[p[..., 0], p[..., 1], p[..., 2]] & inside).mean(1).astype(np.float32)
 
 
 def _sample(vol: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -135,7 +160,8 @@ def _hessian_at(g: np.ndarray, pts: np.ndarray, step_vox: np.ndarray,
 def find_blobs(hu: np.ndarray, lung_mask: np.ndarray, spacing: tuple[float, float, float],
                margin_mm: float = 4.0, grid_mm: float = 1.25, min_response: float = 40.0,
                min_hu: float = -750.0, fov_margin_mm: float = 6.0,
-               max_candidates: int = 20000, sigmas_mm: tuple[float, ...] = SIGMAS_MM) -> Blobs:
+               max_candidates: int = 20000, min_lung_shell: float = 0.0,
+               sigmas_mm: tuple[float, ...] = SIGMAS_MM) -> Blobs:
     """Blob candidates of ``hu`` (z, y, x) int16 inside ``lung_mask`` dilated by
     ``margin_mm``; ``spacing`` (z, y, x) mm. See the module docstring."""
     t0 = time.perf_counter()
@@ -227,8 +253,14 @@ def find_blobs(hu: np.ndarray, lung_mask: np.ndarray, spacing: tuple[float, floa
     dot_li = np.where(l3 < 0, l3 ** 2 / a1, 0.0)
     line_li = np.where(l2 < 0, np.abs(l2) * (np.abs(l2) - np.abs(np.minimum(l3, 0))) / a1, 0.0)
     centre = pts * np.array([1.0, f, f]) + np.array([z0, y0 + (f - 1) / 2, x0 + (f - 1) / 2])
-    out = Blobs(centre, (2 * np.sqrt(3.0) * sig).astype(np.float32), resp.astype(np.float32),
+    diam = (2 * np.sqrt(3.0) * sig).astype(np.float32)
+    shell = lung_shell(mask, centre, np.maximum(1.25 * diam / 2.0, 3.0), spacing)
+    out = Blobs(centre, diam, resp.astype(np.float32),
                 dot.astype(np.float32), dot_li.astype(np.float32), line_li.astype(np.float32),
-                g_at.astype(np.float32), eig.astype(np.float32), time.perf_counter() - t0)
+                g_at.astype(np.float32), eig.astype(np.float32), shell,
+                time.perf_counter() - t0)
+    if min_lung_shell > 0:
+        out = out.take(np.nonzero(shell >= min_lung_shell)[0])
+        out.seconds = time.perf_counter() - t0
     log.debug("%d blob candidates in %.2f s", len(out), out.seconds)
     return out

@@ -17,7 +17,8 @@ clustering), its lung mask made (threshold method) and its CAD findings found
   lies in its slice range *and* that slice's best point lies within its radius in-plane.
 - **detector AUC**: the nodule detector on the axial patch (as for a box) at the nodule
   centres (positives) against the non-nodule marks and random lung points farther than
-  15 mm from any mark (negatives); also with the three-plane evidence of the findings.
+  15 mm from any mark (negatives); also the least of its three plane logits, and the slice
+  head's "some nodule" logit on the axial patch (the network evidence of the findings).
 - **malignancy of boxes** on the nodules (:meth:`CadEngine.score_box`, a box of the
   nodule's diameter on its centre slice) against the readers' mean rating (Spearman).
 - **lung-mask coverage**: the share of the nodules' outlined pixels inside the search
@@ -287,10 +288,12 @@ def evaluate_scan(volume, ann, engine, device: str = "cpu", baseline: bool = Tru
     pts_all = np.round(np.concatenate([pos, neg])).astype(int)
     if len(pts_all):
         pts_all = np.clip(pts_all, 0, np.asarray(volume.hu.shape) - 1)
-        logits, _ = network_evidence(engine.models, plane_patches(volume.hu, sp, pts_all),
-                                     device)
+        logits, hz = network_evidence(engine.models, plane_patches(volume.hu, sp, pts_all),
+                                      device)
         out["detector_points"] = {"axial_logit": logits[:, 0].tolist(),
                                   "min_plane_logit": logits.min(1).tolist(),
+                                  "head_logit": (np.logaddexp(hz[:, 1], hz[:, 2])
+                                                 - hz[:, 0]).tolist(),
                                   "label": [1] * len(pos) + [0] * len(neg),
                                   "n_non_nodule": len(non), "n_random": len(rnd)}
     # malignancy of a box on each nodule
@@ -351,7 +354,7 @@ def summarise(scans: list[dict]) -> dict:
     rec2 = [h for s in scans for h in s.get("recall_at_10_2d", [])]
     res["recall_at_10_2d"] = float(np.mean(rec2)) if rec2 else float("nan")
     lab = [v for s in scans for v in s.get("detector_points", {}).get("label", [])]
-    for key in ("axial_logit", "min_plane_logit"):
+    for key in ("axial_logit", "min_plane_logit", "head_logit"):
         sc = [v for s in scans for v in s.get("detector_points", {}).get(key, [])]
         res[f"detector_auc_{key.split('_logit')[0]}"] = _auc(sc, lab) if sc else float("nan")
     boxes = [b for s in scans for b in s["boxes"]]
@@ -437,7 +440,8 @@ def format_real(result: dict) -> str:
                  f"{_f(s['recall_at_10'], 2)}, 2-D slice scan {_f(s['recall_at_10_2d'], 2)}")
     lines.append(f"Detector AUC (nodule centres vs non-nodule marks and random lung points): "
                  f"axial patch {_f(s['detector_auc_axial'])}, least of three planes "
-                 f"{_f(s['detector_auc_min_plane'])}")
+                 f"{_f(s['detector_auc_min_plane'])}; slice head on the axial patch "
+                 f"{_f(s['detector_auc_head'])}")
     lines.append(f"Malignancy of boxes on the nodules vs readers' mean (Spearman "
                  f"{_f(s['malignancy_spearman'], 2)}):")
     for b in s["boxes"]:
