@@ -306,6 +306,22 @@ def test_anonymized_copy(exported, volume, tmp_path):
 
 
 # -- the command --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cad_engine():
+    from lungviewer.cad.engine import CadEngine
+
+    return CadEngine.load(device="cpu")
+
+
+@pytest.fixture
+def one_engine(cad_engine, monkeypatch):
+    """The command loads the shipped models once per module here (it loads them per run)."""
+    from lungviewer.cad.engine import CadEngine
+
+    monkeypatch.setattr(CadEngine, "load", classmethod(lambda cls, *a, **k: cad_engine))
+    return cad_engine
+
+
 def _run(argv: list[str]) -> int:
     from lungviewer.commands import export
 
@@ -314,7 +330,7 @@ def _run(argv: list[str]) -> int:
     return export.run(parser.parse_args(["export", *argv]))
 
 
-def test_export_command_from_a_box(phantom_dir, volume, tmp_path, capsys):
+def test_export_command_from_a_box(phantom_dir, volume, tmp_path, capsys, one_engine):
     out = tmp_path / "out"
     box = ",".join(str(v) for v in BOX)
     rc = _run([str(phantom_dir), "--out", str(out), "--box", box, "--sr", "--seg", "--pdf",
@@ -358,7 +374,7 @@ REAL_BOX = (70, 335, 343, 376, 384)  # LIDC-IDRI-0006: the 15 mm nodule of 078.x
 
 
 def test_demo_twin_exports_read_back_and_keep_the_synthetic_marker(twin_0001_dir, tmp_path,
-                                                                   capsys):
+                                                                   capsys, one_engine):
     out = tmp_path / "out"
     rc = _run([str(twin_0001_dir), "--out", str(out), "--box", ",".join(map(str, TWIN_BOX)),
                "--sr", "--seg", "--json", "--device", "cpu"])
@@ -435,3 +451,30 @@ def test_export_command_takes_the_saved_reading(phantom_dir, volume, tmp_path, c
     g = report.get_volumetric_roi_measurement_groups()[0]
     assert _num(g, "SCT", "118565006") == pytest.approx(reading.nodules[0].volume_mm3)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["sr.dcm"]
+
+
+def test_export_command_accepts_the_top_cad_findings(phantom_dir, tmp_path, capsys,
+                                                     monkeypatch, one_engine):
+    from lungviewer.cad import findings
+
+    found = [SimpleNamespace(slice=CENTRE[0], row=CENTRE[1], col=CENTRE[2], diameter_mm=10.0,
+                             score=0.9, cls="nodule"),
+             SimpleNamespace(slice=4, row=10, col=70, diameter_mm=4.0, score=0.6,
+                             cls="nodule"),
+             SimpleNamespace(slice=20, row=70, col=10, diameter_mm=4.0, score=0.2,
+                             cls="nodule")]
+    monkeypatch.setattr(findings, "find_findings", lambda *a, **k: list(found))
+    rc = _run([str(phantom_dir), "--out", str(tmp_path), "--accept-cad", "2", "--sr",
+               "--json", "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads(capsys.readouterr().out)
+    assert [m["status"] for m in summary["cad_marks"]] == ["accepted", "accepted",
+                                                           "unreviewed"]
+    [nodule] = summary["nodules"]  # the sphere is segmented; empty lung is not
+    assert nodule["source"] == "cad" and nodule["cad_mark_id"] == "c1"
+    assert any("c2 could not be segmented" in m for m in summary["messages"])
+    report = hd.sr.srread(tmp_path / "sr.dcm").content
+    assert [str(g.tracking_identifier) for g in report.get_volumetric_roi_measurement_groups()
+            ] == ["Nodule n1"]
+    assert sorted(str(g.tracking_identifier) for g in report.get_planar_roi_measurement_groups()
+                  ) == ["CAD mark c2", "Nodule n1 axial"]

@@ -226,7 +226,7 @@ def export(args) -> dict:
                                       include_patient_name=args.include_patient_name,
                                       show_date=not args.anonymize))
     except ExportError as exc:
-        raise _Fail(str(exc)) from exc
+        raise _Fail("; ".join([str(exc), *messages])) from exc
     nodules = [{k: v for k, v in n.to_dict().items() if k != "mask"}
                for n in reading.accepted_nodules()]
     return {"path": str(args.path), "out": str(out), "synthetic": bool(volume.is_synthetic),
