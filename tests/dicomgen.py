@@ -196,14 +196,17 @@ def set_raw_pixels(ds: pydicom.Dataset, stored: np.ndarray) -> None:
 
 def write_multiframe(folder: str | Path, frames: int = 4, rows: int = 16, cols: int = 16,
                      enhanced: bool = False) -> Path:
-    """One CT file holding ``frames`` frames. ``enhanced``: an Enhanced CT object whose
-    geometry lives only in the functional groups (no top-level position/orientation);
-    otherwise a legacy CT image with NumberOfFrames and top-level geometry."""
+    """One CT file holding ``frames`` frames (frame k is planned slice k of
+    :func:`expected_hu`, z = 2.5 k mm). ``enhanced``: an Enhanced CT object whose geometry
+    and rescale live only in the functional groups (frames listed in reverse z order);
+    otherwise a legacy CT image with NumberOfFrames and only top-level geometry."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     ds = make_ct_slice(k=0, z=0.0, rows=rows, cols=cols, spacing_yx=(0.7, 0.7), thickness=2.5,
                        series_uid=generate_uid(), study_uid=generate_uid())
     stack = np.stack([expected_hu(k, rows, cols) for k in range(frames)]) + 1024
+    if enhanced:
+        stack = stack[::-1]  # the frames in reverse z order: the loader sorts them
     ds.NumberOfFrames = frames
     ds.PixelData = stack.astype("<i2").tobytes()
     if enhanced:
@@ -214,18 +217,22 @@ def write_multiframe(folder: str | Path, frames: int = 4, rows: int = 16, cols: 
         pm.SliceThickness = 2.5
         po = pydicom.Dataset()
         po.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        pvt = pydicom.Dataset()
+        pvt.RescaleSlope, pvt.RescaleIntercept, pvt.RescaleType = 1, -1024, "HU"
         shared.PixelMeasuresSequence = [pm]
         shared.PlaneOrientationSequence = [po]
+        shared.PixelValueTransformationSequence = [pvt]
         ds.SharedFunctionalGroupsSequence = [shared]
         per = []
         for k in range(frames):
             fg = pydicom.Dataset()
             pp = pydicom.Dataset()
-            pp.ImagePositionPatient = [-100.0, -120.0, 2.5 * k]
+            pp.ImagePositionPatient = [-100.0, -120.0, 2.5 * (frames - 1 - k)]
             fg.PlanePositionSequence = [pp]
             per.append(fg)
         ds.PerFrameFunctionalGroupsSequence = per
-        for kw in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+        for kw in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
+                   "SliceThickness", "RescaleSlope", "RescaleIntercept"):
             del ds[kw]
     path = folder / ("enhanced.dcm" if enhanced else "multiframe.dcm")
     ds.save_as(path, enforce_file_format=True)

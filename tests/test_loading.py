@@ -702,23 +702,46 @@ def test_bits_above_bits_stored_are_masked_like_pydicom(tmp_path, signed):
     assert vol.hu.min() >= lo and vol.hu.max() <= hi  # nothing up to 32767
 
 
-@pytest.mark.parametrize("enhanced", [False, True])
-def test_multi_frame_is_refused_by_name(tmp_path, enhanced):
-    """A multi-frame file (legacy with top-level geometry, or Enhanced CT with its geometry
-    only in functional groups) is not loaded as one slice: refused, saying multi-frame."""
-    write_multiframe(tmp_path / "mf", frames=5, enhanced=enhanced)
+def test_multi_frame_without_per_frame_geometry_is_refused_by_name(tmp_path):
+    """A legacy multi-frame file with only top-level geometry is not loaded as one slice:
+    refused, saying multi-frame."""
+    write_multiframe(tmp_path / "mf", frames=5)
     with pytest.raises(StudyLoadError, match="multi-frame") as err:
         load_series(tmp_path / "mf")
     assert "one slice per file" in str(err.value)
     [summary] = scan_folder(tmp_path / "mf")
     assert not summary.usable and "multi-frame" in summary.reason
     # beside a single-frame series of the same UID, the multi-frame file is left out, named
-    mf = pydicom.dcmread(tmp_path / "mf" / ("enhanced.dcm" if enhanced else "multiframe.dcm"))
+    mf = pydicom.dcmread(tmp_path / "mf" / "multiframe.dcm")
     _series(tmp_path / "ct", n=4, series_uid=mf.SeriesInstanceUID)
-    shutil.copy(tmp_path / "mf" / Path(mf.filename).name, tmp_path / "ct")
+    shutil.copy(tmp_path / "mf" / "multiframe.dcm", tmp_path / "ct")
     vol = load_series(tmp_path / "ct")
     assert vol.n_slices == 4
-    assert any("multi-frame" in w and Path(mf.filename).name in w for w in vol.warnings)
+    assert any("multi-frame" in w and "multiframe.dcm" in w for w in vol.warnings)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_enhanced_ct_loads_every_frame_with_its_geometry(tmp_path, compress):
+    """Enhanced CT: geometry and rescale only in the functional groups, frames in reverse z
+    order: one slice per frame, sorted by the frames' own positions, HU exact."""
+    path = write_multiframe(tmp_path, frames=6, enhanced=True)
+    if compress:
+        ds = pydicom.dcmread(path)
+        ds.compress(pydicom.uid.RLELossless)
+        ds.save_as(path, enforce_file_format=True)
+    vol = load_series(tmp_path)
+    assert vol.n_slices == 6 and vol.warnings == []
+    np.testing.assert_array_equal(vol.hu, np.stack([expected_hu(k, 16, 16) for k in range(6)]))
+    np.testing.assert_allclose(vol.z_positions, 2.5 * np.arange(6))
+    assert vol.spacing == pytest.approx((2.5, 0.7, 0.7)) and vol.slice_thickness == 2.5
+    # a frame with an implausible spacing refuses the file, naming the frame
+    ds = pydicom.dcmread(path)
+    pm = pydicom.Dataset()
+    pm.PixelSpacing = [0, 0]
+    ds.PerFrameFunctionalGroupsSequence[2].PixelMeasuresSequence = [pm]
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(StudyLoadError, match="frame 3: PixelSpacing 0"):
+        load_series(tmp_path)
 
 
 def test_two_fields_of_view_with_one_uid_are_split_not_merged(tmp_path):

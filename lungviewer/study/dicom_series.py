@@ -2,7 +2,8 @@
 
 Two passes, both on a thread pool: first the headers only (``stop_before_pixels``) to find
 the series, drop what is not an axial CT image (scouts, dose reports, SR, other modalities,
-multi-frame objects, non-DICOM files) and sort the slices by ImagePositionPatient projected
+multi-frame objects without per-frame geometry, non-DICOM files; an Enhanced CT file gives
+one slice per frame, with the frame's own position, spacing and rescale) and sort the slices by ImagePositionPatient projected
 on the slice normal (never by file name or InstanceNumber); then the pixels, written
 straight into one preallocated ``int16`` array ``(z, y, x)`` in HU (RescaleSlope/
 RescaleIntercept applied per slice). Uncompressed little-endian pixel data is read with
@@ -26,6 +27,7 @@ Messages and logs never contain patient names or IDs.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import math
@@ -137,6 +139,7 @@ class _Header:
     manufacturer: str = ""
     sop_class: str = ""
     frames: int = 1
+    frame: int | None = None  # a frame of a multi-frame file, read with its own geometry
     bits_allocated: int = 16
     bits_stored: int = 16
     signed: bool = True
@@ -148,7 +151,9 @@ class _Header:
 
     @property
     def is_multiframe(self) -> bool:
-        return self.frames > 1 or self.sop_class in _ENHANCED_CT
+        """A multi-frame file whose frames could not be read as slices (no per-frame
+        geometry); a frame that could is not."""
+        return self.frame is None and (self.frames > 1 or self.sop_class in _ENHANCED_CT)
 
     @property
     def is_synthetic(self) -> bool:
@@ -408,6 +413,39 @@ def _parse_header(path: Path, ds: pydicom.Dataset, offset: int, pixel_tag: bytes
         if frames < 1:
             raise _Refused(f"NumberOfFrames {frames} is not a frame count")
     signed = rep == 1
+    vals = _checked_values(r)
+    fast = (has_pixels and ts in _NATIVE_LE and bits == 16 and not _big_endian(ds)
+            and pixel_tag == _PIXEL_TAG)
+    return _Header(
+        path=path,
+        series_uid=r.text(0x0020000E),
+        study_uid=r.text(0x0020000D),
+        sop_uid=r.text(0x00080018),
+        modality=r.text(0x00080060).upper(),
+        image_type=tuple(v.upper() for v in r.strings(0x00080008)),
+        description=r.text(0x0008103E),
+        comments=r.text(0x00204000),
+        patient_id=r.text(0x00100020),
+        rows=rows,
+        cols=cols,
+        transfer_syntax=ts,
+        has_pixels=has_pixels,
+        pixel_offset=offset if fast else None,
+        pixel_dtype=("<i2" if signed else "<u2") if fast else "",
+        manufacturer=r.text(0x00080070),
+        sop_class=r.text(0x00080016),
+        frames=frames,
+        bits_allocated=bits,
+        bits_stored=stored,
+        signed=signed,
+        forced=forced,
+        **vals,
+    )
+
+
+def _checked_values(r: _Raw | _Chain) -> dict:
+    """Rescale, pixel spacing, position, orientation and thickness of one image, checked
+    (:class:`_Refused` for a value that makes it unusable), as _Header fields."""
     slope_vals, icpt_vals = r.numbers(0x00281053), r.numbers(0x00281052)
     if r.strings(0x00281053) and slope_vals is None:
         raise _Refused(f"RescaleSlope {r.text(0x00281053)!r} is not a number")
@@ -436,38 +474,68 @@ def _parse_header(path: Path, ds: pydicom.Dataset, offset: int, pixel_tag: bytes
         raise _Refused("ImageOrientationPatient is not two unit vectors at right angles")
     thick = r.numbers(0x00180050)
     thickness = thick[0] if thick and math.isfinite(thick[0]) and thick[0] > 0 else None
-    fast = (has_pixels and ts in _NATIVE_LE and bits == 16 and not _big_endian(ds)
-            and pixel_tag == _PIXEL_TAG)
-    return _Header(
-        path=path,
-        series_uid=r.text(0x0020000E),
-        study_uid=r.text(0x0020000D),
-        sop_uid=r.text(0x00080018),
-        modality=r.text(0x00080060).upper(),
-        image_type=tuple(v.upper() for v in r.strings(0x00080008)),
-        description=r.text(0x0008103E),
-        comments=r.text(0x00204000),
-        patient_id=r.text(0x00100020),
-        position=position,
-        orientation=orientation,
-        rows=rows,
-        cols=cols,
-        pixel_spacing=pixel_spacing,
-        thickness=thickness,
-        slope=slope,
-        intercept=intercept,
-        transfer_syntax=ts,
-        has_pixels=has_pixels,
-        pixel_offset=offset if fast else None,
-        pixel_dtype=("<i2" if signed else "<u2") if fast else "",
-        manufacturer=r.text(0x00080070),
-        sop_class=r.text(0x00080016),
-        frames=frames,
-        bits_allocated=bits,
-        bits_stored=stored,
-        signed=signed,
-        forced=forced,
-    )
+    return {"slope": slope, "intercept": intercept, "pixel_spacing": pixel_spacing,
+            "position": position, "orientation": orientation, "thickness": thickness}
+
+
+class _Chain:
+    """Values looked up in several data sets, first one holding the tag wins: a frame's
+    functional groups, then the shared ones, then the top level."""
+
+    def __init__(self, sources: list[_Raw]) -> None:
+        self.sources = sources
+
+    def _src(self, tag: int) -> _Raw | None:
+        return next((x for x in self.sources if x.has(tag)), None)
+
+    def strings(self, tag: int) -> list[str]:
+        src = self._src(tag)
+        return src.strings(tag) if src else []
+
+    def numbers(self, tag: int) -> list[float] | None:
+        src = self._src(tag)
+        return src.numbers(tag) if src else None
+
+    def text(self, tag: int) -> str:
+        return "\\".join(self.strings(tag))
+
+
+def _items(ds: pydicom.Dataset, tag: int) -> list[pydicom.Dataset]:
+    """The items of a sequence element ([] when absent or not a sequence)."""
+    if ds.get_item(tag, keep_deferred=True) is None:
+        return []
+    value = ds[tag].value
+    return list(value) if isinstance(value, pydicom.sequence.Sequence) else []
+
+
+#: functional-group macros holding what a slice needs: plane position, plane orientation,
+#: pixel measures, pixel value transformation (rescale)
+_FRAME_MACROS = (0x00209113, 0x00209116, 0x00289110, 0x00289145)
+
+
+def _frame_headers(h: _Header, ds: pydicom.Dataset) -> list[_Header] | None:
+    """One header per frame of a multi-frame file, each with its own geometry and rescale
+    from the per-frame and shared functional groups (Enhanced CT); None when the file does
+    not give every frame a position (a legacy multi-frame image: refused by name)."""
+    per = _items(ds, 0x52009230)  # PerFrameFunctionalGroupsSequence
+    if not h.has_pixels or len(per) != h.frames:
+        return None
+    shared = _items(ds, 0x52009229)[:1]  # SharedFunctionalGroupsSequence
+
+    def macros(group: list[pydicom.Dataset]) -> list[_Raw]:
+        return [_Raw(it) for g in group for tag in _FRAME_MACROS for it in _items(g, tag)[:1]]
+
+    top, common = _Raw(ds), macros(shared)
+    out = []
+    for k, item in enumerate(per):
+        try:
+            vals = _checked_values(_Chain([*macros([item]), *common, top]))
+        except _Refused as exc:
+            raise _Refused(f"frame {k + 1}: {exc}") from exc
+        if vals["position"] is None or vals["orientation"] is None:
+            return None
+        out.append(dataclasses.replace(h, frame=k, **vals))
+    return out
 
 
 def _big_endian(ds: pydicom.Dataset) -> bool:
@@ -493,9 +561,16 @@ _PIXEL_TAG_BE = b"\x7f\xe0\x00\x10"
 
 
 def _read_header(path: Path) -> _Header | str:
-    """Header of one file, or a string saying why it is not a usable DICOM object
-    ("not DICOM", "archive (ZIP)", "unreadable (...)", "permission denied", "malformed
-    header (...)", or the implausible value)."""
+    """Header of one file (its first frame's for a multi-frame file), or a string saying
+    why it is not a usable DICOM object ("not DICOM", "archive (ZIP)", "unreadable (...)",
+    "permission denied", "malformed header (...)", or the implausible value)."""
+    res = _read_headers(path)
+    return res if isinstance(res, str) else res[0]
+
+
+def _read_headers(path: Path) -> list[_Header] | str:
+    """The headers of one file: one, or one per frame of a multi-frame file with per-frame
+    geometry; or a string saying why the file is not usable (see :func:`_read_header`)."""
     forced = False
     try:
         with _mapped(path) as fp:
@@ -522,7 +597,8 @@ def _read_header(path: Path) -> _Header | str:
     except Exception as exc:  # noqa: BLE001 - any parser failure (BytesLengthException, ...) is a bad file
         return f"unreadable ({type(exc).__name__})"
     try:
-        return _parse_header(path, ds, offset, pixel_tag, forced)
+        h = _parse_header(path, ds, offset, pixel_tag, forced)
+        return (_frame_headers(h, ds) if h.is_multiframe else None) or [h]
     except _Refused as exc:
         return str(exc)
     except Exception as exc:  # noqa: BLE001 - a value that cannot be decoded is a bad header
@@ -613,7 +689,7 @@ def _scan(files: list[Path], progress: Progress | None, cancel: Cancel | None,
           total: int) -> _Scan:
     out = _Scan()
     with ThreadPoolExecutor(_pool_size()) as pool:
-        for i, (path, res) in enumerate(zip(files, pool.map(_read_header, files))):
+        for i, (path, res) in enumerate(zip(files, pool.map(_read_headers, files))):
             if cancel is not None and cancel():
                 pool.shutdown(cancel_futures=True)
                 raise LoadCancelled()
@@ -624,14 +700,15 @@ def _scan(files: list[Path], progress: Progress | None, cancel: Cancel | None,
                 else:
                     getattr(out, kind).append((path, res))
             else:
-                out.headers.append(res)
+                out.headers.extend(res)
             if progress is not None and (i % 16 == 0 or i == len(files) - 1):
                 progress(i + 1, total)
     return out
 
 
 # --------------------------------------------------------------------------- series
-_MULTIFRAME_ADVICE = ("lungviewer reads CT series stored one slice per file; convert it to "
+_MULTIFRAME_ADVICE = ("lungviewer reads multi-frame CT only with per-frame geometry "
+                      "(Enhanced CT) and otherwise one slice per file; convert it to "
                       "single-frame files first (for example with dcm4che's emf2sf)")
 
 
@@ -642,8 +719,9 @@ def _why_unusable(headers: list[_Header]) -> str:
         return f"modality {modality or 'unknown'}, not CT"
     if all(x.is_multiframe for x in headers):
         frames = max(x.frames for x in headers)
-        what = f"{frames} frames in one file" if frames > 1 else "enhanced CT storage"
-        return f"multi-frame image ({what}): {_MULTIFRAME_ADVICE}"
+        what = (f"{frames} frames in one file" if frames > 1 else "enhanced CT storage")
+        return (f"multi-frame image ({what}, without a position for each frame): "
+                f"{_MULTIFRAME_ADVICE}")
     if not any(x.has_pixels for x in headers):
         return "no image data"
     if all(x.is_localizer for x in headers):
@@ -909,8 +987,11 @@ def _read_native(h: _Header) -> np.ndarray | None:
             length = int.from_bytes(head[8:12], "little")
         else:
             return None
-        if length < 2 * n or length == 0xFFFFFFFF:
+        frame = h.frame or 0
+        if length < 2 * n * (frame + 1) or length == 0xFFFFFFFF:
             return None
+        if frame:
+            fp.seek(2 * n * frame, os.SEEK_CUR)
         px = np.fromfile(fp, dtype=h.pixel_dtype, count=n)
     if px.size != n:
         return None
@@ -1016,8 +1097,9 @@ def _read_pixels_unchecked(h: _Header, out: np.ndarray, root: Path) -> None:
     if h.forced and "TransferSyntaxUID" not in ds.file_meta:
         ds.file_meta.TransferSyntaxUID = ts  # no file meta: the syntax the header pass found
     native = ts in _NATIVE_LE and h.bits_allocated == 16
+    frame = h.frame or 0
     n_bytes = 2 * h.rows * h.cols
-    if native and len(ds.PixelData) < n_bytes:
+    if native and len(ds.PixelData) < n_bytes * (frame + 1):
         raise StudyLoadError(
             f"{_rel(h.path, root)}: the pixel data is incomplete ({len(ds.PixelData)} of "
             f"{n_bytes} bytes): the file is truncated or damaged. Copy the study "
@@ -1025,9 +1107,11 @@ def _read_pixels_unchecked(h: _Header, out: np.ndarray, root: Path) -> None:
     try:
         if native:
             raw = np.frombuffer(ds.PixelData, dtype=np.int16 if h.signed else np.uint16,
-                                count=h.rows * h.cols)
+                                count=h.rows * h.cols, offset=n_bytes * frame)
             px = _correct_unused_bits(raw.copy(), h.bits_stored).reshape(h.rows, h.cols)
         else:
+            if h.frame is not None:  # decode this frame only
+                ds.pixel_array_options(index=h.frame)
             with _quiet_decoders():
                 px = ds.pixel_array
     except Exception as exc:  # decoder plugins raise many types
