@@ -7,22 +7,30 @@ optionally the lung mask (threshold method). Accepted CAD marks without a segmen
 *not* put into the SEG (a sphere of the detected diameter would be a made-up outline);
 they are in the SR as a circle on their slice.
 
-**SR** (Comprehensive 3D SR, TID 1500): one measurement group per accepted nodule
-(TID 1411 volumetric ROI) that references the SEG segment when a SEG is written with it,
-else the nodule's outline on each of its slices; it holds the volume, long and short axis
-and mean diameter (on the axial slice of largest extent), mean HU, the centre as a 3D point,
-the lung and side as finding site, the type and the Lung-RADS suggestion with its rule, the
-CAD scores of its box and the reader's note. One group per accepted CAD mark without a
-nodule (TID 1410 planar ROI: a circle of its diameter on its slice, with its score). The
-observer context names the device "lungviewer CAD" with the models' version; every CAD
-number carries an algorithm identification with the caveat "research use, not for
-clinical use; trained on synthetic images".
+**SR** (Comprehensive 3D SR, TID 1500). Per accepted nodule two measurement groups:
+
+* ``Nodule <id> axial`` (TID 1410 planar ROI): its outline on the axial slice of largest
+  extent (an image region referencing that source image), with the diameter (mean of the
+  axes), long axis and short axis measured there;
+* ``Nodule <id>`` (TID 1411 volumetric ROI): references the SEG segment when a SEG is
+  written with it, else its outline on each of its slices; volume, mean attenuation (HU),
+  the type and the Lung-RADS suggestion (with its rule as text), the CAD scores of its box,
+  the reader's note (a Comment).
+
+Both name the lung and side (from patient x) as finding site. An accepted CAD mark without
+a nodule is a ``CAD mark <id>`` group (TID 1410: a circle of its diameter on its slice, with
+its score). The observer context names the device "lungviewer CAD" with the models'
+version; every CAD number carries an algorithm identification (name, models' version, the
+caveat "research use, not for clinical use; trained on synthetic images" as parameter),
+the caveat is also a document-level Comment, and both objects say ContentQualification
+RESEARCH.
 
 Codes: SNOMED CT / DICOM / UCUM from ``pydicom.sr.codedict`` where a code exists (long
-axis, short axis, diameter, volume, mean, nodule, lung, laterality, comment, probability
-of cancer). Concepts without a standard code (Lung-RADS category, nodule type from HU, the
-CAD model outputs) use the private coding scheme ``99LUNGVIEWER``, declared in the
-objects' Coding Scheme Identification Sequence; :data:`LOCAL_CODES` lists them.
+axis SCT 103339001, short axis SCT 103340004, diameter SCT 81827009, volume SCT 118565006,
+mean attenuation coefficient DCM 112181, nodule, lung, laterality, comment DCM 121106).
+Concepts without a standard code (Lung-RADS category and its values, nodule type from HU,
+the CAD model outputs) use the private coding scheme ``99LUNGVIEWER``, declared in the
+SR's Coding Scheme Identification Sequence; :data:`LOCAL_CODES` lists them.
 
 Nothing here logs a patient identifier. A synthetic source series (the LIDC twin) gives
 exports whose SeriesDescription carries the twin's SYNTHETIC marker.
@@ -309,8 +317,6 @@ def _finding_site(volume, point: np.ndarray):
 
 
 def _box_score_items(score, version: str) -> list:
-    from highdicom.sr import Measurement  # noqa: F401 - imported for _num's sake
-
     alg = _cad_algorithm(score.model_version or version)
     one = codes.UCUM.NoUnits
     items = [_num(local_code("MALEXP"), score.malignancy_expected, one, alg)]
