@@ -21,7 +21,8 @@ JSON layout (``format`` = ``lungviewer-reading``, ``schema_version`` = 1)::
      "measurements": [Measurement.to_dict(), ...],
      "nodules": [{"id", "box", "volume_mm3", "long_axis_mm", "short_axis_mm",
                   "mean_diameter_mm", "mean_hu", "type", "lung_rads": {"category", "rule"},
-                  "axis_slice", "status", "source", "cad_mark_id", "note",
+                  "axis_slice", "long_axis_points", "short_axis_points", "status",
+                  "source", "cad_mark_id", "note",
                   "mask": {"offset", "shape", "encoding", "data", "voxels"} | null}]}
 
 The mask is a boolean sub-block of the volume at ``offset`` (z0, y0, x0), stored as
