@@ -138,6 +138,7 @@ class SliceView(QWidget):
         self.tool_drag = None  # callable((row, col) start, (row, col) now, start, finish)
         self.rows_up = False  # image row 0 at the bottom (coronal, sagittal)
         self._outline_crops: dict[tuple, list] | None = None  # other planes' outline cuts
+        self._cuts: dict[int, list] = {}  # image index → [(key, polylines)], this study
         self._marks: list[Mark] = []
         self._crosshair: tuple[float, float] | None = None
         self.title = ""  # a first line in the top-left corner text (e.g. "Axial slab")
@@ -212,6 +213,7 @@ class SliceView(QWidget):
         self._mask = None
         self._polygons, self._markers, self._marks = [], [], []
         self._outline_crops = None
+        self._cuts = {}
         self._crosshair = None
         self.slab_cache.clear()
         self.clear_box()
@@ -251,6 +253,7 @@ class SliceView(QWidget):
         self._polygons = list(polygons)
         self._markers = list(markers)
         self._outline_crops = None
+        self._cuts = {}
         self._update_overlays()
 
     def set_marks(self, marks) -> None:
@@ -536,10 +539,17 @@ class SliceView(QWidget):
                     pts = np.vstack([pts, pts[:1]])
                 self._curve(pts, p.color, p.width, p.dashed)
         else:
-            for (group, color, width), crops in self._crops().items():
+            cuts = self._cuts.get(self.index)
+            if cuts is None:
+                cuts = [(key, planes.cut_outlines(crops, self.plane, self.index))
+                        for key, crops in self._crops().items()]
+                if len(self._cuts) > 256:
+                    self._cuts.clear()
+                self._cuts[self.index] = cuts
+            for (group, color, width), lines in cuts:
                 if group in self._hidden_groups:
                     continue
-                for line in planes.cut_outlines(crops, self.plane, self.index):
+                for line in lines:
                     self._curve(line, color, width, False)
         marks = []
         for m in self._markers:
