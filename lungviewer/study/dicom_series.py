@@ -178,12 +178,13 @@ class _Header:
         return (self.has_pixels and not self.is_localizer and not self.is_multiframe
                 and self.position is not None and self.normal is not None)
 
-    def geometry_text(self) -> str:
+    def geometry_text(self, orientation: bool = True) -> str:
+        """E.g. "512×512, 0.68×0.68 mm pixels, orientation 1,0,0,0,1,0"."""
         sp = (f"{self.pixel_spacing[0]:.3g}×{self.pixel_spacing[1]:.3g} mm pixels"
               if self.pixel_spacing else "no PixelSpacing")
-        orient = "" if self.orientation is None else " orientation " + ",".join(
-            f"{v:.3g}" for v in self.orientation)
-        return f"{self.rows}×{self.cols}, {sp},{orient}"
+        orient = "" if self.orientation is None or not orientation else (
+            ", orientation " + ",".join(f"{v:.3g}" for v in self.orientation))
+        return f"{self.rows}×{self.cols}, {sp}{orient}"
 
 
 @dataclass
@@ -256,6 +257,11 @@ def _archive_kind(path: Path, head: bytes | None = None) -> str | None:
     if name.endswith((".tar.gz", ".tar.bz2", ".tar.xz")):
         return "tar"
     return _ARCHIVE_SUFFIXES.get(path.suffix.lower())
+
+
+def _archive_name(reason: str) -> str:
+    """'ZIP' from the reason string 'archive (ZIP)'."""
+    return reason.removeprefix("archive (").removesuffix(")")
 
 
 def _archive_advice(path: Path, kind: str) -> str:
@@ -773,9 +779,9 @@ def _group(headers: Iterable[_Header]) -> dict[str, list[list[_Header]]]:
     return {uid: _split_by_geometry(hs) for uid, hs in by_uid.items()}
 
 
-def _geometry(part: list[_Header]) -> str:
+def _geometry(part: list[_Header], orientation: bool = True) -> str:
     ref = next((h for h in part if h.complete), part[0])
-    return ref.geometry_text() if ref.complete else ""
+    return ref.geometry_text(orientation) if ref.complete else ""
 
 
 def scan_folder(path: str | Path | Sequence[str | Path]) -> list[SeriesSummary]:
@@ -803,24 +809,24 @@ def _split_warning(chosen: list[_Header], others: list[list[_Header]]) -> str:
     """The warning for a SeriesInstanceUID split by geometry: what was opened, what was left
     out and how it differs."""
     ref = next(h for h in chosen if h.complete)
-    left = sum(len(p) for p in others)
-    kinds = []
     reps = [next((h for h in p if h.complete), p[0]) for p in others]
-    if any((h.rows, h.cols) != (ref.rows, ref.cols) for h in reps):
-        kinds.append(f"Mixed image sizes: kept {ref.rows}×{ref.cols}, dropped "
-                     f"{sum(len(p) for p, h in zip(others, reps) if (h.rows, h.cols) != (ref.rows, ref.cols))}"
-                     " image(s) of another size.")
-    if any(h.orientation is not None and np.max(np.abs(h.orientation - ref.orientation))
-           > ORIENTATION_TOLERANCE for h in reps):
-        n = sum(len(p) for p, h in zip(others, reps) if h.orientation is not None
-                and np.max(np.abs(h.orientation - ref.orientation)) > ORIENTATION_TOLERANCE)
-        kinds.append(f"Mixed orientations: dropped {n} image(s).")
-    parts = "; ".join(f"{len(p)} image(s) of {_geometry(p) or 'unknown geometry'}"
+    resized = [len(p) for p, h in zip(others, reps) if (h.rows, h.cols) != (ref.rows, ref.cols)]
+    turned = [len(p) for p, h in zip(others, reps) if h.orientation is not None
+              and np.max(np.abs(h.orientation - ref.orientation)) > ORIENTATION_TOLERANCE]
+    kinds = []
+    if resized:
+        kinds.append(f"Mixed image sizes: kept {ref.rows}×{ref.cols}, dropped {sum(resized)} "
+                     "image(s) of another size.")
+    if turned:
+        kinds.append(f"Mixed orientations: dropped {sum(turned)} image(s).")
+    left = sum(len(p) for p in others)
+    parts = "; ".join(f"{len(p)} image(s) of {_geometry(p, bool(turned)) or 'unknown geometry'}"
                       for p in others[:3]) + (" …" if len(others) > 3 else "")
-    return (" ".join(kinds) + (" " if kinds else "")
-            + f"Series split by geometry: its images do not form one stack. Opened the "
-              f"{len(chosen)} image(s) of {ref.geometry_text()} and left out {left}: {parts}. "
-              "Open another stack with its own folder, or check how the series was exported.")
+    split = (f"Series split by geometry: its images do not form one stack. Opened the "
+             f"{len(chosen)} image(s) of {ref.geometry_text(bool(turned))} and left out "
+             f"{left}: {parts}. To open another stack, put its files in a folder of their "
+             "own; check how the series was exported.")
+    return " ".join([*kinds, split])
 
 
 def _choose_series(scan: _Scan, series_uid: str | None, root: Path
@@ -864,7 +870,7 @@ def _choose_series(scan: _Scan, series_uid: str | None, root: Path
     if scan.archives:
         p, why = scan.archives[0]
         notes.append(f"{len(scan.archives)} archive file(s) ignored (e.g. {_rel(p, root)}, "
-                     f"{why}): archives must be unpacked first.")
+                     f"{_archive_name(why)}): archives must be unpacked first.")
     if scan.unreadable:
         p, why = scan.unreadable[0]
         notes.append(f"{len(scan.unreadable)} file(s) could not be read and were skipped "
@@ -884,8 +890,8 @@ def _nothing_usable(scan: _Scan, stacks: list[tuple[str, list[_Header]]], root: 
     extra = []
     if scan.archives:
         p, why = scan.archives[0]
-        extra.append(f"{len(scan.archives)} archive file(s), e.g. {_rel(p, root)} ({why}): "
-                     "archives must be unpacked first.")
+        extra.append(f"{len(scan.archives)} archive file(s), e.g. {_rel(p, root)} "
+                     f"({_archive_name(why)}): archives must be unpacked first.")
     if scan.refused:
         p, why = scan.refused[0]
         extra.append(f"{len(scan.refused)} file(s) have an implausible header, e.g. "
@@ -896,9 +902,12 @@ def _nothing_usable(scan: _Scan, stacks: list[tuple[str, list[_Header]]], root: 
                      f"{_rel(p, root)}: {why}.")
     more = (" " + " ".join(extra)) if extra else ""
     if not stacks:
-        if scan.archives and not (scan.refused or scan.unreadable):
+        if scan.refused or scan.unreadable:
+            return (f"No usable CT image under {root}:{more} Replace or remove these files, "
+                    "or choose a folder that holds a CT series.")
+        if scan.archives:
             return f"No DICOM files under {root}: {extra[0]}"
-        return f"No DICOM files found under {root}.{more} Choose a folder that holds a CT series."
+        return f"No DICOM files found under {root}. Choose a folder that holds a CT series."
     found = ", ".join(sorted({f"{hs[0].modality or '?'}: {_why_unusable(hs)}"
                               for _, hs in stacks}))
     return (f"No axial CT image series under {root} (found {found}).{more} "
