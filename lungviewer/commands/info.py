@@ -68,11 +68,13 @@ def run(args) -> int:
     if args.json:
         print(text)
         return 0
+    starred = False  # a series split by geometry is listed per stack: the largest opens
     for s in info["series"]:
-        mark = "*" if s["uid"] == info["loaded"]["series_uid"] else " "
+        loaded = not starred and s["usable"] and s["uid"] == info["loaded"]["series_uid"]
+        starred = starred or loaded
         why = "" if s["usable"] else f"  (not shown: {s['reason']})"
-        print(f"{mark} {s['modality']:3s} {s['files']:4d} files {s['rows']}x{s['cols']}  "
-              f"{s['description'] or '(no description)'}{why}")
+        print(f"{'*' if loaded else ' '} {s['modality']:3s} {s['files']:4d} files "
+              f"{s['rows']}x{s['cols']}  {s['description'] or '(no description)'}{why}")
     lo = info["loaded"]
     print(f"loaded: {lo['slices']} slices, shape {tuple(lo['shape'])}, spacing "
           f"{'/'.join(f'{v:g}' for v in lo['spacing_mm'])} mm (z/y/x), "
