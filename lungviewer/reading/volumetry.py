@@ -321,8 +321,8 @@ def segment_nodule(hu: np.ndarray, spacing: tuple[float, float, float],
     h_mm, w_mm = (r1 - r0) * dy, (c1 - c0) * dx
     half_mm = max(h_mm, w_mm) / 2.0
     # the region around the box
-    my = max(math.ceil((r1 - r0) / 2), math.ceil(5.0 / dy))
-    mx = max(math.ceil((c1 - c0) / 2), math.ceil(5.0 / dx))
+    my = max(math.ceil(0.35 * (r1 - r0)) + 2, math.ceil(5.0 / dy))
+    mx = max(math.ceil(0.35 * (c1 - c0)) + 2, math.ceil(5.0 / dx))
     mz = math.ceil((1.5 * half_mm + 3.0) / dz)
     z0, z1 = max(k - mz, 0), min(k + mz + 1, vol.shape[0])
     y0, y1 = max(r0 - my, 0), min(r1 + my, vol.shape[1])
@@ -396,8 +396,9 @@ def segment_nodule(hu: np.ndarray, spacing: tuple[float, float, float],
         t_mid = bg + 0.5 * (min(core_level, SEED_CLIP_HU) - bg)  # calcium: edge is tissue
         solid = grow(t_mid, extent)
         if solid.any():
-            near = _dilate_mm(solid, PV_MARGIN_MM, sp)
-            shell = extent & ~near
+            win = _bbox(extent, 1)  # solid ⊆ extent: the extent's box holds everything
+            near = _dilate_mm(solid[win], PV_MARGIN_MM, sp)
+            shell = extent[win] & ~near
             if shell.any():  # a ground-glass halo is thick; vessels left in the shell are not
                 thick = ndi.distance_transform_edt(np.pad(shell, 1), sampling=sp)[
                     1:-1, 1:-1, 1:-1] >= GG_MIN_HALF_THICKNESS_MM
