@@ -337,3 +337,32 @@ def test_view_command_options_parse_and_apply(mpr):
     assert mpr.layout_name == "1x3" and mpr.coronal.slab == ("minip", 6.0)
     mpr.apply_options(None, view.parse_slab_option("none"))
     assert mpr.axial.slab is None and mpr.layout_name == "1x3"
+
+
+def test_mask_cut_outlines_of_a_box_on_each_plane():
+    crop = np.ones((3, 4, 5), bool)  # z, y, x
+    offset = (10, 20, 30)
+    (ax,) = planes.mask_cut_outlines(crop, offset, "axial", 11)
+    assert ax[:, 0].min() == pytest.approx(19.5) and ax[:, 0].max() == pytest.approx(23.5)
+    assert ax[:, 1].min() == pytest.approx(29.5) and ax[:, 1].max() == pytest.approx(34.5)
+    (co,) = planes.mask_cut_outlines(crop, offset, "coronal", 23)  # rows z, cols x
+    assert (co[:, 0].min(), co[:, 0].max()) == (pytest.approx(9.5), pytest.approx(12.5))
+    (sa,) = planes.mask_cut_outlines(crop, offset, "sagittal", 34)  # rows z, cols y
+    assert (sa[:, 1].min(), sa[:, 1].max()) == (pytest.approx(19.5), pytest.approx(23.5))
+    assert planes.mask_cut_outlines(crop, offset, "axial", 13) == []
+    assert planes.mask_cut_outlines(crop, offset, "sagittal", 29) == []
+
+
+@pytest.mark.gui
+def test_segmented_nodule_is_outlined_in_every_view(mpr):
+    crop = np.zeros((5, 9, 9), bool)
+    crop[1:4, 2:7, 2:7] = True
+    mpr.set_segmentations([((18, 28, 36), crop, "#00ffd0")])
+    mpr.set_point(20, 32, 40)
+    for v in mpr.views:
+        curves = [it for it in v._overlay_items if hasattr(it, "getData")]
+        assert len(curves) == 1, v.plane
+        assert curves[0].opts["pen"].color().name() == "#00ffd0"
+    mpr.set_point(24, 32, 40)  # past the object's last slice (18 + 3)
+    assert not any(hasattr(it, "getData") for it in mpr.axial._overlay_items)
+    assert any(hasattr(it, "getData") for it in mpr.coronal._overlay_items)

@@ -200,8 +200,6 @@ def cut_outlines(crops: list[tuple[int, int, int, np.ndarray, bool]], plane: str
     ``crops`` are ``(slice, row0, col0, mask, inclusion)`` from :func:`rasterise_outline`
     of one object's outlines (one per slice); exclusion crops are cut out of the union of
     the inclusion ones."""
-    from skimage.measure import find_contours
-
     axis = _check(plane)
     pieces = []  # (row0, col0, 2-D piece, inclusion) on the plane's image
     for k, r0, c0, mask, inclusion in crops:
@@ -229,8 +227,33 @@ def cut_outlines(crops: list[tuple[int, int, int, np.ndarray, bool]], plane: str
                     sub |= piece
                 else:
                     sub &= ~piece
-    return [c + (r_lo, c_lo) for c in find_contours(grid.astype(np.float32), 0.5)
+    return _contours(grid, r_lo, c_lo)
+
+
+def _contours(grid: np.ndarray, row0: int, col0: int) -> list[np.ndarray]:
+    """Closed outlines (the 0.5 level between inside and outside pixel centres) of a 2-D
+    boolean ``grid`` whose pixel (0, 0) is image pixel ``(row0, col0)``; the grid should
+    have an empty border so that every outline closes."""
+    from skimage.measure import find_contours
+
+    return [c + (row0, col0) for c in find_contours(grid.astype(np.float32), 0.5)
             if len(c) > 2]
+
+
+def mask_cut_outlines(mask: np.ndarray, offset: tuple[int, int, int], plane: str,
+                      index: int) -> list[np.ndarray]:
+    """Where a 3-D object meets image ``index`` of ``plane``, as closed polylines ``(n, 2)``
+    of (row, col) on that image (pixel centres). ``mask`` is the object's boolean crop
+    ``(z, y, x)`` and ``offset`` the volume voxel of its first voxel."""
+    axis = _check(plane)
+    i0, r0, c0 = (int(v) for v in from_volume(plane, *offset))
+    local = int(index) - i0
+    if not 0 <= local < mask.shape[axis]:
+        return []
+    cut = np.asarray(plane_image(mask, plane, local), dtype=bool)
+    if not cut.any():
+        return []
+    return _contours(np.pad(cut, 1), r0 - 1, c0 - 1)
 
 
 def parse_slab(text: str) -> tuple[str | None, float]:

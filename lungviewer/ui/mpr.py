@@ -169,6 +169,13 @@ class MprWidget(QWidget):
         for v in self.views:
             v.set_marks(marks)
 
+    def set_segmentations(self, items) -> None:
+        """Segmented nodules ``(offset (z, y, x), boolean crop mask[, colour])``, outlined in
+        every view."""
+        items = list(items)
+        for v in self.views:
+            v.set_segmentations(items)
+
     def set_window(self, level: float, width: float) -> None:
         for v in self.views:
             v.set_window(level, width)

@@ -33,6 +33,7 @@ SLAB_NAMES = {"mip": "MIP", "minip": "MinIP", "avg": "Average"}
 #: colours of CAD marks by finding status (anything else: the first)
 MARK_COLOURS = {"proposed": "#ff9f1a", "accepted": "#3ddc84", "rejected": "#8a8a8a"}
 CROSSHAIR_COLOUR = "#40c8ff"
+SEGMENTATION_COLOUR = "#00ffd0"
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
 
@@ -140,6 +141,7 @@ class SliceView(QWidget):
         self._outline_crops: dict[tuple, list] | None = None  # other planes' outline cuts
         self._cuts: dict[int, list] = {}  # image index → [(key, polylines)], this study
         self._marks: list[Mark] = []
+        self._segmentations: list[tuple[tuple[int, int, int], np.ndarray, str]] = []
         self._crosshair: tuple[float, float] | None = None
         self.title = ""  # a first line in the top-left corner text (e.g. "Axial slab")
         self.level, self.width = PRESETS["lung"].level, PRESETS["lung"].width
@@ -260,6 +262,18 @@ class SliceView(QWidget):
         """CAD findings: :class:`Mark` or ``(z, y, x, diameter_mm, status)`` tuples (voxel
         position; a circle on every image that cuts the finding's sphere)."""
         self._marks = [m if isinstance(m, Mark) else Mark(*m) for m in marks]
+        self._update_overlays()
+
+    def set_segmentations(self, items) -> None:
+        """3-D objects (segmented nodules) outlined on every image they meet: ``(offset,
+        mask, colour)`` with ``mask`` a boolean crop ``(z, y, x)`` whose first voxel is the
+        volume voxel ``offset``; colour optional."""
+        out = []
+        for item in items:
+            offset, mask, *rest = item
+            out.append((tuple(int(v) for v in offset), np.asarray(mask, dtype=bool),
+                        rest[0] if rest else SEGMENTATION_COLOUR))
+        self._segmentations = out
         self._update_overlays()
 
     def set_crosshair(self, point: tuple[float, float, float] | None) -> None:
@@ -551,6 +565,9 @@ class SliceView(QWidget):
                     continue
                 for line in lines:
                     self._curve(line, color, width, False)
+        for offset, mask, colour in self._segmentations:
+            for line in planes.mask_cut_outlines(mask, offset, self.plane, self.index):
+                self._curve(line, colour, 2.0, False)
         marks = []
         for m in self._markers:
             if m.group in self._hidden_groups:
