@@ -8,11 +8,12 @@ sheet one.
 
 Steps (:func:`find_blobs`), arrays ``(z, y, x)``, HU ``int16``, spacing ``(z, y, x)`` mm:
 
-1. The search region: the lung mask (threshold method) dilated by ``margin_mm`` in 3-D, so
-   nodules on the pleura or the mediastinum (which the mask leaves out) are still reached.
-   The volume is cropped to the region's bounding box and block-averaged in-plane to about
-   ``grid_mm`` (1.25 mm on a 0.625 mm scan); slices are kept.
-2. Scale space: Gaussians of σ = 0.9 … 8 mm (anisotropic in voxels, isotropic in mm) of the
+1. The search region: the lung mask (threshold method) dilated (a box) by ``margin_mm``, and
+   for a blob of diameter d by up to d/2 + 2 mm (at most ``MAX_MARGIN_MM``), so nodules on
+   the pleura or the mediastinum (which the mask leaves out) are still reached. The volume
+   is cropped to the region's bounding box and block-averaged in-plane to about ``grid_mm``
+   (1.25 mm on a 0.625 mm scan); slices are kept.
+2. Scale space: Gaussians of σ = 0.8 … 9 mm (anisotropic in voxels, isotropic in mm) of the
    HU clipped to −1000…150 (so padding, bone and contrast do not dominate); the difference
    of neighbouring Gaussians approximates the scale-normalised Laplacian (a blob of diameter
    d answers most at σ ≈ d / (2√3)). Each voxel keeps its strongest scale.
@@ -22,9 +23,11 @@ Steps (:func:`find_blobs`), arrays ``(z, y, x)``, HU ``int16``, spacing ``(z, y,
    σ apart, trilinear), its eigenvalues, and from them the dot measure ``λ3 / λ1`` (1 for a
    sphere, 0 for a tube, < 0 where one curvature is convex) and Li's dot / line
    enhancement values. Maxima near the edge of the reconstruction circle (voxels below
-   −1024 HU, the padding value, within ``fov_margin_mm``) are dropped.
+   −1024 HU, the padding value, within ``fov_margin_mm`` in-plane) are dropped, and so are,
+   with ``min_lung_shell``, those with less than that share of a shell of 1.25 radii around
+   them in the lung mask (:func:`lung_shell`).
 
-About 0.5–1 s for a 133-slice study on two cores.
+About 1–2 s for a 133-slice study on two cores.
 """
 
 from __future__ import annotations
@@ -40,11 +43,11 @@ from scipy.spatial import cKDTree
 log = logging.getLogger(__name__)
 
 #: Gaussian scales (mm): neighbouring pairs give the Laplacian at their geometric mean,
-#: i.e. blob diameters of about 3 … 37 mm
+#: i.e. blob diameters of about 3 … 26 mm (a larger one answers at the largest scale)
 #: a blob of diameter d may lie up to max(margin, d/2 + 2 mm) outside the lung mask (a nodule
 #: on the pleura is left out of the mask), at most this far (mm)
 MAX_MARGIN_MM = 16.0
-SIGMAS_MM = (0.8, 1.13, 1.6, 2.26, 3.2, 4.5, 6.4, 9.0, 12.8)
+SIGMAS_MM = (0.8, 1.13, 1.6, 2.26, 3.2, 4.5, 6.4, 9.0)
 CLIP_HU = (-1000.0, 150.0)
 #: below this a voxel is padding outside the reconstruction circle, never air
 PADDING_HU = -1024
