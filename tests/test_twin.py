@@ -211,8 +211,11 @@ def test_ground_glass_nodule_is_brighter_than_its_surroundings():
     hu, lung, nod = render_slices(model, ks)
     checked = _assert_contours_brighter(_contour_contrast(scan, model, hu, lung, nod, ks))
     ggo = [f for f in checked if f["stamp"].ratings["texture"] <= 2]
-    assert len(ggo) >= 10
-    assert all(f["stamp"].hu == TEXTURE_HU[1] for f in ggo)
+    assert sum(f["stamp"].ratings["texture"] == 1 for f in ggo) >= 10
+    # each nodule at its readers' median texture: the ground glass at −600 HU; one reader's
+    # texture-2 outline on slice 62 is a nodule of its own (pylidc's grouping: the solid
+    # nodule beside it already has four marks), drawn at −450 HU
+    assert all(f["stamp"].hu == TEXTURE_HU[round(f["stamp"].ratings["texture"])] for f in ggo)
     # ground glass stays well below soft tissue: it is not drawn as a solid nodule
     assert all(f["inside"] < -400 for f in ggo)
     assert {f["stamp"].ratings["texture"] for f in checked} >= {1.0, 5.0}
