@@ -281,6 +281,7 @@ def test_window_is_linked_and_cine_plays_at_the_remembered_rate(qtbot, mpr):
     mpr.set_cine_fps(30)
     assert settings.get("cine/fps", None, int) == 30
     mpr._activate(mpr.sagittal)
+    assert mpr.sagittal.highlighted and not mpr.axial.highlighted  # framed: keys act here
     start = mpr.sagittal.index
     qtbot.keyClick(mpr, Qt.Key.Key_P)
     assert mpr.playing
@@ -294,6 +295,8 @@ def test_window_is_linked_and_cine_plays_at_the_remembered_rate(qtbot, mpr):
     mpr.sagittal.set_slice(NX - 1)
     mpr._cine_step()
     assert mpr.sagittal.index == 0
+    mpr.set_layout("axial")  # one view: no frame, the keys act on the axial view
+    assert mpr.active is mpr.axial and not any(v.highlighted for v in mpr.views)
 
 
 @pytest.mark.gui

@@ -249,6 +249,12 @@ class MprWidget(QWidget):
 
     def _activate(self, view: SliceView) -> None:
         self.active = view
+        self._update_highlight()
+
+    def _update_highlight(self) -> None:
+        several = len(self.layout_views()) > 1
+        for v in self.views:
+            v.set_highlighted(several and v is self.active)
 
     def _window_changed(self, view: SliceView, level: float, width: float) -> None:
         if self._window_sync:
@@ -289,6 +295,7 @@ class MprWidget(QWidget):
         if self.active not in shown:
             self.active = self.axial
         self.layout_name = name
+        self._update_highlight()
         if name in self.layout_actions:
             self.layout_actions[name].setChecked(True)
         self._update_crosshairs()
@@ -418,7 +425,7 @@ class MprWidget(QWidget):
         if view not in self.layout_views():
             self.set_layout("1x3")
         view.set_slice(int(m.index))
-        self.active = view
+        self._activate(view)
 
     # -- actions -----------------------------------------------------------------------------
     def _action(self, text: str, key: str | None, slot, checkable: bool = False) -> QAction:

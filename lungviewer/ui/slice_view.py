@@ -176,6 +176,8 @@ class SliceView(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.graphics)
+        self._layout = lay
+        self.highlighted = False
         self.graphics.scene().sigMouseMoved.connect(self._mouse_moved)
         # corner texts and orientation letters, drawn over the image
         font = QFont()
@@ -678,6 +680,23 @@ class SliceView(QWidget):
         lab["right"].move(w - lab["right"].width() - 6, h // 2)
         lab["top"].move(w // 2, lab["tl"].height() + 36)
         lab["bottom"].move(w // 2, h - lab["bottom"].height() - 6)
+
+    def set_highlighted(self, on: bool) -> None:
+        """A thin frame around the view (the view the keys and the cine act on, when
+        several are shown)."""
+        self.highlighted = bool(on)
+        m = 2 if on else 0
+        self._layout.setContentsMargins(m, m, m, m)
+        self.update()
+
+    def paintEvent(self, ev):
+        super().paintEvent(ev)
+        if self.highlighted:
+            from PySide6.QtGui import QPainter
+
+            p = QPainter(self)
+            p.fillRect(self.rect(), QColor(CROSSHAIR_COLOUR))
+            p.end()
 
     def resizeEvent(self, ev):
         super().resizeEvent(ev)
