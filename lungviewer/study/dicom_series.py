@@ -1138,13 +1138,11 @@ def _read_pixels_unchecked(h: _Header, out: np.ndarray, root: Path) -> None:
     _to_hu(px, h.slope, h.intercept, out)
 
 
-def _wrapped_warning(headers: list[_Header], hu: np.ndarray) -> str | None:
-    """A warning when an unsigned series holds HU no scanner makes: negative values stored
-    as unsigned numbers wrap around to ~65000, so the air reads as dense metal."""
-    if all(h.signed for h in headers):
-        return None
-    n = int(np.count_nonzero(hu >= WRAPPED_HU))
-    frac = n / max(hu.size, 1)
+def _wrapped_warning(n_wrapped: int, n_voxels: int) -> str | None:
+    """A warning when an unsigned series holds HU no scanner makes (``n_wrapped`` voxels at
+    or above WRAPPED_HU): negative values stored as unsigned numbers wrap around to
+    ~65000, so the air reads as dense metal."""
+    frac = n_wrapped / max(n_voxels, 1)
     if frac < 0.005:
         return None
     return (f"Implausible HU: {100 * frac:.0f} % of the voxels are above {WRAPPED_HU} HU. The "
@@ -1200,11 +1198,14 @@ def load_series(
     dz = float(np.median(np.diff(proj))) if n > 1 else float(first.thickness or 1.0)
     hu = np.empty((n, rows, cols), dtype=np.int16)
     done = [len(files)]
+    wrapped = np.zeros(n, dtype=np.int64)  # per slice of unsigned data: voxels ≥ WRAPPED_HU
 
     def work(i: int) -> None:
         if cancel is not None and cancel():
             raise LoadCancelled()
         _read_pixels(headers[i], hu[i], root)
+        if not headers[i].signed:
+            wrapped[i] = np.count_nonzero(hu[i] >= WRAPPED_HU)
 
     with ThreadPoolExecutor(_pool_size()) as pool:
         futures = [pool.submit(work, i) for i in range(n)]
@@ -1218,9 +1219,9 @@ def load_series(
             for f in futures:
                 f.cancel()
             raise
-    wrapped = _wrapped_warning(headers, hu)
-    if wrapped:
-        warnings.append(wrapped)
+    wrap_text = _wrapped_warning(int(wrapped.sum()), hu.size)
+    if wrap_text:
+        warnings.append(wrap_text)
     synthetic = first.is_synthetic
     volume = Volume(
         hu=hu,
