@@ -95,3 +95,20 @@ def test_evaluate_real_on_the_dev_scan():
         "slice", "row", "col", "diameter_mm", "score", "class"}
     text = format_real(res)
     assert "FROC" in text and "recall@10" in text and "AUC" in text
+
+
+def test_find_lidc_series_follows_links_once(tmp_path):
+    from lungviewer.cad.training.evaluate_real import find_lidc_series
+
+    a = tmp_path / "data" / "A"
+    a.mkdir(parents=True)
+    (a / "readers.xml").write_text('<?xml version="1.0"?>\n<LidcReadMessage></LidcReadMessage>\n')
+    (a / "other.xml").write_text("<Something/>")
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "A").symlink_to(a, target_is_directory=True)
+    (links / "A2").symlink_to(a, target_is_directory=True)
+    found = find_lidc_series(links)
+    assert len(found) == 1 and found[0][1].name == "readers.xml"
+    with pytest.raises(FileNotFoundError):
+        find_lidc_series(tmp_path / "missing")

@@ -317,16 +317,27 @@ def evaluate_scan(volume, ann, engine, device: str = "cpu", baseline: bool = Tru
 # -- many scans ----------------------------------------------------------------------------
 def find_lidc_series(folder: str | Path) -> list[tuple[Path, Path]]:
     """``(series folder, XML file)`` for every LIDC XML under ``folder`` (the series is the
-    XML's folder), sorted."""
+    XML's folder), sorted; linked folders are followed, each real folder once."""
+    import os
+
     from lungviewer.study.lidc_xml import is_lidc_xml
 
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder of LIDC series")
-    found = {}
-    for x in sorted(root.rglob("*.xml")):
-        if x.is_file() and is_lidc_xml(x):
-            found.setdefault(x.parent, x)
+    found: dict[Path, Path] = {}
+    seen: set[str] = set()
+    for d, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        for name in sorted(files):
+            x = Path(d) / name
+            if name.lower().endswith(".xml") and is_lidc_xml(x):
+                found.setdefault(x.parent, x)
     return sorted(found.items())
 
 
