@@ -902,6 +902,14 @@ def test_head_step_follows_the_patient_axis(tmp_path, orientation, head_step):
     assert np.sign(np.diff(vol.z_positions)).tolist() == [head_step] * 4
 
 
+def test_head_step_of_a_single_slice_follows_the_normal():
+    one = np.zeros((1, 4, 4), np.int16)
+    ffs = Volume(hu=one, spacing=(1, 1, 1), positions=[[0, 0, 5]],
+                 orientation=[-1, 0, 0, 0, 1, 0])
+    hfs = Volume(hu=one, spacing=(1, 1, 1), positions=[[0, 0, 5]])
+    assert (ffs.head_step, hfs.head_step) == (-1, 1)
+
+
 def test_corrupt_jpeg2000_logs_one_line_not_tracebacks(tmp_path, caplog):
     """pydicom logs each failed decoder plugin with a traceback; the user gets the error
     (one line, naming the file), our log has the decoders' text at debug level."""
