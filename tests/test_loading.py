@@ -1001,3 +1001,34 @@ def test_transfer_syntaxes_give_the_exact_volume(tmp_path, syntax):
     vol = load_series(tmp_path)
     np.testing.assert_array_equal(vol.hu, np.stack([expected_hu(k, 64, 64) for k in range(3)]))
     assert vol.warnings == []
+
+
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(stored=st.integers(9, 16), signed=st.booleans(), implicit=st.booleans(),
+       slope=st.sampled_from([1.0, 0.5, 2.0]), intercept=st.sampled_from([-1024.0, 0.0, -3.5]),
+       seed=st.integers(0, 10_000))
+def test_fast_path_equals_pydicoms_decoder(tmp_path_factory, stored, signed, implicit, slope,
+                                           intercept, seed):
+    """Any BitsStored, signedness, VR encoding and rescale, with random bit patterns (high
+    bits set too): the loader's HU equal pydicom's pixel_array × slope + intercept."""
+    folder = tmp_path_factory.mktemp("fast")
+    files = _series(folder, n=2)
+    rng = np.random.default_rng(seed)
+
+    def edit(ds, i):
+        ds.BitsStored, ds.HighBit, ds.PixelRepresentation = stored, stored - 1, int(signed)
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        set_raw_pixels(ds, rng.integers(0, 2**16, (16, 16)).astype(np.uint16))
+        if implicit:
+            ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+
+    edit_series(files, edit)
+    vol = load_series(folder)
+    ref = []
+    for f in vol.files:
+        ds = pydicom.dcmread(f)
+        hu = ds.pixel_array.astype(np.float64) * slope + intercept
+        ref.append(np.clip(np.rint(hu), -32768, 32767))
+    np.testing.assert_array_equal(vol.hu, np.stack(ref).astype(np.int16))
+    shutil.rmtree(folder, ignore_errors=True)
