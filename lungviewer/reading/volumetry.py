@@ -25,15 +25,18 @@ side in plane, and ±(0.75 × the box's larger side + 3 mm) in z):
    the seed and restoring what lies within that radius of it: tubes thinner than the ball
    (vessels) are cut where they join the nodule, the nodule's own edge is kept. Holes are
    filled (3-D and per slice).
-4. **Solid or sub-solid.** The *extent* region grows above the low threshold half-way
-   between the lung and min(core, −600 HU) (ground glass included). If the core is denser
-   than −300 HU, the *solid* region grows above the level half-way between lung and core
-   (the 50 % partial-volume edge). When the extent region reaches more than 1.5 mm beyond the
-   solid region, in a layer at least 3 mm thick (an opening with a 1.5 mm ball, so tubes do
-   not count), for more than :data:`GG_SHELL_FRACTION` of its voxels, the nodule has a
-   ground-glass component and the extent region is the nodule; else the solid region is.
-   Without a solid core, the nodule grows above the level half-way between the lung and
-   its own median (ground glass).
+4. **Solid or sub-solid.** Every threshold is an *edge level*: :data:`EDGE_LEVEL` (0.45) of
+   the way from the lung level to a nodule level — about the partial-volume half-way point,
+   a little towards the lung because the readers' outlines include their boundary pixels
+   (0.45 was chosen on training patients' twins and the real development scan). The
+   *extent* region grows above the edge level to min(core, −600 HU) (ground glass
+   included). If the core is denser than −300 HU, the *solid* region grows above the edge
+   level to the core (to 100 HU at most: a calcified core's edge is still soft tissue).
+   When the extent region reaches more than 1.5 mm beyond the solid region, in a layer at
+   least 2 mm thick (an opening with a 1 mm ball, so thin tubes do not count), for more than
+   :data:`GG_SHELL_FRACTION` of its voxels, the nodule has a ground-glass component and the
+   extent region is the nodule; else the solid region is. Without a solid core, the nodule
+   grows above the edge level to its own median (ground glass).
 5. **Type** from HU (lightly smoothed): voxels above :data:`SOLID_HU` (−300 HU) are solid.
    ``ground-glass``: no core denser than −300 HU, or solid voxels < :data:`GGN_SOLID_FRACTION`
    of the nodule; ``part-solid``: a ground-glass component beside a solid one; ``solid``
@@ -63,13 +66,14 @@ from lungviewer.reading.measurements import bidirectional_from_mask
 log = logging.getLogger(__name__)
 
 SOLID_HU = -300.0  #: voxels above this are the solid part (lung window "solid")
+EDGE_LEVEL = 0.45  #: the edge threshold lies this far from the lung level to the core level
 GG_REF_HU = -600.0  #: ground glass reference level for the extent threshold
 DARK_HU = -500.0  #: below this: lung parenchyma (local lung region, lung level)
 CALCIFIED_HU = 200.0  #: mean HU from which a nodule is called calcified
 GGN_SOLID_FRACTION = 0.05  #: fewer solid voxels than this fraction: ground glass
 GG_SHELL_FRACTION = 0.3  #: extent voxels > 1.5 mm outside the solid part: ground-glass part
 PV_MARGIN_MM = 1.5  #: partial-volume rim allowed around the solid part
-GG_MIN_HALF_THICKNESS_MM = 1.5  #: a ground-glass component is at least twice this thick
+GG_MIN_HALF_THICKNESS_MM = 1.0  #: a ground-glass component is at least twice this thick
 OPEN_FRACTION = 0.6  #: vessel-cut ball radius / nodule inscribed radius
 MAX_VESSEL_RADIUS_MM = 2.5  #: the vessel-cut ball grows no larger than this ...
 LARGE_OPEN_FRACTION = 0.35  #: ... or this fraction of the inscribed radius (keeps lobulations)
@@ -385,7 +389,7 @@ def segment_nodule(hu: np.ndarray, spacing: tuple[float, float, float],
     def grow(threshold: float, within: np.ndarray) -> np.ndarray:
         return _grow_and_cut(light, threshold, within, seed, search, sp, lung, ball_mm)
 
-    t_low = bg + 0.5 * (min(core_level, GG_REF_HU) - bg)
+    t_low = bg + EDGE_LEVEL * (min(core_level, GG_REF_HU) - bg)
     t_low = max(t_low, bg + 60.0)
     extent = grow(t_low, voi)
     if not extent.any():
@@ -393,7 +397,7 @@ def segment_nodule(hu: np.ndarray, spacing: tuple[float, float, float],
     has_core = core_level > SOLID_HU
     sub_solid = True
     if has_core:
-        t_mid = bg + 0.5 * (min(core_level, SEED_CLIP_HU) - bg)  # calcium: edge is tissue
+        t_mid = bg + EDGE_LEVEL * (min(core_level, SEED_CLIP_HU) - bg)
         solid = grow(t_mid, extent)
         if solid.any():
             win = _bbox(extent, 1)  # solid ⊆ extent: the extent's box holds everything
@@ -410,7 +414,7 @@ def segment_nodule(hu: np.ndarray, spacing: tuple[float, float, float],
             mask = extent
     else:
         gg_level = float(np.median(light[extent]))
-        t2 = bg + 0.5 * (gg_level - bg)
+        t2 = bg + EDGE_LEVEL * (gg_level - bg)
         mask = extent
         if t2 > t_low + 10.0:
             refined = grow(t2, extent)
