@@ -61,13 +61,15 @@ def _hull(body: np.ndarray) -> np.ndarray:
     return inside
 
 
-def candidates_slice(sl: np.ndarray) -> tuple[np.ndarray, float]:
-    """Steps 1–5 written plainly for one slice: the closed dark side inside the body."""
+def candidates_slice(sl: np.ndarray, with_raw: bool = False):
+    """Steps 1–5 written plainly for one slice: the closed dark side inside the body and
+    the threshold (and, ``with_raw``, the dark side inside the body before the closing)."""
     pad = _padding(sl)
     vals = np.minimum(sl[~pad].astype(np.float64), 3071)
     # 2. iterative global threshold on the pixels that are image
     if vals.size == 0:
-        return np.zeros(sl.shape, bool), -1024.0
+        e = np.zeros(sl.shape, bool)
+        return (e, e, -1024.0) if with_raw else (e, -1024.0)
     t = (vals.max() + vals.min()) / 2
     for _ in range(100):
         lo, hi = vals[vals <= t], vals[vals > t]
@@ -85,7 +87,8 @@ def candidates_slice(sl: np.ndarray) -> tuple[np.ndarray, float]:
     opened = morphology.opening(np.pad(bright, 5, mode="edge"), morphology.disk(2))[5:-5, 5:-5]
     lab = measure.label(opened, connectivity=1)
     if lab.max() == 0:
-        return np.zeros(sl.shape, bool), float(t)
+        e = np.zeros(sl.shape, bool)
+        return (e, e, float(t)) if with_raw else (e, float(t))
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
     body = lab == np.argmax(sizes)
@@ -101,6 +104,8 @@ def candidates_slice(sl: np.ndarray) -> tuple[np.ndarray, float]:
     for r in range(1, rest.max() + 1):
         if r not in reaching or in_hull[r] >= 0.5 * total[r]:
             inside |= rest == r
+    if with_raw:
+        return closed & inside, dark & inside, float(t)
     return closed & inside, float(t)
 
 
@@ -112,8 +117,10 @@ def reference_slice(sl: np.ndarray) -> np.ndarray:
 
 def reference(hu: np.ndarray) -> np.ndarray:
     """The whole method on a volume, plainly: steps 1–6 per slice, then the volume rules
-    with Python loops over the components."""
-    labs = [measure.label(candidates_slice(sl)[0], connectivity=1) for sl in hu]
+    (grouping, putting back, airways) with Python loops over the components."""
+    found = [candidates_slice(sl, with_raw=True) for sl in hu]
+    labs = [measure.label(f[0], connectivity=1) for f in found]
+    raws = [measure.label(f[1], connectivity=1) for f in found]
     comps = [(k, i) for k, lab in enumerate(labs) for i in range(1, lab.max() + 1)]
     size = {(k, i): int((labs[k] == i).sum()) for k, i in comps}
     keep = {c: size[c] >= 1000 for c in comps}
@@ -152,14 +159,50 @@ def reference(hu: np.ndarray) -> np.ndarray:
             changed = False
             for (u, v), cnt in over.items():
                 for a, b in ((u, v), (v, u)):
-                    if (size[a] < 1000 and not keep[a] and keep[b] and size[b] >= size[a]
+                    if (size[a] < 1000 and not keep[a] and keep[b] and size[b] >= 1.25 * size[a]
                             and cnt >= 0.5 * size[a]):
                         keep[a] = changed = True
     out = np.zeros(hu.shape, bool)
     for k, i in comps:
         if keep[(k, i)]:
             out[k][labs[k] == i] = True
+    if len(hu) > 1:
+        _remove_airways(out, labs, raws, keep)
     return out
+
+
+def _remove_airways(out, labs, raws, keep) -> None:
+    """Step 9, plainly: raw pieces (dark side inside the body, before the closing) of
+    30–999 px whose candidate component is not lung start an airway; it continues into a
+    raw piece of an adjacent slice lying at least half on it and at most 1.5 times as
+    large. Airways inside the mask are removed with what the closing added within 6 px."""
+    pieces = [(k, i) for k, r in enumerate(raws) for i in range(1, r.max() + 1)]
+    size = {(k, i): int((raws[k] == i).sum()) for k, i in pieces}
+    cand_of = {(k, i): int(labs[k][raws[k] == i][0]) for k, i in pieces}
+    airway = {c: 30 <= size[c] < 1000 and not keep[(c[0], cand_of[c])] for c in pieces}
+    over = {}
+    for k in range(len(raws) - 1):
+        for i in range(1, raws[k].max() + 1):
+            below = raws[k + 1][raws[k] == i]
+            for j, cnt in zip(*np.unique(below[below > 0], return_counts=True)):
+                over[((k, i), (k + 1, int(j)))] = int(cnt)
+    changed = True
+    while changed:
+        changed = False
+        for (u, v), cnt in over.items():
+            for a, b in ((u, v), (v, u)):  # b continues the airway a
+                if airway[a] and not airway[b] and cnt >= 0.5 * size[b] and \
+                        size[b] <= 1.5 * size[a]:
+                    airway[b] = changed = True
+    for k in range(len(raws)):
+        lumen = np.zeros(out[k].shape, bool)
+        for i in range(1, raws[k].max() + 1):
+            if airway[(k, i)]:
+                lumen |= raws[k] == i
+        lumen &= out[k]
+        if lumen.any():
+            near = ndimage.binary_dilation(lumen, structure=morphology.disk(6))
+            out[k] &= ~(lumen | (near & (labs[k] > 0) & (raws[k] == 0)))
 
 
 def main() -> None:

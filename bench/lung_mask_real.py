@@ -65,23 +65,28 @@ def reference_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> np.nd
     order = np.argsort(sizes)[::-1]
     keep = [order[0]] + [i for i in order[1:3] if sizes[i] >= 0.15 * sizes[order[0]]]
     lungs = np.isin(lab, keep)
-    # airways: adaptive region growing from the trachea on the topmost slice
-    top = int(np.flatnonzero(lungs.any(axis=(1, 2))).max())
-    smooth = ndimage.gaussian_filter(hu.astype(np.float32), sigma=(0, 1, 1))
-    seed = np.zeros(hu.shape, bool)
-    seed[top] = lungs[top]
-    airway = np.zeros(hu.shape, bool)
+    # airways: adaptive region growing from the trachea on the topmost slice (in the
+    # lungs' box: nothing outside it can join)
+    zs, ys, xs = (np.flatnonzero(lungs.any(axis=ax)) for ax in ((1, 2), (0, 2), (0, 1)))
+    box = (slice(zs[0], zs[-1] + 1), slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
+    sub = lungs[box]
+    smooth = ndimage.gaussian_filter(hu[box].astype(np.float32), sigma=(0, 1, 1))
+    seed = np.zeros(sub.shape, bool)
+    seed[-1] = sub[-1]
+    grown_best = np.zeros(sub.shape, bool)
     prev = 0
     ml = 1000.0 / float(np.prod(spacing))  # voxels per mL
     small_px, leak_px = 5 * ml, 300 * ml
     for t in range(-1000, -899, 10):
-        grown_lab, _ = ndimage.label((smooth < t) & lungs | seed, six)
+        grown_lab, _ = ndimage.label((smooth < t) & sub | seed, six)
         ids = np.unique(grown_lab[seed])
         grown = np.isin(grown_lab, ids[ids > 0])
         vol = int(grown.sum())
         if vol > leak_px or (prev > small_px and vol > 2 * prev):
             break  # leaked into the lung
-        airway, prev = grown, vol
+        grown_best, prev = grown, vol
+    airway = np.zeros(hu.shape, bool)
+    airway[box] = grown_best
     inplane = np.zeros((3, 3, 3), bool)
     inplane[1] = ndimage.generate_binary_structure(2, 1)
     zone = ndimage.binary_dilation(airway, inplane, iterations=3)  # lumen and wall

@@ -235,6 +235,8 @@ def test_matches_the_plain_scikit_image_version():
     vol, _ = _apex_stack()
     vol[2, 60:90, 60:100] = -1000  # a gas pocket in the body, beside the lung
     np.testing.assert_array_equal(segment_lungs(vol, chunk=4).mask, bench.reference(vol))
+    vol, _ = _trachea_stack()
+    np.testing.assert_array_equal(segment_lungs(vol, chunk=3).mask, bench.reference(vol))
 
 
 def test_twin_lungs_are_found(twin_0001):
@@ -470,6 +472,36 @@ def test_apex_pieces_under_1000_px_come_back_but_not_the_trachea():
         assert not flat[k].any()  # the size rule alone drops them
         assert dice(res.mask[k], lungs[k]) > 0.9, k
     assert not res.mask[:, 100, 160].any()  # the trachea stays out
+
+
+def _trachea_stack():
+    """Eight slices: both lungs on the first five with a trachea (~600 px) against the
+    left lung behind a 3 px wall (the closing merges them); the trachea alone above."""
+    r, c = np.mgrid[:256, :256]
+    out, lungs_all = [], []
+    for k in range(8):
+        sl = np.full((256, 256), -1000.0)
+        sl[((c - 128) / 110) ** 2 + ((r - 120) / 80) ** 2 < 1] = 0
+        lungs = np.zeros((256, 256), bool)
+        if k < 5:
+            lungs = (((c - 80) / 35) ** 2 + ((r - 120) / 55) ** 2 < 1) | \
+                    (((c - 176) / 30) ** 2 + ((r - 120) / 55) ** 2 < 1)
+            sl[lungs] = -850
+        sl[(c - 132) ** 2 + (r - 120) ** 2 < 14 ** 2] = -1000
+        sl += np.random.default_rng(k).normal(0, 20, sl.shape)
+        out.append(np.clip(sl, -1024, None).astype(np.int16))
+        lungs_all.append(lungs)
+    return np.stack(out), np.stack(lungs_all)
+
+
+def test_a_trachea_merged_into_a_lung_by_the_closing_is_removed():
+    hu, lungs = _trachea_stack()
+    flat = segment_lungs(hu, ParenchymaParams(volume_rules=False)).mask
+    assert flat[:5, 120, 132].all()  # the closing bridged the wall: trachea in the lung
+    res = segment_lungs(hu).mask
+    assert not res[:, 120, 132].any()
+    assert not res[:, 120, 132 - 14:132 + 15].any()  # its lumen and the bridged wall
+    assert dice(res, lungs) > 0.97
 
 
 def test_padding_is_left_out_of_the_threshold():

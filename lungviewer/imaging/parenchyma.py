@@ -24,7 +24,7 @@ Per axial slice (arrays ``(z, y, x)``, HU ``int16``):
    padding);
 6. remove components smaller than 1000 px (trachea, noise).
 
-On a volume (``segment_lungs``), two rules that look at the neighbouring slices follow
+On a volume (``segment_lungs``), three rules that look at the neighbouring slices follow
 (``ParenchymaParams(volume_rules=False)`` turns them off, leaving the slices independent):
 
 7. the kept components are grouped in 3-D (a component and one of an adjacent slice belong
@@ -33,9 +33,15 @@ On a volume (``segment_lungs``), two rules that look at the neighbouring slices 
    diaphragm, air pockets under the back or a blanket, a trachea above 1000 px — none of
    them continues into a lung;
 8. components under 1000 px are put back where they continue a kept lung component: at
-   least half of one overlaps a kept, not smaller, component of an adjacent slice
-   (repeated, so the lung apex and the costophrenic recesses, which shrink slice by slice,
-   come back; the trachea, as wide as the bronchi it joins or wider, does not).
+   least half of one overlaps a kept component of an adjacent slice at least 1.25 times
+   its size (repeated, so the lung apex and the costophrenic recesses, which shrink slice
+   by slice, come back; a trachea, of about the same size from slice to slice, does not);
+9. airways: the closing merges the trachea and main bronchi into a lung wherever their
+   wall is thinner than the disk. Pieces of the dark side inside the body before the
+   closing (30–999 px) whose component steps 6–8 removed (the trachea above the apex) seed
+   an airway; it continues into a piece of an adjacent slice that lies at least half on it
+   and is at most 1.5 times as large (a tube, never the lung it enters). The airway's
+   lumen, and what the closing added within 6 px of it, leave the mask.
 
 The parameters live in :class:`ParenchymaParams` with the method's values as defaults; the
 per-slice thresholds are returned for inspection.
@@ -43,18 +49,21 @@ per-slice thresholds are returned for inspection.
 Speed: steps 1–5 are vectorised over a chunk of slices (one histogram per slice, all slices
 iterated together; in-plane labelling that never connects slices; the closing and opening on
 bit-packed slices, the closing restricted to the body's box; one small convex hull per
-slice) and chunks run in a thread pool; steps 6–8 label the whole candidate mask once. The
-result is identical to the plain per-slice version of ``bench/bench_parenchyma.py``.
+slice) and chunks run in a thread pool, which also labels each chunk's components and
+their overlaps; steps 6–9 then work on the small graph of components (and paint the mask
+back chunk by chunk in the pool). The result is identical to the plain version of
+``bench/bench_parenchyma.py`` (scikit-image per slice, Python loops over components).
 
 Known limits: air that the body itself encloses and that continues into a lung in 3-D is
 kept; a body region left open by the field of view is judged by the convex hull alone (a
 deep concavity of the skin cut by the field of view, e.g. between the arm and the chest,
-can count as inside: step 7 removes it when it does not continue into a lung).
+can count as inside: step 7 removes it when it does not continue into a lung); an airway
+is only found from a piece of trachea that the size rule removed (a scan that starts
+below the apex has none).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import time
@@ -85,8 +94,9 @@ class ParenchymaParams:
     (px) that detaches thin bright layers (blankets, table shell) from the body.
     ``hull_fraction``: a region reaching the image edge or padding is inside when at least
     this fraction of it lies in the body's convex hull. ``volume_rules``: the 3-D grouping
-    and the putting back of small components that continue a lung (volumes only);
-    ``group_fraction``, ``link_overlap`` and ``continue_overlap`` are their fractions."""
+    and the putting back of small components that continue a lung (volumes only), and the
+    airway rule; ``group_fraction``, ``link_overlap``, ``continue_overlap`` and
+    ``continue_ratio`` are their numbers (see the module docstring)."""
 
     closing_radius: int = 5  # disk radius (px) of the morphological closing
     min_component_px: int = 1000  # smaller components are removed
@@ -99,6 +109,7 @@ class ParenchymaParams:
     group_fraction: float = 0.15
     link_overlap: float = 0.25
     continue_overlap: float = 0.5
+    continue_ratio: float = 1.25
 
     def __post_init__(self) -> None:
         if self.outside not in ("body", "border"):
@@ -116,6 +127,9 @@ class ParenchymaParams:
         if self.tolerance_hu <= 0 or self.max_iterations < 1:
             raise ValueError("ParenchymaParams: tolerance_hu must be > 0 and "
                              "max_iterations >= 1")
+        if self.continue_ratio < 1.0:
+            raise ValueError(f"ParenchymaParams.continue_ratio must be >= 1, "
+                             f"got {self.continue_ratio}")
 
 
 @dataclass
@@ -470,10 +484,12 @@ def _bbox(inside: np.ndarray, margin: int) -> tuple[slice, slice] | None:
             slice(max(0, xs[0] - margin), min(w, xs[-1] + 1 + margin)))
 
 
-def _candidates(hu: np.ndarray, p: ParenchymaParams) -> tuple[np.ndarray, np.ndarray]:
+def _candidates(hu: np.ndarray, p: ParenchymaParams,
+                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Steps 1–5 on a chunk of slices (z, y, x): the closed dark side inside the body (or,
     for ``outside="border"``, without the components touching the border or the padding),
-    and the thresholds. Nothing connects slices."""
+    the dark side inside the body before the closing (None for ``"border"``), and the
+    thresholds. Nothing connects slices."""
     pad = padding_mask(hu)
     t = thresholds_of(hu, p.tolerance_hu, p.max_iterations, valid=~pad)
     dark = (hu <= t[:, None, None]) & ~pad
@@ -484,17 +500,17 @@ def _candidates(hu: np.ndarray, p: ParenchymaParams) -> tuple[np.ndarray, np.nda
         # within 2·radius of it, so a margin of 2·radius + 1 keeps the result exact
         box = _bbox(inside, 2 * p.closing_radius + 1)
         if box is None:
-            return out, t
+            return out, out, t
         ys, xs = box
         out[:, ys, xs] = closing_disk(dark[:, ys, xs], p.closing_radius) & inside[:, ys, xs]
-        return out, t
+        return out, dark & inside, t
     closed = closing_disk(dark, p.closing_radius) & ~pad
     labels, n = ndimage.label(closed, structure=_SLICE_CROSS)
     if n:
         drop = _open_labels(labels, n, pad)
         drop[0] = True
         out = ~drop[labels]
-    return out, t
+    return out, None, t
 
 
 def _overlaps(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -522,84 +538,166 @@ def _overlaps(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @dataclass
-class _Block:
-    """The candidate components of a chunk of slices: in-plane labels in the chunk's box
-    (``ys``, ``xs``), their sizes (index 0: background) and their overlaps inside the
-    chunk (pairs of local labels of adjacent slices with their overlap)."""
+class _Parts:
+    """In-plane components of a bool chunk cut to a box: labels, sizes (index 0:
+    background), overlaps inside the chunk (local labels of adjacent slices, overlap) and
+    the offset that makes the labels global (``offset + local``; ``offset`` itself stands
+    for the background)."""
 
-    k0: int
-    ys: slice
-    xs: slice
     labels: np.ndarray
     sizes: np.ndarray
     pairs: tuple[np.ndarray, np.ndarray, np.ndarray]
     offset: int = 0
 
     @classmethod
-    def of(cls, k0: int, cand: np.ndarray, volume: bool) -> _Block:
-        box = _bbox(cand, 0) or (slice(0, 0), slice(0, 0))
-        ys, xs = box
-        labels, n = ndimage.label(cand[:, ys, xs], structure=_SLICE_CROSS)
+    def of(cls, m: np.ndarray, volume: bool) -> _Parts:
+        labels, n = ndimage.label(m, structure=_SLICE_CROSS)
         sizes = np.bincount(labels.ravel(), minlength=n + 1)
         e = np.zeros(0, dtype=np.int64)
-        pairs = _overlaps(labels) if volume and n else (e, e, e)
-        return cls(k0, ys, xs, labels, sizes, pairs)
+        return cls(labels, sizes, _overlaps(labels) if volume and n else (e, e, e))
 
-    def full_slice(self, k: int, shape: tuple[int, int]) -> np.ndarray:
+    def full_slice(self, k: int, box: tuple[slice, slice], shape: tuple[int, int]) -> np.ndarray:
         """Global labels of the chunk's slice ``k`` (0-based in the chunk) on the image."""
         out = np.zeros(shape, dtype=np.int64)
         lab = self.labels[k]
-        out[self.ys, self.xs] = np.where(lab > 0, lab.astype(np.int64) + self.offset, 0)
+        out[box] = np.where(lab > 0, lab.astype(np.int64) + self.offset, 0)
         return out
 
-    def mask(self, keep: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-        out = np.zeros((self.labels.shape[0],) + shape, dtype=bool)
-        local = keep[self.offset:self.offset + len(self.sizes)].copy()
-        local[0] = False
-        out[:, self.ys, self.xs] = local[self.labels]
+    def local(self, flags: np.ndarray) -> np.ndarray:
+        out = flags[self.offset:self.offset + len(self.sizes)].copy()
+        out[0] = False
         return out
+
+
+@dataclass
+class _Block:
+    """A chunk of slices after steps 1–5: the components of the candidates and, for the
+    airway rule, of the dark side inside the body before the closing (``raw``, a subset of
+    the candidates: ``raw_to_cand`` maps each raw component to the candidate holding it),
+    all in the candidates' box (``ys``, ``xs``)."""
+
+    k0: int
+    ys: slice
+    xs: slice
+    cand: _Parts
+    raw: _Parts | None
+    raw_to_cand: np.ndarray | None
+
+    @classmethod
+    def of(cls, k0: int, cand: np.ndarray, raw: np.ndarray | None, volume: bool) -> _Block:
+        ys, xs = _bbox(cand, 0) or (slice(0, 0), slice(0, 0))
+        c = _Parts.of(cand[:, ys, xs], volume)
+        if raw is None or not volume:
+            return cls(k0, ys, xs, c, None, None)
+        r = _Parts.of(raw[:, ys, xs] & cand[:, ys, xs], volume)
+        to_cand = np.zeros(len(r.sizes), dtype=np.int64)
+        on = r.labels > 0
+        to_cand[r.labels[on]] = c.labels[on]
+        return cls(k0, ys, xs, c, r, to_cand)
+
+    @property
+    def n_slices(self) -> int:
+        return self.cand.labels.shape[0]
+
+
+def _global_pairs(parts: list[_Parts], blocks: list[_Block], shape: tuple[int, int],
+                  ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Give ``parts`` (one per block) global offsets; return the number of global labels,
+    the background flags and all overlaps (inside chunks and across chunk boundaries)."""
+    offset = 0
+    for q in parts:
+        q.offset = offset
+        offset += len(q.sizes)
+    background = np.zeros(offset, dtype=bool)
+    background[[q.offset for q in parts]] = True
+    found = [[q.pairs[0] + q.offset, q.pairs[1] + q.offset, q.pairs[2]] for q in parts]
+    for i in range(len(blocks) - 1):  # overlaps across chunk boundaries
+        prev, nxt = blocks[i], blocks[i + 1]
+        la = parts[i].full_slice(prev.n_slices - 1, (prev.ys, prev.xs), shape)
+        lb = parts[i + 1].full_slice(0, (nxt.ys, nxt.xs), shape)
+        both = (la > 0) & (lb > 0)
+        if both.any():
+            key, cnt = np.unique(la[both] * offset + lb[both], return_counts=True)
+            found.append([key // offset, key % offset, cnt])
+    a, b, c = (np.concatenate([f[i] for f in found]).astype(np.int64) for i in range(3))
+    return offset, background, a, b, c
 
 
 def _keep(blocks: list[_Block], p: ParenchymaParams, shape: tuple[int, int],
           volume: bool) -> np.ndarray:
-    """Steps 6–8 over all blocks: which (global) labels are lung. Global label
-    ``block.offset + local`` (the offset's own index is that block's background)."""
-    offset = 0
-    for b in blocks:
-        b.offset = offset
-        offset += len(b.sizes)
-    sizes = np.concatenate([b.sizes for b in blocks])
-    background = np.zeros(offset, dtype=bool)
-    background[[b.offset for b in blocks]] = True
+    """Steps 6–8 over all blocks: which (global) candidate labels are lung."""
+    parts = [b.cand for b in blocks]
+    n, background, a, b, c = _global_pairs(parts, blocks, shape)
+    sizes = np.concatenate([q.sizes for q in parts])
     keep = (sizes >= p.min_component_px) & ~background
     if not (volume and p.volume_rules and keep.any()):
         return keep
-    parts = [[x + b.offset for x in b.pairs[:2]] + [b.pairs[2]] for b in blocks]
-    for prev, nxt in itertools.pairwise(blocks):  # overlaps across chunk boundaries
-        la = prev.full_slice(prev.labels.shape[0] - 1, shape)
-        lb = nxt.full_slice(0, shape)
-        both = (la > 0) & (lb > 0)
-        if both.any():
-            key, cnt = np.unique(la[both] * offset + lb[both], return_counts=True)
-            parts.append([key // offset, key % offset, cnt])
-    a, b, c = (np.concatenate([q[i] for q in parts]).astype(np.int64) for i in range(3))
     # 7. groups of kept components that continue one another; small groups go
     link = keep[a] & keep[b] & (c >= p.link_overlap * np.minimum(sizes[a], sizes[b]))
-    graph = coo_matrix((np.ones(int(link.sum())), (a[link], b[link])), shape=(offset, offset))
+    graph = coo_matrix((np.ones(int(link.sum())), (a[link], b[link])), shape=(n, n))
     _, group = connected_components(graph, directed=False)
     volume_of = np.bincount(group, weights=np.where(keep, sizes, 0))
     keep &= volume_of[group] >= p.group_fraction * volume_of.max()
     # 8. small components continuing a kept one that is not smaller come back
     small = (sizes < p.min_component_px) & (sizes > 0) & ~background
     while True:
-        grow = np.zeros(offset, dtype=bool)
+        grow = np.zeros(n, dtype=bool)
         for u, v in ((a, b), (b, a)):  # u is put back by v
-            ok = small[u] & ~keep[u] & keep[v] & (sizes[v] >= sizes[u]) & \
+            ok = small[u] & ~keep[u] & keep[v] & (sizes[v] >= p.continue_ratio * sizes[u]) & \
                  (c >= p.continue_overlap * sizes[u])
             grow[u[ok]] = True
         if not grow.any():
             return keep
         keep |= grow
+
+
+AIRWAY_SEED_PX = 30  # smaller dark pieces do not start an airway
+AIRWAY_OVERLAP = 0.5  # the next slice's piece lies at least this much on the airway
+AIRWAY_GROWTH = 1.5  # ... and is at most this much larger than it
+
+
+def _airway(blocks: list[_Block], keep: np.ndarray, p: ParenchymaParams,
+            shape: tuple[int, int]) -> np.ndarray:
+    """Step 9 (airways), over all blocks: which global raw labels (dark side inside the
+    body, before the closing) are trachea or bronchi. Seeds: raw pieces whose candidate
+    component steps 6–8 removed (the trachea above the apex); an airway continues into a raw piece of an adjacent slice that
+    lies at least half on it and is at most 1.5 times as large (a tube, never the lung
+    it enters)."""
+    parts = [b.raw for b in blocks]
+    n, background, a, b, c = _global_pairs(parts, blocks, shape)
+    sizes = np.concatenate([q.sizes for q in parts])
+    cand_of = np.concatenate([np.where(bl.raw_to_cand > 0, bl.raw_to_cand + bl.cand.offset, 0)
+                              for bl in blocks])
+    airway = (sizes >= AIRWAY_SEED_PX) & (sizes < p.min_component_px) & ~background & \
+        ~keep[cand_of]
+    while True:
+        grow = np.zeros(n, dtype=bool)
+        for u, v in ((a, b), (b, a)):  # v continues the airway u
+            ok = airway[u] & ~airway[v] & (c >= AIRWAY_OVERLAP * sizes[v]) & \
+                 (sizes[v] <= AIRWAY_GROWTH * sizes[u])
+            grow[v[ok]] = True
+        if not grow.any():
+            return airway
+        airway |= grow
+
+
+def _paint(block: _Block, keep: np.ndarray, airway: np.ndarray | None,
+           p: ParenchymaParams, shape: tuple[int, int]) -> np.ndarray:
+    """The block's mask: kept candidates, less the airways that the closing merged into
+    a lung (their lumen, and what the closing added within ``closing_radius + 1`` px)."""
+    out = np.zeros((block.n_slices,) + shape, dtype=bool)
+    sub = block.cand.local(keep)[block.cand.labels]
+    if airway is not None and block.raw is not None:
+        lumen = block.raw.local(airway)[block.raw.labels] & sub
+        added = (block.cand.labels > 0) & (block.raw.labels == 0)
+        ring = disk(p.closing_radius + 1)
+        m = p.closing_radius + 1
+        for k in np.flatnonzero(lumen.any(axis=(1, 2))):  # slices with an airway
+            ys, xs = _bbox(lumen[k:k + 1], m)
+            near = ndimage.binary_dilation(lumen[k, ys, xs], structure=ring)
+            sub[k, ys, xs] &= ~(lumen[k, ys, xs] | (near & added[k, ys, xs]))
+    out[:, block.ys, block.xs] = sub
+    return out
 
 
 class SegmentationCancelled(InterruptedError):
@@ -629,9 +727,10 @@ def segment_slice(hu2d: np.ndarray, params: ParenchymaParams = ParenchymaParams(
     (``int16`` ``(y, x)``; floats are rounded): steps 1–6, no neighbouring slices. A slice
     without lung (above the apex, below the bases, all air) gives an empty mask."""
     hu2d = _as_hu(hu2d, 2, "segment_slice")
-    cand, t = _candidates(hu2d[None], params)
-    block = _Block.of(0, cand, volume=False)
-    return block.mask(_keep([block], params, hu2d.shape, False), hu2d.shape)[0], float(t[0])
+    cand, _, t = _candidates(hu2d[None], params)
+    block = _Block.of(0, cand, None, volume=False)
+    keep = _keep([block], params, hu2d.shape, False)
+    return _paint(block, keep, None, params, hu2d.shape)[0], float(t[0])
 
 
 def segment_lungs(hu: np.ndarray, params: ParenchymaParams = ParenchymaParams(),
@@ -672,13 +771,13 @@ def segment_lungs(hu: np.ndarray, params: ParenchymaParams = ParenchymaParams(),
         if cancel is not None and cancel():
             return -1
         k1 = min(n, k0 + chunk)
-        cand, thresholds[k0:k1] = _candidates(hu[k0:k1], params)
-        blocks[k0] = _Block.of(k0, cand, volume=True)
+        cand, raw, thresholds[k0:k1] = _candidates(hu[k0:k1], params)
+        blocks[k0] = _Block.of(k0, cand, raw, volume=params.volume_rules)
         return k1
 
     def paint(block: _Block) -> None:
         k0 = block.k0
-        mask[k0:k0 + block.labels.shape[0]] = block.mask(keep, hu.shape[1:])
+        mask[k0:k0 + block.n_slices] = _paint(block, keep, airway, params, hu.shape[1:])
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         for k1 in pool.map(work, starts):
@@ -689,6 +788,9 @@ def segment_lungs(hu: np.ndarray, params: ParenchymaParams = ParenchymaParams(),
                 progress(k1, n)
         ordered = [blocks[k0] for k0 in starts]
         keep = _keep(ordered, params, hu.shape[1:], True)
+        airway = None
+        if params.volume_rules and n > 1 and all(b.raw is not None for b in ordered):
+            airway = _airway(ordered, keep, params, hu.shape[1:])
         list(pool.map(paint, ordered))
     if progress is not None:
         progress(n, n)
