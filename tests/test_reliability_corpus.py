@@ -121,8 +121,15 @@ def test_synth_refuses_a_file_as_output_folder(tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
 
 
-def test_info_and_nodules_json_are_strict_json(tmp_path, capsys):
+def test_info_and_nodules_json_are_strict_json(tmp_path, capsys, monkeypatch):
     """The JSON of info and nodules parse with a strict parser (no NaN, no Infinity)."""
+    from lungviewer.study import nodules
+    from lungviewer.study.lidc_db import LidcDatabaseError
+
+    def no_database():
+        raise LidcDatabaseError("no database in this test")
+
+    monkeypatch.setattr(nodules, "get_database", no_database)  # not needed here, and slow
     files = write_ct_series(tmp_path, n_slices=3, rows=32, cols=32)
     assert pydicom.dcmread(files[0]).Rows == 32
 
