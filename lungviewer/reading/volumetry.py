@@ -244,7 +244,8 @@ def _rolling_ball(lung: np.ndarray, radius_mm: float, sampling) -> np.ndarray:
 
 def _grow_and_cut(light: np.ndarray, threshold: float, voi: np.ndarray,
                   seed: tuple[int, int, int], search: np.ndarray, sampling,
-                  lung: np.ndarray | None, ball_mm: float) -> np.ndarray:
+                  lung: np.ndarray | None, ball_mm: float,
+                  near_seed: np.ndarray) -> np.ndarray:
     """Region above ``threshold`` in the ``voi`` connected to the seed, cut at the chest wall
     (rolling ball on the lung region: ``lung`` or, without it, what is below the threshold)
     and with attached tubes (vessels) thinner than the nodule cut off; holes filled."""
@@ -262,25 +263,32 @@ def _grow_and_cut(light: np.ndarray, threshold: float, voi: np.ndarray,
         return comp
     # the rest only concerns the component: work on its bounding box (+1 voxel)
     win = _bbox(comp, 1)
-    part, look = comp[win], search[win]
+    part, look = comp[win], near_seed[win]
     d_in = ndi.distance_transform_edt(np.pad(part, 1), sampling=sampling)[1:-1, 1:-1, 1:-1]
+    # the nodule's inscribed radius: the deepest point near the seed (not a thick vessel
+    # elsewhere in the box)
     inner = d_in[look & part] if (look & part).any() else d_in[part]
     r_in = float(inner.max())
     r_open = min(OPEN_FRACTION * r_in, max(MAX_VESSEL_RADIUS_MM, LARGE_OPEN_FRACTION * r_in))
     if r_open >= min(sampling[1], sampling[2]) * 1.01:
         core = d_in >= r_open
-        # the core part nearest the seed: the one holding the deepest voxel in the search area
-        where = np.where(look & core, d_in, -1.0)
-        best = np.unravel_index(int(np.argmax(where)), where.shape)
-        if where[best] < 0:
-            best = np.unravel_index(int(np.argmax(d_in)), d_in.shape)
-        core = _component_at(core, tuple(int(v) for v in best))
+        if not core.any():
+            return _finish_part(comp, win, part)
+        # the core part nearest the seed
+        pts = np.argwhere(core)
+        rel = (pts - (np.array(seed) - [w.start for w in win])) * np.asarray(sampling)
+        best = tuple(int(v) for v in pts[int(np.argmin((rel ** 2).sum(axis=1)))])
+        core = _component_at(core, best)
         # restore within r_open of the core; a slice step never exceeds the ball, so thick
         # slices keep the nodule's first and last slice
         recon_sampling = (min(sampling[0], r_open), sampling[1], sampling[2])
         tol = 0.5 * max(sampling[1], sampling[2])
         part = _dilate_mm(core, r_open + tol, recon_sampling) & part
         part = _component_at(part, tuple(int(v) for v in best))
+    return _finish_part(comp, win, part)
+
+
+def _finish_part(comp: np.ndarray, win, part: np.ndarray) -> np.ndarray:
     out = np.zeros_like(comp)
     out[win] = _fill(part)
     return out
@@ -368,8 +376,10 @@ def segment_nodule(hu: np.ndarray, spacing: tuple[float, float, float],
     # levels
     zz, yy, xx = np.ogrid[:sub.shape[0], :sub.shape[1], :sub.shape[2]]
     rc = min(max(0.3 * min(h_mm, w_mm) / 2.0, 1.0), 3.0)
-    ball = (((zz - seed[0]) * dz) ** 2 + ((yy - seed[1]) * dy) ** 2
-            + ((xx - seed[2]) * dx) ** 2) <= rc * rc
+    d2_seed = (((zz - seed[0]) * dz) ** 2 + ((yy - seed[1]) * dy) ** 2
+               + ((xx - seed[2]) * dx) ** 2)
+    ball = d2_seed <= rc * rc
+    near_seed = d2_seed <= max(0.6 * half_mm, 2.0) ** 2  # where the nodule's centre may be
     core_level = float(np.median(light[ball]))
     if core_level - bg < MIN_CONTRAST_HU:
         raise VolumetryError(f"nothing denser than the lung at the box centre (core "
@@ -387,7 +397,8 @@ def segment_nodule(hu: np.ndarray, spacing: tuple[float, float, float],
     voi = ((((yy - cy) * dy / ay) ** 2 + ((xx - cx) * dx / ax_) ** 2
             + ((zz - kk) * dz / az) ** 2) <= 1.0)
     def grow(threshold: float, within: np.ndarray) -> np.ndarray:
-        return _grow_and_cut(light, threshold, within, seed, search, sp, lung, ball_mm)
+        return _grow_and_cut(light, threshold, within, seed, search, sp, lung, ball_mm,
+                             near_seed)
 
     t_low = bg + EDGE_LEVEL * (min(core_level, GG_REF_HU) - bg)
     t_low = max(t_low, bg + 60.0)
