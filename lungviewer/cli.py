@@ -18,7 +18,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, str] = {
     "view": "view", "info": "info", "nodules": "nodules", "synth": "synth",
     "segment": "segment", "analyze": "analyze", "train": "train", "evaluate": "evaluate",
-    "self-test": "self_test",
+    "export": "export", "self-test": "self_test",
 }
 
 

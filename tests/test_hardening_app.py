@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from conftest import shown_window
 from dicomgen import write_ct_series
 from lungviewer.study.lidc_xml import LidcXmlError, parse_lidc_xml
+from lungviewer.cancel import Cancelled
 from lungviewer.ui import workers
 
 pytestmark = pytest.mark.gui
@@ -100,7 +102,8 @@ def _assert_no_thread_left(qtbot, win, made) -> None:
     def check():
         left = [t.name for t in made if t._thread.isRunning()]
         assert not left, f"threads still running after close: {left}"
-        assert not win.cad.thread.isRunning()
+        jobs = [t.name for t in threading.enumerate() if t.name.startswith("lungviewer-job")]
+        assert not jobs, f"job threads still running after close: {jobs}"
 
     qtbot.waitUntil(check, timeout=10000)
 
@@ -117,8 +120,7 @@ def test_study_opens_when_the_companion_xml_is_hostile(qtbot, window, tmp_path):
     (tmp_path / "070.xml").write_text(_hostile_docs(tmp_path)["external-entity"])
     vol = _open(qtbot, window, tmp_path)
     assert vol.n_slices == 8 and window.volume is vol
-    qtbot.waitUntil(lambda: not any(t.running for t in window.tasks if t.name == "annotations"),
-                    timeout=30000)
+    qtbot.waitUntil(lambda: window.annotations is not None, timeout=30000)
     text = window.study_text.toPlainText()
     assert SECRET not in text and "lollol" not in text
     assert window.slice_view.image.image is not None
@@ -282,7 +284,7 @@ def _slow(fn, running: dict, name: str):
             while time.monotonic() - t0 < SLOW_S:
                 if cancel is not None and cancel():
                     running[name] = False
-                    raise workers.Cancelled()
+                    raise Cancelled()
                 time.sleep(0.01)
             running[name] = False
         return fn(*args, progress=progress, cancel=cancel, **kwargs)
@@ -291,17 +293,19 @@ def _slow(fn, running: dict, name: str):
 
 
 def _patch_stage(monkeypatch, stage: str, running: dict) -> str:
-    from lungviewer.ui import main_window
+    """Slow down the library function behind one step of the session's study job; returns
+    the name of the window's task that runs it."""
+    import lungviewer.imaging.parenchyma
+    import lungviewer.session
+    import lungviewer.study.dicom_series
+    from lungviewer.cad.engine import CadEngine
 
-    if stage == "scan":
-        from lungviewer.cad.engine import CadEngine
-
-        real = CadEngine.scan_slices
-        monkeypatch.setattr(CadEngine, "scan_slices", _slow(real, running, stage))
-        return "slice-scan"
-    attr = {"load": "_load_job", "segment": "_segment_job", "annotations": "_annotations_job"}[stage]
-    monkeypatch.setattr(main_window, attr, _slow(getattr(main_window, attr), running, stage))
-    return stage
+    owner, attr = {"load": (lungviewer.study.dicom_series, "load_series"),
+                   "segment": (lungviewer.imaging.parenchyma, "segment_lungs"),
+                   "annotations": (lungviewer.session, "read_annotations"),
+                   "scan": (CadEngine, "scan_slices")}[stage]
+    monkeypatch.setattr(owner, attr, _slow(getattr(owner, attr), running, stage))
+    return "study"
 
 
 @pytest.mark.parametrize("action", ["close", "cancel", "reopen"])

@@ -196,4 +196,4 @@ def test_parenchyma_overlay_fill_outline_toggle_opacity_and_volume(twin_window):
     win.act_mask.trigger()
     assert sv.mask_item.isVisible()
     ml = float(expected.sum()) * win.volume.voxel_volume_ml
-    assert f"Lung parenchyma (M1 threshold method): {ml:.0f} mL" in win.study_text.toPlainText()
+    assert f"Lung parenchyma (threshold method): {ml:.0f} mL" in win.study_text.toPlainText()

@@ -1,7 +1,7 @@
 """``lungviewer analyze PATH [--box SLICE,ROW0,COL0,ROW1,COL1] [--json]``: the CAD panel's
-numbers without a window, computed by the same engine (malignancy and disease
-probabilities, detector probability, similar nodules for the box; the recommended slices
-of the study)."""
+numbers without a window, computed by the same study session the viewer drives
+(malignancy and disease probabilities, detector probability, similar nodules for the box;
+the recommended slices of the study)."""
 
 from __future__ import annotations
 
@@ -9,24 +9,32 @@ import json
 import sys
 import time
 
-from lungviewer.study.dicom_series import StudyLoadError, load_series
-
-from lungviewer.cad.engine import CadEngine
-from lungviewer.cad.weights import WeightsError
-
 from .common import add_device, parse_box
 
 
+def add_parser(sub):
+    p = sub.add_parser("analyze", help="CAD scores for a study (and a box), headless")
+    p.add_argument("path")
+    p.add_argument("--box", metavar="SLICE,ROW0,COL0,ROW1,COL1", type=parse_box)
+    p.add_argument("--json", action="store_true")
+    add_device(p)
+    return p
+
+
 def analyze(path: str, box=None, device: str = "auto", top: int = 10) -> dict:
-    from lungviewer.imaging.parenchyma import segment_lungs
+    from lungviewer.session import StudySession
 
     t0 = time.perf_counter()
-    vol = load_series(path)
-    engine = CadEngine.load(device=device)
-    mask = segment_lungs(vol.hu).mask
+    s = StudySession()
+    vol = s.open(path)
+    if box is not None and not 0 <= box[0] < vol.n_slices:
+        raise ValueError(f"--box slice {box[0]} is outside 0..{vol.n_slices - 1}")
+    s.load_engine(device)
+    s.segment()
     t1 = time.perf_counter()
-    scores = engine.scan_slices(vol, mask)
+    scores = s.scan()
     t2 = time.perf_counter()
+    engine = s.engine
     out = {
         "path": str(path), "synthetic": vol.is_synthetic, "slices": vol.n_slices,
         "device": engine.device_name, "caveat": engine.caveat,
@@ -39,30 +47,22 @@ def analyze(path: str, box=None, device: str = "auto", top: int = 10) -> dict:
     }
     if box is not None:
         k, r0, c0, r1, c1 = box
-        if not 0 <= k < vol.n_slices:
-            raise ValueError(f"--box slice {k} is outside 0..{vol.n_slices - 1}")
-        out["box"] = engine.score_box(vol, k, (r0, c0, r1, c1)).as_dict()
+        out["box"] = s.score_box(k, (r0, c0, r1, c1)).as_dict()
     out["total_seconds"] = round(time.perf_counter() - t0, 3)
     return out
 
 
-def add_parser(sub):
-    p = sub.add_parser("analyze", help="CAD scores for a study (and a box), headless")
-    p.add_argument("path")
-    p.add_argument("--box", metavar="SLICE,ROW0,COL0,ROW1,COL1", type=parse_box)
-    p.add_argument("--json", action="store_true")
-    add_device(p)
-    return p
-
-
 def run(args) -> int:
+    from lungviewer.cad.weights import WeightsError
+    from lungviewer.study.dicom_series import StudyLoadError
+
     try:
         res = analyze(args.path, args.box, args.device)
     except (StudyLoadError, WeightsError, ValueError) as exc:
         print(f"lungviewer analyze: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(res, indent=2))
+        print(json.dumps(res, indent=2, allow_nan=False))
         return 0
     print(f"{res['slices']} slices{' [SYNTHETIC]' if res['synthetic'] else ''}, CAD on "
           f"{res['device']} — {res['caveat']}")

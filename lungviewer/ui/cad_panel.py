@@ -1,24 +1,23 @@
 """The CAD assistant in the viewer: box → scores, slice recommendations, similar nodules.
 
-Inference runs in a worker QObject moved to its own QThread (:class:`CadWorker`); the GUI
-thread only sends requests (queued signals) and paints results. Each box request gets a
-number; the worker skips requests that a newer one has superseded, and the panel ignores
-late answers. The whole-study slice scan (M5) is a separate :class:`~.workers.Task` that
-streams its scores, so the heat strip and the list fill while it runs.
+A view of the session's CAD state: the engine loads, boxes are scored and the study is
+scanned by :class:`~lungviewer.session.StudySession` jobs on worker threads; the GUI thread
+only starts jobs and paints results (the heat strip and the list fill while the scan runs).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 
 import numpy as np
-from PySide6.QtCore import QObject, QRectF, QSize, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QObject, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QLabel, QListWidget,
                                QListWidgetItem, QProgressBar, QVBoxLayout, QWidget)
 
 from lungviewer.study.annotations import RATING_WORDS
+
+from .workers import Task
 
 log = logging.getLogger(__name__)
 
@@ -38,46 +37,6 @@ def _pixmap(arr: np.ndarray, size: int = 72, lo: float | None = None,
 
 def _note(engine) -> str:
     return f"  ⚠ {engine.note}" if engine is not None and engine.note else ""
-
-
-class CadWorker(QObject):
-    """Lives on its own QThread; owns the CadEngine (torch is imported there, not in the
-    GUI thread)."""
-
-    loaded = Signal(object)  # the engine's description (dict) or None
-    loadFailed = Signal(str)
-    scored = Signal(int, object)  # request id, BoxScores
-    failed = Signal(int, str)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.engine = None
-        self.latest = 0  # written by the GUI thread; an int store is atomic
-        self._lock = threading.Lock()
-
-    @Slot(str)
-    def load(self, device: str) -> None:
-        try:
-            from lungviewer.cad.engine import CadEngine
-
-            self.engine = CadEngine.load(device=device)
-        except Exception as exc:  # noqa: BLE001 — shown in the panel
-            self.loadFailed.emit(str(exc))
-            return
-        self.loaded.emit(self.engine)
-
-    @Slot(int, object, int, object)
-    def score(self, req: int, volume, slice_index: int, box) -> None:
-        if req != self.latest or self.engine is None:
-            return  # superseded by a newer box, or no model
-        try:
-            with self._lock:
-                res = self.engine.score_box(volume, slice_index, box)
-        except Exception as exc:  # noqa: BLE001
-            self.failed.emit(req, str(exc))
-            return
-        if req == self.latest:
-            self.scored.emit(req, res)
 
 
 class HeatStrip(QWidget):
@@ -130,7 +89,7 @@ class CadPanel(QWidget):
         lay.addWidget(self.status)
         thumbs = QHBoxLayout()
         self.thumb_labels = []
-        for title in ("M2 patch", "grey patch", "detector 50×50"):
+        for title in ("nodule patch", "grey patch", "detector 50×50"):
             box = QVBoxLayout()
             img = QLabel()
             img.setFixedSize(72, 72)
@@ -165,7 +124,7 @@ class CadPanel(QWidget):
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         lay.addWidget(self.summary)
-        lay.addWidget(QLabel("<b>Most similar annotated nodules</b> (M6)"))
+        lay.addWidget(QLabel("<b>Most similar annotated nodules</b>"))
         self.similar = QListWidget()
         self.similar.setIconSize(QSize(40, 40))
         self.similar.setMaximumHeight(190)
@@ -174,7 +133,7 @@ class CadPanel(QWidget):
         self.similar.itemActivated.connect(
             lambda it: self.openSimilar.emit(*it.data(Qt.ItemDataRole.UserRole)))
         lay.addWidget(self.similar)
-        lay.addWidget(QLabel("<b>Recommended slices</b> (M5, click to jump)"))
+        lay.addWidget(QLabel("<b>Recommended slices</b> (click to jump)"))
         self.recommend = QListWidget()
         self.recommend.itemClicked.connect(
             lambda it: self.jumpToSlice.emit(int(it.data(Qt.ItemDataRole.UserRole))))
@@ -221,7 +180,7 @@ class CadPanel(QWidget):
         self.summary.setText(
             f"Most likely level: <b>{top} – {RATING_WORDS['malignancy'][top]}</b> "
             f"(expected {res.malignancy_expected:.2f}); most likely class: <b>{dis}</b>; "
-            f"nodule probability (M4 detector): <b>{res.nodule_prob:.0%}</b>")
+            f"nodule probability (detector): <b>{res.nodule_prob:.0%}</b>")
         self.status.setText(f"Box {res.box_mm[0]:.1f}×{res.box_mm[1]:.1f} mm — computed on "
                             f"{res.device} in {res.timings.get('total_ms', 0):.0f} ms")
         thumbs = (res.patch_binary, res.patch_grey, res.detector_patch)
@@ -252,90 +211,105 @@ class CadPanel(QWidget):
 
 
 class CadController(QObject):
-    """Connects the main window, the CAD worker thread, the panel and the heat strip."""
+    """Paints the session's CAD results in the panel and the heat strip, and turns the
+    user's box into a scoring job. Each box gets a number; a newer box cancels the older
+    job and late answers are ignored. The study scan runs in the session's own chain (after
+    the lung mask); this controller only shows it as it fills."""
 
-    requestScore = Signal(int, object, int, object)
-    requestLoad = Signal(str)
     scoresShown = Signal(object)  # BoxScores, once painted
-    scanDone = Signal(object)  # SliceScores
+    scanDone = Signal(object)  # SliceScores, the finished scan
+    boxEnded = Signal()  # the current box's job ended (scored, failed or superseded)
 
-    def __init__(self, window, device: str = "auto") -> None:
-        super().__init__(window)
-        self.window = window
-        self.engine = None
-        self.error: str | None = None
+    def __init__(self, session, bridge, run_task, device: str = "auto") -> None:
+        super().__init__(bridge)
+        self.session = session
+        self._run_task = run_task
         self.req = 0
         self.answered = 0
-        self.scan = None
-        self._scan_task = None
-        self._pending_scan = None
+        self._box_task = None
+        self._live: set = set()
+        self._scan = None  # every started task, kept alive until its thread ended
         self.panel = CadPanel()
         self.strip = HeatStrip()
-        window.strip_host.addWidget(self.strip)
-        self.dock = window.add_side_panel("CAD assistant", self.panel)
-        self.thread = QThread()
-        self.thread.setObjectName("lungviewer-cad")
-        self.worker = CadWorker()
-        self.worker.moveToThread(self.thread)
-        self.requestScore.connect(self.worker.score)
-        self.requestLoad.connect(self.worker.load)
-        self.worker.loaded.connect(self._engine_loaded)
-        self.worker.loadFailed.connect(self._engine_failed)
-        self.worker.scored.connect(self._scored)
-        self.worker.failed.connect(self._failed)
-        self.thread.start()
-        self.loading = True
+        self.dock = None  # the window's dock that holds the panel
+        bridge.event.connect(self._session_event)
         self.panel.show_pending("Loading the CAD models…")
-        self.requestLoad.emit(device)
-        sv = window.slice_view
-        sv.boxChanged.connect(self.request_box)
-        self.panel.jumpToSlice.connect(sv.set_slice)
-        self.panel.openSimilar.connect(window.open_demo)
-        window.studyLoaded.connect(self._study_changed)
-        window.maskReady.connect(self._mask_ready)
+        self._engine_task = Task(session.engine_job(device), name="cad-engine")
+        self._engine_task.failed.connect(self._engine_failed)
+        self._engine_task.start()
+
+    # the session's CAD state, for the views and the tests
+    @property
+    def engine(self):
+        return self.session.engine
+
+    @property
+    def loading(self) -> bool:
+        return self._engine_task.running or self.session.engine_loading
+
+    @property
+    def error(self) -> str | None:
+        return self.session.engine_error
+
+    @property
+    def scan(self):
+        """The finished study scan, once shown (None before)."""
+        return self._scan
 
     @property
     def busy(self) -> bool:
-        return self.loading or self.answered < self.req or (
-            self._scan_task is not None and self._scan_task.running) or \
-            self._pending_scan is not None
+        return self.loading or self.answered < self.req
+
+    def _session_event(self, name: str, payload) -> None:
+        if name == "engine" and payload is not None:
+            self.panel.set_engine_info(payload)
+            self.panel.show_pending(self._ready_text())
+            box = self._pending_box()
+            if box is not None:
+                self.request_box(*box)
+        elif name == "scan":
+            self._show_scan(payload)
+            if payload is self.session.scan_result:
+                self._scan = payload
+                self.scanDone.emit(payload)
+
+    def _pending_box(self):
+        return getattr(self, "_last_box", None)
 
     # -- engine -----------------------------------------------------------------------------
-    def _engine_loaded(self, engine) -> None:
-        self.engine = engine
-        self.loading = False
-        self.panel.set_engine_info(engine)
-        self.panel.show_pending(self._ready_text())
-        if self._pending_scan is not None:
-            volume, mask = self._pending_scan
-            self._pending_scan = None
-            self._start_scan(volume, mask)
-        if self.window.slice_view.box is not None:
-            self.request_box(*self.window.slice_view.box)
-
     def _ready_text(self) -> str:
         return (f"CAD ready on {self.engine.device_name}. Press B and drag a box around a "
                 "nodule." + _note(self.engine))
 
     def _engine_failed(self, message: str) -> None:
-        self.loading = False
-        self.error = message
-        self._pending_scan = None
         self.panel.show_pending(f"CAD unavailable: {message}")
 
     # -- box ---------------------------------------------------------------------------------
     def request_box(self, k: int, r0: int, c0: int, r1: int, c1: int) -> None:
-        volume = self.window.volume
-        if volume is None:
+        if self.session.volume is None:
             return
         self.req += 1
+        self._last_box = (k, r0, c0, r1, c1)
+        if self._box_task is not None:
+            self._box_task.cancel()  # superseded by this box
         if self.engine is None:
             if not self.loading:
                 self.answered = self.req
             return  # sent again once the engine is ready
-        self.worker.latest = self.req
+        req = self.req
         self.panel.show_pending(f"Computing box on image {k + 1}…")
-        self.requestScore.emit(self.req, volume, int(k), (r0, c0, r1, c1))
+        task = Task(self.session.score_box_job(int(k), (r0, c0, r1, c1)), name="cad-box")
+        task.finished.connect(lambda res, r=req: self._scored(r, res))
+        task.failed.connect(lambda msg, r=req: self._failed(r, msg))
+        task.ended.connect(lambda r=req, t=task: (self._live.discard(t), self._box_ended(r)))
+        self._box_task = task
+        self._live.add(task)
+        task.start()
+
+    def _box_ended(self, req: int) -> None:
+        if req == self.req:
+            self.answered = max(self.answered, req)
+            self.boxEnded.emit()
 
     def _scored(self, req: int, res) -> None:
         if req != self.req:
@@ -351,51 +325,29 @@ class CadController(QObject):
             self.answered = req
             self.panel.show_pending(f"CAD failed: {message}")
 
-    # -- study scan (M5) ---------------------------------------------------------------------------
-    def _study_changed(self, volume) -> None:
-        if self._scan_task is not None:
-            self._scan_task.cancel()
-        # a box of the previous study still being scored must not be shown on this one
+    # -- study ------------------------------------------------------------------------------------
+    def study_changing(self) -> None:
+        """Another study is being opened: a box of this one still being scored must not be
+        shown on the next, and its results leave the panel."""
         self.req += 1
-        self.worker.latest = self.req
         self.answered = self.req
+        self._last_box = None
+        if self._box_task is not None:
+            self._box_task.cancel()
         self.panel.clear_scores()
         if self.engine is not None:
             self.panel.show_pending(self._ready_text())
-        self.scan = None
+        self._scan = None
         self.strip.set_scores(None)
         self.panel.recommend.clear()
 
-    def _mask_ready(self, mask) -> None:
-        volume = self.window.volume
-        if self.engine is None:
-            if self.loading:
-                self._pending_scan = (volume, mask)
+    def _show_scan(self, s) -> None:
+        if s is None or len(s.scores) != getattr(self.session.volume, "n_slices", -1):
             return
-        self._start_scan(volume, mask)
-
-    def _start_scan(self, volume, mask) -> None:
-        from lungviewer.cad.engine import SliceScores
-
-        from .workers import Task
-
-        self.scan = SliceScores.empty(volume.n_slices)
-        task = Task(self.engine.scan_slices, volume, mask, out=self.scan, name="slice-scan")
-        task.progress.connect(lambda *_: self._show_scan(volume))
-        task.finished.connect(lambda res: (self._show_scan(volume), self.scanDone.emit(res)))
-        self._scan_task = task
-        self.window.run_task(task, "CAD slice scan")
-
-    def _show_scan(self, volume) -> None:
-        if volume is not self.window.volume or self.scan is None:
-            return
-        s = self.scan
         self.strip.set_scores(np.where(np.isfinite(s.scores), s.scores, np.nan))
         self.panel.show_recommendations(s.ranking(), s.scores,
                                         [s.label(k) for k in range(len(s.scores))])
 
     def shutdown(self) -> None:
-        if self._scan_task is not None:
-            self._scan_task.shutdown()
-        self.thread.quit()
-        self.thread.wait(10000)
+        for t in (*self._live, self._engine_task):
+            t.shutdown()

@@ -1,8 +1,10 @@
-"""The main window: open a study (dialog, drag and drop, recent list, command line), read
-it in the slice view, and host the side panels (study, nodules, CAD).
+"""The main window: a thin view of the :class:`~lungviewer.session.StudySession`.
 
-All long work (loading, demo generation, lung segmentation, annotations) runs in
-:class:`~lungviewer.ui.workers.Task` threads with progress and cancel in the status bar.
+It opens studies (dialog, drag and drop, recent list, command line) by starting the
+session's jobs on :class:`~lungviewer.ui.workers.Task` threads (progress and Cancel in the
+status bar), and paints what the session's events bring: the volume in the slice view,
+the readers' outlines, the lung mask, the CAD panel (docs/ARCHITECTURE.md, "From a folder
+to the first frame").
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayo
 from lungviewer import __version__, paths
 from lungviewer.contracts import DEMO_PATIENT
 from lungviewer.imaging.window import PRESETS
+from lungviewer.session import Progress, StudySession
 from lungviewer.study.volume import Volume
 
 from . import settings
 from .slice_view import SliceView
-from .workers import Task
+from .workers import SessionBridge, Task
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +64,14 @@ class MainWindow(QMainWindow):
     annotationsReady = Signal(object)  # StudyAnnotations
     busyChanged = Signal(bool)
 
-    def __init__(self) -> None:
+    def __init__(self, session: StudySession | None = None) -> None:
         super().__init__()
         self.setWindowTitle("lungviewer")
         self.setAcceptDrops(True)
-        self.volume: Volume | None = None
+        self.session = session or StudySession()
+        self.bridge = SessionBridge(self.session, self)
+        self.bridge.event.connect(self._session_event)
         self.study_path: Path | None = None
-        self.mask = None
-        self.annotations = None
         self.tasks: list[Task] = []
         self._load_task: Task | None = None
         self._start_slice: int | None = None  # shown once the study being loaded arrives
@@ -110,7 +113,7 @@ class MainWindow(QMainWindow):
         self.study_dock = self.add_side_panel("Study", self.study_text)
 
         self._build_actions()
-        self._warm_up = Task(_warm_up_job, name="warm-up")
+        self._warm_up = Task(_warm_up_job(), name="warm-up")
         self._warm_up.finished.connect(lambda _: gc.freeze())
         self._warm_up.start()
         from .annotations_panel import AnnotationsPanel, nodule_box
@@ -123,7 +126,12 @@ class MainWindow(QMainWindow):
             lambda nod: (box := nodule_box(nod)) and self.slice_view.set_box(*box))
         from .cad_panel import CadController
 
-        self.cad = CadController(self)
+        self.cad = CadController(self.session, self.bridge, self.run_task)
+        self.strip_host.addWidget(self.cad.strip)
+        self.cad.dock = self.add_side_panel("CAD assistant", self.cad.panel)
+        self.slice_view.boxChanged.connect(self.cad.request_box)
+        self.cad.panel.jumpToSlice.connect(self.slice_view.set_slice)
+        self.cad.panel.openSimilar.connect(self.open_demo)
         self.tabifyDockWidget(self.study_dock, self.annotations_dock)
         self.annotations_dock.raise_()
         self.resizeDocks([self.cad.dock], [430], Qt.Orientation.Horizontal)
@@ -145,19 +153,25 @@ class MainWindow(QMainWindow):
             self.panels_menu.addAction(dock.toggleViewAction())
         return dock
 
+    # what this window shows of the session's state (set as its events arrive in the GUI
+    # thread, so a reader of these sees what is on screen)
+    volume: Volume | None = None
+    mask = None
+    annotations = None
+
     def open_study(self, path: str | Path, series_uid: str | None = None) -> None:
-        """Load a DICOM folder (or file) in the background."""
+        """Load a DICOM folder (or file) and prepare it, in the background."""
         self._start_slice = None
         path = Path(path)
         self.study_path = path if path.is_dir() else path.parent
-        self._start_load(Task(_load_job, path, series_uid, name="load"), f"Loading {path.name}")
+        self._start_load(self.session.open_job(path, series_uid), f"Loading {path.name}")
 
     def open_demo(self, patient_id: str = DEMO_PATIENT,
                   start_slice: int | None = None) -> None:
         """Generate (first time only) and open the synthetic LIDC twin of ``patient_id``,
         showing the 0-based slice ``start_slice`` once it is loaded (a similar nodule's)."""
         self._start_slice = start_slice
-        self._start_load(Task(_demo_job, patient_id, name="demo"),
+        self._start_load(self.session.demo_job(patient_id),
                          f"Preparing the synthetic demo study ({patient_id})")
 
     def set_preset(self, name: str) -> None:
@@ -179,15 +193,20 @@ class MainWindow(QMainWindow):
         self.slice_view.set_box(k, r0, c0, r1, c1)
 
     # -- loading -----------------------------------------------------------------------------
-    def _start_load(self, task: Task, text: str) -> None:
+    def _start_load(self, opening, text: str) -> None:
         # a new study: the previous one's load, annotations, segmentation and CAD scan stop
         # now instead of running to the end for nothing
         for old in self.tasks:
             old.cancel()
+        self.cad.study_changing()
+        state = {"opened": False}
+        self._opening_state = state
+        task = Task(self.session.opened_and_prepared_job(opening), name="study")
         self._load_task = task
-        task.finished.connect(self._loaded)
-        task.failed.connect(self._load_failed)
-        task.cancelled.connect(lambda: self.statusBar().showMessage("Loading cancelled.", 5000))
+        task.failed.connect(lambda msg: self._load_failed(msg) if not state["opened"] else
+                            self.study_text.appendPlainText(f"⚠ {msg}"))
+        task.cancelled.connect(lambda: self.statusBar().showMessage(
+            "Cancelled." if state["opened"] else "Loading cancelled.", 5000))
         self.run_task(task, text)
 
     def run_task(self, task: Task, text: str) -> Task:
@@ -197,7 +216,7 @@ class MainWindow(QMainWindow):
         if getattr(self, "_closed", False):
             return task
         self.tasks.append(task)
-        task.progress.connect(lambda d, n, t=text: self._progress(t, d, n))
+        task.progress.connect(lambda d, n, t: self._progress(t or text, d, n))
         task.ended.connect(lambda t=task: self._task_ended(t))
         self.progress.setFormat(f"{text} %p%")
         self.progress.setRange(0, 0)
@@ -219,12 +238,27 @@ class MainWindow(QMainWindow):
             self.cancel_button.hide()
             self.busyChanged.emit(False)
 
-    def _loaded(self, result) -> None:
-        volume, folder = result if isinstance(result, tuple) else (result, self.study_path)
-        self.study_path = Path(folder) if folder else None
-        self.volume = volume
-        self.mask = None
-        self.annotations = None
+    # -- session events ---------------------------------------------------------------------
+    def _session_event(self, name: str, payload) -> None:
+        if name == "opened":
+            self.volume, self.mask, self.annotations = payload, None, None
+            self._loaded(payload)
+        elif name == "annotations":
+            self.annotations = payload
+            self.annotations_panel.set_annotations(payload)
+            self.annotationsReady.emit(payload)
+        elif name == "mask":
+            self.mask = payload
+            self.slice_view.set_mask(payload)
+            self.slice_view.set_mask_visible(self.act_mask.isChecked())
+            self.maskReady.emit(payload)
+        elif name == "message":
+            self.study_text.appendPlainText(str(payload))
+
+    def _loaded(self, volume: Volume) -> None:
+        if getattr(self, "_opening_state", None) is not None:
+            self._opening_state["opened"] = True
+        self.study_path = self.session.folder
         self.slice_view.set_volume(volume)
         if self._start_slice is not None:
             self.slice_view.set_slice(min(self._start_slice, volume.n_slices - 1))
@@ -246,10 +280,6 @@ class MainWindow(QMainWindow):
                                                   "see the Study panel" if volume.warnings else ""),
             8000)
         self.studyLoaded.emit(volume)
-        # one background job at a time: on 2 cores, parallel Python threads compete with
-        # the GUI thread for the interpreter lock
-        self._start_annotations(volume).ended.connect(
-            lambda v=volume: v is self.volume and self._start_segmentation(v))
 
     def _load_failed(self, message: str) -> None:
         self.statusBar().showMessage("Could not open the study.", 8000)
@@ -268,38 +298,6 @@ class MainWindow(QMainWindow):
             lines.append("SYNTHETIC image (LIDC twin): not a patient image.")
         lines += [f"⚠ {w}" for w in v.warnings]
         self.study_text.setPlainText("\n".join(lines))
-
-    # -- parenchyma and annotations ---------------------------------------------------------------
-    def _start_segmentation(self, volume: Volume) -> Task:
-        task = Task(_segment_job, volume.hu, name="segment")
-        task.finished.connect(lambda res, v=volume: self._mask_done(v, res))
-        return self.run_task(task, "Lung parenchyma")
-
-    def _mask_done(self, volume: Volume, result) -> None:
-        if volume is not self.volume:
-            return
-        self.mask = result.mask
-        self.slice_view.set_mask(self.mask)
-        self.slice_view.set_mask_visible(self.act_mask.isChecked())
-        ml = float(self.mask.sum()) * volume.voxel_volume_ml
-        self.study_text.appendPlainText(f"Lung parenchyma (M1 threshold method): {ml:.0f} mL")
-        self.maskReady.emit(self.mask)
-
-    def _start_annotations(self, volume: Volume) -> Task:
-        task = Task(_annotations_job, volume, self.study_path, name="annotations")
-        task.finished.connect(lambda res, v=volume: self._annotations_done(v, res))
-        task.failed.connect(lambda msg: self.study_text.appendPlainText(
-            f"Annotations could not be read: {msg}"))
-        return self.run_task(task, "Annotations")
-
-    def _annotations_done(self, volume: Volume, ann) -> None:
-        if volume is not self.volume:
-            return
-        self.annotations = ann
-        self.annotations_panel.set_annotations(ann)
-        for msg in getattr(ann, "messages", []):
-            self.study_text.appendPlainText(msg)
-        self.annotationsReady.emit(ann)
 
     # -- actions --------------------------------------------------------------------------------
     def _build_actions(self) -> None:
@@ -445,12 +443,17 @@ class MainWindow(QMainWindow):
             self.open_study(urls[0])
 
     def closeEvent(self, ev):  # noqa: N802
+        if getattr(self, "_closed", False):  # closed twice (e.g. by a test and its teardown)
+            super().closeEvent(ev)
+            return
         self._closed = True
         settings.put("window/geometry", self.saveGeometry())
         settings.put("window/state", self.saveState())
         for t in [*self.tasks, self._warm_up]:
             t.shutdown()
         self.cad.shutdown()
+        self.bridge.unsubscribe()
+        self.session.close()
         super().closeEvent(ev)
 
     def _slice_changed(self, k: int) -> None:
@@ -464,25 +467,14 @@ class MainWindow(QMainWindow):
             self.hover_label.setText(text)
 
 
-# job functions run on worker threads; their imports (pydicom, scipy, scikit-image, the
-# LIDC database) happen there too, so the GUI thread never waits for them
-def _load_job(path, series_uid, progress=None, cancel=None):
-    from lungviewer.study.dicom_series import load_series
-
-    return load_series(path, series_uid, progress=progress, cancel=cancel)
-
-
-def _demo_job(patient_id, progress=None, cancel=None):
-    from lungviewer.synth.demo import load_demo
-
-    return load_demo(patient_id, progress=progress, cancel=cancel)
-
-
-def _warm_up_job(progress=None, cancel=None):
+# the warm-up job runs on a worker thread: its imports (pydicom, scipy, scikit-image, the
+# LIDC database) happen there, so the GUI thread never waits for them
+def _warm_up_job():
     """Import the heavy modules and read the LIDC database once, off the GUI thread, while
     the user picks a study. Afterwards the GUI thread freezes these long-lived objects out of
     the garbage collector: a full collection over the database's ~100k objects, triggered
     by any worker, would otherwise hold the interpreter for ~100 ms."""
+    yield Progress(0, 0, "Starting")
     import pydicom.pixels  # noqa: F401 — pixel decoder plugins are discovered on import
     import scipy.ndimage  # noqa: F401
     import skimage.draw  # noqa: F401
@@ -496,18 +488,6 @@ def _warm_up_job(progress=None, cancel=None):
     except Exception:  # noqa: BLE001 — reported when annotations are looked up
         pass
     return True
-
-
-def _segment_job(hu, progress=None, cancel=None):
-    from lungviewer.imaging.parenchyma import segment_lungs
-
-    return segment_lungs(hu, progress=progress, cancel=cancel)
-
-
-def _annotations_job(volume: Volume, folder, progress=None, cancel=None):
-    from lungviewer.study.nodules import load_study_annotations
-
-    return load_study_annotations(volume, folder)
 
 
 def application() -> QApplication:

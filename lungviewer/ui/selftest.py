@@ -9,14 +9,14 @@ It runs the path a user takes — the same code in the source tree and in the fr
                      and an RLE round trip are exact
 3. ``demo twin``     generate the synthetic LIDC-IDRI-0001 twin (DICOM + XML) into the cache
 4. ``open study``    load the twin in the main window (background task)
-5. ``parenchyma``    wait for the M1 lung mask; lung volume must be 2–8 L
+5. ``parenchyma``    wait for the lung mask; lung volume must be 2–8 L
 6. ``annotations``   wait for the readers' nodules (≥ 1 nodule, one near slice 89)
 7. ``cad engine``    the CAD worker thread loads the networks; every weights file's sha256 is
                      checked against ``manifest.json`` (again, independently of the engine)
 8. ``box scores``    box the known nodule (slice 89) through the window; wait until the panel
                      shows the scores: 5 malignancy probabilities and the disease
                      probabilities each sum to 1, the panel's bars show them
-9. ``slice scan``    wait for the whole-study slice scan (M5): a ranking exists
+9. ``slice scan``    wait for the whole-study slice scan: a ranking exists
 10. ``screenshot``   grab the window into the temporary folder; the slice view is not blank
 
 Every step has its own timeout and the whole run at most :data:`TOTAL_TIMEOUT_S`; nothing

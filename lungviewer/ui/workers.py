@@ -1,10 +1,11 @@
-"""Background work on QThreads: a QObject worker moved to its own thread, signals back.
+"""Session jobs on QThreads: a QObject runner moved to its own thread, signals back.
 
-``Task(fn, *args, **kwargs)`` runs ``fn(*args, progress=..., cancel=..., **kwargs)`` on a
-new QThread. ``fn`` reports progress with ``progress(done, total)`` and polls
-``cancel()``; the result arrives in the GUI thread through ``finished(result)``, an
-exception through ``failed(message)``, a cancellation through ``cancelled()``. Nothing
-heavy runs in the GUI thread; signals cross threads as queued connections.
+``Task(job)`` drives a :mod:`lungviewer.session` job (a generator of ``Progress``) on a new
+QThread. Between two yields it checks its cancel flag and closes the job, which stops
+the step with :class:`lungviewer.cancel.Cancelled`. The result arrives in the GUI thread
+through ``finished(result)``, an exception through ``failed(message)``, a cancellation
+through ``cancelled()``; ``ended`` follows each of them. Nothing heavy runs in the GUI
+thread; signals cross threads as queued connections.
 """
 
 from __future__ import annotations
@@ -12,75 +13,87 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
-from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from lungviewer.cancel import Cancelled
+from lungviewer.session import Job
 
 log = logging.getLogger(__name__)
 
 
-class Cancelled(Exception):
-    """Raised inside a task function when ``cancel()`` became true."""
-
-
 class _Runner(QObject):
-    progress = Signal(int, int)
+    progress = Signal(int, int, str)
     done = Signal(object)
     error = Signal(str)
     stopped = Signal()
 
-    def __init__(self, fn: Callable, args: tuple, kwargs: dict, flag: threading.Event) -> None:
+    def __init__(self, job: Job, flag: threading.Event) -> None:
         super().__init__()
-        self._fn, self._args, self._kwargs, self._flag = fn, args, kwargs, flag
+        self._job, self._flag = job, flag
 
     @Slot()
     def run(self) -> None:
+        job = self._job
         try:
-            result = self._fn(*self._args, progress=self._progress, cancel=self._flag.is_set,
-                              **self._kwargs)
+            while True:
+                p = next(job)
+                if self._flag.is_set():
+                    job.close()
+                    raise Cancelled("cancelled")
+                if p is not None and p.done >= 0:
+                    self.progress.emit(p.done, p.total, p.text)
+        except StopIteration as stop:
+            if self._flag.is_set():
+                self.stopped.emit()
+            else:
+                self.done.emit(stop.value)
+        except Cancelled:
+            self.stopped.emit()
         except Exception as exc:  # noqa: BLE001 — every failure goes back to the GUI
-            if self._flag.is_set() or type(exc).__name__ in ("Cancelled", "LoadCancelled"):
+            if self._flag.is_set():
                 self.stopped.emit()
             else:
                 log.debug("task failed:\n%s", traceback.format_exc())
                 self.error.emit(str(exc) or type(exc).__name__)
-        else:
-            if self._flag.is_set():
-                self.stopped.emit()
-            else:
-                self.done.emit(result)
+        finally:
+            self._job = None
 
-    def _progress(self, done: int, total: int) -> None:
-        self.progress.emit(int(done), int(total))
+
+#: every started task until its thread has really finished: a QThread destroyed while it
+#: runs aborts the process, and a job that cannot stop at once (the CAD engine loading
+#: torch) may outlive the window that started it
+_LIVE: set["Task"] = set()
 
 
 class Task(QObject):
-    """One background job on its own QThread. Keep a reference until it has finished."""
+    """One session job on its own QThread (kept alive until its thread has finished)."""
 
-    progress = Signal(int, int)
+    progress = Signal(int, int, str)
     finished = Signal(object)
     failed = Signal(str)
     cancelled = Signal()
     ended = Signal()  # after any of the three above
 
-    def __init__(self, fn: Callable, *args, name: str = "", parent: QObject | None = None,
-                 **kwargs) -> None:
+    def __init__(self, job: Job, name: str = "task", parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.name = name or getattr(fn, "__name__", "task")
+        self.name = name
         self._flag = threading.Event()
         self._thread = QThread()
         self._thread.setObjectName(f"lungviewer-{self.name}")
-        self._runner = _Runner(fn, args, kwargs, self._flag)
+        self._runner = _Runner(job, self._flag)
         self._runner.moveToThread(self._thread)
         self._thread.started.connect(self._runner.run)
         self._runner.progress.connect(self.progress)
         self._runner.done.connect(self._on_done)
         self._runner.error.connect(self._on_error)
         self._runner.stopped.connect(self._on_stopped)
+        self._thread.finished.connect(lambda: _LIVE.discard(self))
         self._running = False
 
     def start(self) -> "Task":
         self._running = True
+        _LIVE.add(self)
         self._thread.start()
         return self
 
@@ -124,3 +137,15 @@ class Task(QObject):
         self.cancel()
         self._thread.quit()
         self._thread.wait(msecs)
+
+
+class SessionBridge(QObject):
+    """Re-emits the session's events (called on worker threads) as a queued Qt signal in
+    the thread this object lives in (the GUI thread)."""
+
+    event = Signal(str, object)
+
+    def __init__(self, session, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.unsubscribe = session.subscribe(lambda name, payload: self.event.emit(name,
+                                                                                   payload))

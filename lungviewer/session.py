@@ -1,0 +1,398 @@
+"""StudySession: the Qt-free pipeline and state of one open study (docs/ARCHITECTURE.md).
+
+The session owns everything the viewer knows about the study on screen: the volume and its
+folder, the lung mask, the readers' annotations, the CAD engine, the CAD findings and slice
+ranking, the last box scores and nodule segmentation, and the reading (marks, measurements,
+nodules) that is saved with the study. The viewer, ``analyze``, ``export``, the screenshot
+mode and the self-test all drive this one object; none of them re-implements the chain.
+
+**Jobs.** Each step is a *job*: a generator that yields :class:`Progress` between pieces of
+work and returns its result (napari / superqt ``create_worker`` style). A job stops at the
+next yield when its driver closes it; the step raises :class:`lungviewer.cancel.Cancelled`.
+:func:`run` drives a job in the calling thread (headless use); the Qt views drive the same
+jobs on a QThread (``ui/workers.py``). Every job has a blocking twin without the ``_job``
+suffix (``session.open(path)`` = ``run(session.open_job(path))``).
+
+**Events.** Listeners added with :meth:`StudySession.subscribe` are called as
+``listener(event, payload)`` from the thread that runs the job (the Qt bridge re-emits them
+as queued signals in the GUI thread):
+
+===============  =================================================================
+event            payload
+===============  =================================================================
+``opened``       the :class:`~lungviewer.study.volume.Volume` (state was reset)
+``annotations``  :class:`~lungviewer.study.annotations.StudyAnnotations`
+``mask``         the lung mask, bool ``(z, y, x)``
+``engine``       the :class:`~lungviewer.cad.engine.CadEngine`, or ``None`` (failed)
+``scan``         :class:`~lungviewer.cad.engine.SliceScores` (also while it fills)
+``findings``     list of :class:`~lungviewer.cad.findings.Finding`
+``box``          :class:`~lungviewer.cad.engine.BoxScores`
+``nodule``       :class:`~lungviewer.reading.volumetry.NoduleSegmentation`
+``reading``      the study's reading (after a change)
+``message``      a line of text for the study panel
+===============  =================================================================
+
+A result belongs to the study it was computed for: every job notes the session's
+*generation* when it starts, and a result that arrives after another study was opened is
+dropped rather than shown on the wrong patient.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from lungviewer.cancel import Cancelled
+from lungviewer.contracts import DEMO_PATIENT
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of a job: ``done`` of ``total`` (total 0 = unknown) and what it is doing."""
+
+    done: int
+    total: int
+    text: str
+
+
+Job = Generator[Progress, None, T]
+Listener = Callable[[str, Any], None]
+
+
+def run(job: Job[T], progress: Callable[[Progress], None] | None = None,
+        cancel: Callable[[], bool] | None = None) -> T:
+    """Drive ``job`` to its end in this thread and return its result; ``cancel()`` is asked
+    between two yields and stops the job with :class:`Cancelled`."""
+    try:
+        while True:
+            p = next(job)
+            if cancel is not None and cancel():
+                job.close()
+                raise Cancelled("cancelled")
+            if progress is not None and p is not None:
+                progress(p)
+    except StopIteration as stop:
+        return stop.value
+
+
+_CANCELLED_TYPES: tuple[type[BaseException], ...] = (Cancelled, InterruptedError)
+
+
+def _is_cancel(exc: BaseException) -> bool:
+    return isinstance(exc, _CANCELLED_TYPES) or type(exc).__name__ == "LoadCancelled"
+
+
+def call_job(fn: Callable[..., T], *args, text: str = "", **kwargs) -> Job[T]:
+    """A job around a library function that reports through ``progress(done, total)`` and
+    polls ``cancel()`` (the study, imaging and CAD functions): the function runs on a helper
+    thread, its progress comes out as yields, and closing the job tells it to stop (and
+    waits for it, so no work outlives its job)."""
+    updates: queue.SimpleQueue = queue.SimpleQueue()
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(1, thread_name_prefix="lungviewer-job")
+    fut = pool.submit(fn, *args, progress=lambda d, n: updates.put((int(d), int(n))),
+                      cancel=stop.is_set, **kwargs)
+    pool.shutdown(wait=False)
+    finished = False
+    try:
+        yield Progress(0, 0, text)
+        while True:
+            try:
+                d, n = updates.get(timeout=0.05)
+            except queue.Empty:
+                if fut.done():
+                    break
+                yield Progress(-1, -1, text)  # a heartbeat: the driver may cancel here
+                continue
+            yield Progress(d, n, text)
+        try:
+            result = fut.result()
+        except BaseException as exc:
+            if _is_cancel(exc):
+                raise Cancelled(f"{text or 'the job'} was cancelled") from exc
+            raise
+        finished = True
+        return result
+    finally:
+        if not finished:
+            stop.set()
+            try:
+                fut.result(timeout=30)
+            except BaseException:  # noqa: BLE001 - the job is being abandoned
+                pass
+
+
+def _snapshot(scores):
+    """A copy of slice scores still being filled by the scan thread (the views read the
+    copy; the scan goes on writing its own arrays)."""
+    from dataclasses import replace
+
+    return replace(scores, scores=scores.scores.copy(), classes=scores.classes.copy(),
+                   best=scores.best.copy())
+
+
+def read_annotations(volume, folder, progress=None, cancel=None):
+    """The readers' annotations of ``volume`` (its folder's LIDC XML, else the LIDC
+    database); the lookup itself cannot stop half-way, so cancel is checked around it."""
+    from lungviewer.cancel import check
+    from lungviewer.study.nodules import load_study_annotations
+
+    check(cancel, "reading the annotations")
+    ann = load_study_annotations(volume, folder)
+    check(cancel, "reading the annotations")
+    return ann
+
+
+class StudySession:
+    """The state and steps of one open study (a new :meth:`open_job` replaces the study)."""
+
+    def __init__(self) -> None:
+        self.volume = None
+        self.folder: Path | None = None
+        self.mask = None
+        self.annotations = None
+        self.scan_result = None  # SliceScores
+        self.findings: list | None = None
+        self.box_scores = None
+        self.nodule = None
+        self.reading = None
+        self.engine = None
+        self.engine_error: str | None = None
+        self.engine_loading = False
+        self.generation = 0
+        self._listeners: list[Listener] = []
+        self._box_lock = threading.Lock()  # one box at a time through the networks
+
+    # -- events --------------------------------------------------------------------------------
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(event, payload)`` on every event; returns the unsubscribe call."""
+        self._listeners.append(listener)
+        return lambda: listener in self._listeners and self._listeners.remove(listener)
+
+    def emit(self, event: str, payload: Any = None) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event, payload)
+            except Exception:  # noqa: BLE001 - one broken view must not stop the pipeline
+                log.exception("a listener failed on %s", event)
+
+    def _current(self, generation: int) -> bool:
+        return generation == self.generation
+
+    # -- opening -------------------------------------------------------------------------------
+    def open_job(self, path: str | Path, series_uid: str | None = None) -> Job:
+        """Load the CT series under ``path`` (folder or file); emits ``opened``."""
+        from lungviewer.study.dicom_series import load_series
+
+        path = Path(path)
+        volume = yield from call_job(load_series, path, series_uid,
+                                     text=f"Loading {path.name}")
+        return self.set_volume(volume, path if path.is_dir() else path.parent)
+
+    def demo_job(self, patient_id: str = DEMO_PATIENT) -> Job:
+        """Generate (first time only) and load the synthetic twin of ``patient_id``."""
+        from lungviewer.synth.demo import load_demo
+
+        volume, folder = yield from call_job(
+            load_demo, patient_id, text=f"Preparing the synthetic demo study ({patient_id})")
+        return self.set_volume(volume, folder)
+
+    def set_volume(self, volume, folder: str | Path | None = None):
+        """Make ``volume`` the session's study (resets everything derived from the last)."""
+        self.generation += 1
+        self.volume = volume
+        self.folder = Path(folder) if folder else None
+        self.mask = None
+        self.annotations = None
+        self.scan_result = None
+        self.findings = None
+        self.box_scores = None
+        self.nodule = None
+        self.reading = self._load_reading(volume)
+        self.emit("opened", volume)
+        return volume
+
+    def close(self) -> None:
+        """Forget the study (late results of its jobs are dropped)."""
+        self.generation += 1
+        self.volume = self.mask = self.annotations = None
+        self.scan_result = self.findings = self.box_scores = self.nodule = self.reading = None
+
+    def _need_volume(self):
+        if self.volume is None:
+            raise RuntimeError("no study is open")
+        return self.volume
+
+    # -- the study's own data ----------------------------------------------------------------
+    def annotations_job(self) -> Job:
+        """The LIDC readers' nodules (the folder's LIDC XML, else the LIDC database)."""
+        volume, gen = self._need_volume(), self.generation
+        ann = yield from call_job(read_annotations, volume, self.folder, text="Annotations")
+        if self._current(gen):
+            self.annotations = ann
+            self.emit("annotations", ann)
+            for msg in getattr(ann, "messages", []):
+                self.emit("message", msg)
+        return ann
+
+    def segment_job(self) -> Job:
+        """The lung parenchyma mask (threshold method), bool ``(z, y, x)``."""
+        from lungviewer.imaging.parenchyma import segment_lungs
+
+        volume, gen = self._need_volume(), self.generation
+        res = yield from call_job(segment_lungs, volume.hu, text="Lung parenchyma")
+        if self._current(gen):
+            self.mask = res.mask
+            ml = float(self.mask.sum()) * volume.voxel_volume_ml
+            self.emit("mask", self.mask)
+            self.emit("message", f"Lung parenchyma (threshold method): {ml:.0f} mL")
+        return res.mask
+
+    # -- CAD -----------------------------------------------------------------------------------
+    def engine_job(self, device: str = "auto") -> Job:
+        """Load the CAD networks (checksums verified); emits ``engine`` (None on failure)."""
+        self.engine_loading = True
+        self.engine_error = None
+        try:
+            from lungviewer.cad.engine import CadEngine
+
+            engine = yield from call_job(lambda progress=None, cancel=None:
+                                         CadEngine.load(device=device),
+                                         text="Loading the CAD models")
+        except Cancelled:
+            self.engine_loading = False
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported, the viewer works without CAD
+            self.engine_error = str(exc) or type(exc).__name__
+            self.engine_loading = False
+            self.emit("engine", None)
+            raise
+        self.engine = engine
+        self.engine_loading = False
+        self.emit("engine", engine)
+        return engine
+
+    def scan_job(self) -> Job:
+        """The whole-study CAD scan: every slice scored, slices ranked (emits ``scan`` as it
+        fills). Waits for the CAD engine if it is still loading; without one it does
+        nothing and returns None."""
+        volume, gen = self._need_volume(), self.generation
+        while self.engine is None and self.engine_loading:
+            yield Progress(-1, -1, "Waiting for the CAD models")
+            time.sleep(0.05)
+        engine = self.engine
+        if engine is None:
+            return None
+        mask = self.mask
+        if mask is None:
+            mask = yield from self.segment_job()
+        from lungviewer.cad.engine import SliceScores
+
+        partial = SliceScores.empty(volume.n_slices)
+
+        def scan(progress=None, cancel=None):
+            return engine.scan_slices(volume, mask, progress=progress, cancel=cancel,
+                                      out=partial)
+
+        job = call_job(scan, text="CAD slice scan")
+        try:
+            while True:
+                p = next(job)
+                if p.done > 0 and self._current(gen):
+                    self.emit("scan", _snapshot(partial))
+                yield p
+        except StopIteration as stop:
+            result = stop.value
+        if self._current(gen):
+            self.scan_result = result
+            self.emit("scan", result)
+        return result
+
+    def score_box_job(self, k: int, box: tuple[int, int, int, int]) -> Job:
+        """CAD scores of ``box`` = (row0, col0, row1, col1) on slice ``k``; emits ``box``."""
+        volume, gen = self._need_volume(), self.generation
+        if not 0 <= int(k) < volume.n_slices:
+            raise ValueError(f"slice {k} is outside 0..{volume.n_slices - 1}")
+        while self.engine is None and self.engine_loading:
+            yield Progress(-1, -1, "Waiting for the CAD models")
+            time.sleep(0.05)
+        if self.engine is None:
+            raise RuntimeError(f"the CAD is unavailable: {self.engine_error or 'not loaded'}")
+        engine = self.engine
+
+        def score(progress=None, cancel=None):
+            with self._box_lock:
+                return engine.score_box(volume, int(k), tuple(int(v) for v in box))
+
+        res = yield from call_job(score, text=f"Scoring the box on image {int(k) + 1}")
+        if self._current(gen):
+            self.box_scores = res
+            self.emit("box", res)
+        return res
+
+    # -- the standard chain ---------------------------------------------------------------------
+    def prepare_job(self, scan: bool = True) -> Job:
+        """What follows opening: annotations, the lung mask, then (with a CAD engine) the
+        slice scan, one after the other (on 2 cores, parallel Python threads would compete
+        with the GUI thread). A failed annotation lookup is reported and the chain goes on."""
+        gen = self.generation
+        try:
+            yield from self.annotations_job()
+        except Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported; the study is still readable
+            self.emit("message", f"Annotations could not be read: {exc}")
+        if not self._current(gen):
+            return None
+        yield from self.segment_job()
+        if scan and self._current(gen):
+            yield from self.scan_job()
+        return self.volume
+
+    def opened_and_prepared_job(self, opening: Job, scan: bool = True) -> Job:
+        """``opening`` (:meth:`open_job` or :meth:`demo_job`), then :meth:`prepare_job`: the
+        whole path from a folder to a scanned study, as one job."""
+        volume = yield from opening
+        yield from self.prepare_job(scan)
+        return volume
+
+    # -- blocking twins (headless use) ----------------------------------------------------------
+    def open(self, path: str | Path, series_uid: str | None = None):
+        return run(self.open_job(path, series_uid))
+
+    def open_demo(self, patient_id: str = DEMO_PATIENT):
+        return run(self.demo_job(patient_id))
+
+    def load_annotations(self):
+        return run(self.annotations_job())
+
+    def segment(self):
+        return run(self.segment_job())
+
+    def load_engine(self, device: str = "auto"):
+        return run(self.engine_job(device))
+
+    def scan(self):
+        return run(self.scan_job())
+
+    def score_box(self, k: int, box: tuple[int, int, int, int]):
+        return run(self.score_box_job(k, box))
+
+    def prepare(self, scan: bool = True):
+        return run(self.prepare_job(scan))
+
+    # -- the reading ------------------------------------------------------------------------------
+    def _load_reading(self, volume):
+        """The study's saved reading, if the reading model is available (else None)."""
+        return None
