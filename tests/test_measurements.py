@@ -153,6 +153,9 @@ def test_round_trip():
     # ids are new for each measurement
     assert Measurement("ruler", "axial", 0, [(0, 0), (1, 1)]).id != m.id
     assert MeasurementResult(length_mm=1.0).as_dict()["length_mm"] == 1.0
+    # points may come as a numpy array (the views hand them over so)
+    arr = Measurement("ruler", "axial", np.int64(3), np.array([[0, 0], [3, 4]]))
+    assert arr.points == [(0.0, 0.0), (3.0, 4.0)] and arr.index == 3
 
 
 @pytest.mark.parametrize(("d", "msg"), [

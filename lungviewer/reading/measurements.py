@@ -99,7 +99,7 @@ def _validate(m: Measurement) -> None:
     if idx != int(idx) or idx < 0:
         raise ValueError(f"the image index must be an integer ≥ 0, got {m.index!r}")
     m.index = int(idx)
-    pts = m.points
+    pts = m.points.tolist() if isinstance(m.points, np.ndarray) else m.points
     if not isinstance(pts, (list, tuple)):
         raise ValueError(  # noqa: TRY004 - bad input is a ValueError here
             f"'points' must be a list of (row, col) pairs, got {type(pts).__name__}")
