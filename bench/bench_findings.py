@@ -1,6 +1,6 @@
-"""CAD findings speed: the whole-study findings (3-D candidates + three-plane detector) beside
-today's 2-D slice scan (``CadEngine.scan_slices``), same run, same lung mask, printing the
-ratio. Goal: ≤ 5 s for a 133-slice study on 2 CPU cores.
+"""CAD findings speed: the whole-study findings (3-D candidates + networks on the axial
+patch) beside today's 2-D slice scan (``CadEngine.scan_slices``), same run, same lung mask,
+printing the ratio. Goal: ≤ 5 s for a 133-slice study on 2 CPU cores.
 
 The study is the real development scan ../shared/data/real/LIDC-IDRI-0006 when present (133
 slices), else the synthetic LIDC-IDRI-0001 twin.
@@ -68,7 +68,7 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device {eng.device_name}, torch threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} CPUs, load average {load:.1f}; {what} {vol.shape}")
-    print(f"findings (3-D candidates + three-plane detector): median {f:.2f} s wall, "
+    print(f"findings (3-D candidates + networks on the axial patch): median {f:.2f} s wall, "
           f"{cf:.2f} s CPU of {a.repeat} (goal 5 s wall on 2 cores); of which candidates "
           f"{b:.2f} s ({len(blobs)} blobs); {len(found)} findings")
     print(f"2-D slice scan (CadEngine.scan_slices): median {s:.2f} s wall, {cs:.2f} s CPU")

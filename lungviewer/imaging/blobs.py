@@ -58,8 +58,8 @@ class Blobs:
     """Candidate blobs, strongest first. ``centre`` (n, 3) float voxel (z, y, x) of the
     input volume; ``diameter_mm`` from the answering scale; ``response`` the Laplacian
     response (HU); ``dot`` = λ3/λ1 (1 sphere, 0 tube); ``dot_li`` / ``line_li`` Li's
-    enhancement values (|λ3|²/|λ1| and |λ2|(|λ2|−|λ3|)/|λ1|, HU/mm²); ``hu`` the smoothed HU at
-    the centre; ``eig`` (n, 3) the Hessian eigenvalues λ1 ≤ λ2 ≤ λ3 (HU/mm²)."""
+    enhancement values (|λ3|²/|λ1| and |λ2|(|λ2|−|λ3|)/|λ1|, HU/mm²); ``hu`` the smoothed HU
+    at the centre; ``eig`` (n, 3) the Hessian eigenvalues λ1 ≤ λ2 ≤ λ3 (HU/mm²)."""
 
     centre: np.ndarray
     diameter_mm: np.ndarray
