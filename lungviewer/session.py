@@ -219,8 +219,12 @@ class StudySession:
         self.findings = None
         self.box_scores = None
         self.nodule = None
+        self._import_messages: list[str] = []
         self.reading = self._load_reading(volume)
         self.emit("opened", volume)
+        for msg in self._import_messages:
+            self.emit("message", msg)
+        self.emit("reading", self.reading)
         return volume
 
     def close(self) -> None:
@@ -338,6 +342,12 @@ class StudySession:
         res = yield from call_job(score, text=f"Scoring the box on image {int(k) + 1}")
         if self._current(gen):
             self.box_scores = res
+            if self.reading is not None:
+                from lungviewer.reading.model import BoxScore
+
+                self.reading.add_box_score(BoxScore.from_scores(res, engine.manifest,
+                                                                engine.disease_source))
+                self.save_reading()
             self.emit("box", res)
         return res
 
@@ -392,7 +402,85 @@ class StudySession:
     def prepare(self, scan: bool = True):
         return run(self.prepare_job(scan))
 
+    def segment_nodule(self, k: int, box: tuple[int, int, int, int]):
+        return run(self.segment_nodule_job(k, box))
+
+    def segment_nodule_job(self, k: int, box: tuple[int, int, int, int]) -> Job:
+        """Semi-automatic 3-D segmentation of the nodule in ``box`` on slice ``k`` (volume,
+        axes, type, Lung-RADS suggestion); added to the reading, emits ``nodule``."""
+        from lungviewer.reading.volumetry import segment_nodule
+
+        volume, gen = self._need_volume(), self.generation
+        if not 0 <= int(k) < volume.n_slices:
+            raise ValueError(f"slice {k} is outside 0..{volume.n_slices - 1}")
+        mask = self.mask
+        full_box = (int(k), *(int(v) for v in box))
+        seg = yield from call_job(lambda progress=None, cancel=None: segment_nodule(
+            volume.hu, volume.spacing, full_box, mask), text="Segmenting the nodule")
+        if self._current(gen):
+            self.nodule = seg
+            self.record_nodule(seg)
+            self.emit("nodule", seg)
+        return seg
+
     # -- the reading ------------------------------------------------------------------------------
     def _load_reading(self, volume):
-        """The study's saved reading, if the reading model is available (else None)."""
-        return None
+        """The study's saved reading (a new one if none), with any lungviewer SR/SEG found
+        beside the CT when nothing was saved; messages go to the study panel."""
+        from lungviewer.reading import store
+        from lungviewer.reading.import_dicom import import_beside
+
+        try:
+            reading = store.load_for_volume(volume)
+        except Exception as exc:  # noqa: BLE001 - a broken reading never blocks the study
+            log.warning("the saved reading could not be read: %s", exc)
+            from lungviewer.reading.model import Reading
+
+            reading = Reading.for_volume(volume)
+        if self.folder is not None:
+            imported = import_beside(volume, self.folder)
+            self._import_messages = list(imported.messages)
+            if not imported.empty and reading.is_empty:
+                reading = imported.to_reading(volume)
+                self._import_messages.append(
+                    f"Shown from the SR/SEG beside the study: {len(reading.nodules)} "
+                    f"nodule(s), {len(reading.cad_marks)} mark(s).")
+        return reading
+
+    def save_reading(self) -> None:
+        """Write the reading to the user data folder (atomic); emits ``reading``."""
+        if self.reading is None:
+            return
+        from lungviewer.reading import store
+
+        try:
+            store.save_reading(self.reading)
+        except OSError as exc:
+            self.emit("message", f"The reading could not be saved: {exc}")
+        self.emit("reading", self.reading)
+
+    def record_nodule(self, seg, source: str = "box", cad_mark_id: str = "") -> None:
+        from lungviewer.reading.model import NoduleRecord
+
+        if self.reading is not None:
+            kw = {"source": source, "cad_mark_id": cad_mark_id} if cad_mark_id else {}
+            self.reading.add_nodule(NoduleRecord.from_segmentation(seg, **kw))
+            self.save_reading()
+
+    def set_mark_status(self, mark_id: str, status: str) -> None:
+        """Accept, reject or reset (``unreviewed``) a CAD mark of the reading."""
+        if self.reading is not None:
+            self.reading.set_status(mark_id, status)
+            self.save_reading()
+
+    def set_measurements(self, measurements) -> None:
+        """The reader's measurements (replacing the reading's list)."""
+        if self.reading is not None:
+            self.reading.measurements = list(measurements)
+            self.reading.touch()
+            self.save_reading()
+
+    def set_note(self, text: str) -> None:
+        if self.reading is not None:
+            self.reading.set_note(text)
+            self.save_reading()

@@ -48,6 +48,7 @@ def analyze(path: str, box=None, device: str = "auto", top: int = 10) -> dict:
     if box is not None:
         k, r0, c0, r1, c1 = box
         out["box"] = s.score_box(k, (r0, c0, r1, c1)).as_dict()
+        out["segmentation"] = s.segment_nodule(k, (r0, c0, r1, c1)).as_dict()
     out["total_seconds"] = round(time.perf_counter() - t0, 3)
     return out
 
@@ -75,6 +76,11 @@ def run(args) -> int:
         print("  disease: " + "  ".join(f"{k}: {v:.0%}" for k, v in b["disease"].items())
               + f"  [{res['disease_label_set']['source']}]")
         print(f"  nodule probability (detector): {b['nodule_probability']:.0%}")
+        g = res["segmentation"]
+        print(f"  nodule: {g['type']}, {g['volume_mm3']:.0f} mm³, long {g['long_axis_mm']:.1f}"
+              f" / short {g['short_axis_mm']:.1f} mm, mean {g['mean_hu']:.0f} HU; "
+              f"Lung-RADS {g['lung_rads']['category']} ({g['lung_rads']['rule']}; "
+              f"{g['lung_rads']['note']})")
         for s in b["similar"]:
             print(f"  similar: {s['patient_id']} nodule {s['nodule']} readers' malignancy "
                   f"{s['malignancies']} Ø {s['diameter_mm']} mm (distance {s['distance']:.3f})")
