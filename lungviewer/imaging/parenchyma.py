@@ -454,14 +454,14 @@ def body_inside(bright: np.ndarray, pad: np.ndarray, opening_radius: int = 2,
     is inside only when at least ``hull_fraction`` of it lies in the body's convex hull
     (a lung cut by the field of view does; the air around the patient does not)."""
     core = opening_disk(bright, opening_radius) if opening_radius > 0 else bright
-    labels, n = ndimage.label(core, structure=_SLICE_CROSS)
+    labels, n = ndimage.label(core, structure=_SLICE_CROSS, output=np.intp)
     if n == 0:
         return np.zeros(bright.shape, dtype=bool)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     largest = _largest_per_slice(labels, sizes)
     largest[0] = False
     body = largest[labels]
-    rest, m = ndimage.label(~body & ~pad, structure=_SLICE_CROSS)
+    rest, m = ndimage.label(~body & ~pad, structure=_SLICE_CROSS, output=np.intp)
     inside = np.ones(m + 1, dtype=bool)
     is_open = _open_labels(rest, m, pad)
     if is_open.any():
