@@ -147,3 +147,21 @@ def test_find_findings_on_the_twin(twin_0001, engine):
         find_findings(sub, mask, engine.models, cancel=lambda: True)
     with pytest.raises(ValueError, match="does not match"):
         find_findings(sub, mask[:-1], engine.models)
+
+
+def test_one_blob_is_one_finding(engine):
+    """A small blob on two slices gives one finding, not one per slice; no lungs, none."""
+    from lungviewer.cad.findings import find_findings
+    from lungviewer.study.volume import Volume
+
+    hu = np.full((12, 64, 64), -900, np.int16)
+    hu[5:7, 30:35, 30:35] = 40
+    vol = Volume(hu, (2.5, 0.7, 0.7), np.zeros((12, 3)))
+    lungs = np.ones(hu.shape, bool)
+    fs = find_findings(vol, lungs, engine.models)
+    sp = np.asarray(vol.spacing)
+    pts = np.array([[f.slice, f.row, f.col] for f in fs], float) * sp
+    assert len(fs) >= 1
+    near = np.linalg.norm(pts - np.array([5.5, 32, 32]) * sp, axis=1) < 5.0
+    assert near.sum() == 1
+    assert find_findings(vol, np.zeros(hu.shape, bool), engine.models) == []

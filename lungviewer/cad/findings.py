@@ -25,7 +25,8 @@
    patients (LIDC-IDRI-0003, -0005, -0006) and the real development scan (LIDC-IDRI-0006, a
    training patient; its nodules and non-nodule marks), not fitted; no test patient's images
    were looked at.
-3. **Marks**: candidates within the radius of a higher-scored one are dropped; the class is
+3. **Marks**: candidates within the radius of a higher-scored one (at least
+   ``MIN_SEPARATION_MM``) are dropped; the class is
    the slice head's benign / malignant verdict on the axial patch.
 
 :func:`slice_ranking` reads the per-slice scores of the slice recommendation off the
@@ -59,6 +60,8 @@ W_DOT, W_RATIO, W_DIAM, W_HU, W_SHELL = 1.0, 2.0, 2.0, 0.01, 2.0
 #: (a nodule on the pleura about half; the hilum, mediastinum and liver dome less)
 MIN_LUNG_SHELL = 0.4
 DOT_REF, RATIO_REF, DIAM_REF, HU_REF = 100.0, 0.4, 4.0, -400.0
+#: two findings closer than this (mm), or than the better one's radius, are one
+MIN_SEPARATION_MM = 4.0
 TEMPERATURE = 4.0
 
 
@@ -184,7 +187,7 @@ def _suppress(centres_mm: np.ndarray, radius_mm: np.ndarray, order: np.ndarray) 
     for i in order:  # greedy over the shortlist (≤ a few hundred)
         if kept:
             d = np.linalg.norm(centres_mm[kept] - centres_mm[i], axis=1)
-            if np.any(d < radius_mm[kept]):
+            if np.any(d < np.maximum(radius_mm[kept], MIN_SEPARATION_MM)):
                 continue
         kept.append(int(i))
     return np.asarray(kept, int)
