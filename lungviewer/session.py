@@ -90,7 +90,7 @@ _CANCELLED_TYPES: tuple[type[BaseException], ...] = (Cancelled, InterruptedError
 
 
 def _is_cancel(exc: BaseException) -> bool:
-    return isinstance(exc, _CANCELLED_TYPES) or type(exc).__name__ == "LoadCancelled"
+    return isinstance(exc, _CANCELLED_TYPES)
 
 
 def call_job(fn: Callable[..., T], *args, text: str = "", **kwargs) -> Job[T]:
@@ -131,15 +131,6 @@ def call_job(fn: Callable[..., T], *args, text: str = "", **kwargs) -> Job[T]:
                 fut.result(timeout=30)
             except BaseException:  # noqa: BLE001 - the job is being abandoned
                 pass
-
-
-def _snapshot(scores):
-    """A copy of slice scores still being filled by the scan thread (the views read the
-    copy; the scan goes on writing its own arrays)."""
-    from dataclasses import replace
-
-    return replace(scores, scores=scores.scores.copy(), classes=scores.classes.copy(),
-                   best=scores.best.copy())
 
 
 def read_annotations(volume, folder, progress=None, cancel=None):
@@ -288,9 +279,9 @@ class StudySession:
         return engine
 
     def scan_job(self) -> Job:
-        """The whole-study CAD scan: every slice scored, slices ranked (emits ``scan`` as it
-        fills). Waits for the CAD engine if it is still loading; without one it does
-        nothing and returns None."""
+        """The whole-study CAD scan: the CAD findings (marks added to the reading) and the
+        slice ranking read off them (``findings``, then ``scan``). Waits for the CAD engine
+        if it is still loading; without one it does nothing and returns None."""
         volume, gen = self._need_volume(), self.generation
         while self.engine is None and self.engine_loading:
             yield Progress(-1, -1, "Waiting for the CAD models")
@@ -301,25 +292,20 @@ class StudySession:
         mask = self.mask
         if mask is None:
             mask = yield from self.segment_job()
-        from lungviewer.cad.engine import SliceScores
-
-        partial = SliceScores.empty(volume.n_slices)
+        from lungviewer.cad.findings import slice_ranking
 
         def scan(progress=None, cancel=None):
-            return engine.scan_slices(volume, mask, progress=progress, cancel=cancel,
-                                      out=partial)
+            return engine.find_findings(volume, mask, progress=progress, cancel=cancel)
 
-        job = call_job(scan, text="CAD slice scan")
-        try:
-            while True:
-                p = next(job)
-                if p.done > 0 and self._current(gen):
-                    self.emit("scan", _snapshot(partial))
-                yield p
-        except StopIteration as stop:
-            result = stop.value
+        findings = yield from call_job(scan, text="CAD findings")
+        result = slice_ranking(findings, volume.n_slices, volume.spacing)
         if self._current(gen):
+            self.findings = findings
             self.scan_result = result
+            if self.reading is not None:
+                self.reading.set_cad_marks(findings)
+                self.save_reading()
+            self.emit("findings", findings)
             self.emit("scan", result)
         return result
 

@@ -50,7 +50,8 @@ from pydicom.encaps import encapsulate
 from lungviewer.cli import main as cli_main
 from lungviewer.contracts import TWIN_MANUFACTURER
 from lungviewer.study import dicom_series
-from lungviewer.study.dicom_series import LoadCancelled, StudyLoadError, load_series, scan_folder
+from lungviewer.cancel import Cancelled
+from lungviewer.study.dicom_series import StudyLoadError, load_series, scan_folder
 from lungviewer.study.volume import Volume
 
 
@@ -196,7 +197,7 @@ def test_missing_path_and_cancel(tmp_path):
     with pytest.raises(StudyLoadError, match="does not exist"):
         load_series(tmp_path / "nope")
     write_ct_series(tmp_path, n_slices=5)
-    with pytest.raises(LoadCancelled):
+    with pytest.raises(Cancelled):
         load_series(tmp_path, cancel=lambda: True)
 
 
@@ -611,7 +612,7 @@ def test_compressed_without_decoder(tmp_path, monkeypatch):
 
 def test_cancel_during_load_raises_load_cancelled(template):
     calls = []
-    with pytest.raises(LoadCancelled):
+    with pytest.raises(Cancelled):
         load_series(template, cancel=lambda: calls.append(1) or len(calls) > 2)
 
 

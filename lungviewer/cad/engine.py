@@ -252,3 +252,22 @@ class CadEngine:
         res.scores[~scanned] = 0.0
         res.done = volume.n_slices
         return res
+
+    # -- CAD findings ---------------------------------------------------------------------------
+    def find_findings(self, volume: Volume, lung_mask: np.ndarray,
+                      progress: Callable[[int, int], None] | None = None,
+                      cancel: Callable[[], bool] | None = None) -> list:
+        """The study's CAD findings (:func:`lungviewer.cad.findings.find_findings`: 3-D blob
+        candidates in the lungs, false-positive reduction, ranked marks), best first; a GPU
+        error falls back to the CPU."""
+        from .findings import find_findings
+
+        try:
+            return find_findings(volume, lung_mask, self.models, self.device,
+                                 progress=progress, cancel=cancel)
+        except Exception as exc:  # noqa: BLE001 - CUDA raises RuntimeError, AssertionError, ...
+            if self.device == "cpu" or type(exc).__name__ == "Cancelled":
+                raise
+            self._fall_back(exc)
+            return find_findings(volume, lung_mask, self.models, self.device,
+                                 progress=progress, cancel=cancel)

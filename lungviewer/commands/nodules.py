@@ -124,12 +124,13 @@ def add_parser(sub):
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``lungviewer nodules``: 0 on success, 2 when the study cannot be read."""
-    from lungviewer.study.dicom_series import LoadCancelled, StudyLoadError, load_series
+    from lungviewer.cancel import Cancelled
+    from lungviewer.study.dicom_series import StudyLoadError, load_series
     from lungviewer.study.nodules import load_study_annotations
 
     try:
         volume = load_series(args.path)
-    except (StudyLoadError, LoadCancelled, OSError) as exc:
+    except (StudyLoadError, Cancelled, OSError) as exc:
         print(f"lungviewer nodules: {exc}", file=sys.stderr)
         return 2
     from pathlib import Path

@@ -46,6 +46,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
+from lungviewer.cancel import Cancelled
 from lungviewer.contracts import (
     DEMO_COMPLETE_MARKER,
     TWIN_MANUFACTURER,
@@ -105,8 +106,7 @@ class StudyLoadError(Exception):
     """The folder or files do not hold a CT series that can be shown."""
 
 
-class LoadCancelled(Exception):
-    """The user cancelled loading."""
+# cancelling a load raises lungviewer.cancel.Cancelled (one exception for every job)
 
 
 @dataclass
@@ -698,7 +698,7 @@ def _scan(files: list[Path], progress: Progress | None, cancel: Cancel | None,
         for i, (path, res) in enumerate(zip(files, pool.map(_read_headers, files))):
             if cancel is not None and cancel():
                 pool.shutdown(cancel_futures=True)
-                raise LoadCancelled()
+                raise Cancelled("loading was cancelled")
             if isinstance(res, str):
                 kind = _kind_of(res)
                 if kind == "not_dicom":
@@ -1163,11 +1163,11 @@ def load_series(
         path: a folder (searched recursively), one file, or a list of files.
         series_uid: the SeriesInstanceUID to open; default: the CT series with most slices.
         progress: called as ``progress(done, total)`` (headers, then pixels).
-        cancel: polled; when it returns True, :class:`LoadCancelled` is raised.
+        cancel: polled; when it returns True, :class:`lungviewer.cancel.Cancelled` is raised.
 
     Raises:
         StudyLoadError: nothing loadable, undecodable pixel data, unreadable files, ...
-        LoadCancelled: ``cancel()`` returned True.
+        Cancelled: ``cancel()`` returned True.
     """
     files, root = _list_files(path)
     if not files:
@@ -1202,7 +1202,7 @@ def load_series(
 
     def work(i: int) -> None:
         if cancel is not None and cancel():
-            raise LoadCancelled()
+            raise Cancelled("loading was cancelled")
         _read_pixels(headers[i], hu[i], root)
         if not headers[i].signed:
             wrapped[i] = np.count_nonzero(hu[i] >= WRAPPED_HU)
