@@ -369,3 +369,32 @@ def test_segmented_nodule_is_outlined_in_every_view(mpr):
     mpr.set_point(24, 32, 40)  # past the object's last slice (18 + 3)
     assert not any(hasattr(it, "getData") for it in mpr.axial._overlay_items)
     assert any(hasattr(it, "getData") for it in mpr.coronal._overlay_items)
+
+
+def test_fill_polygon_matches_scikit_image():
+    from skimage.draw import polygon
+
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        n = int(rng.integers(3, 40))
+        t = np.sort(rng.uniform(0, 2 * np.pi, n))
+        r = rng.uniform(3, 25, n)
+        pts = np.c_[30.3 + r * np.sin(t), 30.2 + r * np.cos(t)]
+        want = np.zeros((60, 60), bool)
+        want[polygon(pts[:, 0], pts[:, 1], (60, 60))] = True
+        np.testing.assert_array_equal(planes.fill_polygon(pts, (60, 60)), want)
+    assert not planes.fill_polygon(np.array([[1.0, 1.0], [5.0, 5.0]]), (8, 8)).any()
+
+
+@pytest.mark.gui
+def test_hidden_views_draw_their_overlays_when_shown(mpr):
+    mpr.set_layout("axial")
+    mpr.set_point(20, 32, 40)
+    mpr.set_polygons(sphere_polygons(), [])
+    assert mpr.coronal.deferred and mpr.coronal._overlay_items == []
+    assert mpr.outline_store == {}  # nothing rasterised for views nobody sees
+    mpr.set_layout("1x3")
+    assert not mpr.coronal.deferred
+    assert len([it for it in mpr.coronal._overlay_items if hasattr(it, "getData")]) == 1
+    assert len([it for it in mpr.sagittal._overlay_items if hasattr(it, "getData")]) == 1
+    assert len(mpr.outline_store) == 1  # rasterised once for both views

@@ -166,14 +166,33 @@ def plane_orientation(orientation: np.ndarray, plane: str) -> tuple[dict[str, st
 
 
 # -- outlines drawn on one axial slice, cut by the other planes ---------------------------------
+def fill_polygon(points_rc: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean image of ``shape`` with the pixels whose centres (integer coordinates) lie
+    inside the closed polygon ``points_rc`` ``(n, 2)`` (row, col), by the even-odd rule:
+    each edge toggles the pixels of the rows it crosses from its crossing point rightwards
+    (vectorised over rows × edges)."""
+    h, w = int(shape[0]), int(shape[1])
+    a = np.asarray(points_rc, dtype=float).reshape(-1, 2)
+    if len(a) < 3 or h <= 0 or w <= 0:
+        return np.zeros((max(h, 0), max(w, 0)), dtype=bool)
+    b = np.roll(a, -1, axis=0)
+    rows = np.arange(h, dtype=float)[:, None]
+    crosses = (a[None, :, 0] <= rows) != (b[None, :, 0] <= rows)  # half-open in rows
+    ri, ei = np.nonzero(crosses)
+    ra, ca, rb, cb = a[ei, 0], a[ei, 1], b[ei, 0], b[ei, 1]
+    x = ca + (ri - ra) * (cb - ca) / (rb - ra)
+    start = np.clip(np.ceil(x), 0, w).astype(np.intp)  # first pixel centre at or right of x
+    toggles = np.zeros((h, w + 1), dtype=np.int32)
+    np.add.at(toggles, (ri, start), 1)
+    return (np.cumsum(toggles, axis=1)[:, :w] & 1).astype(bool)
+
+
 def rasterise_outline(points_rc: np.ndarray, shape_yx: tuple[int, int]
                       ) -> tuple[int, int, np.ndarray] | None:
     """The pixels inside a closed outline on an axial slice (vertices ``(n, 2)`` (row, col)
-    at pixel centres; an outline of one or two points covers those pixels): ``(row0, col0,
-    mask)`` with ``mask`` the boolean crop of its bounding box, None when it is off the
-    image."""
-    from skimage.draw import polygon, polygon_perimeter
-
+    at pixel centres; the vertices' own pixels count as inside, so an outline of one or two
+    points covers those pixels): ``(row0, col0, mask)`` with ``mask`` the boolean crop of
+    its bounding box, None when it is off the image."""
     p = np.asarray(points_rc, dtype=float).reshape(-1, 2)
     if len(p) == 0:
         return None
@@ -184,11 +203,11 @@ def rasterise_outline(points_rc: np.ndarray, shape_yx: tuple[int, int]
         return None
     q = p - lo
     shape = tuple(int(v) for v in hi - lo)
-    mask = np.zeros(shape, dtype=bool)
-    rr, cc = polygon(q[:, 0], q[:, 1], shape)
-    mask[rr, cc] = True
-    rr, cc = polygon_perimeter(np.round(q[:, 0]), np.round(q[:, 1]), shape, clip=True)
-    mask[rr, cc] = True  # the outline's own pixels: thin outlines keep their slice
+    mask = fill_polygon(q, shape)
+    # the vertices' own pixels (the readers' outlines are chains of neighbouring pixels):
+    # a thin outline keeps its slice
+    v = np.clip(np.round(q).astype(int), 0, np.array(shape) - 1)
+    mask[v[:, 0], v[:, 1]] = True
     return int(lo[0]), int(lo[1]), mask
 
 

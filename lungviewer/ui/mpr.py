@@ -74,10 +74,10 @@ class MprWidget(QWidget):
         super().__init__(parent)
         self.volume: Volume | None = None
         self.slab_cache = planes.SlabCache(max_items=64)  # ≤ 64 MB of 512² float32
-        self.axial = SliceView(self, "axial", self.slab_cache)
-        self.coronal = SliceView(self, "coronal", self.slab_cache)
-        self.sagittal = SliceView(self, "sagittal", self.slab_cache)
-        self.overview = SliceView(self, "axial", self.slab_cache)  # the 2×2 slab cell
+        self.outline_store: dict = {}  # the readers' outlines rasterised once per study
+        self.axial, self.coronal, self.sagittal, self.overview = (
+            SliceView(self, plane, self.slab_cache, self.outline_store)
+            for plane in ("axial", "coronal", "sagittal", "axial"))  # overview: 2×2 slab
         self.overview.title = "Axial slab overview"
         self.views: tuple[SliceView, ...] = (self.axial, self.coronal, self.sagittal,
                                              self.overview)
@@ -156,6 +156,7 @@ class MprWidget(QWidget):
 
     def set_polygons(self, polygons, markers=()) -> None:
         polygons, markers = list(polygons), list(markers)
+        self.outline_store.clear()
         for v in self.views:
             v.set_polygons(polygons, markers)
 
@@ -287,6 +288,8 @@ class MprWidget(QWidget):
         for v, (r, c) in zip(shown, cells):
             self.grid.addWidget(v, r, c)
             v.show()
+        for v in self.views:  # hidden views draw their overlays once shown
+            v.set_deferred(v not in shown)
         n_rows = 1 + max(r for r, _ in cells)
         n_cols = 1 + max(c for _, c in cells)
         for i in range(3):

@@ -128,7 +128,8 @@ class SliceView(QWidget):
     activated = Signal()  # the user scrolled or clicked in this view
 
     def __init__(self, parent: QWidget | None = None, plane: str = "axial",
-                 slab_cache: planes.SlabCache | None = None) -> None:
+                 slab_cache: planes.SlabCache | None = None,
+                 outline_store: dict | None = None) -> None:
         super().__init__(parent)
         planes.plane_count((1, 1, 1), plane)  # a clear error for an unknown plane
         self.plane = plane
@@ -140,6 +141,12 @@ class SliceView(QWidget):
         self.rows_up = False  # image row 0 at the bottom (coronal, sagittal)
         self._outline_crops: dict[tuple, list] | None = None  # other planes' outline cuts
         self._cuts: dict[int, list] = {}  # image index → [(key, polylines)], this study
+        # the rasterised outlines, shared by the views of one study (keyed by the polygon
+        # list given to set_polygons)
+        self.outline_store = outline_store if outline_store is not None else {}
+        self._polygons_key = 0
+        self.deferred = False  # not shown: overlays are drawn once it is shown again
+        self._stale = False
         self._marks: list[Mark] = []
         self._segmentations: list[tuple[tuple[int, int, int], np.ndarray, str]] = []
         self._crosshair: tuple[float, float] | None = None
@@ -254,6 +261,7 @@ class SliceView(QWidget):
     def set_polygons(self, polygons: list[Polygon], markers: list[Marker] = ()) -> None:
         """Outlines and point marks drawn on axial slices; the coronal and sagittal views
         draw where the volume each reader's outlines enclose meets their plane."""
+        self._polygons_key = id(polygons)
         self._polygons = list(polygons)
         self._markers = list(markers)
         self._outline_crops = None
@@ -528,6 +536,10 @@ class SliceView(QWidget):
         """The readers' outlines rasterised per slice, one list of crops per (reader group,
         colour, line width) — what the coronal and sagittal views cut."""
         if self._outline_crops is None:
+            shared = self.outline_store.get(self._polygons_key)
+            if shared is not None and shared[0] is self.volume:
+                self._outline_crops = shared[1]
+                return shared[1]
             shape = self.volume.shape[1:]
             crops: dict[tuple, list] = {}
             for p in self._polygons:
@@ -538,9 +550,21 @@ class SliceView(QWidget):
                     crops.setdefault((p.group, p.color, p.width), []).append(
                         (p.slice_index, *crop, not p.dashed))
             self._outline_crops = crops
+            self.outline_store[self._polygons_key] = (self.volume, crops)
         return self._outline_crops
 
+    def set_deferred(self, on: bool) -> None:
+        """While deferred (the view is not shown), overlay changes are only noted; they are
+        drawn when it stops being deferred."""
+        self.deferred = bool(on)
+        if not self.deferred and self._stale:
+            self._update_overlays()
+
     def _update_overlays(self) -> None:
+        if self.deferred:
+            self._stale = True
+            return
+        self._stale = False
         for item in self._overlay_items:
             self.view.removeItem(item)
         self._overlay_items = []
