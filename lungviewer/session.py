@@ -148,7 +148,9 @@ def read_annotations(volume, folder, progress=None, cancel=None):
 class StudySession:
     """The state and steps of one open study (a new :meth:`open_job` replaces the study)."""
 
-    def __init__(self) -> None:
+    def __init__(self, autosave: bool = True) -> None:
+        self.autosave = autosave  # False: the reading changes in memory only (export)
+        self.reading_saved = False  # the open study's reading came from the store
         self.volume = None
         self.folder: Path | None = None
         self.mask = None
@@ -388,10 +390,12 @@ class StudySession:
     def prepare(self, scan: bool = True):
         return run(self.prepare_job(scan))
 
-    def segment_nodule(self, k: int, box: tuple[int, int, int, int]):
-        return run(self.segment_nodule_job(k, box))
+    def segment_nodule(self, k: int, box: tuple[int, int, int, int], source: str = "box",
+                       cad_mark_id: str = ""):
+        return run(self.segment_nodule_job(k, box, source, cad_mark_id))
 
-    def segment_nodule_job(self, k: int, box: tuple[int, int, int, int]) -> Job:
+    def segment_nodule_job(self, k: int, box: tuple[int, int, int, int], source: str = "box",
+                           cad_mark_id: str = "") -> Job:
         """Semi-automatic 3-D segmentation of the nodule in ``box`` on slice ``k`` (volume,
         axes, type, Lung-RADS suggestion); added to the reading, emits ``nodule``."""
         from lungviewer.reading.volumetry import segment_nodule
@@ -405,7 +409,7 @@ class StudySession:
             volume.hu, volume.spacing, full_box, mask), text="Segmenting the nodule")
         if self._current(gen):
             self.nodule = seg
-            self.record_nodule(seg)
+            self.record_nodule(seg, source, cad_mark_id)
             self.emit("nodule", seg)
         return seg
 
@@ -416,13 +420,15 @@ class StudySession:
         from lungviewer.reading import store
         from lungviewer.reading.import_dicom import import_beside
 
+        from lungviewer.reading.model import Reading
+
         try:
-            reading = store.load_for_volume(volume)
+            reading = store.load_reading(volume.study_uid, volume.series_uid)
         except Exception as exc:  # noqa: BLE001 - a broken reading never blocks the study
             log.warning("the saved reading could not be read: %s", exc)
-            from lungviewer.reading.model import Reading
-
-            reading = Reading.for_volume(volume)
+            reading = None
+        self.reading_saved = reading is not None
+        reading = reading or Reading.for_volume(volume)
         if self.folder is not None:
             imported = import_beside(volume, self.folder)
             self._import_messages = list(imported.messages)
@@ -437,12 +443,13 @@ class StudySession:
         """Write the reading to the user data folder (atomic); emits ``reading``."""
         if self.reading is None:
             return
-        from lungviewer.reading import store
+        if self.autosave:
+            from lungviewer.reading import store
 
-        try:
-            store.save_reading(self.reading)
-        except OSError as exc:
-            self.emit("message", f"The reading could not be saved: {exc}")
+            try:
+                store.save_reading(self.reading)
+            except OSError as exc:
+                self.emit("message", f"The reading could not be saved: {exc}")
         self.emit("reading", self.reading)
 
     def record_nodule(self, seg, source: str = "box", cad_mark_id: str = "") -> None:

@@ -458,11 +458,11 @@ def test_export_command_accepts_the_top_cad_findings(phantom_dir, tmp_path, caps
     from lungviewer.cad import findings
 
     found = [SimpleNamespace(slice=CENTRE[0], row=CENTRE[1], col=CENTRE[2], diameter_mm=10.0,
-                             score=0.9, cls="nodule"),
+                             score=0.9, cls="benign"),
              SimpleNamespace(slice=4, row=10, col=70, diameter_mm=4.0, score=0.6,
-                             cls="nodule"),
+                             cls="benign"),
              SimpleNamespace(slice=20, row=70, col=10, diameter_mm=4.0, score=0.2,
-                             cls="nodule")]
+                             cls="benign")]
     monkeypatch.setattr(findings, "find_findings", lambda *a, **k: list(found))
     rc = _run([str(phantom_dir), "--out", str(tmp_path), "--accept-cad", "2", "--sr",
                "--json", "--device", "cpu"])

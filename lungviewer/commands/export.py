@@ -98,47 +98,40 @@ def _nodule_at(reading, mark):
     return None
 
 
-def build_reading(volume, boxes, accept_cad: int = 0, device: str = "auto",
-                  lung_mask=None, reading=None, messages: list[str] | None = None):
-    """The reading to export: ``reading`` (or a new one) with the nodules of ``boxes``
-    segmented, measured and scored, and the top ``accept_cad`` CAD findings accepted."""
-    from lungviewer.reading.model import BoxScore, NoduleRecord, Reading
-    from lungviewer.reading.volumetry import VolumetryError, segment_nodule
+def build_reading(session, boxes, accept_cad: int = 0, device: str = "auto",
+                  messages: list[str] | None = None):
+    """The reading to export, built by the study ``session`` as the viewer builds it: its
+    reading (the saved one, or new) with the nodules of ``boxes`` segmented, measured and
+    scored, and the top ``accept_cad`` CAD findings accepted (each segmented from a box of
+    its size, or linked to a nodule already segmented there)."""
+    from lungviewer.cad.weights import WeightsError
+    from lungviewer.reading.volumetry import VolumetryError
 
     messages = messages if messages is not None else []
-    reading = reading or Reading.for_volume(volume)
+    volume = session.volume
     boxes = [_check_box(b, volume) for b in boxes]
-    engine = None
     if boxes or accept_cad:
-        from lungviewer.cad.engine import CadEngine
-        from lungviewer.cad.weights import WeightsError
-
         try:
-            engine = CadEngine.load(device=device)
+            session.load_engine(device)
         except WeightsError as exc:
             if accept_cad:
                 raise _Fail(f"--accept-cad needs the CAD models: {exc}") from exc
             messages.append(f"the CAD models could not be loaded, boxes are not scored ({exc})")
+    reading = session.reading
 
     def score(box) -> None:
-        if engine is None:
-            return
-        k, r0, c0, r1, c1 = box
-        s = engine.score_box(volume, k, (r0, c0, r1, c1))
-        reading.add_box_score(BoxScore.from_scores(s, engine.manifest, engine.disease_source))
+        if session.engine is not None:
+            session.score_box(box[0], box[1:])
 
     for box in boxes:
         try:
-            seg = segment_nodule(volume.hu, volume.spacing, box, lung_mask)
+            session.segment_nodule(box[0], box[1:])
         except VolumetryError as exc:
             raise _Fail(f"--box {','.join(map(str, box))}: {exc}") from exc
-        reading.add_nodule(NoduleRecord.from_segmentation(seg, box=box))
         score(box)
     if accept_cad:
-        from lungviewer.cad.findings import find_findings
-
-        findings = find_findings(volume, lung_mask, engine.models, engine.device)
-        marks = reading.set_cad_marks(findings)
+        session.scan()
+        marks = reading.cad_marks
         if len(marks) < accept_cad:
             messages.append(f"the CAD found {len(marks)} finding(s), fewer than "
                             f"--accept-cad {accept_cad}")
@@ -150,23 +143,20 @@ def build_reading(volume, boxes, accept_cad: int = 0, device: str = "auto",
                 continue
             box = _mark_box(mark, volume)
             try:
-                seg = segment_nodule(volume.hu, volume.spacing, box, lung_mask)
+                session.segment_nodule(box[0], box[1:], source="cad", cad_mark_id=mark.id)
             except VolumetryError as exc:
                 messages.append(f"CAD mark {mark.id} could not be segmented ({exc}); it is "
                                 "exported as a mark")
                 continue
-            reading.add_nodule(NoduleRecord.from_segmentation(
-                seg, box=box, source="cad", cad_mark_id=mark.id))
             score(box)
     return reading
 
 
 def export(args) -> dict:
-    from lungviewer.imaging.parenchyma import segment_lungs
     from lungviewer.reading.export_dicom import ExportError, export_dicom
     from lungviewer.reading.report_pdf import build_report
-    from lungviewer.reading.store import load_reading
-    from lungviewer.study.dicom_series import StudyLoadError, load_series
+    from lungviewer.session import StudySession
+    from lungviewer.study.dicom_series import StudyLoadError
 
     kinds = [k for k in ("sr", "seg", "pdf") if getattr(args, k)] or ["sr", "seg", "pdf"]
     if args.anonymize and args.include_patient_name:
@@ -184,19 +174,18 @@ def export(args) -> dict:
             there.append(str(anon_dir))
         if there:
             raise _Fail(f"{', '.join(there)} already exist(s); use --force to replace")
+    session = StudySession(autosave=False)  # the export never changes the saved reading
     try:
-        volume = load_series(args.path)
+        volume = session.open(args.path)
     except StudyLoadError as exc:
         raise _Fail(str(exc)) from exc
     messages: list[str] = []
-    saved = load_reading(volume.study_uid, volume.series_uid)
-    if saved is None and not args.box and not args.accept_cad:
+    saved = session.reading_saved
+    if not saved and not args.box and not args.accept_cad:
         raise _Fail("this study has no saved reading; give --box S,R0,C0,R1,C1 or "
                     "--accept-cad N to build one")
-    need_mask = args.lung_mask or args.accept_cad or args.box
-    lung = segment_lungs(volume.hu).mask if need_mask else None
-    reading = build_reading(volume, args.box, args.accept_cad, args.device, lung, saved,
-                            messages)
+    lung = session.segment() if (args.lung_mask or args.accept_cad or args.box) else None
+    reading = build_reading(session, args.box, args.accept_cad, args.device, messages)
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     dicom_kinds = [k for k in kinds if k in ("sr", "seg")]
@@ -234,7 +223,7 @@ def export(args) -> dict:
             "nodules": nodules,
             "cad_marks": [m.to_dict() for m in reading.cad_marks],
             "box_scores": [s.to_dict() for s in reading.box_scores],
-            "from_saved_reading": saved is not None, "messages": messages}
+            "from_saved_reading": saved, "messages": messages}
 
 
 def run(args) -> int:
