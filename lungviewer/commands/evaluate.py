@@ -1,4 +1,6 @@
-"""``lungviewer evaluate``: the shipped models on the held-out test patients."""
+"""``lungviewer evaluate``: the shipped models on the held-out test patients (synthetic
+twins), or with ``--real DIR`` on real LIDC-IDRI series that have their readers' XML
+(FROC, recall@10 of the recommended slices, detector AUC, box malignancy, lung mask)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,10 @@ def add_parser(sub):
     p.add_argument("--json", action="store_true")
     p.add_argument("--weights", help="weights folder (default: the shipped model_weights/)")
     p.add_argument("--lidc-root", help="a real LIDC-IDRI download")
+    p.add_argument("--real", metavar="DIR",
+                   help="evaluate on the real LIDC series (with their XML) under DIR instead")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="with --real: skip the 2-D slice scan given for comparison")
     add_device(p)
     p.add_argument("--rec-scans", type=lambda v: None if v == "all" else int(v), default=24,
                    metavar="N|all",
@@ -19,6 +25,31 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    if args.real:
+        return _run_real(args)
     from lungviewer.cad.training.evaluate import main
 
     return main(args)
+
+
+def _run_real(args) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    from lungviewer.cad.device import DeviceError, pick_device
+    from lungviewer.cad.training.evaluate_real import evaluate_real, format_real
+    from lungviewer.cad.training.progress import print_progress
+    from lungviewer.cad.weights import WeightsError
+
+    if not Path(args.real).is_dir():
+        print(f"lungviewer evaluate: --real {args.real} is not a folder", file=sys.stderr)
+        return 2
+    try:
+        res = evaluate_real(args.real, device=pick_device(args.device),
+                            progress=print_progress, baseline=not args.no_baseline)
+    except (WeightsError, DeviceError, ValueError) as exc:
+        print(f"lungviewer evaluate: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(res, indent=2) if args.json else format_real(res))
+    return 0

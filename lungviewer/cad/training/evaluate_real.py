@@ -245,20 +245,20 @@ def _random_lung_points(mask, avoid_mm, spacing, n, seed) -> np.ndarray:
 def evaluate_scan(volume, ann, engine, device: str = "cpu", baseline: bool = True,
                   seed: int = 0) -> dict:
     """Everything of the module docstring for one loaded scan and its annotations."""
-    from lungviewer.cad.findings import (
-        find_findings,
-        network_evidence,
-        plane_patches,
-        slice_ranking,
-    )
+    from lungviewer.cad.findings import network_evidence, plane_patches
     from lungviewer.imaging.blobs import dilate_box
-    from lungviewer.imaging.parenchyma import segment_lungs
+    from lungviewer.session import StudySession
 
+    # the viewer's own path: the study session's lung mask and scan
+    session = StudySession(autosave=False)
+    session.engine = engine
+    session.set_volume(volume)
     sp = tuple(float(s) for s in volume.spacing)
     t0 = time.perf_counter()
-    mask = segment_lungs(volume.hu).mask
+    mask = session.segment()
     t1 = time.perf_counter()
-    findings = find_findings(volume, mask, engine.models, device, max_findings=100)
+    rank = session.scan()
+    findings = session.findings
     t2 = time.perf_counter()
     truth, info, non = _truth(ann, volume)
     pts = np.array([[f.slice, f.row, f.col] for f in findings], float).reshape(-1, 3)
@@ -272,7 +272,6 @@ def evaluate_scan(volume, ann, engine, device: str = "cpu", baseline: bool = Tru
         lab, which = match_findings(pts * sp, scores, truth, mr)
         out[f"match_{mr}"] = {"scores": scores.tolist(), "label": lab.tolist(),
                               "nodule": which.tolist()}
-    rank = slice_ranking(findings, volume.n_slices, sp)
     hits = slice_recall(rank.ranking(), rank.best, info, sp)
     out["recall_at_10"] = hits
     if baseline:
