@@ -1,4 +1,4 @@
-"""M1 lung parenchyma segmentation: the method's steps on phantoms built here, the CLI,
+"""Lung mask (threshold method): the method's steps on phantoms built here, the CLI,
 and a check against the LIDC twin's true lung mask (synthetic images)."""
 
 from __future__ import annotations
@@ -166,6 +166,10 @@ def test_bad_input_raises_clear_errors():
         ParenchymaParams(outside="nowhere")
     with pytest.raises(ValueError, match="closing_radius"):
         ParenchymaParams(closing_radius=-1)
+    with pytest.raises(ValueError, match="hull_fraction"):
+        ParenchymaParams(hull_fraction=0.0)
+    with pytest.raises(ValueError, match="continue_ratio"):
+        ParenchymaParams(continue_ratio=0.5)
 
 
 def test_float_input_is_rounded_to_hu():
@@ -251,9 +255,11 @@ def test_twin_lungs_are_found(twin_0001):
 def test_whole_volume_equals_per_slice(twin_0001):
     hu = twin_0001.hu[40:75]
     res = segment_lungs(hu, chunk=8)
+    flat = segment_lungs(hu, ParenchymaParams(volume_rules=False), chunk=5)
     for k in range(0, len(hu), 3):
         mask, t = segment_slice(hu[k])
-        np.testing.assert_array_equal(res.mask[k], mask)
+        np.testing.assert_array_equal(res.mask[k], mask)  # the volume rules change nothing
+        np.testing.assert_array_equal(flat.mask[k], mask)
         assert res.thresholds[k] == pytest.approx(t)
 
 

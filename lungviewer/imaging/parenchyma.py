@@ -754,10 +754,11 @@ def segment_lungs(hu: np.ndarray, params: ParenchymaParams = ParenchymaParams(),
     radius-5 disk does not fit in the tissue: most of a small one (~6 px across: 80 % in
     the tests), almost none of a large one. What it does not capture: larger nodules and
     consolidation (left as holes, or cut off at the pleura, since a threshold method sees
-    them as tissue), the trachea and main bronchi while under ``min_component_px`` (they
-    are removed), and on single slices whatever air the body encloses besides the lungs
-    (bowel gas, air under a blanket); on volumes the 3-D grouping removes such air unless
-    it continues into a lung."""
+    them as tissue), the trachea and main bronchi (removed by the size rule where they are
+    apart from the lungs and by the airway rule where the closing merged them in), and on
+    single slices whatever air the body encloses besides the lungs (bowel gas, air under a
+    blanket); on volumes the 3-D grouping removes such air unless it continues into a
+    lung."""
     hu = _as_hu(hu, 3, "segment_lungs")
     t0 = time.perf_counter()
     n = hu.shape[0]
