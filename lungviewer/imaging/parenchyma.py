@@ -454,14 +454,14 @@ def body_inside(bright: np.ndarray, pad: np.ndarray, opening_radius: int = 2,
     is inside only when at least ``hull_fraction`` of it lies in the body's convex hull
     (a lung cut by the field of view does; the air around the patient does not)."""
     core = opening_disk(bright, opening_radius) if opening_radius > 0 else bright
-    labels, n = ndimage.label(core, structure=_SLICE_CROSS, output=np.intp)
+    labels, n = ndimage.label(core, structure=_SLICE_CROSS)
     if n == 0:
         return np.zeros(bright.shape, dtype=bool)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     largest = _largest_per_slice(labels, sizes)
     largest[0] = False
     body = largest[labels]
-    rest, m = ndimage.label(~body & ~pad, structure=_SLICE_CROSS, output=np.intp)
+    rest, m = ndimage.label(~body & ~pad, structure=_SLICE_CROSS)
     inside = np.ones(m + 1, dtype=bool)
     is_open = _open_labels(rest, m, pad)
     if is_open.any():
@@ -553,6 +553,8 @@ class _Parts:
     def of(cls, m: np.ndarray, volume: bool) -> _Parts:
         labels, n = ndimage.label(m, structure=_SLICE_CROSS)
         sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        if n < np.iinfo(np.uint16).max:  # kept until the mask is painted: keep it small
+            labels = labels.astype(np.uint16)
         e = np.zeros(0, dtype=np.int64)
         return cls(labels, sizes, _overlaps(labels) if volume and n else (e, e, e))
 
