@@ -39,6 +39,7 @@ def analyze(path: str, box=None, device: str = "auto", top: int = 10) -> dict:
         "path": str(path), "synthetic": vol.is_synthetic, "slices": vol.n_slices,
         "device": engine.device_name, "caveat": engine.caveat,
         "disease_label_set": {"names": engine.disease_names, "source": engine.disease_source},
+        "findings": [f.as_dict() for f in (s.findings or [])],
         "recommended_slices": [
             {"slice": int(k), "score": round(float(scores.scores[k]), 4),
              "class": scores.label(k), "at": [int(v) for v in scores.best[k]]}
@@ -53,7 +54,7 @@ def analyze(path: str, box=None, device: str = "auto", top: int = 10) -> dict:
     return out
 
 
-def run(args) -> int:
+def run(args, top_text: int = 10) -> int:
     from lungviewer.cad.weights import WeightsError
     from lungviewer.study.dicom_series import StudyLoadError
 
@@ -84,6 +85,10 @@ def run(args) -> int:
         for s in b["similar"]:
             print(f"  similar: {s['patient_id']} nodule {s['nodule']} readers' malignancy "
                   f"{s['malignancies']} Ø {s['diameter_mm']} mm (distance {s['distance']:.3f})")
+    print("CAD findings (0-based slice, row, col; diameter; score; class):")
+    for f in res["findings"][:top_text]:
+        print(f"  {f['slice']:4d} {f['row']:4d} {f['col']:4d}  Ø {f['diameter_mm']:5.1f} mm  "
+              f"{f['score']:.2f}  {f['class']}")
     print("recommended slices (0-based index, score, class):")
     for r in res["recommended_slices"]:
         print(f"  {r['slice']:4d}  {r['score']:.2f}  {r['class']}")
