@@ -133,6 +133,8 @@ class CadEngine:
         dev = pick_device(device)
         models = {name: load_model(name, folder, dev, manifest)
                   for name in ("multitask", "detector", "slices")}
+        if "fpr" in manifest.get("models", {}):  # older weights folders lack it: hand-set score
+            models["fpr"] = load_model("fpr", folder, dev, manifest)
         entry = manifest["models"].get("retrieval")
         if entry is None:
             raise WeightsError(f"{folder / MANIFEST} has no retrieval index.")

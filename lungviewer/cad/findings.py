@@ -63,6 +63,11 @@ DOT_REF, RATIO_REF, DIAM_REF, HU_REF = 100.0, 0.4, 4.0, -400.0
 #: two findings closer than this (mm), or than the better one's radius, are one
 MIN_SEPARATION_MM = 4.0
 TEMPERATURE = 4.0
+#: the false-positive reduction network's input: 3 planes of FPR_PATCH² at FPR_STEP_MM, plus
+#: FPR_EXTRA shape features (:func:`fpr_patches`, :func:`fpr_extra`)
+FPR_PATCH, FPR_STEP_MM, FPR_EXTRA = 32, 1.0, 5
+#: (hand-set evidence, network logit × TEMPERATURE) weights when the network is loaded
+W_MIX = (1.0, 0.0)
 
 
 @dataclass
@@ -171,14 +176,100 @@ def shape_evidence(blobs: Blobs) -> np.ndarray:
             + W_SHELL * (blobs.lung_shell - 1.0))
 
 
-def combine(head_logits: np.ndarray, det_logits: np.ndarray, shape: np.ndarray) -> np.ndarray:
-    """Score 0..1 of candidates from the slice head's class logits (n, 3), the detector's
-    plane logits (n, k) and the :func:`shape_evidence` (see the module docstring)."""
+def hand_evidence(head_logits: np.ndarray, det_logits: np.ndarray,
+                  shape: np.ndarray) -> np.ndarray:
+    """The hand-set evidence (log-odds) of candidates from the slice head's class logits
+    (n, 3), the detector's plane logits (n, k) and the :func:`shape_evidence` (see the
+    module docstring)."""
     z = np.asarray(head_logits, np.float64).reshape(-1, 3)
     head = np.logaddexp(z[:, 1], z[:, 2]) - z[:, 0]
     lo = np.asarray(det_logits, np.float64).reshape(len(z), -1)
-    ev = W_HEAD * head + W_DET * (0.5 * lo.min(1) + 0.5 * lo.mean(1)) + np.asarray(shape)
+    return W_HEAD * head + W_DET * (0.5 * lo.min(1) + 0.5 * lo.mean(1)) + np.asarray(shape)
+
+
+def squash(evidence: np.ndarray) -> np.ndarray:
+    """Score 0..1 of an evidence (log-odds) at :data:`TEMPERATURE`."""
+    ev = np.asarray(evidence, np.float64)
     return 1.0 / (1.0 + np.exp(-np.clip(ev, -60, 60) / TEMPERATURE))
+
+
+def combine(head_logits: np.ndarray, det_logits: np.ndarray, shape: np.ndarray,
+            fpr_logits: np.ndarray | None = None,
+            mix: tuple[float, float] | None = None) -> np.ndarray:
+    """Score 0..1 of candidates: the :func:`hand_evidence`, with the false-positive
+    reduction network's logits (when given) mixed in by :func:`mix_evidence` with the
+    weights ``mix`` (the network's own, chosen when it was trained; default
+    :data:`W_MIX`)."""
+    ev = hand_evidence(head_logits, det_logits, shape)
+    if fpr_logits is not None:
+        ev = mix_evidence(ev, fpr_logits, *(mix or W_MIX))
+    return squash(ev)
+
+
+def mix_evidence(hand: np.ndarray, fpr_logits: np.ndarray, w_hand: float | None = None,
+                 w_fpr: float | None = None) -> np.ndarray:
+    """``w_hand · hand + w_fpr · TEMPERATURE · fpr`` (log-odds; defaults :data:`W_MIX`)."""
+    wh = W_MIX[0] if w_hand is None else w_hand
+    wf = W_MIX[1] if w_fpr is None else w_fpr
+    return wh * np.asarray(hand, np.float64) + wf * TEMPERATURE * np.asarray(fpr_logits,
+                                                                             np.float64)
+
+
+# -- the false-positive reduction network's inputs ----------------------------------------
+def fpr_patches(hu: np.ndarray, spacing: tuple[float, float, float], centres: np.ndarray,
+                size: int | None = None, step_mm: float | None = None,
+                angles: np.ndarray | None = None) -> np.ndarray:
+    """(n, 3, size, size) grey patches (0..1) at ``step_mm`` isotropic through each centre
+    (z, y, x voxel): an axial plane and two vertical planes at right angles (coronal and
+    sagittal for ``angles`` 0; ``angles`` (n,) radians turn all three about the z axis,
+    for augmentation), trilinear; outside the volume is air."""
+    size = FPR_PATCH if size is None else size
+    step = FPR_STEP_MM if step_mm is None else step_mm
+    c = np.asarray(centres, float).reshape(-1, 3)
+    n = len(c)
+    if n == 0:
+        return np.zeros((0, 3, size, size), np.float32)
+    sp = np.asarray(spacing, float)
+    off = (np.arange(size) - (size - 1) / 2.0) * step  # mm
+    a = np.zeros(n) if angles is None else np.asarray(angles, float).reshape(n)
+    u = np.stack([np.zeros(n), np.sin(a), np.cos(a)], 1)  # in-plane "x" (z, y, x)
+    v = np.stack([np.zeros(n), np.cos(a), -np.sin(a)], 1)  # in-plane "y"
+    w = np.tile([1.0, 0.0, 0.0], (n, 1))  # z
+    rows = off[None, :, None, None]
+    cols = off[None, None, :, None]
+    pts = []
+    for d_row, d_col in ((v, u), (w, u), (w, v)):  # axial, "coronal", "sagittal"
+        mm = rows * d_row[:, None, None, :] + cols * d_col[:, None, None, :]
+        pts.append(c[:, None, None, :] + mm / sp)
+    p = np.stack(pts, 1)  # (n, 3, size, size, 3) voxel coordinates
+    out = _sample(hu, p[..., 0], p[..., 1], p[..., 2])
+    return grey_level(out).astype(np.float32)
+
+
+def fpr_extra(blobs: Blobs) -> np.ndarray:
+    """(n, FPR_EXTRA) shape features of the candidates for the network: log dot
+    enhancement, λ3/λ1, log diameter, smoothed HU, lung shell (roughly unit scale)."""
+    return np.column_stack([
+        np.log(np.maximum(blobs.dot_li.astype(np.float64), 1e-3) / DOT_REF) / 3.0,
+        blobs.dot, np.log(np.maximum(blobs.diameter_mm, 1e-3) / DIAM_REF),
+        (blobs.hu - HU_REF) / 300.0, blobs.lung_shell]).astype(np.float32)
+
+
+def fpr_logits(model, hu: np.ndarray, spacing, blobs: Blobs, device: str = "cpu",
+               batch: int = 512) -> np.ndarray:
+    """The false-positive reduction network's nodule logits (n,) of the candidates."""
+    import torch
+
+    x = fpr_patches(hu, spacing, blobs.centre)
+    e = fpr_extra(blobs)
+    out = np.zeros(len(x), np.float32)
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            out[i:i + batch] = model(torch.from_numpy(x[i:i + batch]).to(device),
+                                     torch.from_numpy(e[i:i + batch]).to(device)
+                                     ).reshape(-1).cpu().numpy()
+    return out
 
 
 def _suppress(centres_mm: np.ndarray, radius_mm: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -228,7 +319,7 @@ def find_findings(volume, lung_mask: np.ndarray, models: dict, device: str = "cp
 
     report(0)
     check()
-    blobs = shortlisted(find_blobs(hu, mask, spacing, min_lung_shell=MIN_LUNG_SHELL), shortlist)
+    blobs = candidates(hu, mask, spacing, shortlist)
     check()
     report(40)
     if len(blobs) == 0:
@@ -239,7 +330,9 @@ def find_findings(volume, lung_mask: np.ndarray, models: dict, device: str = "cp
     patches = plane_patches(hu, spacing, blobs.centre, planes=(0, 1, 2)[:planes])
     det, head_z = network_evidence(models, patches, device, cancel=cancel,
                                    progress=lambda d: report(40 + 60 * d / n))
-    score = combine(head_z, det, shape_evidence(blobs))
+    fpr_net = models.get("fpr")
+    fpr = fpr_logits(fpr_net, hu, spacing, blobs, device) if fpr_net is not None else None
+    score = combine(head_z, det, shape_evidence(blobs), fpr, getattr(fpr_net, "mix", None))
     order = np.argsort(-score, kind="stable")
     kept = _suppress(blobs.centre * np.asarray(spacing), blobs.diameter_mm / 2.0,
                      order)[:max_findings]
@@ -255,6 +348,11 @@ def find_findings(volume, lung_mask: np.ndarray, models: dict, device: str = "cp
     log.debug("%d findings (%d candidates) in %.2f s (networks %.2f s)", len(out), n,
               time.perf_counter() - t0, time.perf_counter() - t1)
     return out
+
+
+def candidates(hu: np.ndarray, mask: np.ndarray, spacing, shortlist: int = SHORTLIST) -> Blobs:
+    """The candidates that reach the networks (step 1 of the module docstring)."""
+    return shortlisted(find_blobs(hu, mask, spacing, min_lung_shell=MIN_LUNG_SHELL), shortlist)
 
 
 def shortlisted(blobs: Blobs, n: int = SHORTLIST) -> Blobs:

@@ -162,6 +162,40 @@ class SliceHead(nn.Module):
         return self.out(F.relu(self.fc(features)))
 
 
+class FprNet(nn.Module):
+    """False-positive reduction of the CAD findings: three orthogonal 32×32 grey planes
+    (axial, coronal, sagittal at 1 mm) through a candidate as channels, plus a few shape
+    features → conv 16@3×3 → pool → conv 32@3×3 → pool → conv 32@3×3 → pool → FC 64 (with
+    the shape features) → one nodule logit. ``mix`` = (weight of the hand-set evidence,
+    weight of this logit × temperature) in the findings' score, chosen when trained."""
+
+    def __init__(self, n_extra: int = 5, size: int = 32,
+                 mix: tuple[float, float] = (1.0, 0.0)) -> None:
+        super().__init__()
+        self.n_extra, self.size = n_extra, size
+        self.mix = (float(mix[0]), float(mix[1]))
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(32)
+        self.conv3 = nn.Conv2d(32, 32, 3, padding=1)
+        self.bn3 = nn.BatchNorm2d(32)
+        self.fc = nn.Linear(32 * (size // 8) ** 2 + n_extra, 64)
+        self.dropout = nn.Dropout(0.3)
+        self.out = nn.Linear(64, 1)
+
+    def forward(self, x, extra=None):
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+        x = F.max_pool2d(F.relu(self.bn3(self.conv3(x))), 2)
+        x = torch.flatten(x, 1)
+        if self.n_extra:
+            if extra is None:
+                extra = x.new_zeros((len(x), self.n_extra))
+            x = torch.cat([x, extra], 1)
+        return self.out(self.dropout(F.relu(self.fc(x))))[:, 0]
+
+
 def build(arch: str, config: dict) -> nn.Module:
     """An untrained network from a manifest entry's architecture name and config."""
     if arch == "MultiTaskNet":
@@ -171,4 +205,7 @@ def build(arch: str, config: dict) -> nn.Module:
         return NoduleDetector()
     if arch == "SliceHead":
         return SliceHead()
+    if arch == "FprNet":
+        return FprNet(config.get("n_extra", 5), config.get("size", 32),
+                      tuple(config.get("mix", (1.0, 0.0))))
     raise ValueError(f"unknown architecture {arch!r}")

@@ -7,11 +7,13 @@ from .common import add_device
 
 def add_parser(sub):
     p = sub.add_parser("train", help="train a CAD model")
-    p.add_argument("model", choices=["multitask", "detector", "slices", "retrieval"])
+    p.add_argument("model", choices=["multitask", "detector", "slices", "retrieval", "fpr"])
     p.add_argument("--scheme", choices=["partial", "hard", "soft", "single"], default="partial")
     p.add_argument("--second-task", choices=["disease", "texture", "calcification"],
                    default="disease", help="second task of the multi-task network")
     p.add_argument("--epochs", type=int)
+    p.add_argument("--hybrid-volumes", type=int, default=6,
+                   help="fpr: hybrid volumes (real lungs with inserted nodules) to train on")
     add_device(p)
     p.add_argument("--lidc-root", help="a real LIDC-IDRI download (renders nothing)")
     p.add_argument("--disease-labels", help="CSV patient_id,label (default: TCIA diagnoses)")

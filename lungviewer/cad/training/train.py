@@ -1,4 +1,4 @@
-"""``lungviewer train {multitask,detector,slices,retrieval}``: train a CAD model.
+"""``lungviewer train {multitask,detector,slices,retrieval,fpr}``: train a CAD model.
 
 Seeded and deterministic on the CPU; checkpoints (safetensors + a JSON state) after every
 epoch in ``<out>/checkpoints``, with the best epoch's weights beside them
@@ -38,6 +38,8 @@ SECOND_TASKS = ("disease", *RATING_TASKS)
 NODULE_INPUT = "nodule patch: (2, 32, 32) binary+grey, plus box size (h, w) mm"
 DETECTOR_INPUT = "(1, 50, 50) grey patch, HU -1000..400 -> 0..1"
 SLICE_INPUT = "512-d detector features of a 50x50 patch"
+FPR_INPUT = ("(3, 32, 32) grey planes (axial, coronal, sagittal) at 1 mm through a candidate, "
+             "HU -1000..400 -> 0..1, plus 5 shape features")
 
 
 def multitask_data(nod: Samples, second: str, labels_csv: str | None = None
@@ -339,10 +341,68 @@ def _run_retrieval(args, nod: Samples, det: Samples, device: str, out: Path):
     return "retrieval", build_retrieval_index(_trained_detector(out, device), nod, out, device)
 
 
+FPR_DATA = ("hybrid: real LIDC-IDRI-0006 lungs (a training patient; real CT, The Cancer "
+            "Imaging Archive, CC BY 3.0) hosting nodules rendered from {donors} training "
+            "patients' real LIDC contours (readers' consensus outlines, HU from their texture "
+            "rating, soft edge, the host's own noise), {volumes} hybrid volumes, + {twins} "
+            "training twins (synthetic: {twin_names}); candidates are the findings' 3-D blob "
+            "candidates")
+FPR_LABELS = ("candidates within an inserted nodule's radius (at least 5 mm) or a real "
+              "LIDC-IDRI-0006 nodule >= 3 mm (readers' XML) are nodules; on the host's "
+              "small-nodule and non-nodule marks ignored; all others (real vessels, hilum, "
+              "fissures, chest wall) non-nodules; twins: their readers' nodules")
+FPR_CAVEAT = ("Trained on hybrid images (one real training patient's lungs with inserted "
+              "nodules drawn from other training patients' contours) and synthetic twins; "
+              "not validated on patient images with real nodules other than the host's. "
+              "Not for clinical use.")
+
+
+def _run_fpr(args, nod, det, device: str, out: Path):
+    """The findings' false-positive reduction network on hybrid images
+    (:mod:`lungviewer.cad.training.hybrid`): the mix of its logit with the hand-set
+    evidence is chosen by leaving one hybrid volume out; the shipped network is then
+    trained on all volumes. Not registered when it does not beat the hand-set score."""
+    from ..engine import CadEngine
+    from . import hybrid as hy
+
+    eng = CadEngine.load(out, device=device)
+    seeds = range(args.hybrid_volumes or 6)
+    cache = paths.cache_dir() / "datasets" / f"fpr-candidates-v1-{len(seeds)}.npz"
+    if cache.is_file():
+        cs = hy.CandidateSet.load(cache)
+    else:
+        cs = hy.build_candidates(eng.models, seeds=seeds, device=device,
+                                 progress=print_progress)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cs.save(cache)
+    epochs = args.epochs or hy.EPOCHS
+    cv = hy.cross_validate(cs, epochs, args.seed, device, progress=print_progress)
+    best = cv["best"]
+    model, hist = hy.fit(cs, epochs, args.seed, device,
+                         progress=partial(print_progress, "fpr"))
+    model.mix = (best[0], best[1])
+    hist = {"epochs": hist, "cross_validation": cv}
+    if best[1] == 0.0:
+        log.warning("the false-positive reduction did not beat the hand-set score on held-out "
+                    "hybrid volumes; not registered")
+        return "fpr", hist
+    n_donors = len(hy.donor_patients(8 * len(seeds)))
+    twins = [g.removeprefix("twin-") for g in sorted(set(cs.group)) if g.startswith("twin-")]
+    config = {"n_extra": int(cs.extra.shape[1]), "size": int(cs.patches.shape[-1]),
+              "mix": [best[0], best[1]],
+              "training_data": FPR_DATA.format(donors=n_donors, volumes=len(seeds),
+                                               twins=len(twins), twin_names=", ".join(twins)),
+              "labels": FPR_LABELS, "caveat": FPR_CAVEAT,
+              "candidates": int((cs.label >= 0).sum()),
+              "positives": int((cs.label == 1).sum())}
+    save_model(model, "fpr", out, "FprNet", config, FPR_INPUT)
+    return "fpr", hist
+
+
 #: ``lungviewer train MODEL`` → (manifest key, history) = TRAINERS[MODEL](args, nod, det,
 #: device, out)
 TRAINERS = {"multitask": _run_multitask, "detector": _run_detector, "slices": _run_slices,
-            "retrieval": _run_retrieval}
+            "retrieval": _run_retrieval, "fpr": _run_fpr}
 
 
 def main(args) -> int:
@@ -350,6 +410,17 @@ def main(args) -> int:
 
     device = pick_device(args.device)
     out = Path(args.out) if args.out else paths.weights_dir()
+    if args.model == "fpr":  # hybrid images, not the twin samples
+        t0 = time.perf_counter()
+        try:
+            key, hist = _run_fpr(args, None, None, device, out)
+        except (FileNotFoundError, ValueError, mf.WeightsError) as exc:
+            print(f"lungviewer train fpr: {exc}", file=sys.stderr)
+            return 2
+        seconds = time.perf_counter() - t0
+        print(f"trained fpr in {seconds:.0f} s on {device} -> {out}")
+        _record_fpr(out, hist, seconds)
+        return 0
     try:
         nod, det = cached_samples(progress=partial(print_progress,
                                                    "building samples (twin images)"),
@@ -371,6 +442,17 @@ def main(args) -> int:
     mf.record_training(out, key, hist, seconds, annotations_per_patient(), make_split(),
                        disease, args.lidc_root)
     return 0
+
+
+def _record_fpr(out: Path, hist: dict, seconds: float) -> None:
+    """The fpr run's history and duration in the manifest (its data is in its entry)."""
+    try:
+        manifest = mf.read_manifest(out)
+    except mf.WeightsError:
+        return
+    manifest.setdefault("history", {})["fpr"] = hist
+    manifest.setdefault("train_seconds", {})["fpr"] = round(seconds)
+    mf.write_manifest(manifest, out)
 
 
 def build_retrieval_index(detector, nod: Samples, out: Path, device: str = "cpu") -> list:

@@ -1,0 +1,490 @@
+"""Hybrid training images for the findings' false-positive reduction: real lungs, inserted
+nodules.
+
+The twins' vessels are sparse blobs, so networks trained on them call real vessel
+cross-sections nodules. Here the *host* is a real CT of a training patient (the real
+development scan LIDC-IDRI-0006): its lungs (lung mask, threshold method) keep their real
+vessel tree, hilum, fissures and noise, and nodules drawn from **other training patients'**
+real LIDC contours (the readers' ≥ 50 % consensus, :func:`lungviewer.synth.twin.nodule_stamps`)
+are inserted at random places inside the lung mask — a third of them touching the pleura,
+a third touching a vessel. Each nodule is resampled to the host's voxel size, given a soft
+edge (partial volume, a Gaussian of ``EDGE_MM``) and HU from its readers' texture rating
+(solid −50…+50, ground glass −650…−400, part-solid a solid core in ground glass; calcified a
+dense core), blended over the host's smoothed HU with ``max`` (a vessel through a ground-glass
+nodule stays bright), and the host's own noise (its high-pass residual) is kept everywhere,
+so the inserted nodule carries real CT noise.
+
+Every candidate of the findings (:func:`lungviewer.cad.findings.candidates`, the same
+candidates and shortlist) is labelled: **positive** within an inserted nodule's or a real
+host nodule's (≥ 3 mm) hit radius, **ignored** on the host's small-nodule and non-nodule
+marks, **negative** otherwise (real vessels, hilum, fissures, chest wall). Twin volumes of a
+few training patients (:func:`lungviewer.synth.demo.load_demo`) add candidates labelled by
+their readers' nodules, so the model keeps working on twins. These are hybrid and synthetic
+images, not patient images with real nodules at those places; the model card says so.
+
+Only training patients (:func:`lungviewer.cad.training.splits.make_split`) are used as
+donors, hosts and twins; the held-out test patients never are. Arrays ``(z, y, x)``, HU
+``int16``, spacing ``(z, y, x)`` mm.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+log = logging.getLogger(__name__)
+
+#: the real development scan (a training patient), relative to the source tree
+HOST = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "real" / "LIDC-IDRI-0006"
+HOST_PATIENT = "LIDC-IDRI-0006"
+#: training twins whose candidates join the hybrid ones
+TWINS = ("LIDC-IDRI-0003", "LIDC-IDRI-0005")
+EDGE_MM = 0.6  # soft edge: Gaussian (mm) of the resampled outline
+MIN_D_MM, MAX_D_MM = 3.0, 30.0
+NODULES_PER_VOLUME = 14
+MIN_GAP_MM = 25.0  # between inserted nodules and from the host's marks
+HIT_RADIUS_MM = 5.0  # a candidate within max(radius, this) of a nodule is positive
+TURNS = 4  # patch sets per candidate (random turns about z), for augmentation
+EPOCHS = 20
+#: (hand-set evidence, network logit × temperature) weights tried by cross-validation
+MIXES = ((1.0, 0.0), (1.0, 0.25), (1.0, 0.5), (1.0, 1.0), (1.0, 2.0), (0.5, 1.0), (0.0, 1.0))
+
+
+@dataclass
+class Donor:
+    """One training patient's nodule as drawn (consensus outline) in its scan's voxels."""
+
+    patient: str
+    masks: np.ndarray  # (n, h, w) bool
+    spacing: tuple[float, float, float]
+    texture: float
+    calcified: bool
+    diameter_mm: float
+
+
+@dataclass
+class Inserted:
+    centre: np.ndarray  # voxel (z, y, x)
+    diameter_mm: float
+    patient: str
+    texture: float
+
+
+@dataclass
+class CandidateSet:
+    """Labelled candidates of several volumes (one row per candidate)."""
+
+    patches: np.ndarray  # (n, K, 3, P, P) float32: K turns about z (the first unturned)
+    extra: np.ndarray  # (n, E) float32 shape features
+    hand: np.ndarray  # (n,) the hand-set evidence (log-odds)
+    label: np.ndarray  # (n,) 1 nodule, 0 not, -1 ignored
+    group: np.ndarray  # (n,) volume name ("hybrid-3", "twin-LIDC-IDRI-0003")
+    centre_mm: np.ndarray  # (n, 3)
+    diameter_mm: np.ndarray  # (n,)
+    truths: dict = field(default_factory=dict)  # group -> ScanTruth
+
+    def subset(self, keep) -> CandidateSet:
+        keep = np.asarray(keep)
+        g = set(np.unique(self.group[keep]))
+        return CandidateSet(self.patches[keep], self.extra[keep], self.hand[keep],
+                            self.label[keep], self.group[keep], self.centre_mm[keep],
+                            self.diameter_mm[keep],
+                            {k: v for k, v in self.truths.items() if k in g})
+
+    @staticmethod
+    def concat(parts: list[CandidateSet]) -> CandidateSet:
+        t: dict = {}
+        for p in parts:
+            t.update(p.truths)
+        return CandidateSet(*(np.concatenate([getattr(p, k) for p in parts]) for k in
+                              ("patches", "extra", "hand", "label", "group", "centre_mm",
+                               "diameter_mm")), t)
+
+    def save(self, path: Path) -> None:
+        from lungviewer.fileio import atomic_path
+
+        truths = {f"truth::{g}::{k}": np.asarray(getattr(t, k)) for g, t in self.truths.items()
+                  for k in ("nodules_mm", "radius_mm", "readers", "ignore_mm",
+                            "ignore_radius_mm")}
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, patches=self.patches, extra=self.extra, hand=self.hand,
+                         label=self.label, group=self.group.astype(str),
+                         centre_mm=self.centre_mm, diameter_mm=self.diameter_mm, **truths)
+
+    @staticmethod
+    def load(path: Path) -> CandidateSet:
+        from .evaluate_real import ScanTruth
+
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+        tr: dict = {}
+        for k in [k for k in d if k.startswith("truth::")]:
+            _, g, name = k.split("::")
+            tr.setdefault(g, {})[name] = d.pop(k)
+        truths = {g: ScanTruth(**v) for g, v in tr.items()}
+        return CandidateSet(d["patches"], d["extra"], d["hand"], d["label"], d["group"],
+                            d["centre_mm"], d["diameter_mm"], truths)
+
+
+# -- donors -------------------------------------------------------------------------------
+def donor_patients(n: int, seed: int = 0) -> list[str]:
+    """``n`` training patients (never a test patient, never the host), seeded order."""
+    from .splits import make_split, test_patients
+
+    train = sorted(make_split().train - {HOST_PATIENT} - set(test_patients()))
+    rng = np.random.default_rng(seed)
+    return [train[i] for i in rng.permutation(len(train))[:n]]
+
+
+def donors_of(patients: list[str]) -> list[Donor]:
+    """The nodules (≥ 3 mm, ≤ 30 mm equivalent diameter) of ``patients``' first scans."""
+    from lungviewer.study.lidc_db import get_database
+    from lungviewer.synth.twin import nodule_stamps, twin_spacing
+
+    from .splits import test_patients
+
+    db = get_database()
+    bad = set(patients) & set(test_patients())
+    if bad:
+        raise ValueError(f"test patients may not donate training nodules: {sorted(bad)}")
+    out = []
+    for p in patients:
+        try:
+            scan = db.scan_by_patient(p)
+        except KeyError:
+            continue
+        sp = twin_spacing(scan)
+        for st in nodule_stamps(scan, db.annotations(scan.id)):
+            area = st.masks.sum(axis=(1, 2)).max() * sp[1] * sp[2]
+            d = 2.0 * np.sqrt(area / np.pi)
+            if MIN_D_MM <= d <= MAX_D_MM:
+                out.append(Donor(p, st.masks, sp, float(st.ratings.get("texture", 5)),
+                                 bool(st.calcified), float(d)))
+    return out
+
+
+# -- rendering one nodule -----------------------------------------------------------------
+def render_nodule(donor: Donor, spacing, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(occupancy 0..1, target HU) float32 arrays of ``donor`` at ``spacing`` (z, y, x mm),
+    randomly flipped / turned in-plane, with a soft edge and HU from its texture."""
+    m = np.pad(donor.masks.astype(np.float32), 3)
+    m = np.rot90(m, int(rng.integers(4)), axes=(1, 2))
+    if rng.random() < 0.5:
+        m = m[:, :, ::-1]
+    if rng.random() < 0.5:
+        m = m[::-1]
+    f = np.asarray(donor.spacing, float) / np.asarray(spacing, float)
+    occ = ndimage.zoom(np.ascontiguousarray(m), f, order=1, grid_mode=True, mode="grid-constant")
+    sig = [max(EDGE_MM / s, 0.3) for s in spacing]
+    occ = np.clip(ndimage.gaussian_filter(occ, sig), 0, 1).astype(np.float32)
+    t = donor.texture
+    inside = occ > 0.5
+    depth = ndimage.distance_transform_edt(inside, sampling=spacing)
+    core = depth > 0.45 * max(depth.max(), 1e-3)
+    solid, ggo = rng.uniform(-50, 50), rng.uniform(-650, -400)
+    if t >= 4.5:
+        target = np.full(occ.shape, solid, np.float32)
+    elif t <= 2.0:
+        target = np.full(occ.shape, ggo, np.float32)
+    else:  # part-solid: a solid core in ground glass
+        target = np.where(core, solid, ggo).astype(np.float32)
+    if donor.calcified:
+        target = np.where(core, rng.uniform(250, 600), target).astype(np.float32)
+    tex = ndimage.gaussian_filter(rng.standard_normal(occ.shape).astype(np.float32),
+                                  [1.5 / s for s in spacing])
+    target += 25.0 * tex / max(float(tex.std()), 1e-6)
+    return occ, target
+
+
+def _pick_centres(mask: np.ndarray, hu: np.ndarray, spacing, n: int, avoid_mm: np.ndarray,
+                  rng: np.random.Generator) -> np.ndarray:
+    """``n`` voxels in the lung mask, a third at the pleura, a third beside a vessel, at
+    least ``MIN_GAP_MM`` from each other and from ``avoid_mm``."""
+    sp = np.asarray(spacing, float)
+    edge = mask & ~ndimage.binary_erosion(mask, iterations=2)
+    vessel = mask & ndimage.binary_dilation((hu > -300) & mask, iterations=2) & ~edge
+    pools = [np.argwhere(edge), np.argwhere(vessel), np.argwhere(mask)]
+    chosen: list[np.ndarray] = []
+    avoid = [a for a in np.asarray(avoid_mm, float).reshape(-1, 3)]
+    tries = 0
+    while len(chosen) < n and tries < 50 * n:
+        tries += 1
+        pool = pools[len(chosen) % 3]
+        if len(pool) == 0:
+            continue
+        c = pool[rng.integers(len(pool))]
+        if avoid and np.min(np.linalg.norm(np.asarray(avoid) - c * sp, axis=1)) < MIN_GAP_MM:
+            continue
+        chosen.append(c)
+        avoid.append(c * sp)
+    return np.asarray(chosen, float).reshape(-1, 3)
+
+
+def insert_nodules(hu: np.ndarray, mask: np.ndarray, spacing, donors: list[Donor], n: int,
+                   rng: np.random.Generator, avoid_mm=np.zeros((0, 3))
+                   ) -> tuple[np.ndarray, list[Inserted]]:
+    """A copy of ``hu`` with ``n`` of ``donors``' nodules inserted in the lung ``mask``."""
+    out = np.asarray(hu, np.float32).copy()
+    centres = _pick_centres(mask, hu, spacing, n, avoid_mm, rng)
+    placed = []
+    for c in centres:
+        d = donors[int(rng.integers(len(donors)))]
+        occ, target = render_nodule(d, spacing, rng)
+        half = np.asarray(occ.shape) // 2
+        lo = c.astype(int) - half
+        a = np.maximum(lo, 0)
+        b = np.minimum(lo + occ.shape, out.shape)
+        if np.any(b <= a):
+            continue
+        so = tuple(slice(i - j, k - j) for i, j, k in zip(a, lo, b))
+        sv = tuple(slice(i, k) for i, k in zip(a, b))
+        region = out[sv]
+        smooth = ndimage.gaussian_filter(region, (0, 1.0, 1.0))
+        resid = region - smooth  # the host's own noise, kept
+        o = occ[so]
+        out[sv] = smooth + o * (np.maximum(target[so], smooth) - smooth) + resid
+        k, r, cc = np.nonzero(o > 0.5)
+        if len(k) == 0:
+            continue
+        cen = np.array([k.mean(), r.mean(), cc.mean()]) + a
+        placed.append(Inserted(cen, d.diameter_mm, d.patient, d.texture))
+    return np.clip(np.round(out), -32768, 32767).astype(np.int16), placed
+
+
+# -- candidates and their labels ----------------------------------------------------------
+def label_candidates(centre_mm: np.ndarray, truth) -> np.ndarray:
+    """1 within a counted nodule's hit radius, -1 on an ignored mark, 0 otherwise."""
+    lab = np.zeros(len(centre_mm), np.int64)
+    if len(truth.ignore_mm):
+        d = np.linalg.norm(centre_mm[:, None] - truth.ignore_mm[None], axis=2)
+        lab[(d <= truth.ignore_radius_mm[None]).any(1)] = -1
+    if len(truth.nodules_mm):
+        d = np.linalg.norm(centre_mm[:, None] - truth.nodules_mm[None], axis=2)
+        lab[(d <= truth.radius_mm[None]).any(1)] = 1
+    return lab
+
+
+def candidate_set(volume, mask: np.ndarray, truth, models: dict, group: str,
+                  device: str = "cpu") -> CandidateSet:
+    """The findings' candidates of ``volume`` with their inputs and labels."""
+    from lungviewer.cad import findings as fd
+
+    sp = tuple(float(s) for s in volume.spacing)
+    blobs = fd.candidates(volume.hu, mask, sp)
+    n = len(blobs)
+    if n == 0:
+        z = np.zeros(0, np.float32)
+        return CandidateSet(np.zeros((0, TURNS, 3, fd.FPR_PATCH, fd.FPR_PATCH), np.float32),
+                            np.zeros((0, fd.FPR_EXTRA), np.float32), z, z.astype(int),
+                            np.zeros(0, str), np.zeros((0, 3)), z, {group: truth})
+    det, head_z = fd.network_evidence(models, fd.plane_patches(volume.hu, sp, blobs.centre),
+                                      device)
+    hand = fd.hand_evidence(head_z, det, fd.shape_evidence(blobs))
+    cmm = blobs.centre * np.asarray(sp)
+    rng = np.random.default_rng(zlib.crc32(group.encode()))
+    turns = [fd.fpr_patches(volume.hu, sp, blobs.centre,
+                            angles=np.zeros(n) if k == 0 else rng.uniform(0, 2 * np.pi, n))
+             for k in range(TURNS)]
+    return CandidateSet(np.stack(turns, 1), fd.fpr_extra(blobs),
+                        hand.astype(np.float32), label_candidates(cmm, truth),
+                        np.full(n, group), cmm, blobs.diameter_mm.astype(np.float32),
+                        {group: truth})
+
+
+def _truth_of(volume, folder: Path):
+    from lungviewer.study.nodules import load_study_annotations
+
+    from .evaluate_real import _truth
+
+    ann = load_study_annotations(volume, folder, use_database=False)
+    return _truth(ann, volume)[0]
+
+
+def _with_inserted(truth, placed: list[Inserted], spacing):
+    from .evaluate_real import ScanTruth
+
+    sp = np.asarray(spacing, float)
+    c = np.asarray([p.centre * sp for p in placed], float).reshape(-1, 3)
+    r = np.asarray([max(p.diameter_mm / 2.0, HIT_RADIUS_MM) for p in placed], float)
+    return ScanTruth(np.concatenate([truth.nodules_mm, c]),
+                     np.concatenate([truth.radius_mm, r]),
+                     np.concatenate([truth.readers, np.full(len(placed), 4)]),
+                     truth.ignore_mm, truth.ignore_radius_mm)
+
+
+def build_candidates(models: dict, seeds=range(6), donors_per_seed: int = 8,
+                     nodules: int = NODULES_PER_VOLUME, twins=TWINS, host: Path = HOST,
+                     device: str = "cpu",
+                     progress: Callable[[str, int, int], None] | None = None) -> CandidateSet:
+    """Labelled candidates of hybrid volumes (one per seed; each seed's donors are its own
+    training patients, so leaving a seed out leaves its donor patients out) and of the
+    training ``twins``."""
+    from dataclasses import replace
+
+    from lungviewer.imaging.parenchyma import segment_lungs
+    from lungviewer.study.dicom_series import load_series
+    from lungviewer.synth.demo import load_demo
+
+    from .splits import make_split
+
+    if not Path(host).is_dir():
+        raise FileNotFoundError(f"the real host scan {host} is absent (../shared/data/real)")
+    seeds = list(seeds)
+    train = make_split().train
+    for p in twins:
+        if p not in train:
+            raise ValueError(f"{p} is not a training patient; twins must be training patients")
+    vol = load_series(host)
+    truth0 = _truth_of(vol, Path(host))
+    mask0 = segment_lungs(vol.hu).mask
+    pats = donor_patients(donors_per_seed * len(seeds))
+    parts = []
+    total = len(seeds) + len(twins)
+    for i, s in enumerate(seeds):
+        if progress is not None:
+            progress("hybrid volumes", i, total)
+        donors = donors_of(pats[i * donors_per_seed:(i + 1) * donors_per_seed])
+        if not donors:
+            continue
+        rng = np.random.default_rng(1000 + s)
+        avoid = np.concatenate([truth0.nodules_mm, truth0.ignore_mm])
+        hu, placed = insert_nodules(vol.hu, mask0, vol.spacing, donors, nodules, rng, avoid)
+        hv = replace(vol, hu=hu)
+        mask = segment_lungs(hu).mask  # as the viewer would make it
+        t = _with_inserted(truth0, placed, vol.spacing)
+        parts.append(candidate_set(hv, mask, t, models, f"hybrid-{s}", device))
+        log.info("hybrid %d: %d nodules inserted from %d donors, %d candidates (%d positive)",
+                 s, len(placed), len(donors), len(parts[-1].label),
+                 int((parts[-1].label == 1).sum()))
+    for j, p in enumerate(twins):
+        if progress is not None:
+            progress("hybrid volumes", len(seeds) + j, total)
+        tv, folder = load_demo(p)
+        mask = segment_lungs(tv.hu).mask
+        parts.append(candidate_set(tv, mask, _truth_of(tv, folder), models, f"twin-{p}",
+                                   device))
+    if progress is not None:
+        progress("hybrid volumes", total, total)
+    return CandidateSet.concat(parts)
+
+
+# -- training, cross-validation, FROC -----------------------------------------------------
+def fit(cs: CandidateSet, epochs: int = EPOCHS, seed: int = 0, device: str = "cpu",
+        progress: Callable[[int, int], None] | None = None):
+    """Train an :class:`~lungviewer.cad.networks.FprNet` on the labelled candidates of
+    ``cs`` (ignored ones left out): class-weighted logistic loss, Adam, random turns about
+    z and flips. Returns (model, history)."""
+    import torch
+
+    from ..networks import FprNet
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    keep = cs.label >= 0
+    x, e, y = cs.patches[keep], cs.extra[keep], cs.label[keep].astype(np.float32)
+    if len(y) == 0 or y.min() == y.max():
+        raise ValueError("the false-positive reduction needs both nodules and non-nodules")
+    model = FprNet(cs.extra.shape[1], cs.patches.shape[-1]).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    pos_w = torch.tensor(float((y == 0).sum()) / max(float((y == 1).sum()), 1.0))
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_w.to(device))
+    hist = []
+    for ep in range(epochs):
+        model.train()
+        order = rng.permutation(len(y))
+        total = 0.0
+        for i in range(0, len(y), 64):
+            b = order[i:i + 64]
+            xb = x[b, rng.integers(x.shape[1], size=len(b))]
+            if rng.random() < 0.5:
+                xb = xb[..., ::-1]  # mirror the planes' columns
+            if rng.random() < 0.5:
+                xb = xb[..., ::-1, :]  # and rows (z upside down in the vertical planes)
+            xt = torch.from_numpy(np.ascontiguousarray(xb)).to(device)
+            out = model(xt, torch.from_numpy(e[b]).to(device))
+            loss = loss_fn(out, torch.from_numpy(y[b]).to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(b)
+        hist.append({"epoch": ep + 1, "loss": round(total / len(y), 4)})
+        if progress is not None:
+            progress(ep + 1, epochs)
+    return model.eval(), hist
+
+
+def predict(model, cs: CandidateSet, device: str = "cpu") -> np.ndarray:
+    """The model's logits (n,) of ``cs``'s unturned patches."""
+    import torch
+
+    out = np.zeros(len(cs.label), np.float32)
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(out), 512):
+            out[i:i + 512] = model(torch.from_numpy(cs.patches[i:i + 512, 0]).to(device),
+                                   torch.from_numpy(cs.extra[i:i + 512]).to(device)
+                                   ).cpu().numpy()
+    return out
+
+
+def froc_of(cs: CandidateSet, evidence: np.ndarray, max_findings: int = 50) -> dict:
+    """FROC (:func:`lungviewer.cad.training.evaluate_real.froc`, nodules marked by ≥ 1
+    reader) of the findings the candidates of each volume in ``cs`` give when scored by
+    ``evidence`` (as find_findings: ranked, nearby ones suppressed, ``max_findings``)."""
+    from lungviewer.cad.findings import _suppress
+
+    from .evaluate_real import froc, match_findings
+
+    scans, n_nod = [], 0
+    for g in sorted(set(cs.group)):
+        sel = np.nonzero(cs.group == g)[0]
+        ev = np.asarray(evidence, float)[sel]
+        order = np.argsort(-ev, kind="stable")
+        kept = _suppress(cs.centre_mm[sel], cs.diameter_mm[sel] / 2.0, order)[:max_findings]
+        t = cs.truths[g]
+        lab, which = match_findings(cs.centre_mm[sel][kept], ev[kept], t, 1)
+        scans.append((ev[kept], lab, np.where(which >= 0, which + n_nod, -1)))
+        n_nod += len(t.nodules_mm)
+    return froc(scans, n_nod)
+
+
+def mean_sensitivity(f: dict) -> float:
+    return float(np.mean([f[k] for k in ("1", "2", "4", "8")]))
+
+
+def cross_validate(cs: CandidateSet, epochs: int = EPOCHS, seed: int = 0,
+                   device: str = "cpu", mixes=MIXES,
+                   progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Leave one hybrid volume out (its inserted nodules come from its own donor patients):
+    train on the others and the twins, predict the held-out volume. Returns the FROC of the
+    held-out volumes pooled for each mix of (hand-set, network) evidence, and the best
+    mix (by mean sensitivity at 1, 2, 4, 8 FP per scan)."""
+    from lungviewer.cad.findings import mix_evidence
+
+    hyb = sorted(g for g in set(cs.group) if g.startswith("hybrid-"))
+    if len(hyb) < 2:
+        raise ValueError("cross-validation needs at least two hybrid volumes")
+    oof = np.full(len(cs.label), np.nan, np.float32)
+    for i, g in enumerate(hyb):
+        if progress is not None:
+            progress("cross-validation", i, len(hyb))
+        test = cs.group == g
+        model, _ = fit(cs.subset(~test), epochs, seed, device)
+        oof[test] = predict(model, cs.subset(test), device)
+    if progress is not None:
+        progress("cross-validation", len(hyb), len(hyb))
+    held = cs.subset(np.isin(cs.group, hyb))
+    lo = oof[np.isin(cs.group, hyb)]
+    table = {f"{wh:g},{wf:g}": froc_of(held, mix_evidence(held.hand, lo, wh, wf))
+             for wh, wf in mixes}
+    best = max(table, key=lambda k: mean_sensitivity(table[k]))
+    return {"froc": table, "best": [float(v) for v in best.split(",")],
+            "held_out": hyb, "hand_only": table["1,0"]}
