@@ -31,7 +31,8 @@ from lungviewer.study.volume import Volume
 SLAB_MM_RANGE = (2.0, 40.0)
 SLAB_NAMES = {"mip": "MIP", "minip": "MinIP", "avg": "Average"}
 #: colours of CAD marks by finding status (anything else: the first)
-MARK_COLOURS = {"proposed": "#ff9f1a", "accepted": "#3ddc84", "rejected": "#8a8a8a"}
+MARK_COLOURS = {"proposed": "#ff9f1a", "unreviewed": "#ff9f1a", "accepted": "#3ddc84",
+                "rejected": "#8a8a8a"}
 CROSSHAIR_COLOUR = "#40c8ff"
 SEGMENTATION_COLOUR = "#00ffd0"
 
@@ -69,13 +70,13 @@ class Marker:
 @dataclass
 class Mark:
     """A CAD finding drawn as a circle where its sphere meets the shown image: volume
-    position (z, y, x) in voxels, diameter in mm, status (proposed / accepted / rejected)."""
+    position (z, y, x) in voxels, diameter in mm, status (unreviewed / accepted / rejected)."""
 
     z: float
     y: float
     x: float
     diameter_mm: float
-    status: str = "proposed"
+    status: str = "unreviewed"
 
 
 class _ViewBox(pg.ViewBox):
