@@ -27,7 +27,8 @@ from lungviewer.session import Progress, StudySession
 from lungviewer.study.volume import Volume
 
 from . import settings
-from .slice_view import SliceView
+from .mpr import KEYS as VIEW_KEYS
+from .mpr import MprWidget
 from .workers import SessionBridge, Task
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,10 @@ class MainWindow(QMainWindow):
         self._load_task: Task | None = None
         self._start_slice: int | None = None  # shown once the study being loaded arrives
 
-        self.slice_view = SliceView(self)
+        # axial, coronal and sagittal views in a layout; the axial one (the CAD box, the
+        # slider) is slice_view
+        self.mpr = MprWidget(self)
+        self.slice_view = self.mpr.axial
         self.slider = QSlider(Qt.Orientation.Vertical)
         self.slider.setEnabled(False)
         self.slider.valueChanged.connect(self.slice_view.set_slice)
@@ -85,7 +89,7 @@ class MainWindow(QMainWindow):
         lay = QHBoxLayout(central)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(2)
-        lay.addWidget(self.slice_view, 1)
+        lay.addWidget(self.mpr, 1)
         self.strip_host = QHBoxLayout()  # the CAD heat strip goes beside the slider
         self.strip_host.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(self.strip_host)
@@ -104,7 +108,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addWidget(self.hover_label, 1)
         self.statusBar().addPermanentWidget(self.progress)
         self.statusBar().addPermanentWidget(self.cancel_button)
-        self.slice_view.hoverInfo.connect(self._hover)
+        self.mpr.hoverInfo.connect(self._hover)
 
         # study panel
         self.study_text = QPlainTextEdit()
@@ -118,7 +122,7 @@ class MainWindow(QMainWindow):
         self._warm_up.start()
         from .annotations_panel import AnnotationsPanel, nodule_box
 
-        self.annotations_panel = AnnotationsPanel(self.slice_view)
+        self.annotations_panel = AnnotationsPanel(self.mpr)
         self.annotations_dock = self.add_side_panel("LIDC readers' nodules", self.annotations_panel)
         self.annotations_panel.set_visible_overlays(self.act_outlines.isChecked())
         self.act_outlines.toggled.connect(self._toggle_outlines)
@@ -132,7 +136,10 @@ class MainWindow(QMainWindow):
         self.slice_view.boxChanged.connect(self.cad.request_box)
         self.cad.panel.jumpToSlice.connect(self.slice_view.set_slice)
         self.cad.panel.openSimilar.connect(self.open_demo)
+        self.measure_dock = self.add_side_panel("Measurements", self.mpr.measure_panel)
+        self.mpr.measure_panel.measurementsChanged.connect(self.session.set_measurements)
         self.tabifyDockWidget(self.study_dock, self.annotations_dock)
+        self.tabifyDockWidget(self.annotations_dock, self.measure_dock)
         self.annotations_dock.raise_()
         self.resizeDocks([self.cad.dock], [430], Qt.Orientation.Horizontal)
         self._restore()
@@ -176,7 +183,7 @@ class MainWindow(QMainWindow):
 
     def set_preset(self, name: str) -> None:
         p = PRESETS[name]
-        self.slice_view.set_window(p.level, p.width)
+        self.mpr.set_window(p.level, p.width)
         settings.put("window/preset", name)
 
     def cancel_work(self) -> None:
@@ -249,8 +256,8 @@ class MainWindow(QMainWindow):
             self.annotationsReady.emit(payload)
         elif name == "mask":
             self.mask = payload
-            self.slice_view.set_mask(payload)
-            self.slice_view.set_mask_visible(self.act_mask.isChecked())
+            self.mpr.set_mask(payload)
+            self.mpr.set_mask_visible(self.act_mask.isChecked())
             self.maskReady.emit(payload)
         elif name == "message":
             self.study_text.appendPlainText(str(payload))
@@ -259,7 +266,10 @@ class MainWindow(QMainWindow):
         if getattr(self, "_opening_state", None) is not None:
             self._opening_state["opened"] = True
         self.study_path = self.session.folder
-        self.slice_view.set_volume(volume)
+        self.mpr.set_volume(volume)
+        reading = self.session.reading  # loaded with the study: its measurements
+        if reading is not None:
+            self.mpr.measure_panel.set_measurements(list(reading.measurements))
         if self._start_slice is not None:
             self.slice_view.set_slice(min(self._start_slice, volume.n_slices - 1))
             self._start_slice = None
@@ -334,21 +344,27 @@ class MainWindow(QMainWindow):
         self.act_outlines.setChecked(bool(settings.get("overlay/outlines", True, bool)))
         vm.addAction(self.act_outlines)
         act_reset = QAction("&Reset zoom", self, shortcut="R")
-        act_reset.triggered.connect(self.slice_view.reset_zoom)
+        act_reset.triggered.connect(self.mpr.reset_zoom)
         vm.addAction(act_reset)
+        vm.addSeparator()
+        layout_menu = vm.addMenu("Layout, slab and &cine")
+        layout_menu.addActions(self.mpr.view_actions)
         vm.addSeparator()
         self.panels_menu = vm.addMenu("Panels")
         self.panels_menu.addAction(self.study_dock.toggleViewAction())
 
         tm = mb.addMenu("&Tools")
         self.act_box = QAction("&Box a nodule", self, shortcut="B", checkable=True)
-        self.act_box.toggled.connect(self.slice_view.set_box_mode)
+        self.act_box.toggled.connect(self.mpr.set_box_mode)
         tm.addAction(self.act_box)
+        tm.addSeparator()
+        tm.addActions(self.mpr.measure_actions)
+        self.mpr.toolChanged.connect(lambda kind: kind and self.act_box.setChecked(False))
 
         hm = mb.addMenu("&Help")
         act_keys = QAction("&Keyboard shortcuts", self, shortcut="F1")
         act_keys.triggered.connect(lambda: QMessageBox.information(
-            self, "Keyboard shortcuts", SHORTCUTS))
+            self, "Keyboard shortcuts", SHORTCUTS + VIEW_KEYS))
         hm.addAction(act_keys)
         act_about = QAction("&About lungviewer", self)
         act_about.triggered.connect(lambda: QMessageBox.about(
@@ -369,7 +385,7 @@ class MainWindow(QMainWindow):
         self.mask_opacity.setMaximumWidth(90)
         self.mask_opacity.setToolTip("Opacity of the lung parenchyma fill (%)")
         self.mask_opacity.setValue(int(settings.get("overlay/mask_opacity", 30, int)))
-        self.slice_view.set_mask_opacity(self.mask_opacity.value() / 100)
+        self.mpr.set_mask_opacity(self.mask_opacity.value() / 100)
         self.mask_opacity.valueChanged.connect(self._set_mask_opacity)
         self.mask_opacity.setEnabled(self.act_mask.isChecked())
         tb.addWidget(self.mask_opacity)
@@ -380,12 +396,12 @@ class MainWindow(QMainWindow):
         settings.put("overlay/outlines", on)
 
     def _toggle_mask(self, on: bool) -> None:
-        self.slice_view.set_mask_visible(on)
+        self.mpr.set_mask_visible(on)
         self.mask_opacity.setEnabled(on)
         settings.put("overlay/mask", on)
 
     def _set_mask_opacity(self, percent: int) -> None:
-        self.slice_view.set_mask_opacity(percent / 100)
+        self.mpr.set_mask_opacity(percent / 100)
         settings.put("overlay/mask_opacity", percent)
 
     def _restore(self) -> None:
@@ -393,7 +409,7 @@ class MainWindow(QMainWindow):
         if name not in PRESETS:
             name = "lung"
         self.preset_actions[name].setChecked(True)
-        self.slice_view.set_window(PRESETS[name].level, PRESETS[name].width)
+        self.mpr.set_window(PRESETS[name].level, PRESETS[name].width)
         geo = settings.get("window/geometry")
         if geo is not None:
             self.restoreGeometry(geo)
@@ -419,7 +435,7 @@ class MainWindow(QMainWindow):
 
     # -- events -------------------------------------------------------------------------------
     def keyPressEvent(self, ev):  # noqa: N802
-        sv = self.slice_view
+        sv = self.mpr.active  # the view last scrolled or clicked
         steps = {Qt.Key.Key_Up: 1, Qt.Key.Key_Down: -1, Qt.Key.Key_Right: 1,
                  Qt.Key.Key_Left: -1, Qt.Key.Key_PageUp: 10, Qt.Key.Key_PageDown: -10}
         if ev.key() in steps:
@@ -430,6 +446,7 @@ class MainWindow(QMainWindow):
             sv.set_slice(sv.volume.n_slices - 1)
         elif ev.key() == Qt.Key.Key_Escape:
             self.act_box.setChecked(False)
+            self.mpr.set_tool(None)
         else:
             super().keyPressEvent(ev)
 
