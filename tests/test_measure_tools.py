@@ -236,3 +236,36 @@ def test_a_real_mouse_drag_draws_a_rectangle_and_a_click_selects_it(qtbot, mpr):
     roi.sigClicked.emit(roi, None)
     assert mpr.measure_panel.selected_id == m.id
     assert mpr.measure_panel.list.currentRow() == 0
+
+
+def test_measurements_are_saved_with_the_study_and_come_back(qtbot, tmp_path):
+    """In the main window: a ruler drawn in the coronal view is written to the study's
+    reading (user data folder, not the DICOM folder) and is listed again when the study is
+    reopened in a new window."""
+    from conftest import shown_window
+    from dicomgen import write_ct_series
+
+    write_ct_series(tmp_path / "ct", n_slices=12, rows=48, cols=48, spacing=(2.5, 0.7, 0.7))
+    before = sorted(p.name for p in (tmp_path / "ct").iterdir())
+    win = shown_window(qtbot)
+    with qtbot.waitSignal(win.studyLoaded, timeout=60000):
+        win.open_study(tmp_path / "ct")
+    qtbot.waitUntil(lambda: not win.busy, timeout=60000)
+    win.mpr.set_layout("1x3")
+    assert win.slice_view is win.mpr.axial
+    win.mpr.tool_actions["ruler"].trigger()
+    assert not win.act_box.isChecked()
+    co = win.mpr.coronal
+    drag(co, (2, 5), (8, 30))
+    (m,) = win.mpr.measure_panel.measurements()
+    assert win.session.reading.measurements[0].to_dict() == m.to_dict()
+    win.close()
+    assert sorted(p.name for p in (tmp_path / "ct").iterdir()) == before
+    again = shown_window(qtbot)
+    with qtbot.waitSignal(again.studyLoaded, timeout=60000):
+        again.open_study(tmp_path / "ct")
+    qtbot.waitUntil(lambda: not again.busy, timeout=60000)
+    (back,) = again.mpr.measure_panel.measurements()
+    assert back.to_dict() == m.to_dict()
+    assert f"{math.hypot(6 * 2.5, 25 * 0.7):.1f} mm" in again.mpr.measure_panel.list.item(0).text()
+    again.close()

@@ -398,3 +398,28 @@ def test_hidden_views_draw_their_overlays_when_shown(mpr):
     assert len([it for it in mpr.coronal._overlay_items if hasattr(it, "getData")]) == 1
     assert len([it for it in mpr.sagittal._overlay_items if hasattr(it, "getData")]) == 1
     assert len(mpr.outline_store) == 1  # rasterised once for both views
+
+
+@pytest.mark.gui
+def test_main_window_keys_reach_the_views(qtbot):
+    from conftest import shown_window
+    from lungviewer.ui.mpr import KEYS
+
+    from PySide6.QtWidgets import QApplication
+
+    win = shown_window(qtbot)
+    win.windowHandle().requestActivate()  # shortcuts act in the active window
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is win, timeout=5000)
+    win.mpr.set_volume(phantom())
+    start = win.mpr.layout_name
+    qtbot.keyClick(win, Qt.Key.Key_L)
+    assert win.mpr.layout_name != start
+    qtbot.keyClick(win, Qt.Key.Key_S)
+    assert win.slice_view.slab == ("mip", 10.0)
+    win.mpr._activate(win.mpr.coronal)
+    k = win.mpr.coronal.index
+    qtbot.keyClick(win, Qt.Key.Key_Up)  # arrows step the view last used
+    assert win.mpr.coronal.index == k + 1
+    texts = [a.text() for a in win.menuBar().actions()]
+    assert "&View" in texts and "thick slab on/off" in KEYS
+    win.close()
