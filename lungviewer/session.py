@@ -413,6 +413,35 @@ class StudySession:
             self.emit("nodule", seg)
         return seg
 
+    def export_job(self, out_dir: str | Path, sr: bool = True, seg: bool = True,
+                   pdf: bool = True, lung_mask: bool = False,
+                   include_patient_name: bool = False, force: bool = False) -> Job:
+        """The reading as DICOM SR (TID 1500) / SEG and a PDF report in ``out_dir``
+        (``sr.dcm``, ``seg.dcm``, ``report.pdf``; atomic writes, nothing replaced unless
+        ``force``). Returns the files written."""
+        from lungviewer.reading.export_dicom import export_dicom
+        from lungviewer.reading.report_pdf import build_report
+
+        volume, reading = self._need_volume(), self.reading
+        out = Path(out_dir)
+        if not force and pdf and (out / "report.pdf").exists():
+            raise FileExistsError(f"{out / 'report.pdf'} already exists")
+        lung = self.mask if lung_mask else None
+
+        def write(progress=None, cancel=None):
+            files = []
+            if sr or seg:
+                res = export_dicom(reading, volume, out, sr=sr, seg=seg, lung_mask=lung,
+                                   force=force)
+                files += [p for p in (res.sr, res.seg) if p is not None]
+            if pdf:
+                out.mkdir(parents=True, exist_ok=True)
+                files.append(build_report(reading, volume, out / "report.pdf",
+                                          include_patient_name=include_patient_name))
+            return files
+
+        return (yield from call_job(write, text="Exporting the reading"))
+
     # -- the reading ------------------------------------------------------------------------------
     def _load_reading(self, volume):
         """The study's saved reading (a new one if none), with any lungviewer SR/SEG found

@@ -73,6 +73,31 @@ def test_keys_slider_and_wheel_scroll(qtbot, window, tmp_path):
         assert sv.index == want
 
 
+def _wheel(sv, delta: int) -> None:
+    vp = sv.graphics.viewport()
+    centre = QPointF(vp.width() / 2, vp.height() / 2)
+    QApplication.sendEvent(vp, QWheelEvent(centre, vp.mapToGlobal(centre), QPoint(0, 0),
+                                           QPoint(0, delta), Qt.MouseButton.NoButton,
+                                           Qt.KeyboardModifier.NoModifier,
+                                           Qt.ScrollPhase.NoScrollPhase, False))
+
+
+@pytest.mark.parametrize("orientation", [(1, 0, 0, 0, 1, 0), (-1, 0, 0, 0, 1, 0)],
+                         ids=["head-first", "feet-first"])
+def test_wheel_up_goes_towards_the_head(qtbot, window, tmp_path, orientation):
+    """Wheel up shows the image nearer the head, also in a feet-first series (sorted along
+    its normal, which points to the feet)."""
+    write_ct_series(tmp_path, n_slices=9, orientation=orientation)
+    vol = _open(qtbot, window, tmp_path)
+    sv = window.slice_view
+    k = sv.index
+    _wheel(sv, 120)
+    assert vol.positions[sv.index, 2] > vol.positions[k, 2]
+    _wheel(sv, -120)
+    _wheel(sv, -120)
+    assert vol.positions[sv.index, 2] < vol.positions[k, 2]
+
+
 def test_window_presets_and_drag(qtbot, window, tmp_path):
     write_ct_series(tmp_path, n_slices=5)
     _open(qtbot, window, tmp_path)

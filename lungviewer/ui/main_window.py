@@ -27,6 +27,7 @@ from lungviewer.session import Progress, StudySession
 from lungviewer.study.volume import Volume
 
 from . import settings
+from .findings_panel import KEYS as READING_KEYS
 from .mpr import KEYS as VIEW_KEYS
 from .mpr import MprWidget
 from .workers import SessionBridge, Task
@@ -136,10 +137,23 @@ class MainWindow(QMainWindow):
         self.slice_view.boxChanged.connect(self.cad.request_box)
         self.cad.panel.jumpToSlice.connect(self.slice_view.set_slice)
         self.cad.panel.openSimilar.connect(self.open_demo)
+        from .findings_panel import ReadingController
+
+        self.reading_ctl = ReadingController(self.session, self.bridge, self.run_task,
+                                             lambda: self.slice_view.box)
+        self.reading_dock = self.add_side_panel("Reading", self.reading_ctl.panel)
+        self.reading_ctl.marksChanged.connect(lambda marks: self.mpr.set_marks(
+            [(m.slice, m.row, m.col, m.diameter_mm, m.status) for m in marks]))
+        self.reading_ctl.nodulesChanged.connect(lambda nodules: self.mpr.set_segmentations(
+            [(n.mask.offset, n.mask.to_array()) for n in nodules if n.mask is not None]))
+        self.reading_ctl.showMark.connect(self._show_mark)
+        self.reading_menu.addActions(self.reading_ctl.actions)
+        self.addActions(self.reading_ctl.actions)
         self.measure_dock = self.add_side_panel("Measurements", self.mpr.measure_panel)
         self.mpr.measure_panel.measurementsChanged.connect(self.session.set_measurements)
         self.tabifyDockWidget(self.study_dock, self.annotations_dock)
         self.tabifyDockWidget(self.annotations_dock, self.measure_dock)
+        self.tabifyDockWidget(self.cad.dock, self.reading_dock)
         self.annotations_dock.raise_()
         self.resizeDocks([self.cad.dock], [430], Qt.Orientation.Horizontal)
         self._restore()
@@ -321,6 +335,10 @@ class MainWindow(QMainWindow):
         fm.addAction(act_demo)
         self.recent_menu = fm.addMenu("&Recent studies")
         fm.addSeparator()
+        self.act_export = QAction("&Export reading… (SR, SEG, PDF)", self, shortcut="Ctrl+E")
+        self.act_export.triggered.connect(self._export_dialog)
+        fm.addAction(self.act_export)
+        fm.addSeparator()
         act_quit = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
         act_quit.triggered.connect(self.close)
         fm.addAction(act_quit)
@@ -359,12 +377,13 @@ class MainWindow(QMainWindow):
         tm.addAction(self.act_box)
         tm.addSeparator()
         tm.addActions(self.mpr.measure_actions)
+        self.reading_menu = mb.addMenu("&Reading")  # filled by the reading controller
         self.mpr.toolChanged.connect(lambda kind: kind and self.act_box.setChecked(False))
 
         hm = mb.addMenu("&Help")
         act_keys = QAction("&Keyboard shortcuts", self, shortcut="F1")
         act_keys.triggered.connect(lambda: QMessageBox.information(
-            self, "Keyboard shortcuts", SHORTCUTS + VIEW_KEYS))
+            self, "Keyboard shortcuts", SHORTCUTS + VIEW_KEYS + READING_KEYS))
         hm.addAction(act_keys)
         act_about = QAction("&About lungviewer", self)
         act_about.triggered.connect(lambda: QMessageBox.about(
@@ -411,14 +430,74 @@ class MainWindow(QMainWindow):
         self.preset_actions[name].setChecked(True)
         self.mpr.set_window(PRESETS[name].level, PRESETS[name].width)
         geo = settings.get("window/geometry")
-        if geo is not None:
-            self.restoreGeometry(geo)
-        else:
-            self.resize(1400, 900)
+        if geo is None or not self.restoreGeometry(geo):
+            self._fit_screen()
         state = settings.get("window/state")
         if state is not None:
             self.restoreState(state)
         self._update_recent(settings.recent_studies())
+
+    def _fit_screen(self) -> None:
+        """First start: most of the screen the window is on (the CAD panel needs height),
+        maximised on screens smaller than the layout wants."""
+        screen = self.screen() or QApplication.primaryScreen()
+        if screen is None:
+            self.resize(1400, 900)
+            return
+        area = screen.availableGeometry()
+        if area.width() < 1400 or area.height() < 900:
+            self.resize(area.width(), area.height())
+            self.setWindowState(self.windowState() | Qt.WindowState.WindowMaximized)
+        else:
+            self.resize(int(area.width() * 0.9), int(area.height() * 0.9))
+            self.move(area.center() - self.rect().center())
+
+    # -- reading and export ---------------------------------------------------------------------
+    def _show_mark(self, mark) -> None:
+        """Go to a CAD finding in every view."""
+        if self.volume is None:
+            return
+        self.mpr.set_point(int(mark.slice), int(mark.row), int(mark.col))
+        self.slice_view.set_slice(int(mark.slice))
+        self.slice_view.centre_on(float(mark.row), float(mark.col))
+
+    def _export_dialog(self) -> None:
+        if self.volume is None or self.session.reading is None:
+            self.statusBar().showMessage("Open a study first.", 5000)
+            return
+        start = settings.get("export/folder", str(Path.home()))
+        folder = QFileDialog.getExistingDirectory(self, "Export the reading to a folder",
+                                                  str(start))
+        if folder:
+            self.export_reading(folder)
+
+    def export_reading(self, folder: str | Path, ask: bool = True) -> Task | None:
+        """Write the reading as SR, SEG and a PDF into ``folder`` in the background; asks
+        before replacing files that are there (``ask=False``: never replaces)."""
+        out = Path(folder)
+        there = [n for n in ("sr.dcm", "seg.dcm", "report.pdf") if (out / n).exists()]
+        force = False
+        if there:
+            if not ask:
+                self.statusBar().showMessage(f"{', '.join(there)} already in {out}", 8000)
+                return None
+            answer = QMessageBox.question(
+                self, "Replace the export?", f"{', '.join(there)} already exist in {out}. "
+                "Replace them?")
+            if answer != QMessageBox.StandardButton.Yes:
+                return None
+            force = True
+        settings.put("export/folder", str(out))
+        task = Task(self.session.export_job(out, force=force), name="export")
+        task.finished.connect(lambda files: self.statusBar().showMessage(
+            "Exported " + ", ".join(Path(f).name for f in files) + f" to {out}", 10000))
+        task.failed.connect(lambda msg: self._export_failed(msg))
+        return self.run_task(task, "Exporting the reading")
+
+    def _export_failed(self, message: str) -> None:
+        self.statusBar().showMessage(f"Export failed: {message}", 10000)
+        if not getattr(self, "quiet_errors", False):
+            QMessageBox.warning(self, "Export failed", message)
 
     def _update_recent(self, items: list[str]) -> None:
         self.recent_menu.clear()

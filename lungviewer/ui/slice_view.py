@@ -34,6 +34,7 @@ SLAB_NAMES = {"mip": "MIP", "minip": "MinIP", "avg": "Average"}
 MARK_COLOURS = {"proposed": "#ff9f1a", "unreviewed": "#ff9f1a", "accepted": "#3ddc84",
                 "rejected": "#8a8a8a"}
 CROSSHAIR_COLOUR = "#40c8ff"
+NARROW_PX = 420  # views narrower than this show short corner texts
 SEGMENTATION_COLOUR = "#00ffd0"
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
@@ -88,7 +89,13 @@ class _ViewBox(pg.ViewBox):
         if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
             super().wheelEvent(ev, axis)
         else:
-            self._owner.step(1 if ev.delta() > 0 else -1)
+            # wheel up = towards the head on axial images, whatever the slice order
+            # (a feet-first series sorted along its normal runs the other way)
+            d = 1 if ev.delta() > 0 else -1
+            vol = self._owner.volume
+            if self._owner.plane == "axial" and vol is not None:
+                d *= vol.head_step
+            self._owner.step(d)
             self._owner.activated.emit()
             ev.accept()
 
@@ -678,8 +685,12 @@ class SliceView(QWidget):
                      f"({span[1] - span[0]} images, {(span[1] - span[0]) * step:.1f} mm)")
         preset = next((p.name for p in PRESETS.values()
                        if p.level == self.level and p.width == self.width), "custom")
-        texts = {"tl": text, "tr": f"W {self.width:.0f}  L {self.level:.0f}  ({preset})",
-                 "bl": vol.description or ""}
+        tr = f"W {self.width:.0f}  L {self.level:.0f}  ({preset})"
+        if self.graphics.width() < NARROW_PX:  # a small cell of a layout: the essentials
+            lines = text.splitlines()
+            text = "\n".join(lines[:1] + [ln for ln in lines[1:] if " slab " in ln])
+            tr = f"W {self.width:.0f} L {self.level:.0f}"
+        texts = {"tl": text, "tr": tr, "bl": vol.description or ""}
         changed = False
         for name, value in texts.items():
             lab = self._labels[name]
@@ -699,6 +710,9 @@ class SliceView(QWidget):
                 lb.adjustSize()
         lab["tl"].move(8, 6)
         lab["tr"].move(w - lab["tr"].width() - 8, 6)
+        # the window text gives way to the image text when both do not fit
+        lab["tr"].setVisible(bool(lab["tr"].text())
+                             and lab["tl"].width() + lab["tr"].width() + 24 <= w)
         lab["bl"].move(8, h - lab["bl"].height() - 6)
         lab["banner"].move((w - lab["banner"].width()) // 2, lab["tl"].height() + 10)
         lab["left"].move(6, h // 2)
@@ -725,6 +739,7 @@ class SliceView(QWidget):
 
     def resizeEvent(self, ev):
         super().resizeEvent(ev)
+        self._update_texts()  # the short form in a narrow view
         self._place_labels()
 
     def visible_rect(self) -> QRectF:
