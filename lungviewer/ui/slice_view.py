@@ -34,7 +34,7 @@ SLAB_NAMES = {"mip": "MIP", "minip": "MinIP", "avg": "Average"}
 MARK_COLOURS = {"proposed": "#ff9f1a", "unreviewed": "#ff9f1a", "accepted": "#3ddc84",
                 "rejected": "#8a8a8a"}
 CROSSHAIR_COLOUR = "#40c8ff"
-NARROW_PX = 420  # views narrower than this show short corner texts
+NARROW_PX = 360  # views narrower than this show short corner texts
 SEGMENTATION_COLOUR = "#00ffd0"
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
@@ -689,7 +689,6 @@ class SliceView(QWidget):
         if self.graphics.width() < NARROW_PX:  # a small cell of a layout: the essentials
             lines = text.splitlines()
             text = "\n".join(lines[:1] + [ln for ln in lines[1:] if " slab " in ln])
-            tr = f"W {self.width:.0f} L {self.level:.0f}"
         texts = {"tl": text, "tr": tr, "bl": vol.description or ""}
         changed = False
         for name, value in texts.items():
