@@ -39,6 +39,8 @@ def add_parser(sub):
     p.add_argument("--preset", choices=["lung", "mediastinum", "bone"], help="window preset")
     p.add_argument("--box", metavar="SLICE,ROW0,COL0,ROW1,COL1", type=parse_box,
                    help="place the CAD box (with --screenshot: wait for the CAD result)")
+    p.add_argument("--segment", action="store_true",
+                   help="with --box: also segment the boxed nodule (volume, axes, Lung-RADS)")
     p.add_argument("--size", default="1600x1000", help="window size for --screenshot (WxH)")
     p.add_argument("--layout", choices=LAYOUTS,
                    help="views: one axial, 1x3 (axial, coronal, sagittal) or 2x2 (the three "

@@ -87,6 +87,7 @@ def main(args) -> int:
     if args.preset:
         win.set_preset(args.preset)
         win.preset_actions[args.preset].setChecked(True)
+    win.mpr.apply_options(getattr(args, "layout", None), getattr(args, "slab", None))
     state = {"error": None, "loaded": False, "saved": False}
 
     def loaded(volume) -> None:
@@ -96,6 +97,8 @@ def main(args) -> int:
             win.slice_view.set_slice(args.slice)
         if box is not None:
             win.request_box(*box)
+            if getattr(args, "segment", False):
+                win.reading_ctl.segment_box()
 
     def failed(message: str) -> None:
         state["error"] = message

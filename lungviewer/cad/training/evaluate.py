@@ -22,9 +22,10 @@ Metrics (docs/ARCHITECTURE.md, "CAD"):
   nearest has the query's class. Classes from the readers' rounded median malignancy:
   binary (1, 2) vs (4, 5); four classes 1, 2, 4, 5 (median 3 is left out of both).
 - ``recommendation.nodule_recall_at_10``: on the first ``rec_scans`` test scans (whole twin
-  rendered, lung mask by the threshold method, slice scores by the viewer's own
-  ``CadEngine.scan_slices``), the share of nodules with one of their slices among the
-  scan's 10 top-ranked slices.
+  rendered, then the viewer's own path: the study session's lung mask, CAD findings and
+  the slice ranking read off them), the share of nodules with one of their slices among
+  the scan's 10 top-ranked slices; ``…_2d_scan`` the same with the earlier 2-D slice scan
+  (``CadEngine.scan_slices``) for comparison.
 - ``sharing``: the comparison table (partial / hard / soft / single): accuracy on both tasks
   with disease and with a LIDC rating as the second task, for every model trained.
 """
@@ -187,35 +188,46 @@ def retrieval_metrics(db_emb: np.ndarray, db_levels: np.ndarray, q_emb: np.ndarr
 
 def recommendation_metrics(scan_ids: list[int], engine, k: int = 10,
                            progress: Progress | None = None) -> dict:
-    """Render each test scan's twin, segment the lungs (threshold method), score and rank
-    its slices with ``engine.scan_slices`` (exactly what the viewer runs) and count the
-    nodules with a slice in the top ``k``."""
-    from lungviewer.imaging.parenchyma import segment_lungs
+    """Render each test scan's twin and rank its slices as the viewer does (the study
+    session: lung mask, CAD findings, the slices read off them), and beside it with the
+    earlier 2-D slice scan (``engine.scan_slices``); count the nodules with a slice in the
+    top ``k``."""
+    from lungviewer.session import StudySession
     from lungviewer.study.lidc_db import get_database
     from lungviewer.study.volume import Volume
     from lungviewer.synth.twin import build_model, render_model
 
     db = get_database()
-    hits, total, per_scan = 0, 0, []
+    hits, hits_2d, total, n_scans = 0, 0, 0, 0
     for i, sid in enumerate(scan_ids):
         model = build_model(db.scan(sid))
         if not model.nodules:
             continue
         twin = render_model(model)
-        mask = segment_lungs(twin.hu).mask
         vol = Volume(hu=twin.hu, spacing=twin.spacing, positions=twin.positions,
                      is_synthetic=True)
-        ranking = engine.scan_slices(vol, mask).ranking()
-        top = set(ranking[:k].tolist())
-        found = [any(int(s) in top for s in n.slices) for n in model.nodules]
-        hits += sum(found)
-        total += len(found)
-        per_scan.append(float(np.mean(found)))
+        session = StudySession(autosave=False)
+        session.engine = engine
+        session.set_volume(vol)
+        mask = session.segment()
+        for ranking, add in ((session.scan().ranking(), "findings"),
+                             (engine.scan_slices(vol, mask).ranking(), "2d")):
+            top = set(ranking[:k].tolist())
+            found = sum(any(int(s) in top for s in n.slices) for n in model.nodules)
+            if add == "findings":
+                hits += found
+            else:
+                hits_2d += found
+        total += len(model.nodules)
+        n_scans += 1
         if progress:
             progress("recommendation", i + 1, len(scan_ids))
-    return {f"recommendation.nodule_recall_at_{k}": hits / total if total else float("nan"),
-            "recommendation.n_scans": len(per_scan), "recommendation.n_nodules": total,
-            "recommendation.ranker": "CadEngine.scan_slices"}
+    nan = float("nan")
+    return {f"recommendation.nodule_recall_at_{k}": hits / total if total else nan,
+            f"recommendation.nodule_recall_at_{k}_2d_scan": hits_2d / total if total else nan,
+            "recommendation.n_scans": n_scans, "recommendation.n_nodules": total,
+            "recommendation.ranker": "StudySession.scan (CAD findings); _2d_scan: "
+                                     "CadEngine.scan_slices"}
 
 
 # -- the whole evaluation ------------------------------------------------------------------------
