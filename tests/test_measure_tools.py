@@ -269,3 +269,25 @@ def test_measurements_are_saved_with_the_study_and_come_back(qtbot, tmp_path):
     assert back.to_dict() == m.to_dict()
     assert f"{math.hypot(6 * 2.5, 25 * 0.7):.1f} mm" in again.mpr.measure_panel.list.item(0).text()
     again.close()
+
+
+def test_shapes_are_reused_across_images_at_the_right_place(mpr):
+    panel, ax, layer = mpr.measure_panel, mpr.axial, mpr.layers[0]
+    a = Measurement("ellipse", "axial", 20, [(10.0, 10.0), (20.0, 30.0)])
+    b = Measurement("ellipse", "axial", 21, [(30.0, 35.0), (44.0, 41.0)])
+    panel.set_measurements([a, b])
+    ax.set_slice(20)
+    roi = layer.drawn[a.id].rois[0]
+    np.testing.assert_allclose(layer.points_of(layer.drawn[a.id]), a.points, atol=1e-6)
+    ax.set_slice(21)
+    assert list(layer.drawn) == [b.id] and layer.drawn[b.id].rois[0] is roi  # reused
+    np.testing.assert_allclose(layer.points_of(layer.drawn[b.id]), b.points, atol=1e-6)
+    assert "area" in layer.drawn[b.id].label.toPlainText() and roi.isVisible()
+    ax.set_slice(22)
+    assert layer.drawn == {} and not roi.isVisible()
+    # a drag of the reused shape edits the measurement now shown, not the first one
+    ax.set_slice(21)
+    layer.translate(b.id, 2, 0)
+    got = {m.id: m for m in panel.measurements()}
+    np.testing.assert_allclose(got[b.id].points, [(32, 35), (46, 41)], atol=1e-6)
+    assert got[a.id].points == a.points

@@ -254,12 +254,16 @@ class MeasurementPanel(QWidget):
 
 
 class _Drawn:
-    """The graphics items of one measurement in one view."""
+    """The graphics items of one measurement in one view (kept and reused for another
+    measurement of the same kind when the image changes: pyqtgraph ROIs are costly to
+    make)."""
 
-    def __init__(self, m: Measurement, rois: list[pg.ROI], label: pg.TextItem) -> None:
-        self.m = m
+    def __init__(self, kind: str, rois: list[pg.ROI], label: pg.TextItem) -> None:
+        self.kind = kind
+        self.m: Measurement | None = None
         self.rois = rois
         self.label = label
+        self.colour = ""
 
 
 class MeasureLayer(QObject):
@@ -272,6 +276,7 @@ class MeasureLayer(QObject):
         self.panel = panel
         self.tool: str | None = None
         self.drawn: dict[str, _Drawn] = {}
+        self._pool: dict[str, list[_Drawn]] = {}  # hidden shapes to reuse, by kind
         self._new: Measurement | None = None
         self._editing = ""  # id of the measurement whose ROI is being dragged
         view.sliceChanged.connect(lambda _k: self.refresh())
@@ -323,53 +328,82 @@ class MeasureLayer(QObject):
         for mid in list(self.drawn):
             d = self.drawn[mid]
             m = want.get(mid)
-            if m is None or (mid != self._editing and (m.points != d.m.points
-                                                       or m.kind != d.m.kind)):
-                self._remove(mid)
-        for mid, m in want.items():
-            if mid in self.drawn:
-                self.drawn[mid].m = m
+            if m is None or m.kind != d.kind:
+                self._release(self.drawn.pop(mid))
+            elif mid != self._editing and m.points != d.m.points:
+                self._place(d, m)
             else:
-                self.drawn[mid] = self._create(m)
+                d.m = m
+        for mid, m in want.items():
+            if mid not in self.drawn:
+                pool = self._pool.setdefault(m.kind, [])
+                d = pool.pop() if pool else self._create(m.kind)
+                self._place(d, m)
+                self.drawn[mid] = d
             self._place_label(self.drawn[mid])
         self._restyle()
 
-    def _remove(self, mid: str) -> None:
-        d = self.drawn.pop(mid)
-        for roi in d.rois:
-            self.view.view.removeItem(roi)
-        self.view.view.removeItem(d.label)
+    def _release(self, d: _Drawn) -> None:
+        for item in (*d.rois, d.label):
+            item.hide()
+        d.m = None
+        self._pool.setdefault(d.kind, []).append(d)
 
-    def _create(self, m: Measurement) -> _Drawn:
+    def _place(self, d: _Drawn, m: Measurement) -> None:
+        """Put ``d``'s shapes on ``m``'s points (no edit signals)."""
+        d.m = m
+        vc = [QPointF(c + 0.5, r + 0.5) for r, c in m.points]  # view (x, y)
+        for roi in d.rois:
+            roi.blockSignals(True)
+        try:
+            if d.kind in ("ruler", "bidirectional"):
+                for i, roi in enumerate(d.rois):
+                    roi.setPos(QPointF(0, 0), update=False, finish=False)
+                    for h, p in zip(roi.getHandles(), vc[2 * i:2 * i + 2]):
+                        roi.movePoint(h, p, finish=False)
+            else:
+                (x0, y0), (x1, y1) = ((p.x(), p.y()) for p in vc)
+                roi = d.rois[0]
+                roi.setPos(QPointF(min(x0, x1), min(y0, y1)), update=False, finish=False)
+                roi.setSize(QPointF(abs(x1 - x0), abs(y1 - y0)), finish=False)
+        finally:
+            for roi in d.rois:
+                roi.blockSignals(False)
+        for item in (*d.rois, d.label):
+            item.show()
+
+    def _create(self, kind: str) -> _Drawn:
         pen = pg.mkPen(COLOUR, width=2)
         hover = pg.mkPen(SELECTED_COLOUR, width=3)
-        vc = [(c + 0.5, r + 0.5) for r, c in m.points]  # view (x, y)
-        if m.kind in ("ruler", "bidirectional"):
-            rois = [pg.LineSegmentROI([vc[0], vc[1]], pen=pen, hoverPen=hover)]
-            if m.kind == "bidirectional":
+        if kind in ("ruler", "bidirectional"):
+            rois = [pg.LineSegmentROI([(0, 0), (1, 1)], pen=pen, hoverPen=hover)]
+            if kind == "bidirectional":
                 rois.append(pg.LineSegmentROI(
-                    [vc[2], vc[3]], hoverPen=hover,
+                    [(0, 0), (1, 1)], hoverPen=hover,
                     pen=pg.mkPen(COLOUR, width=2, style=Qt.PenStyle.DashLine)))
         else:
-            (x0, y0), (x1, y1) = vc
-            pos, size = [min(x0, x1), min(y0, y1)], [abs(x1 - x0), abs(y1 - y0)]
-            cls = _EllipseROI if m.kind == "ellipse" else _RectROI
-            rois = [cls(pos, size, pen=pen, hoverPen=hover)]
+            cls = _EllipseROI if kind == "ellipse" else _RectROI
+            rois = [cls([0, 0], [1, 1], pen=pen, hoverPen=hover)]
+        label = pg.TextItem("", color=COLOUR, anchor=(0, 1))
+        label.setZValue(31)
+        d = _Drawn(kind, rois, label)
         for roi in rois:
             roi.setZValue(30)
             roi.setAcceptedMouseButtons(Qt.MouseButton.LeftButton)
-            roi.sigClicked.connect(lambda *_a, mid=m.id: self.panel.select(mid))
-            roi.sigRegionChangeStarted.connect(lambda *_a, mid=m.id: self._edit_started(mid))
-            roi.sigRegionChangeFinished.connect(lambda *_a, mid=m.id: self._edited(mid))
+            roi.sigClicked.connect(lambda *_a, d=d: d.m and self.panel.select(d.m.id))
+            roi.sigRegionChangeStarted.connect(
+                lambda *_a, d=d: d.m and self._edit_started(d.m.id))
+            roi.sigRegionChangeFinished.connect(lambda *_a, d=d: d.m and self._edited(d.m.id))
             self.view.view.addItem(roi)
-        label = pg.TextItem("", color=COLOUR, anchor=(0, 1))
-        label.setZValue(31)
         self.view.view.addItem(label)
-        return _Drawn(m, rois, label)
+        return d
 
     def _restyle(self) -> None:
         for mid, d in self.drawn.items():
             colour = SELECTED_COLOUR if mid == self.panel.selected_id else COLOUR
+            if colour == d.colour:
+                continue
+            d.colour = colour
             for i, roi in enumerate(d.rois):
                 style = Qt.PenStyle.DashLine if i == 1 else Qt.PenStyle.SolidLine
                 roi.setPen(pg.mkPen(colour, width=2.5 if colour == SELECTED_COLOUR else 2,
