@@ -39,93 +39,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "LIDC-IDRI-0006"
-MIN_REFERENCE_PX = 1000  # slices with less reference lung are not scored per slice
-
-
-def reference_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
-    """Independent 3-D lung mask of ``hu`` (int16 ``(z, y, x)``, spacing mm ``(z, y, x)``);
-    the steps are in the module docstring."""
-    six = ndimage.generate_binary_structure(3, 1)
-    pad = hu < -1024
-    air = (hu < -400) | pad
-    lab, n = ndimage.label(air, six)
-    out = np.zeros(n + 1, bool)
-    for e in (lab[:, 0, :], lab[:, -1, :], lab[:, :, 0], lab[:, :, -1], lab[pad]):
-        out[np.unique(e)] = True
-    out[0] = True
-    cand = ~out[lab]
-    lab, n = ndimage.label(cand, six)
-    if n == 0:
-        return cand
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    order = np.argsort(sizes)[::-1]
-    keep = [order[0]] + [i for i in order[1:3] if sizes[i] >= 0.15 * sizes[order[0]]]
-    lungs = np.isin(lab, keep)
-    # airways: adaptive region growing from the trachea on the topmost slice (in the
-    # lungs' box: nothing outside it can join)
-    zs, ys, xs = (np.flatnonzero(lungs.any(axis=ax)) for ax in ((1, 2), (0, 2), (0, 1)))
-    box = (slice(zs[0], zs[-1] + 1), slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
-    sub = lungs[box]
-    smooth = ndimage.gaussian_filter(hu[box].astype(np.float32), sigma=(0, 1, 1))
-    seed = np.zeros(sub.shape, bool)
-    seed[-1] = sub[-1]
-    grown_best = np.zeros(sub.shape, bool)
-    prev = 0
-    ml = 1000.0 / float(np.prod(spacing))  # voxels per mL
-    small_px, leak_px = 5 * ml, 300 * ml
-    for t in range(-1000, -899, 10):
-        grown_lab, _ = ndimage.label((smooth < t) & sub | seed, six)
-        ids = np.unique(grown_lab[seed])
-        grown = np.isin(grown_lab, ids[ids > 0])
-        vol = int(grown.sum())
-        if vol > leak_px or (prev > small_px and vol > 2 * prev):
-            break  # leaked into the lung
-        grown_best, prev = grown, vol
-    airway = np.zeros(hu.shape, bool)
-    airway[box] = grown_best
-    inplane = np.zeros((3, 3, 3), bool)
-    inplane[1] = ndimage.generate_binary_structure(2, 1)
-    zone = ndimage.binary_dilation(airway, inplane, iterations=3)  # lumen and wall
-    lungs &= ~zone
-    rl, rn = ndimage.label(lungs, inplane)  # what is left of the wall: thin rings
-    if rn:
-        rs = np.bincount(rl.ravel())
-        ring = np.zeros(rn + 1, bool)
-        ring[np.unique(rl[ndimage.binary_dilation(zone, inplane)])] = True
-        ring &= rs < 200
-        ring[0] = False
-        lungs &= ~ring[rl]
-    # vessels: fill small holes slice by slice
-    max_hole = 800.0 / (spacing[1] * spacing[2])
-    holes = ndimage.binary_fill_holes(lungs, inplane) & ~lungs
-    hl, hn = ndimage.label(holes, inplane)
-    if hn:
-        hs = np.bincount(hl.ravel())
-        small = hs < max_hole
-        small[0] = False
-        lungs |= small[hl] & ~zone
-    return lungs
-
-
-def compare(mask: np.ndarray, ref: np.ndarray, spacing) -> dict:
-    """Dice, volumes (mL), per-slice coverage and the slices under 0.9 coverage."""
-    inter = (mask & ref).sum(axis=(1, 2)).astype(float)
-    rs = ref.sum(axis=(1, 2)).astype(float)
-    scored = rs >= MIN_REFERENCE_PX
-    cov = np.full(len(rs), np.nan)
-    cov[scored] = inter[scored] / rs[scored]
-    vox = float(np.prod(spacing)) / 1000.0
-    tot = mask.sum() + ref.sum()
-    return {"dice": float(2 * inter.sum() / tot) if tot else 1.0,
-            "precision": float(inter.sum() / max(mask.sum(), 1)),
-            "volume_ml": float(mask.sum() * vox), "reference_ml": float(ref.sum() * vox),
-            "coverage": cov, "scored_slices": int(scored.sum()),
-            "under_0.9": [int(k) for k in np.flatnonzero(scored & (cov < 0.9))]}
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from lung_reference import MIN_REFERENCE_PX, compare, reference_mask  # noqa: E402,F401
 
 def _load_impl(path: str | None):
     if path is None:

@@ -211,14 +211,11 @@ def test_separable_closing_equals_the_disk_closing(radius):
     np.testing.assert_array_equal(closing_disk(m, radius), ref)
 
 
-def _bench(name):
-    import importlib.util
+def _reference():
+    """The reference answers (tests/lung_reference.py; the benchmarks time the same code)."""
+    import lung_reference
 
-    path = Path(__file__).parents[1] / "bench" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return lung_reference
 
 
 def test_matches_the_plain_scikit_image_version():
@@ -226,7 +223,7 @@ def test_matches_the_plain_scikit_image_version():
     the phantoms (table core, narrow field of view, noise, padding outside the circle, a
     field of view cutting the lungs, constant −1024 outside the circle), and on a volume
     (the volume rules)."""
-    bench = _bench("bench_parenchyma")
+    ref_impl = _reference()
     hu, _ = phantom(table_core=True)
     fov = _circle_pad(hu[None, 40:200, 50:210], -2000)[0]  # the circle cuts both lungs
     slices = [phantom(seed=1)[0], hu, hu[:250, 60:196], phantom()[0][:, :150],
@@ -235,12 +232,12 @@ def test_matches_the_plain_scikit_image_version():
               np.full((64, 64), -1000, np.int16), np.full((64, 64), 40, np.int16),
               np.full((64, 64), -3024, np.int16)]
     for sl in slices:
-        np.testing.assert_array_equal(segment_slice(sl)[0], bench.reference_slice(sl))
+        np.testing.assert_array_equal(segment_slice(sl)[0], ref_impl.reference_slice(sl))
     vol, _ = _apex_stack()
     vol[2, 60:90, 60:100] = -1000  # a gas pocket in the body, beside the lung
-    np.testing.assert_array_equal(segment_lungs(vol, chunk=4).mask, bench.reference(vol))
+    np.testing.assert_array_equal(segment_lungs(vol, chunk=4).mask, ref_impl.reference(vol))
     vol, _ = _trachea_stack()
-    np.testing.assert_array_equal(segment_lungs(vol, chunk=3).mask, bench.reference(vol))
+    np.testing.assert_array_equal(segment_lungs(vol, chunk=3).mask, ref_impl.reference(vol))
 
 
 def test_twin_lungs_are_found(twin_0001):
@@ -530,17 +527,17 @@ REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" /
 
 def test_real_dev_scan_against_an_independent_reference():
     """The real LIDC-IDRI-0006 series (a training patient) against the 3-D reference of
-    bench/lung_mask_real.py (fixed −400 HU threshold, 3-D components, airway region
+    tests/lung_reference.py (fixed −400 HU threshold, 3-D components, airway region
     growing; no per-slice step of the method)."""
     if not REAL.is_dir():
         pytest.skip(f"real dev scan absent ({REAL}); clone with ../shared beside the repo")
     from lungviewer.study.dicom_series import load_series
 
-    bench = _bench("lung_mask_real")
+    ref_impl = _reference()
     vol = load_series(REAL)
     res = segment_lungs(vol.hu, spacing=vol.spacing)
-    ref = bench.reference_mask(vol.hu, vol.spacing)
-    r = bench.compare(res.mask, ref, vol.spacing)
+    ref = ref_impl.reference_mask(vol.hu, vol.spacing)
+    r = ref_impl.compare(res.mask, ref, vol.spacing)
     assert r["dice"] >= 0.98, r["dice"]
     assert len(r["under_0.9"]) <= 2, r["under_0.9"]
     assert 3500 < res.volume_ml() < 5500 and abs(r["volume_ml"] - r["reference_ml"]) < 150
