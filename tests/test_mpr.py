@@ -423,3 +423,14 @@ def test_main_window_keys_reach_the_views(qtbot):
     texts = [a.text() for a in win.menuBar().actions()]
     assert "&View" in texts and "thick slab on/off" in KEYS
     win.close()
+
+
+def test_plane_image_is_a_view_of_the_volume():
+    vol = phantom().hu
+    for plane, index in (("axial", 3), ("coronal", 5), ("sagittal", 7)):
+        img = planes.plane_image(vol, plane, index)
+        assert np.shares_memory(img, vol)
+        z, y, x = planes.to_volume(plane, index, 2, 4)
+        assert img[2, 4] == vol[int(z), int(y), int(x)]
+    with pytest.raises(IndexError, match="outside"):
+        planes.plane_image(vol, "coronal", NY)

@@ -52,7 +52,11 @@ def plane_image(vol: np.ndarray, plane: str, index: int) -> np.ndarray:
     """The 2-D image ``(row, col)`` of ``vol`` (z, y, x) at ``index`` along the plane's
     fixed axis (a view, not a copy)."""
     axis = _check(plane)
-    return np.take(vol, int(index), axis=axis)
+    n = vol.shape[axis]
+    i = int(index)
+    if not -n <= i < n:
+        raise IndexError(f"{plane} image {i} is outside 0..{n - 1}")
+    return vol[(slice(None),) * axis + (i,)]  # basic indexing: a view (np.take copies)
 
 
 def to_volume(plane: str, index: float, row: float, col: float) -> tuple[float, float, float]:
