@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -29,3 +31,29 @@ def write_tiny_weights(folder: Path, seed: int = 0) -> Path:
                            rng.integers(0, 255, (6, 32, 32), dtype=np.uint8)).save(folder / "retrieval")
     register_retrieval(folder, files, len(records))
     return folder
+
+
+def break_weights(folder: Path, how: str) -> str:
+    """Damage the tiny weights; returns what the message must say."""
+    m = json.loads((folder / "manifest.json").read_text())
+    if how == "checksum":
+        f = folder / "detector.safetensors"
+        data = bytearray(f.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        f.write_bytes(bytes(data))
+        return "checksum"
+    if how == "missing":
+        (folder / "multitask.safetensors").unlink()
+        return "missing"
+    if how == "other-arch":  # the detector's file registered as the slice head
+        m["models"]["detector"]["arch"] = "SliceHead"
+    elif how == "unknown-arch":
+        m["models"]["slices"]["arch"] = "ResNet9000"
+    elif how == "no-manifest":
+        (folder / "manifest.json").unlink()
+        return "does not exist"
+    elif how == "bad-manifest":
+        (folder / "manifest.json").write_text("{not json")
+        return "not a readable weights manifest"
+    (folder / "manifest.json").write_text(json.dumps(m))
+    return {"other-arch": "does not fit the SliceHead", "unknown-arch": "ResNet9000"}[how]

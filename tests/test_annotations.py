@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import time
 import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hostile import SECRET, _hostile_docs
 
 from lungviewer.study.annotations import ReaderMark, Roi
 from lungviewer.study.lidc_db import RATING_NAMES, get_database
@@ -778,3 +780,22 @@ def test_diameter_over_the_hull_equals_all_pairs(n, line, seed):
     m = mark("r", [Roi(z_mm=0, points=pts.astype(np.int32))])
     want = float(pdist(pts * (0.6, 0.8)).max()) if len(np.unique(pts, axis=0)) > 1 else 0.0
     assert mark_diameter_mm(m, (0.8, 0.6)) == pytest.approx(want)
+
+
+# -- hostile XML (defusedxml) ----------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["billion-laughs", "quadratic-blowup", "external-entity",
+                                  "parameter-entity", "external-dtd", "garbage"])
+def test_hostile_xml_never_expanded_or_read(tmp_path, kind):
+    p = tmp_path / "read.xml"
+    p.write_text(_hostile_docs(tmp_path)[kind], encoding="latin-1")
+    t0 = time.perf_counter()
+    try:
+        out = parse_lidc_xml(p)
+    except LidcXmlError as exc:
+        msg = str(exc)
+        assert "read.xml" in msg
+        assert SECRET not in msg and "lollol" not in msg
+    else:  # an external DTD is not fetched: the document itself is harmless
+        assert kind == "external-dtd"
+        assert SECRET not in repr(out)
+    assert time.perf_counter() - t0 < 2.0  # no expansion

@@ -1,14 +1,17 @@
-"""CAD: nodule and detector patches, networks, weights, similar nodules, engine, samples."""
+"""CAD: nodule and detector patches, networks, weights (broken ones refused, no pickle),
+the GPU fallback, similar nodules, engine, samples."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from cadfixtures import write_tiny_weights
+from cadfixtures import break_weights, write_tiny_weights
 
 from lungviewer.imaging.patches import (
     centre_fit,
@@ -17,6 +20,8 @@ from lungviewer.imaging.patches import (
     nodule_patch,
     polygon_box,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def disc_slice(r=10, centre=(60, 70), size=128, hu_in=30, hu_out=-850, speck=True):
@@ -316,3 +321,68 @@ def test_lidc_root_takes_readers_non_nodule_marks_as_negatives(twin_0001_dir, tm
         np.testing.assert_array_equal(patch, detector_patch(vol.hu[k], (r, c)).astype(np.float16))
     _, twin_det = scan_samples(sid)
     assert NEG_KINDS.index("non_nodule") not in twin_det["kind"]
+
+
+# -- broken weights, pickles, GPU faults ------------------------------------------------------
+@pytest.mark.parametrize("how", ["checksum", "missing", "other-arch", "unknown-arch",
+                                 "no-manifest", "bad-manifest"])
+def test_broken_weights_refused_with_a_clear_message(tmp_path, how):
+    from lungviewer.cad.engine import CadEngine
+    from lungviewer.cad.weights import WeightsError
+
+    folder = write_tiny_weights(tmp_path / "w")
+    needle = break_weights(folder, how)
+    with pytest.raises(WeightsError) as info:
+        CadEngine.load(folder, device="cpu")
+    assert needle in str(info.value)
+    assert str(folder) in str(info.value)  # names the file or folder
+
+
+def test_nothing_loads_pickles():
+    """No pickle path in the package: torch.load only with weights_only=True, np.load only
+    with allow_pickle=False, never pickle/joblib/dill."""
+    bad = []
+    for f in sorted((ROOT / "lungviewer").rglob("*.py")):
+        code = f.read_text(encoding="utf-8")
+        for m in re.finditer(r"\b(pickle|cPickle|joblib|dill|shelve)\.(load|loads|Unpickler|open)\b",
+                             code):
+            bad.append(f"{f.name}: {m.group(0)}")
+        for m in re.finditer(r"torch\.load\(([^)]*)\)", code):
+            if "weights_only=True" not in m.group(1):
+                bad.append(f"{f.name}: {m.group(0)}")
+        for m in re.finditer(r"np\.load\(([^)]*)\)", code):
+            if "allow_pickle=False" not in m.group(1):
+                bad.append(f"{f.name}: {m.group(0)}")
+        if "allow_pickle=True" in code:
+            bad.append(f"{f.name}: allow_pickle=True")
+    assert not bad, bad
+    assert not list((ROOT / "model_weights").glob("*.pt*")) + list(
+        (ROOT / "model_weights").glob("*.pkl"))
+
+
+def test_cuda_failure_falls_back_to_cpu_with_a_message(monkeypatch, caplog):
+    import torch
+
+    from lungviewer.cad import device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    real_zeros = torch.zeros
+
+    def zeros(*a, **k):
+        if str(k.get("device", "")).startswith("cuda"):
+            raise RuntimeError("CUDA error: out of memory\nmore details")
+        return real_zeros(*a, **k)
+
+    monkeypatch.setattr(torch, "zeros", zeros)
+    with caplog.at_level("WARNING", logger="lungviewer.cad.device"):
+        assert device.pick_device("auto") in ("cpu", "mps")
+    assert any("CPU" in r.getMessage() and "out of memory" in r.getMessage()
+               for r in caplog.records)
+
+    def broken():
+        raise AssertionError("Torch not compiled with CUDA enabled")
+
+    monkeypatch.setattr(torch.cuda, "is_available", broken)
+    assert device.pick_device("auto") in ("cpu", "mps")
+    with pytest.raises(device.DeviceError):
+        device.pick_device("tpu")
