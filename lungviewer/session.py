@@ -451,11 +451,12 @@ class StudySession:
 
         from lungviewer.reading.model import Reading
 
-        try:
-            reading = store.load_reading(volume.study_uid, volume.series_uid)
-        except Exception as exc:  # noqa: BLE001 - a broken reading never blocks the study
-            log.warning("the saved reading could not be read: %s", exc)
-            reading = None
+        reading = None
+        if volume.study_uid:  # an in-memory volume (evaluation) has none: nothing saved
+            try:
+                reading = store.load_reading(volume.study_uid, volume.series_uid)
+            except Exception as exc:  # noqa: BLE001 - a broken reading never blocks the study
+                log.warning("the saved reading could not be read: %s", exc)
         self.reading_saved = reading is not None
         reading = reading or Reading.for_volume(volume)
         if self.folder is not None:
@@ -472,12 +473,12 @@ class StudySession:
         """Write the reading to the user data folder (atomic); emits ``reading``."""
         if self.reading is None:
             return
-        if self.autosave:
+        if self.autosave and self.reading.study_uid:
             from lungviewer.reading import store
 
             try:
                 store.save_reading(self.reading)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 self.emit("message", f"The reading could not be saved: {exc}")
         self.emit("reading", self.reading)
 
