@@ -174,7 +174,7 @@ def test_click_in_coronal_moves_the_other_views_and_the_crosshair(qtbot, mpr):
     # scrolling the axial view moves the point along z: the coronal crosshair follows
     mpr.axial.step(3)
     assert mpr.point == (z + 3, y, x) and mpr.coronal.cross_lines[1].value() == z + 3.5
-    assert mpr.overview.index == z + 3
+    qtbot.waitUntil(lambda: mpr.overview.index == z + 3, timeout=2000)  # follows shortly
     # the hover readout names the voxel of the other planes
     text = mpr.sagittal.hover_text(z + 0.5, y + 0.5)
     assert f"voxel (image {z + 1}, row {y}, col {x})" in text and "HU -800" in text

@@ -40,6 +40,7 @@ LAYOUT_TITLES = {"axial": "One axial view", "1x3": "1×3: axial, coronal, sagitt
                  "2x2": "2×2: axial, coronal, sagittal, axial slab"}
 SLAB_STEP_MM = 2.0
 OVERVIEW_MIN_MM = 20.0  # the 2×2 overview's slab is at least this thick
+OVERVIEW_MS = 40  # the overview follows the axial view at most this often while it scrolls
 CINE_FPS_RANGE = (1, 30)
 
 #: the keys, for the F1 help text
@@ -108,6 +109,10 @@ class MprWidget(QWidget):
             v.activated.connect(lambda v=v: self._activate(v))
             v.hoverInfo.connect(self.hoverInfo)
             v.windowChanged.connect(lambda lv, w, v=v: self._window_changed(v, lv, w))
+        self._overview_timer = QTimer(self)
+        self._overview_timer.setSingleShot(True)
+        self._overview_timer.setInterval(OVERVIEW_MS)
+        self._overview_timer.timeout.connect(lambda: self.overview.set_slice(self.axial.index))
         self.cine_timer = QTimer(self)
         self.cine_timer.timeout.connect(self._cine_step)
         self.cine_fps = int(np.clip(int(settings.get("cine/fps", 10, int)), *CINE_FPS_RANGE))
@@ -242,7 +247,10 @@ class MprWidget(QWidget):
         p[axis] = int(k)
         self.point = (p[0], p[1], p[2])
         if view is self.axial:
-            self.overview.set_slice(k)
+            # the slab overview follows at most every OVERVIEW_MS while the axial view
+            # scrolls: a scroll step then costs one view, not two
+            if not self._overview_timer.isActive():
+                self._overview_timer.start()
         elif view is self.overview:
             self.axial.set_slice(k)
         self._update_crosshairs()
