@@ -3,7 +3,7 @@
 Writes the series into a temporary folder (pydicom, via tests/dicomgen.py), then loads it
 with ``load_series`` in a fresh child process and reports the child's peak resident memory
 (``ru_maxrss``) over its baseline after the imports, divided by the size of the int16
-volume. Goal (issue 10): ≤ 2.5×.
+volume. Goal: ≤ 2.5×.
 
     python bench/bench_memory.py [--slices 600] [--size 512] [--keep DIR]
 """

@@ -1,10 +1,10 @@
-"""Nodule candidates of a study for the slice scan (M5): bright blobs in and at the edge of
+"""Nodule candidates of a study for the 2-D slice scan: bright blobs in and at the edge of
 the lungs, found on every slice at once (pure numpy/scipy, arrays ``(z, y, x)``).
 
 A candidate is a local maximum of a difference of two in-plane Gaussians (a blob brighter
 than its surroundings) at two scales (σ 2/6 px for small nodules, 5/15 px for large ones),
 inside the lung mask dilated by ``margin_px`` (so nodules touching the pleura or the
-mediastinum, which the M1 mask leaves out, are still reached), where the smoothed HU is
+mediastinum, which the lung mask leaves out, are still reached), where the smoothed HU is
 above ``min_hu``. The strongest ``per_slice`` are kept.
 """
 

@@ -1,9 +1,10 @@
-"""Nodule patches (DESIGN M2) and detector patches (M4 input), pure numpy/scikit-image.
+"""Nodule patches and detector patches (the detector's 50×50 input), pure numpy/scikit-image
+(docs/ARCHITECTURE.md, "The methods and their sources").
 
 The same functions serve training (``lungviewer.cad.training.datasets``) and the viewer's
 box, so what the network sees in use is exactly what it saw in training.
 
-M2: the ROI's bounding box on its slice → crop → Otsu binarisation → remove objects
+Nodule patch: the ROI's bounding box on its slice → crop → Otsu binarisation → remove objects
 smaller than 10 px → centre-pad (or centre-crop) to 32×32. A grey-level patch (HU
 windowed −1000…400 → 0…1) is made the same way beside the binary one, and the box size in
 mm is kept, because a nodule wider than 32 px loses its size in a 32×32 crop.
@@ -70,7 +71,7 @@ def polygon_box(points_xy: np.ndarray, pad: int = 0) -> Box:
 
 def nodule_patch(slice_hu: np.ndarray, box: Box,
                  pixel_spacing: tuple[float, float] | None = None) -> NodulePatch:
-    """M2 patch of the region ``box`` of one slice (``slice_hu`` (y, x) HU)."""
+    """Nodule patch of the region ``box`` of one slice (``slice_hu`` (y, x) HU)."""
     r0, c0, r1, c1 = clip_box(box, slice_hu.shape)
     crop = np.asarray(slice_hu[r0:r1, c0:c1], dtype=np.float32)
     if float(crop.max()) > float(crop.min()):

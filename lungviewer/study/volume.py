@@ -1,6 +1,6 @@
 """The Volume record: a CT series as HU voxels plus the geometry needed to map them.
 
-Conventions (DESIGN §4): arrays are ``(z, y, x)``; HU are ``int16``; spacing is in mm
+Conventions (docs/ARCHITECTURE.md): arrays are ``(z, y, x)``; HU are ``int16``; spacing is in mm
 ``(z, y, x)``. Index ``z`` runs in ascending position along the slice normal (for an
 axial supine series: feet → head, i.e. ascending ImagePositionPatient[2]).
 """
