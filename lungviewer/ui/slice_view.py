@@ -247,11 +247,15 @@ class SliceView(QWidget):
         self.view.autoRange(padding=0.0)
         self._update_crosshair()
         for side in ("left", "right", "top", "bottom"):
-            self._labels[side].setText(labels[side])
+            if self._labels[side].text() != labels[side]:
+                self._labels[side].setText(labels[side])
+                self._labels[side].adjustSize()
         banner = self._labels["banner"]
-        banner.setText("SYNTHETIC IMAGE — not a patient, not for clinical use")
+        if not banner.text():
+            banner.setText("SYNTHETIC IMAGE — not a patient, not for clinical use")
+            banner.adjustSize()
         banner.setVisible(volume.is_synthetic)
-        self._place_labels()
+        self._place_labels(adjust=False)  # the corner texts were measured by set_slice
 
     def set_mask(self, mask: np.ndarray | None) -> None:
         """A boolean ``(z, y, x)`` overlay (the lung parenchyma), drawn in translucent green."""
