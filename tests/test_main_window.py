@@ -155,7 +155,7 @@ def _patch_stage(monkeypatch, stage: str, running: dict) -> str:
     owner, attr = {"load": (lungviewer.study.dicom_series, "load_series"),
                    "segment": (lungviewer.imaging.parenchyma, "segment_lungs"),
                    "annotations": (lungviewer.session, "read_annotations"),
-                   "scan": (CadEngine, "scan_slices")}[stage]
+                   "scan": (CadEngine, "find_findings")}[stage]
     monkeypatch.setattr(owner, attr, _slow(getattr(owner, attr), running, stage))
     return "study"
 

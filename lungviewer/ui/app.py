@@ -73,14 +73,15 @@ def main(args) -> int:
     if missing:  # said before Qt can abort; Qt may still find them elsewhere, so go on
         print(missing, file=sys.stderr)
     box = args.box  # parsed by the CLI: (slice, row0, col0, row1, col1)
-    from PySide6.QtCore import QTimer
+    from PySide6.QtCore import Qt, QTimer
 
     from .main_window import MainWindow, application
 
     app = application()
     t0 = time.perf_counter()
     win = MainWindow()
-    if size is not None:
+    if size is not None:  # exactly this size, not the first start's fit to the screen
+        win.setWindowState(win.windowState() & ~Qt.WindowState.WindowMaximized)
         win.resize(*size)
         win.quiet_errors = True
     win.show()
