@@ -86,11 +86,8 @@ def run(job: Job[T], progress: Callable[[Progress], None] | None = None,
         return stop.value
 
 
-_CANCELLED_TYPES: tuple[type[BaseException], ...] = (Cancelled, InterruptedError)
-
-
 def _is_cancel(exc: BaseException) -> bool:
-    return isinstance(exc, _CANCELLED_TYPES)
+    return isinstance(exc, Cancelled)
 
 
 def call_job(fn: Callable[..., T], *args, text: str = "", **kwargs) -> Job[T]:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from dicomgen import write_ct_series
 
+from lungviewer.cancel import Cancelled
 from lungviewer.cli import main as cli_main
 from lungviewer.imaging.parenchyma import (
     ParenchymaParams,
@@ -146,7 +147,7 @@ def test_volume_progress_spacing_and_cancel():
     assert res.volume_ml((1, 1, 1)) == pytest.approx(res.mask.sum() / 1000)
     with pytest.raises(ValueError, match="spacing"):
         segment_lungs(vol[:1]).volume_ml()
-    with pytest.raises(InterruptedError):
+    with pytest.raises(Cancelled):
         segment_lungs(vol, cancel=lambda: True)
 
 

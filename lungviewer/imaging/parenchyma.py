@@ -77,6 +77,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import ConvexHull, QhullError
 
+from lungviewer.cancel import Cancelled
+
 log = logging.getLogger(__name__)
 
 HU_MIN, HU_MAX = -1024, 3071  # histogram range; values above are clipped into it
@@ -702,8 +704,7 @@ def _paint(block: _Block, keep: np.ndarray, airway: np.ndarray | None,
     return out
 
 
-class SegmentationCancelled(InterruptedError):
-    """Raised by :func:`segment_lungs` when its ``cancel`` callback answers True."""
+# cancelling raises lungviewer.cancel.Cancelled (one exception for every job)
 
 
 def _as_hu(hu: np.ndarray, ndim: int, what: str) -> np.ndarray:
@@ -747,7 +748,7 @@ def segment_lungs(hu: np.ndarray, params: ParenchymaParams = ParenchymaParams(),
     in a thread pool: scipy releases the GIL); with ``params.volume_rules=False`` the
     result is identical to :func:`segment_slice` on every slice (tested).
     ``progress(done, total)`` is called after each chunk; ``cancel()`` returning True
-    stops the work with :class:`SegmentationCancelled`. ``spacing`` (mm, z y x) is kept
+    stops the work with :class:`lungviewer.cancel.Cancelled`. ``spacing`` (mm, z y x) is kept
     in the result for :meth:`ParenchymaResult.volume_ml`.
 
     What it captures: the air-filled lung (about −950…−500 HU) with the vessels and the
@@ -786,7 +787,7 @@ def segment_lungs(hu: np.ndarray, params: ParenchymaParams = ParenchymaParams(),
         for k1 in pool.map(work, starts):
             if k1 < 0 or (cancel is not None and cancel()):
                 pool.shutdown(cancel_futures=True)
-                raise SegmentationCancelled("lung segmentation cancelled")
+                raise Cancelled("lung segmentation was cancelled")
             if progress is not None and k1 < n:
                 progress(k1, n)
         ordered = [blocks[k0] for k0 in starts]
