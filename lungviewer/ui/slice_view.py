@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QCursor, QFont
 from PySide6.QtWidgets import QLabel, QToolTip, QVBoxLayout, QWidget
 
@@ -744,6 +744,3 @@ class SliceView(QWidget):
         super().resizeEvent(ev)
         self._update_texts()  # the short form in a narrow view
         self._place_labels()
-
-    def visible_rect(self) -> QRectF:
-        return self.view.viewRect()
