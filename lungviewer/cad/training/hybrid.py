@@ -51,7 +51,7 @@ NODULES_PER_VOLUME = 14
 MIN_GAP_MM = 25.0  # between inserted nodules and from the host's marks
 HIT_RADIUS_MM = 5.0  # a candidate within max(radius, this) of a nodule is positive
 TURNS = 4  # patch sets per candidate (random turns about z), for augmentation
-EPOCHS = 20
+EPOCHS = 8
 #: (hand-set evidence, network logit × temperature) weights tried by cross-validation
 MIXES = ((1.0, 0.0), (1.0, 0.25), (1.0, 0.5), (1.0, 1.0), (1.0, 2.0), (0.5, 1.0), (0.0, 1.0))
 
