@@ -25,6 +25,12 @@
    patients (LIDC-IDRI-0003, -0005, -0006) and the real development scan (LIDC-IDRI-0006, a
    training patient; its nodules and non-nodule marks), not fitted; no test patient's images
    were looked at.
+   When the weights have the false-positive reduction network (``models["fpr"]``,
+   :class:`~lungviewer.cad.networks.FprNet` on three orthogonal 1 mm planes and the shape
+   features, trained on hybrid images: real lungs with inserted nodules,
+   :mod:`lungviewer.cad.training.hybrid`), the evidence becomes
+   ``mix[0] · evidence + mix[1] · TEMPERATURE · its logit`` (:func:`mix_evidence`; ``mix``
+   chosen by leaving one hybrid volume out, stored with the network).
 3. **Marks**: candidates within the radius of a higher-scored one (at least
    ``MIN_SEPARATION_MM``) are dropped; the class is
    the slice head's benign / malignant verdict on the axial patch.
