@@ -331,3 +331,95 @@ def test_synth_command(tmp_path, capsys):
 
     assert main(["synth", "--patient", "LIDC-IDRI-9999", "--out", str(tmp_path / "x")]) == 2
     assert "not a LIDC-IDRI patient" in capsys.readouterr().err
+
+
+# -- the realistic twin ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def realistic_0240():
+    """The realistic twin of LIDC-IDRI-0240 (ground-glass, part-solid and solid nodules),
+    only the slices its readers annotated, and a model of its default twin."""
+    scan = find_scan("LIDC-IDRI-0240")
+    model = build_model(scan, realistic=True)
+    ks = sorted({scan.slice_index(c.z_mm) for a in get_database().annotations(scan.id)
+                 for c in a.contours})
+    return scan, model, ks, render_slices(model, ks)
+
+
+def test_realistic_twin_region_equals_crop_and_default_is_unchanged(realistic_0240):
+    scan, model, ks, (hu, lung, nod) = realistic_0240
+    assert model.realistic and model.version != build_model(scan).version
+    k = ks[len(ks) // 2]
+    i = ks.index(k)
+    reg = render_region(model, (k, 256, 300), (1, 60, 50))
+    np.testing.assert_array_equal(reg[0], hu[i, 226:286, 275:325])
+    # soft-edged nodules and touching vessels do not leak into the truth mask
+    default = render_slices(build_model(scan), ks)
+    np.testing.assert_array_equal(nod, default[2])
+
+
+def test_realistic_twin_vessels_are_dense_and_thin_like_real_lungs(realistic_0240):
+    """The default twin's vessels are few and thick; the realistic twin's follow the real
+    development scan's figures (2.1 % of the lung above −500 HU, median in-plane calibre
+    1.25 mm; bench/twin_gap.py) within a band."""
+    from lungviewer.imaging.ctstats import vessel_calibres, vessel_fraction
+
+    scan, model, ks, (hu, lung, nod) = realistic_0240
+    d_hu, d_lung, d_nod = render_slices(build_model(scan), ks)
+    sp = twin_spacing(scan)
+    real = vessel_calibres(hu, lung & ~nod, sp, step=1)
+    default = vessel_calibres(d_hu, d_lung & ~d_nod, sp, step=1)
+    assert 0.01 < vessel_fraction(hu, lung & ~nod) < 0.045
+    assert real["median_mm"] < 0.8 * default["median_mm"]
+    assert real["skeleton_mm_per_ml"] > default["skeleton_mm_per_ml"]  # more small vessels
+
+
+def test_realistic_twin_nodules_by_texture_with_soft_edges(realistic_0240):
+    scan, model, ks, (hu, lung, nod) = realistic_0240
+    checked = 0
+    for st in model.nodules:
+        idx = [ks.index(int(k)) for k in st.slices]
+        m = np.zeros((len(idx), 512, 512), bool)
+        m[:, st.row0:st.row0 + st.masks.shape[1], st.col0:st.col0 + st.masks.shape[2]] = \
+            st.masks
+        if m.sum() < 40:
+            continue
+        inside = float(np.median(hu[idx][m]))
+        tex = st.ratings["texture"]
+        if tex <= 2:
+            assert -720 < inside < -330, (tex, inside)
+        elif tex >= 4.5 and not st.calcified:
+            assert -120 < inside < 120, (tex, inside)
+        checked += 1
+    assert checked >= 3
+    # a soft edge: just outside the outlines (in-plane) brighter than the default twin's
+    from scipy import ndimage
+
+    cross = np.zeros((3, 3, 3), bool)
+    cross[1] = ndimage.generate_binary_structure(2, 1)
+    ring = ndimage.binary_dilation(nod, cross) & ~nod
+    default_hu = render_slices(build_model(scan), ks)[0]
+    assert np.median(hu[ring]) > np.median(default_hu[ring]) + 40
+
+
+def test_realistic_twin_dicom_has_padding_and_says_synthetic(tmp_path):
+    from lungviewer.synth.twin import render_twin
+    from lungviewer.synth.writer import write_twin
+
+    twin = render_twin("LIDC-IDRI-0001", realistic=True)
+    acq = twin.model.acquisition
+    assert acq.padding_hu in (-2000, -3024)
+    assert (twin.hu[:, 0, 0] == acq.padding_hu).all()  # outside the reconstruction circle
+    assert (twin.hu[:, 256, 256] >= -1024).all()  # inside it: never padding
+    out = write_twin("LIDC-IDRI-0001", tmp_path / "t", twin=twin)
+    ds = pydicom.dcmread(sorted(out.glob("*.dcm"))[0])
+    assert "SYNTHETIC" in ds.SeriesDescription and "realistic" in ds.SeriesDescription
+    assert "SYNTHETIC" in ds.ImageComments and "realistic" in ds.ImageComments
+    assert int(ds.PixelPaddingValue) == acq.padding_hu
+    vol = load_series(out)
+    np.testing.assert_array_equal(vol.hu, twin.hu)
+    assert vol.is_synthetic
+    # its UIDs are its own: never those of the default twin of the same scan
+    from lungviewer.synth.writer import twin_uid
+
+    slice0 = pydicom.dcmread(out / "0001.dcm")
+    assert slice0.SOPInstanceUID != twin_uid(twin.scan.series_uid, "slice0")
