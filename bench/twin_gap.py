@@ -5,8 +5,8 @@
 
 SERIES_DIR defaults to ../shared/data/real/LIDC-IDRI-0006 (real TCIA pixels, a training
 patient; absent → a message and exit status 2). The twin of the same patient is rendered
-with :func:`lungviewer.synth.twin.render_twin` (the default twin) and, when ``render_twin``
-takes ``realistic`` (and ``--no-realistic`` is not given), the realistic twin as well. Each
+with :func:`lungviewer.synth.twin.render_twin` (the default twin) and, unless
+``--no-realistic`` is given, the realistic twin as well (``realistic=True``). Each
 volume gets its own lung mask (``segment_lungs(hu).mask``, threshold method).
 
 Columns: REAL CT <patient> | SYNTHETIC twin | SYNTHETIC realistic twin. Rows:
@@ -30,7 +30,6 @@ Columns: REAL CT <patient> | SYNTHETIC twin | SYNTHETIC realistic twin. Rows:
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import time
@@ -240,7 +239,7 @@ def main() -> int:
                     help="LIDC patient of the twin (default: the folder's name)")
     ap.add_argument("--json", help="write everything as JSON to FILE")
     ap.add_argument("--no-realistic", action="store_true",
-                    help="measure the default twin only, even when render_twin has realistic")
+                    help="measure the default twin only")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--points", type=int, default=200, help="random lung points per volume")
     ap.add_argument("--seed", type=int, default=0)
@@ -263,7 +262,7 @@ def main() -> int:
     nodules, source = real_nodules(real, folder)
     engine = CadEngine.load(device="cpu")
     todo = [(f"REAL CT {patient}", lambda: real), ("SYNTHETIC twin", {})]
-    if "realistic" in inspect.signature(render_twin).parameters and not a.no_realistic:
+    if not a.no_realistic:
         todo.append(("SYNTHETIC realistic twin", {"realistic": True}))
     real_z = np.asarray(real.positions, float)[:, 2]
     vols = []

@@ -13,7 +13,7 @@ from pathlib import Path
 from lungviewer import paths
 from lungviewer.contracts import DEMO_COMPLETE_MARKER, DEMO_PATIENT
 
-from .twin import TWIN_VERSION
+from .twin import REALISTIC_VERSION, TWIN_VERSION
 from .writer import write_twin
 
 log = logging.getLogger(__name__)
@@ -21,25 +21,29 @@ log = logging.getLogger(__name__)
 _DONE = DEMO_COMPLETE_MARKER
 
 
-def demo_dir(patient_id: str = DEMO_PATIENT) -> Path:
-    return paths.cache_dir() / "twins" / f"{patient_id}-{TWIN_VERSION}"
+def demo_dir(patient_id: str = DEMO_PATIENT, realistic: bool = False) -> Path:
+    version = REALISTIC_VERSION if realistic else TWIN_VERSION
+    return paths.cache_dir() / "twins" / f"{patient_id}-{version}"
 
 
 def ensure_demo(patient_id: str = DEMO_PATIENT,
-                progress: Callable[[int, int], None] | None = None) -> Path:
-    """Folder with the twin of ``patient_id`` (DICOM + LIDC XML), generating it on first use.
+                progress: Callable[[int, int], None] | None = None,
+                realistic: bool = False) -> Path:
+    """Folder with the twin of ``patient_id`` (DICOM + LIDC XML; ``realistic``: the
+    realistic twin), generating it on first use.
 
     Generation writes into a temporary sibling folder and renames it into place, so an
     interrupted run never leaves a half-written study behind."""
-    target = demo_dir(patient_id)
+    target = demo_dir(patient_id, realistic)
     if (target / _DONE).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{patient_id}-", dir=target.parent))
     try:
         log.info("generating the synthetic demo study (first run only)")
-        write_twin(patient_id, tmp, progress=progress)
-        (tmp / _DONE).write_text(TWIN_VERSION + "\n", encoding="utf-8")
+        write_twin(patient_id, tmp, progress=progress, realistic=realistic)
+        (tmp / _DONE).write_text(target.name.removeprefix(f"{patient_id}-") + "\n",
+                                 encoding="utf-8")
         if target.exists():  # a stale, incomplete folder from an older run
             shutil.rmtree(target, ignore_errors=True)
         try:
@@ -55,9 +59,10 @@ def ensure_demo(patient_id: str = DEMO_PATIENT,
 
 def load_demo(patient_id: str = DEMO_PATIENT,
               progress: Callable[[int, int], None] | None = None,
-              cancel: Callable[[], bool] | None = None):
-    """Generate the demo twin if needed, then load it: ``(Volume, folder)``."""
+              cancel: Callable[[], bool] | None = None, realistic: bool = False):
+    """Generate the demo twin (``realistic``: the realistic twin) if needed, then load it:
+    ``(Volume, folder)``."""
     from lungviewer.study.dicom_series import load_series
 
-    folder = ensure_demo(patient_id, progress=progress)
+    folder = ensure_demo(patient_id, progress=progress, realistic=realistic)
     return load_series(folder, progress=progress, cancel=cancel), folder

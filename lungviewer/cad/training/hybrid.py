@@ -47,6 +47,9 @@ HOST = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "real" /
 HOST_PATIENT = "LIDC-IDRI-0006"
 #: training twins whose candidates join the hybrid ones
 TWINS = ("LIDC-IDRI-0003", "LIDC-IDRI-0005")
+#: realistic twins (dense vessel tree, soft nodules, varied acquisition) of this many
+#: training patients join them: neither hybrid donors nor the host (:func:`realistic_patients`)
+REALISTIC_TWINS = 16
 MIN_D_MM, MAX_D_MM = 3.0, 30.0
 NODULES_PER_VOLUME = 14
 MIN_GAP_MM = 25.0  # between inserted nodules and from the host's marks
@@ -142,6 +145,22 @@ def donor_patients(n: int, seed: int = 0) -> list[str]:
     train = sorted(make_split().train - {HOST_PATIENT} - set(test_patients()))
     rng = np.random.default_rng(seed)
     return [train[i] for i in rng.permutation(len(train))[:n]]
+
+
+def realistic_patients(n: int, exclude: set[str], seed: int = 1) -> list[str]:
+    """``n`` training patients with at least one nodule ≥ 3 mm for realistic twins, none
+    in ``exclude`` (the hybrid donors and the host) and never a test patient."""
+    from .splits import make_split, test_patients
+
+    pool = sorted(make_split().train - exclude - {HOST_PATIENT} - set(test_patients()))
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in rng.permutation(len(pool)):
+        if len(out) == n:
+            break
+        if donors_of([pool[i]]):
+            out.append(pool[i])
+    return out
 
 
 def donors_of(patients: list[str]) -> list[Donor]:
@@ -307,11 +326,12 @@ def _with_inserted(truth, placed: list[Inserted], spacing):
 
 def build_candidates(models: dict, seeds=range(6), donors_per_seed: int = 8,
                      nodules: int = NODULES_PER_VOLUME, twins=TWINS, host: Path = HOST,
-                     device: str = "cpu",
+                     device: str = "cpu", realistic: int = REALISTIC_TWINS,
                      progress: Callable[[str, int, int], None] | None = None) -> CandidateSet:
     """Labelled candidates of hybrid volumes (one per seed; each seed's donors are its own
-    training patients, so leaving a seed out leaves its donor patients out) and of the
-    training ``twins``."""
+    training patients, so leaving a seed out leaves its donor patients out), of the
+    training ``twins``, of ``realistic`` realistic twins (groups ``realistic-<patient>``)
+    and of the unchanged host (group ``host``: its real nodules only, for measuring)."""
     from dataclasses import replace
 
     from lungviewer.imaging.parenchyma import segment_lungs
@@ -331,7 +351,9 @@ def build_candidates(models: dict, seeds=range(6), donors_per_seed: int = 8,
     truth0 = _truth_of(vol, Path(host))
     mask0 = segment_lungs(vol.hu).mask
     pats = donor_patients(donors_per_seed * len(seeds))
-    parts = []
+    parts = [candidate_set(vol, mask0, truth0, models, "host", device)]
+    real_twins = realistic_patients(realistic, set(pats)) if realistic else []
+    twins = [(p, False) for p in twins] + [(p, True) for p in real_twins]
     total = len(seeds) + len(twins)
     for i, s in enumerate(seeds):
         if progress is not None:
@@ -349,13 +371,13 @@ def build_candidates(models: dict, seeds=range(6), donors_per_seed: int = 8,
         log.info("hybrid %d: %d nodules inserted from %d donors, %d candidates (%d positive)",
                  s, len(placed), len(donors), len(parts[-1].label),
                  int((parts[-1].label == 1).sum()))
-    for j, p in enumerate(twins):
+    for j, (p, real) in enumerate(twins):
         if progress is not None:
             progress("hybrid volumes", len(seeds) + j, total)
-        tv, folder = load_demo(p)
+        tv, folder = load_demo(p, realistic=real)
         mask = segment_lungs(tv.hu).mask
-        parts.append(candidate_set(tv, mask, _truth_of(tv, folder), models, f"twin-{p}",
-                                   device))
+        parts.append(candidate_set(tv, mask, _truth_of(tv, folder), models,
+                                   f"{'realistic' if real else 'twin'}-{p}", device))
     if progress is not None:
         progress("hybrid volumes", total, total)
     return CandidateSet.concat(parts)
@@ -462,7 +484,7 @@ def cross_validate(cs: CandidateSet, epochs: int = EPOCHS, seed: int = 0,
         if progress is not None:
             progress("cross-validation", i, len(hyb))
         test = cs.group == g
-        model, _ = fit(cs.subset(~test), epochs, seed, device)
+        model, _ = fit(cs.subset(~test & (cs.group != "host")), epochs, seed, device)
         oof[test] = predict(model, cs.subset(test), device)
     if progress is not None:
         progress("cross-validation", len(hyb), len(hyb))

@@ -367,7 +367,8 @@ def _run_fpr(args, nod, det, device: str, out: Path):
 
     eng = CadEngine.load(out, device=device)
     seeds = range(args.hybrid_volumes or 6)
-    cache = paths.cache_dir() / "datasets" / f"fpr-candidates-v1-{len(seeds)}.npz"
+    cache = (paths.cache_dir() / "datasets"
+             / f"fpr-candidates-v2-{len(seeds)}-{hy.REALISTIC_TWINS}.npz")
     if cache.is_file():
         cs = hy.CandidateSet.load(cache)
     else:
@@ -378,7 +379,7 @@ def _run_fpr(args, nod, det, device: str, out: Path):
     epochs = args.epochs or hy.EPOCHS
     cv = hy.cross_validate(cs, epochs, args.seed, device, progress=print_progress)
     best = cv["best"]
-    model, hist = hy.fit(cs, epochs, args.seed, device,
+    model, hist = hy.fit(cs.subset(cs.group != "host"), epochs, args.seed, device,
                          progress=partial(print_progress, "fpr"))
     model.mix = (best[0], best[1])
     hist = {"epochs": hist, "cross_validation": cv}
