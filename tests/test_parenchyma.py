@@ -543,3 +543,16 @@ def test_real_dev_scan_against_an_independent_reference():
     assert len(r["under_0.9"]) <= 2, r["under_0.9"]
     assert 3500 < res.volume_ml() < 5500 and abs(r["volume_ml"] - r["reference_ml"]) < 150
     assert not res.mask[vol.hu < -1024].any()  # never in the padding
+
+
+def test_thin_slices_keep_the_lungs_from_the_airway_rule():
+    """The realistic twin of LIDC-IDRI-0083 (218 slices of 1.25 mm, padding outside the
+    reconstruction circle): a lung grows from its apex by less than 1.5 times a slice, so
+    an airway that was allowed to grow by 1.5 times a slice climbed into it and removed
+    both lungs (the mask had 1 voxel). An airway keeps its seed's calibre now."""
+    from lungviewer.imaging.parenchyma import dice
+    from lungviewer.synth.twin import render_twin
+
+    twin = render_twin("LIDC-IDRI-0083", realistic=True)
+    mask = segment_lungs(twin.hu).mask
+    assert dice(mask, twin.lung_mask) > 0.95

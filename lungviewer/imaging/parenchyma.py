@@ -665,8 +665,9 @@ def _airway(blocks: list[_Block], keep: np.ndarray, p: ParenchymaParams,
     """Step 9 (airways), over all blocks: which global raw labels (dark side inside the
     body, before the closing) are trachea or bronchi. Seeds: raw pieces whose candidate
     component steps 6–8 removed (the trachea above the apex); an airway continues into a raw piece of an adjacent slice that
-    lies at least half on it and is at most 1.5 times as large (a tube, never the lung
-    it enters)."""
+    lies at least half on it and is at most 1.5 times as large as it and as the airway's
+    seed (a tube keeps its calibre; never the lung it enters, not even on thin slices,
+    where a lung grows from its apex by less than 1.5 times a slice)."""
     parts = [b.raw for b in blocks]
     n, background, a, b, c = _global_pairs(parts, blocks, shape)
     sizes = np.concatenate([q.sizes for q in parts])
@@ -674,12 +675,14 @@ def _airway(blocks: list[_Block], keep: np.ndarray, p: ParenchymaParams,
                               for bl in blocks])
     airway = (sizes >= AIRWAY_SEED_PX) & (sizes < p.min_component_px) & ~background & \
         ~keep[cand_of]
+    seed = np.where(airway, sizes, 0)  # the size of the seed each airway piece grew from
     while True:
         grow = np.zeros(n, dtype=bool)
         for u, v in ((a, b), (b, a)):  # v continues the airway u
             ok = airway[u] & ~airway[v] & (c >= AIRWAY_OVERLAP * sizes[v]) & \
-                 (sizes[v] <= AIRWAY_GROWTH * sizes[u])
+                 (sizes[v] <= AIRWAY_GROWTH * np.minimum(sizes[u], seed[u]))
             grow[v[ok]] = True
+            seed[v[ok]] = seed[u[ok]]
         if not grow.any():
             return airway
         airway |= grow
