@@ -117,12 +117,13 @@ def _tiny_set(n: int = 160, seed: int = 0) -> hy.CandidateSet:
         for j in (1, 2):
             x[i, :, j][:, disc if lab[i] else line] = 0.75
     x += rng.normal(0, 0.03, x.shape).astype(np.float32)
-    groups = np.array([f"hybrid-{(i // 4) % 2}" for i in range(n)])
+    names = ("hybrid-0", "hybrid-1", "realistic-A", "realistic-B", "host")
+    groups = np.array([names[(i // 4) % 5] for i in range(n)])
     cmm = np.column_stack([np.arange(n) * 20.0, np.zeros(n), np.zeros(n)])
     truths = {g: ScanTruth(cmm[(groups == g) & (lab == 1)], np.full(((groups == g)
                                                                       & (lab == 1)).sum(), 5.0),
                            np.ones(((groups == g) & (lab == 1)).sum(), int))
-              for g in ("hybrid-0", "hybrid-1")}
+              for g in names}
     return hy.CandidateSet(x, np.zeros((n, FPR_EXTRA), np.float32),
                            rng.normal(0, 1, n).astype(np.float32), lab, groups, cmm,
                            np.full(n, 6.0, np.float32), truths)
@@ -148,8 +149,13 @@ def test_fpr_trains_saves_loads_and_cross_validates(tmp_path: Path):
     again = load_model("fpr", tmp_path)
     assert again.mix == (0.5, 1.0)
     assert np.allclose(hy.predict(again, cs), lo, atol=1e-5)
-    cv = hy.cross_validate(cs, epochs=3, seed=0, mixes=((1.0, 0.0), (0.0, 1.0)))
+    cv = hy.cross_validate(cs, epochs=3, seed=0, mixes=((1.0, 0.0), (0.0, 1.0)),
+                           realistic_folds=2)
     assert cv["best"] == [0.0, 1.0]
+    # realistic twins are held out too (in their own folds); the host never is nor learns
+    assert cv["held_out"] == ["hybrid-0", "hybrid-1", "realistic-A", "realistic-B"]
+    assert cv["froc_realistic"]["0,1"]["n_nodules"] == (
+        (np.isin(cs.group, ["realistic-A", "realistic-B"])) & (cs.label == 1)).sum()
     assert hy.mean_sensitivity(cv["froc"]["0,1"]) > hy.mean_sensitivity(cv["hand_only"])
     assert np.allclose(mix_evidence(np.array([1.0]), np.array([2.0]), 1.0, 0.5), 1.0 + 4.0)
 
