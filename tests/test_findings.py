@@ -165,3 +165,23 @@ def test_one_blob_is_one_finding(engine):
     near = np.linalg.norm(pts - np.array([5.5, 32, 32]) * sp, axis=1) < 5.0
     assert near.sum() == 1
     assert find_findings(vol, np.zeros(hu.shape, bool), engine.models) == []
+
+
+def test_strong_findings_keep_their_order_and_distinct_scores():
+    """With the network's logit weighted up (mix 1, 2: evidence up to ±100 and more), the
+    score no longer saturates at 1.0 — the old squash gave equal scores above an evidence
+    of 60 and the findings' order among them fell back to the candidates' order."""
+    from lungviewer.cad.findings import combine, squash
+
+    n = 5
+    head = np.zeros((n, 3))
+    head[:, 1] = 3.0  # "some nodule"
+    fpr = np.array([8.0, 12.0, 10.0, 14.0, -5.0])
+    ev, score = combine(head, np.zeros((n, 1)), np.zeros(n), fpr, (1.0, 2.0))
+    assert (ev[:4] > 60).all()  # the old score: all four 0.9999997
+    assert len(set(np.round(squash(ev[:4]), 12))) == 1
+    assert list(np.argsort(-score, kind="stable")) == [3, 1, 2, 0, 4]
+    assert len(set(score.tolist())) == n and (score < 1.0).all() and score[4] < 0.5
+    # without the network the score is the hand-set evidence squashed, as before
+    ev0, score0 = combine(head, np.zeros((n, 1)), np.zeros(n))
+    np.testing.assert_allclose(score0, squash(ev0))

@@ -27,11 +27,13 @@
    were looked at.
    When the weights have the false-positive reduction network (``models["fpr"]``,
    :class:`~lungviewer.cad.networks.FprNet` on three orthogonal 1 mm planes and the shape
-   features, trained on hybrid images: real lungs with inserted nodules,
-   :mod:`lungviewer.cad.training.hybrid`), the evidence becomes
+   features, trained on hybrid images — real lungs with inserted nodules — and realistic
+   twins, :mod:`lungviewer.cad.training.hybrid`), the evidence becomes
    ``mix[0] · evidence + mix[1] · TEMPERATURE · its logit`` (:func:`mix_evidence`; ``mix``
-   chosen by leaving one hybrid volume out, stored with the network).
-3. **Marks**: candidates within the radius of a higher-scored one (at least
+   chosen on held-out hybrid volumes and realistic twins, stored with the network). The
+   findings are ranked by the evidence; their score is
+   ``squash(evidence / (mix[0] + mix[1]))`` (:func:`combine`), 0..1.
+3. **Marks**: candidates within the radius of a higher-ranked one (at least
    ``MIN_SEPARATION_MM``) are dropped; the class is
    the slice head's benign / malignant verdict on the axial patch.
 
@@ -201,15 +203,20 @@ def squash(evidence: np.ndarray) -> np.ndarray:
 
 def combine(head_logits: np.ndarray, det_logits: np.ndarray, shape: np.ndarray,
             fpr_logits: np.ndarray | None = None,
-            mix: tuple[float, float] | None = None) -> np.ndarray:
-    """Score 0..1 of candidates: the :func:`hand_evidence`, with the false-positive
-    reduction network's logits (when given) mixed in by :func:`mix_evidence` with the
-    weights ``mix`` (the network's own, chosen when it was trained; default
-    :data:`W_MIX`)."""
+            mix: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Evidence (log-odds, what the findings are ranked by) and score 0..1 of candidates:
+    the :func:`hand_evidence`, with the false-positive reduction network's logits (when
+    given) mixed in by :func:`mix_evidence` with the weights ``mix`` (the network's own,
+    chosen when it was trained; default :data:`W_MIX`). The score squashes the evidence
+    divided by the mix's total weight, so that it spreads over 0..1 instead of saturating
+    at 1.00 when the network's logit is weighted up (its order is the evidence's)."""
     ev = hand_evidence(head_logits, det_logits, shape)
+    total = 1.0
     if fpr_logits is not None:
-        ev = mix_evidence(ev, fpr_logits, *(mix or W_MIX))
-    return squash(ev)
+        wh, wf = mix or W_MIX
+        ev = mix_evidence(ev, fpr_logits, wh, wf)
+        total = max(1.0, abs(wh) + abs(wf))
+    return ev, squash(ev / total)
 
 
 def mix_evidence(hand: np.ndarray, fpr_logits: np.ndarray, w_hand: float | None = None,
@@ -338,8 +345,9 @@ def find_findings(volume, lung_mask: np.ndarray, models: dict, device: str = "cp
                                    progress=lambda d: report(40 + 60 * d / n))
     fpr_net = models.get("fpr")
     fpr = fpr_logits(fpr_net, hu, spacing, blobs, device) if fpr_net is not None else None
-    score = combine(head_z, det, shape_evidence(blobs), fpr, getattr(fpr_net, "mix", None))
-    order = np.argsort(-score, kind="stable")
+    ev, score = combine(head_z, det, shape_evidence(blobs), fpr,
+                        getattr(fpr_net, "mix", None))
+    order = np.argsort(-ev, kind="stable")  # the scores of strong candidates may tie
     kept = _suppress(blobs.centre * np.asarray(spacing), blobs.diameter_mm / 2.0,
                      order)[:max_findings]
     pz = np.exp(head_z - head_z.max(1, keepdims=True))
