@@ -12,8 +12,10 @@ def add_parser(sub):
     p.add_argument("--second-task", choices=["disease", "texture", "calcification"],
                    default="disease", help="second task of the multi-task network")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--hybrid-volumes", type=int, default=6,
+    p.add_argument("--hybrid-volumes", type=int, default=12,
                    help="fpr: hybrid volumes (real lungs with inserted nodules) to train on")
+    p.add_argument("--realistic-twins", type=int, default=48,
+                   help="fpr: realistic twins of training patients to train on")
     add_device(p)
     p.add_argument("--lidc-root", help="a real LIDC-IDRI download (renders nothing)")
     p.add_argument("--disease-labels", help="CSV patient_id,label (default: TCIA diagnoses)")

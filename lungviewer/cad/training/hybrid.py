@@ -17,10 +17,13 @@ so the inserted nodule carries real CT noise.
 Every candidate of the findings (:func:`lungviewer.cad.findings.candidates`, the same
 candidates and shortlist) is labelled: **positive** within an inserted nodule's or a real
 host nodule's (≥ 3 mm) hit radius, **ignored** on the host's small-nodule and non-nodule
-marks, **negative** otherwise (real vessels, hilum, fissures, chest wall). Twin volumes of a
-few training patients (:func:`lungviewer.synth.demo.load_demo`) add candidates labelled by
-their readers' nodules, so the model keeps working on twins. These are hybrid and synthetic
-images, not patient images with real nodules at those places; the model card says so.
+marks, **negative** otherwise (real vessels, hilum, fissures, chest wall). Twins of other
+training patients (:func:`lungviewer.synth.demo.load_demo`) add candidates labelled by
+their readers' nodules: realistic twins (dense vessel tree, soft nodules, varied
+acquisition: vessel negatives of many more chests than the one host) and default twins
+(so the model keeps finding the default twin's sharp nodules, as in the demo study). These
+are hybrid and synthetic images, not patient images with real nodules at those places; the
+model card says so.
 
 Only training patients (:func:`lungviewer.cad.training.splits.make_split`) are used as
 donors, hosts and twins; the held-out test patients never are. Arrays ``(z, y, x)``, HU
@@ -49,7 +52,10 @@ HOST_PATIENT = "LIDC-IDRI-0006"
 TWINS = ("LIDC-IDRI-0003", "LIDC-IDRI-0005")
 #: realistic twins (dense vessel tree, soft nodules, varied acquisition) of this many
 #: training patients join them: neither hybrid donors nor the host (:func:`realistic_patients`)
-REALISTIC_TWINS = 16
+REALISTIC_TWINS = 48
+#: the default twins of this many of those patients join them too, so that the network
+#: keeps finding the default twin's sharp, uniform nodules (the demo study is one)
+DEFAULT_TWINS = 16
 MIN_D_MM, MAX_D_MM = 3.0, 30.0
 NODULES_PER_VOLUME = 14
 MIN_GAP_MM = 25.0  # between inserted nodules and from the host's marks
@@ -327,16 +333,17 @@ def _with_inserted(truth, placed: list[Inserted], spacing):
 def build_candidates(models: dict, seeds=range(6), donors_per_seed: int = 8,
                      nodules: int = NODULES_PER_VOLUME, twins=TWINS, host: Path = HOST,
                      device: str = "cpu", realistic: int = REALISTIC_TWINS,
+                     default: int = DEFAULT_TWINS,
                      progress: Callable[[str, int, int], None] | None = None) -> CandidateSet:
     """Labelled candidates of hybrid volumes (one per seed; each seed's donors are its own
     training patients, so leaving a seed out leaves its donor patients out), of the
-    training ``twins``, of ``realistic`` realistic twins (groups ``realistic-<patient>``)
+    training ``twins``, of ``realistic`` realistic twins (groups ``realistic-<patient>``),
+    of the default twins of the first ``default`` of those patients (``twin-<patient>``)
     and of the unchanged host (group ``host``: its real nodules only, for measuring)."""
     from dataclasses import replace
 
     from lungviewer.imaging.parenchyma import segment_lungs
     from lungviewer.study.dicom_series import load_series
-    from lungviewer.synth.demo import load_demo
 
     from .splits import make_split
 
@@ -353,7 +360,8 @@ def build_candidates(models: dict, seeds=range(6), donors_per_seed: int = 8,
     pats = donor_patients(donors_per_seed * len(seeds))
     parts = [candidate_set(vol, mask0, truth0, models, "host", device)]
     real_twins = realistic_patients(realistic, set(pats)) if realistic else []
-    twins = [(p, False) for p in twins] + [(p, True) for p in real_twins]
+    twins = ([(p, False) for p in twins] + [(p, True) for p in real_twins]
+             + [(p, False) for p in real_twins[:default]])
     total = len(seeds) + len(twins)
     for i, s in enumerate(seeds):
         if progress is not None:
@@ -374,13 +382,23 @@ def build_candidates(models: dict, seeds=range(6), donors_per_seed: int = 8,
     for j, (p, real) in enumerate(twins):
         if progress is not None:
             progress("hybrid volumes", len(seeds) + j, total)
-        tv, folder = load_demo(p, realistic=real)
-        mask = segment_lungs(tv.hu).mask
-        parts.append(candidate_set(tv, mask, _truth_of(tv, folder), models,
-                                   f"{'realistic' if real else 'twin'}-{p}", device))
+        parts.append(twin_candidates(models, p, real, device))
     if progress is not None:
         progress("hybrid volumes", total, total)
     return CandidateSet.concat(parts)
+
+
+def twin_candidates(models: dict, patient: str, realistic: bool,
+                    device: str = "cpu") -> CandidateSet:
+    """The labelled candidates of a training patient's twin (``realistic``: its realistic
+    twin), group ``realistic-<patient>`` or ``twin-<patient>``."""
+    from lungviewer.imaging.parenchyma import segment_lungs
+    from lungviewer.synth.demo import load_demo
+
+    tv, folder = load_demo(patient, realistic=realistic)
+    mask = segment_lungs(tv.hu).mask
+    return candidate_set(tv, mask, _truth_of(tv, folder), models,
+                         f"{'realistic' if realistic else 'twin'}-{patient}", device)
 
 
 # -- training, cross-validation, FROC -----------------------------------------------------

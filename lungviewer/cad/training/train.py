@@ -345,34 +345,40 @@ FPR_DATA = ("hybrid: real LIDC-IDRI-0006 lungs (a training patient; real CT, The
             "Imaging Archive, CC BY 3.0) hosting nodules rendered from {donors} training "
             "patients' real LIDC contours (readers' consensus outlines, HU from their texture "
             "rating, soft edge, the host's own noise), {volumes} hybrid volumes, + {twins} "
-            "training twins (synthetic: {twin_names}); candidates are the findings' 3-D blob "
-            "candidates")
+            "default twins (synthetic: {twin_names}) + {realistic} realistic twins of other "
+            "training patients (synthetic: dense vessel tree, soft nodules, varied "
+            "acquisition); candidates are the findings' 3-D blob candidates")
 FPR_LABELS = ("candidates within an inserted nodule's radius (at least 5 mm) or a real "
               "LIDC-IDRI-0006 nodule >= 3 mm (readers' XML) are nodules; on the host's "
               "small-nodule and non-nodule marks ignored; all others (real vessels, hilum, "
-              "fissures, chest wall) non-nodules; twins: their readers' nodules")
+              "fissures, chest wall) non-nodules; twins and realistic twins: their readers' "
+              "nodules")
 FPR_CAVEAT = ("Trained on hybrid images (one real training patient's lungs with inserted "
-              "nodules drawn from other training patients' contours) and synthetic twins; "
+              "nodules drawn from other training patients' contours) and synthetic twins "
+              "(default and realistic); "
               "not validated on patient images with real nodules other than the host's. "
               "Not for clinical use.")
 
 
 def _run_fpr(args, nod, det, device: str, out: Path):
-    """The findings' false-positive reduction network on hybrid images
+    """The findings' false-positive reduction network on hybrid images and twins
     (:mod:`lungviewer.cad.training.hybrid`): the mix of its logit with the hand-set
-    evidence is chosen by leaving one hybrid volume out; the shipped network is then
-    trained on all volumes. Not registered when it does not beat the hand-set score."""
+    evidence is chosen on held-out hybrid volumes and realistic twins
+    (:func:`~lungviewer.cad.training.hybrid.cross_validate`); the shipped network is then
+    trained on all volumes but the unchanged host. Not registered when it does not beat the
+    hand-set score."""
     from ..engine import CadEngine
     from . import hybrid as hy
 
     eng = CadEngine.load(out, device=device)
-    seeds = range(args.hybrid_volumes or 6)
+    seeds = range(args.hybrid_volumes or 12)
+    n_real = hy.REALISTIC_TWINS if args.realistic_twins is None else args.realistic_twins
     cache = (paths.cache_dir() / "datasets"
-             / f"fpr-candidates-v2-{len(seeds)}-{hy.REALISTIC_TWINS}.npz")
+             / f"fpr-candidates-v2-{len(seeds)}-{n_real}-{hy.DEFAULT_TWINS}.npz")
     if cache.is_file():
         cs = hy.CandidateSet.load(cache)
     else:
-        cs = hy.build_candidates(eng.models, seeds=seeds, device=device,
+        cs = hy.build_candidates(eng.models, seeds=seeds, device=device, realistic=n_real,
                                  progress=print_progress)
         cache.parent.mkdir(parents=True, exist_ok=True)
         cs.save(cache)
@@ -385,17 +391,20 @@ def _run_fpr(args, nod, det, device: str, out: Path):
     hist = {"epochs": hist, "cross_validation": cv}
     if best[1] == 0.0:
         log.warning("the false-positive reduction did not beat the hand-set score on held-out "
-                    "hybrid volumes; not registered")
+                    "volumes; not registered")
         return "fpr", hist
     n_donors = len(hy.donor_patients(8 * len(seeds)))
-    twins = [g.removeprefix("twin-") for g in sorted(set(cs.group)) if g.startswith("twin-")]
+    groups = sorted(set(cs.group.astype(str)))
+    twins = [g.removeprefix("twin-") for g in groups if g.startswith("twin-")]
+    n_realistic = sum(g.startswith("realistic-") for g in groups)
     config = {"n_extra": int(cs.extra.shape[1]), "size": int(cs.patches.shape[-1]),
               "mix": [best[0], best[1]],
               "training_data": FPR_DATA.format(donors=n_donors, volumes=len(seeds),
-                                               twins=len(twins), twin_names=", ".join(twins)),
+                                               twins=len(twins), twin_names=", ".join(twins),
+                                               realistic=n_realistic),
               "labels": FPR_LABELS, "caveat": FPR_CAVEAT,
-              "candidates": int((cs.label >= 0).sum()),
-              "positives": int((cs.label == 1).sum())}
+              "candidates": int(((cs.label >= 0) & (cs.group != "host")).sum()),
+              "positives": int(((cs.label == 1) & (cs.group != "host")).sum())}
     save_model(model, "fpr", out, "FprNet", config, FPR_INPUT)
     return "fpr", hist
 
