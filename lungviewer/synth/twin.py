@@ -437,41 +437,42 @@ def _render_clean(m: TwinModel, ks: np.ndarray, r0: int, r1: int, c0: int, c1: i
     nod = np.zeros(shape3, dtype=bool)
     where = {int(k): i for i, k in enumerate(ks)}
     for le in m.lesions:  # the realistic twin's soft, textured, spiculated nodules
-        h, w = le.occ.shape[1:]
-        ra, rb = max(le.row0, r0), min(le.row0 + h, r1)
-        ca, cb = max(le.col0, c0), min(le.col0 + w, c1)
-        if ra >= rb or ca >= cb:
-            continue
-        for i in np.nonzero(np.isin(le.slices, ks))[0]:
-            kk = where[int(le.slices[i])]
-            o = le.occ[i, ra - le.row0:rb - le.row0, ca - le.col0:cb - le.col0]
-            tg = le.target[i, ra - le.row0:rb - le.row0, ca - le.col0:cb - le.col0]
-            region = hu[kk, ra - r0:rb - r0, ca - c0:cb - c0]
-            region += o * (np.maximum(tg, region) - region)
+        for i, kk, src, (dr, dc) in _windows(le.slices, le.row0, le.col0, le.occ.shape[1:],
+                                             where, (r0, r1, c0, c1)):
+            region = hu[kk, dr, dc]
+            region += le.occ[i][src] * (np.maximum(le.target[i][src], region) - region)
     for n in m.nodules:
-        h, w = n.masks.shape[1:]
-        ra, rb = max(n.row0, r0), min(n.row0 + h, r1)
-        ca, cb = max(n.col0, c0), min(n.col0 + w, c1)
-        if ra >= rb or ca >= cb:
-            continue
-        for i in np.nonzero(np.isin(n.slices, ks))[0]:
-            kk = where[int(n.slices[i])]
-            mk = n.masks[i, ra - n.row0:rb - n.row0, ca - n.col0:cb - n.col0]
+        for i, kk, src, (dr, dc) in _windows(n.slices, n.row0, n.col0, n.masks.shape[1:],
+                                             where, (r0, r1, c0, c1)):
+            mk = n.masks[i][src]
+            nod[kk, dr, dc] |= mk
             if m.realistic:  # drawn above; the consensus outline is the truth mask
-                nod[kk, ra - r0:rb - r0, ca - c0:cb - c0] |= mk
                 continue
-            region = hu[kk, ra - r0:rb - r0, ca - c0:cb - c0]
-            val = n.hu
+            region = hu[kk, dr, dc]
             if n.calcified:
-                core = ndimage.binary_erosion(n.masks[i], iterations=2)[
-                    ra - n.row0:rb - n.row0, ca - n.col0:cb - n.col0]
+                core = ndimage.binary_erosion(n.masks[i], iterations=2)[src]
                 region[core] = CALCIFIED_HU
                 mk = mk & ~core
-            region[mk] = np.maximum(region[mk], val)
-            nod[kk, ra - r0:rb - r0, ca - c0:cb - c0] |= n.masks[i, ra - n.row0:rb - n.row0,
-                                                                 ca - n.col0:cb - n.col0]
+            region[mk] = np.maximum(region[mk], n.hu)
     lung_mask |= nod & lung
     return hu, lung_mask, nod
+
+
+def _windows(slices: np.ndarray, row0: int, col0: int, hw: tuple[int, int],
+             where: dict[int, int], region: tuple[int, int, int, int]):
+    """For each of a nodule's ``slices`` being rendered (``where``: slice index → index in
+    the chunk): ``(i, index in the chunk, the nodule's window (rows, cols), the region's
+    window)`` of the part of its ``hw`` box at (``row0``, ``col0``) inside the region's rows
+    [r0, r1) × cols [c0, c1)."""
+    r0, r1, c0, c1 = region
+    ra, rb = max(row0, r0), min(row0 + hw[0], r1)
+    ca, cb = max(col0, c0), min(col0 + hw[1], c1)
+    if ra >= rb or ca >= cb:
+        return
+    src = (slice(ra - row0, rb - row0), slice(ca - col0, cb - col0))
+    dst = (slice(ra - r0, rb - r0), slice(ca - c0, cb - c0))
+    for i in np.nonzero(np.isin(slices, list(where)))[0]:
+        yield int(i), where[int(slices[i])], src, dst
 
 
 def _finish(m: TwinModel, hu: np.ndarray, ks: np.ndarray, r0: int, r1: int, c0: int,
