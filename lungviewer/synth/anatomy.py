@@ -304,7 +304,7 @@ def rasterize_tubes(segs: list[Segment], h: np.ndarray, rows: tuple[int, int],
     rad = np.array([s.radius for s in segs], float)
     lo_all = np.minimum(p0, p1) - rad[:, None] - 1.5
     hi_all = np.maximum(p0, p1) + rad[:, None] + 1.5
-    reach = max(abs(offsets[0]), 0.0)
+    reach = thickness / 3.0 if thickness > 0 else 0.0  # the farthest offset
     near = ((hi_all[:, 0] >= h.min() - reach) & (lo_all[:, 0] <= h.max() + reach)
             & (hi_all[:, 1] >= r0 - 1) & (lo_all[:, 1] < r1 + 1)
             & (hi_all[:, 2] >= c0 - 1) & (lo_all[:, 2] < c1 + 1))

@@ -13,7 +13,7 @@ from pathlib import Path
 from lungviewer import paths
 from lungviewer.contracts import DEMO_COMPLETE_MARKER, DEMO_PATIENT
 
-from .twin import REALISTIC_VERSION, TWIN_VERSION
+from .twin import twin_version
 from .writer import write_twin
 
 log = logging.getLogger(__name__)
@@ -22,8 +22,7 @@ _DONE = DEMO_COMPLETE_MARKER
 
 
 def demo_dir(patient_id: str = DEMO_PATIENT, realistic: bool = False) -> Path:
-    version = REALISTIC_VERSION if realistic else TWIN_VERSION
-    return paths.cache_dir() / "twins" / f"{patient_id}-{version}"
+    return paths.cache_dir() / "twins" / f"{patient_id}-{twin_version(realistic)}"
 
 
 def ensure_demo(patient_id: str = DEMO_PATIENT,
@@ -42,8 +41,7 @@ def ensure_demo(patient_id: str = DEMO_PATIENT,
     try:
         log.info("generating the synthetic demo study (first run only)")
         write_twin(patient_id, tmp, progress=progress, realistic=realistic)
-        (tmp / _DONE).write_text(target.name.removeprefix(f"{patient_id}-") + "\n",
-                                 encoding="utf-8")
+        (tmp / _DONE).write_text(twin_version(realistic) + "\n", encoding="utf-8")
         if target.exists():  # a stale, incomplete folder from an older run
             shutil.rmtree(target, ignore_errors=True)
         try:

@@ -80,6 +80,11 @@ class NoduleStamp:
                 float(c.mean() + self.col0))
 
 
+def twin_version(realistic: bool = False) -> str:
+    """The version of the default or the realistic twin (in its DICOM, UIDs, cache)."""
+    return REALISTIC_VERSION if realistic else TWIN_VERSION
+
+
 @dataclass(frozen=True)
 class Acquisition:
     """How the realistic twin's scan was taken and reconstructed, seeded per scan.
@@ -118,7 +123,7 @@ class Acquisition:
 @dataclass
 class Lesion:
     """A realistic twin's nodule as rendered: occupancy with a soft edge and spicules, and
-    its target HU, on the nodule's slices × its box grown by ``pad`` px."""
+    its target HU, on the nodule's slices × its box grown by ``_LESION_PAD`` px."""
 
     slices: np.ndarray
     row0: int
@@ -154,7 +159,7 @@ class TwinModel:
 
     @property
     def version(self) -> str:
-        return REALISTIC_VERSION if self.realistic else TWIN_VERSION
+        return twin_version(self.realistic)
 
 
 @dataclass
