@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: the findings' operating points (false positives per scan on held-out data) and the default
+OPERATING_POINTS = (1, 2, 4)
+DEFAULT_OPERATING_POINT = 2
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -161,6 +165,9 @@ class StudySession:
         self.engine_error: str | None = None
         self.engine_loading = False
         self.generation = 0
+        #: the findings' operating point: false positives per scan on held-out data (one of
+        #: OPERATING_POINTS); the viewer remembers the reader's choice
+        self.operating_point = DEFAULT_OPERATING_POINT
         self._listeners: list[Listener] = []
         self._box_lock = threading.Lock()  # one box at a time through the networks
 
@@ -291,12 +298,22 @@ class StudySession:
         mask = self.mask
         if mask is None:
             mask = yield from self.segment_job()
-        from lungviewer.cad.findings import slice_ranking
+        from lungviewer.cad.findings import CadInputError, slice_ranking
+        from lungviewer.reading.lesions import size_findings
 
         def scan(progress=None, cancel=None):
-            return engine.find_findings(volume, mask, progress=progress, cancel=cancel)
+            found = engine.find_findings(volume, mask, progress=progress, cancel=cancel)
+            found = size_findings(volume.hu, volume.spacing, mask, found, cancel=cancel)
+            floor = min(engine.operating_points.values(), default=0.0)
+            engine.malignancy_of(volume, [f for f in found if f.score >= floor and f.sized])
+            return found
 
-        findings = yield from call_job(scan, text="CAD findings")
+        try:
+            findings = yield from call_job(scan, text="CAD findings")
+        except CadInputError as exc:
+            if self._current(gen):
+                self.emit("message", f"No CAD findings: {exc}.")
+            return None
         result = slice_ranking(findings, volume.n_slices, volume.spacing)
         if self._current(gen):
             self.findings = findings
@@ -306,7 +323,39 @@ class StudySession:
                 self.save_reading()
             self.emit("findings", findings)
             self.emit("scan", result)
+            shown, below = self.finding_counts()
+            self.emit("message", f"CAD findings: {shown} shown at {self.operating_point} "
+                                 f"false positive(s) per scan, {below} below.")
         return result
+
+    # -- the operating point ---------------------------------------------------------------------
+    @property
+    def threshold(self) -> float | None:
+        """The probability at or above which findings are shown at the operating point
+        (None: the weights have no calibration, every finding is shown)."""
+        ops = self.engine.operating_points if self.engine is not None else {}
+        return ops.get(self.operating_point)
+
+    def set_operating_point(self, fp_per_scan: int) -> None:
+        """Show the findings at ``fp_per_scan`` false positives per scan (one of
+        :data:`OPERATING_POINTS`); emits ``reading`` so that the views redraw."""
+        if int(fp_per_scan) not in OPERATING_POINTS:
+            raise ValueError(f"operating point {fp_per_scan} is not one of "
+                             f"{', '.join(map(str, OPERATING_POINTS))} false positives per scan")
+        self.operating_point = int(fp_per_scan)
+        if self.reading is not None:
+            self.emit("reading", self.reading)
+
+    def is_shown(self, item) -> bool:
+        """Whether a finding or CAD mark (its ``score``) lies at or above the threshold."""
+        t = self.threshold
+        return t is None or float(item.score) >= t
+
+    def finding_counts(self) -> tuple[int, int]:
+        """(shown, below) findings at the operating point."""
+        found = self.findings or []
+        shown = sum(self.is_shown(f) for f in found)
+        return shown, len(found) - shown
 
     def score_box_job(self, k: int, box: tuple[int, int, int, int]) -> Job:
         """CAD scores of ``box`` = (row0, col0, row1, col1) on slice ``k``; emits ``box``."""
@@ -325,16 +374,36 @@ class StudySession:
                 return engine.score_box(volume, int(k), tuple(int(v) for v in box))
 
         res = yield from call_job(score, text=f"Scoring the box on image {int(k) + 1}")
+        self._fuse_box(res, int(k), box)
         if self._current(gen):
             self.box_scores = res
             if self.reading is not None:
                 from lungviewer.reading.model import BoxScore
 
-                self.reading.add_box_score(BoxScore.from_scores(res, engine.manifest,
-                                                                engine.disease_source))
+                self.reading.add_box_score(BoxScore.from_scores(
+                    res, engine.manifest, engine.disease_source,
+                    engine.disease_assessment()["why"]))
                 self.save_reading()
             self.emit("box", res)
         return res
+
+    def _fuse_box(self, res, k: int, box) -> None:
+        """One probability for a box and the finding it lies on: the box shows the finding's
+        calibrated probability (the detector's own patch probability is not shown beside
+        it); a box on no finding says so, and before the findings exist it has none."""
+        from lungviewer.reading.lesions import finding_at
+
+        if self.findings is None:
+            res.nodule_prob, res.nodule_source = None, "CAD findings not computed yet"
+            return
+        f = finding_at(self.findings, k, tuple(int(v) for v in box))
+        if f is None:
+            res.nodule_prob = None
+            res.nodule_source = "no CAD finding here"
+        else:
+            res.nodule_prob = float(f.score)
+            res.nodule_source = (f"CAD finding ({f.kind}, {f.diameter_mm:.1f} mm)"
+                                 + ("" if self.is_shown(f) else ", below the operating point"))
 
     # -- the standard chain ---------------------------------------------------------------------
     def prepare_job(self, scan: bool = True) -> Job:

@@ -88,14 +88,17 @@ def test_plane_patches_cut_the_three_planes_through_the_centre():
 
 
 def test_slice_ranking_is_read_off_the_findings():
-    fs = [Finding(10, 50, 60, 8.0, 0.9, "malignant"), Finding(30, 70, 80, 3.0, 0.6, "benign"),
-          Finding(11, 52, 61, 4.0, 0.7, "benign")]
+    fs = [Finding(10, 50, 60, 8.0, 0.9), Finding(30, 70, 80, 35.0, 0.6, "mass",
+                                                  extent=(28, 33, 60, 80, 70, 90)),
+          Finding(11, 52, 61, 4.0, 0.7)]
     r = slice_ranking(fs, 40, (2.5, 0.7, 0.7))
     assert r.scores[10] == pytest.approx(0.9)
     assert r.scores[9] < 0.9 and r.scores[9] > 0.8  # within the 8 mm nodule's extent
     assert r.scores[11] > 0.8  # the better finding covers slice 11 too
-    assert r.scores[30] == pytest.approx(0.6) and r.scores[31] == 0.0 and r.scores[0] == 0.0
-    assert r.label(10) == "malignant" and r.label(30) == "benign" and r.label(0) == "no nodule"
+    assert r.scores[30] == pytest.approx(0.6) and r.scores[0] == 0.0
+    # a measured finding covers the slices of its segmentation (28..32), not its diameter's
+    assert r.scores[28] > 0 and r.scores[32] > 0 and r.scores[27] == 0 and r.scores[33] == 0
+    assert r.label(10) == "nodule" and r.label(30) == "mass" and r.label(0) == "no finding"
     assert tuple(r.best[10]) == (50, 60) and tuple(r.best[30]) == (70, 80)
     order = r.ranking()
     assert order[0] == 10 and order[1] == 30  # distinct findings first
@@ -103,9 +106,16 @@ def test_slice_ranking_is_read_off_the_findings():
 
 
 def test_finding_as_dict():
-    d = Finding(3, 4, 5, 6.04, 0.123456, "benign").as_dict()
-    assert d == {"slice": 3, "row": 4, "col": 5, "diameter_mm": 6.0, "score": 0.1235,
-                 "class": "benign"}
+    d = Finding(3, 4, 5, 6.04, 0.123456).as_dict(0.2)
+    assert d == {"slice": 3, "row": 4, "col": 5, "diameter_mm": 6.0, "probability": 0.1235,
+                 "shown": False, "kind": "nodule", "measured": False}
+    f = Finding(3, 4, 5, 31.0, 0.9, "mass", long_axis_mm=40.0, short_axis_mm=22.0,
+                volume_mm3=9000.0, extent=(1, 6, 0, 9, 0, 9), merged=4, malignancy=4.2)
+    d = f.as_dict(0.2)
+    assert d["shown"] and d["measured"] and d["kind"] == "mass" and d["candidates"] == 4
+    assert d["long_axis_mm"] == 40.0 and d["extent"] == [1, 6, 0, 9, 0, 9]
+    assert d["malignancy_expected"] == 4.2
+    assert Finding(0, 0, 0, 1.0, 0.01).as_dict(None)["shown"]  # no operating point: all
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +146,7 @@ def test_find_findings_on_the_twin(twin_0001, engine):
     assert scores == sorted(scores, reverse=True)
     for f in fs:
         assert 0 <= f.slice < hu.shape[0] and 0 <= f.row < hu.shape[1] and 0 <= f.col < hu.shape[2]
-        assert 0.0 <= f.score <= 1.0 and f.cls in ("benign", "malignant") and f.diameter_mm > 0
+        assert 0.0 <= f.score <= 1.0 and f.kind == "nodule" and f.diameter_mm > 0
     # the twin's nodule is among the top findings
     sp = np.asarray(twin_0001.spacing)
     d = [np.linalg.norm((np.array([f.slice, f.row, f.col]) - (kc, rc, cc)) * sp)

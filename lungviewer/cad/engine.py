@@ -45,7 +45,9 @@ class BoxScores:
     malignancy_probs: np.ndarray  # (5,) levels 1..5
     disease_probs: np.ndarray  # (K,)
     disease_names: list[str]
-    nodule_prob: float
+    #: the probability of a nodule or mass: the calibrated probability of the CAD finding the
+    #: box lies on (set by the study session; None where there is none), never a second model's
+    nodule_prob: float | None
     embedding: np.ndarray  # (512,)
     box: tuple[int, int, int, int, int]  # slice, row0, col0, row1, col1
     box_mm: tuple[float, float]
@@ -55,6 +57,7 @@ class BoxScores:
     device: str
     timings: dict[str, float]
     similar: list[SimilarNodule] = field(default_factory=list)
+    nodule_source: str = "the box's patch (detector)"
 
     @property
     def malignancy_expected(self) -> float:
@@ -68,7 +71,9 @@ class BoxScores:
             "malignancy_expected": round(self.malignancy_expected, 3),
             "disease": {n: round(float(p), 4) for n, p in zip(self.disease_names,
                                                              self.disease_probs)},
-            "nodule_probability": round(self.nodule_prob, 4),
+            "nodule_probability": (None if self.nodule_prob is None
+                                   else round(float(self.nodule_prob), 4)),
+            "nodule_probability_source": self.nodule_source,
             "similar": [{"patient_id": s.patient_id, "nodule": s.nodule,
                          "malignancies": s.malignancies, "diameter_mm": round(s.diameter_mm, 1),
                          "slice": s.slice_index, "distance": round(s.distance, 4)}
@@ -86,6 +91,7 @@ class SliceScores:
     best: np.ndarray  # (n, 2) row, col of the best candidate
     done: int = 0
     spacing: tuple[float, float, float] | None = None  # (z, y, x) mm, for distinct findings
+    labels: tuple[str, ...] = SLICE_CLASSES  # what ``classes`` index
 
     @staticmethod
     def empty(n: int) -> SliceScores:
@@ -98,7 +104,19 @@ class SliceScores:
         return order[np.isfinite(self.scores[order])]
 
     def label(self, k: int) -> str:
-        return SLICE_CLASSES[int(self.classes[k])]
+        return self.labels[int(self.classes[k])]
+
+
+def _box_of(f, volume: Volume) -> tuple[int, int, int, int]:
+    """A finding's axial box (row0, row1, col0, col1): its segmentation's extent, else a
+    square of its diameter (at least 3 mm) around its centre."""
+    if getattr(f, "extent", None) is not None:
+        _, _, r0, r1, c0, c1 = f.extent
+        return int(r0), int(r1), int(c0), int(c1)
+    hr = max(f.diameter_mm, 3.0) / 2.0 / float(volume.spacing[1])
+    hc = max(f.diameter_mm, 3.0) / 2.0 / float(volume.spacing[2])
+    return (max(int(f.row - hr), 0), int(np.ceil(f.row + hr)) + 1,
+            max(int(f.col - hc), 0), int(np.ceil(f.col + hc)) + 1)
 
 
 def _cuda_present() -> bool:
@@ -156,6 +174,66 @@ class CadEngine:
         self.note = (f"The GPU failed ({type(exc).__name__}); the CAD runs on the "
                      "CPU.")
         self.device = "cpu"
+
+    # -- the findings' calibration, operating points and what the heads are worth ----------
+    @property
+    def calibration(self) -> dict | None:
+        """The findings' calibration (evidence → probability), stored with the false-positive
+        reduction network; None for weights without one."""
+        return (self.manifest["models"].get("fpr", {}).get("config", {})
+                .get("calibration") or None)
+
+    @property
+    def operating_points(self) -> dict[int, float]:
+        """False positives per scan on held-out volumes → the probability threshold that
+        gives them (``{1: p, 2: p, 4: p}``); empty for weights without a calibration."""
+        ops = (self.manifest["models"].get("fpr", {}).get("config", {})
+               .get("operating_points") or {})
+        return {int(k): float(v) for k, v in ops.items()}
+
+    def disease_assessment(self) -> dict:
+        """What the disease head is worth: its measured accuracy with 95 % CI beside the
+        majority-class baseline (manifest metrics), and ``reliable`` — True only when the
+        baseline lies below the accuracy's confidence interval. Where it is not, the viewer,
+        the SR and the PDF show the head's output greyed and name no class."""
+        m = self.manifest.get("metrics", {})
+        acc, base = m.get("disease.accuracy") or {}, m.get("disease.majority_baseline") or {}
+        try:
+            ci = [float(v) for v in acc["ci95"]]
+            out = {"accuracy": float(acc["value"]), "ci95": ci,
+                   "baseline": float(base["value"]), "n": int(acc.get("n", 0)),
+                   "data": m.get("data", "")}
+        except (KeyError, TypeError, ValueError):
+            return {"reliable": False, "accuracy": None, "ci95": None, "baseline": None,
+                    "n": 0, "data": "", "why": "no measured accuracy for the disease head"}
+        out["reliable"] = out["baseline"] < ci[0]
+        out["why"] = ("" if out["reliable"] else
+                      f"not better than the base rate: accuracy {out['accuracy']:.2f} "
+                      f"(95 % CI {ci[0]:.2f}-{ci[1]:.2f}) against {out['baseline']:.2f} for "
+                      "always answering the commonest class")
+        return out
+
+    def malignancy_of(self, volume: Volume, findings: list) -> None:
+        """Set each finding's ``malignancy`` (the malignancy network's expected level 1..5)
+        from the nodule patch of its extent on its centre slice."""
+        import torch
+
+        if not findings:
+            return
+        sp = (volume.spacing[1], volume.spacing[2])
+        xs, es = [], []
+        for f in findings:
+            r0, r1, c0, c1 = _box_of(f, volume)
+            p = nodule_patch(volume.hu[int(f.slice)], (r0, c0, r1, c1), sp)
+            xs.append(p.stacked())
+            es.append(p.box_mm)
+        with torch.no_grad():
+            out = self.models["multitask"](torch.from_numpy(np.stack(xs)).to(self.device),
+                                           torch.tensor(es, dtype=torch.float32,
+                                                        device=self.device))
+            mal = torch.softmax(out[0], 1).cpu().numpy()
+        for f, p in zip(findings, mal):
+            f.malignancy = float(np.dot(p, np.arange(1, 6)))
 
     @property
     def device_name(self) -> str:
@@ -266,10 +344,13 @@ class CadEngine:
 
         try:
             return find_findings(volume, lung_mask, self.models, self.device,
-                                 progress=progress, cancel=cancel)
+                                 progress=progress, cancel=cancel,
+                                 calibration=self.calibration)
         except Exception as exc:  # noqa: BLE001 - CUDA raises RuntimeError, AssertionError, ...
-            if self.device == "cpu" or type(exc).__name__ == "Cancelled":
+            if self.device == "cpu" or isinstance(exc, ValueError) \
+                    or type(exc).__name__ == "Cancelled":
                 raise
             self._fall_back(exc)
             return find_findings(volume, lung_mask, self.models, self.device,
-                                 progress=progress, cancel=cancel)
+                                 progress=progress, cancel=cancel,
+                                 calibration=self.calibration)

@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 
 #: candidates that reach the networks (by Li's dot enhancement)
 SHORTLIST = 300
+#: findings kept per study, most likely first (the rest lie below every operating point)
+MAX_FINDINGS = 100
 #: weights of the evidence (log-odds), see the module docstring
 W_HEAD, W_DET = 1.0, 0.0
 W_DOT, W_RATIO, W_DIAM, W_HU, W_SHELL = 1.0, 2.0, 2.0, 0.01, 2.0
@@ -80,23 +82,73 @@ W_MIX = (1.0, 0.0)
 
 @dataclass
 class Finding:
-    """One CAD mark: centre voxel (0-based ``slice`` z, ``row`` y, ``col`` x), diameter
-    (mm), ``score`` 0..1 (higher = more likely a nodule) and ``cls`` "benign" / "malignant"."""
+    """One CAD finding: centre voxel (0-based ``slice`` z, ``row`` y, ``col`` x), size and
+    ``score``, the calibrated probability 0..1 that it is a nodule or a mass
+    (:func:`calibrated`; higher = more likely).
+
+    Before sizing (:mod:`lungviewer.reading.lesions`) ``diameter_mm`` is the blob filter's
+    scale and the axes are 0; after it, ``diameter_mm`` is the mean of the long and short
+    axis of the finding's own 3-D segmentation, ``volume_mm3`` its volume, ``extent`` its
+    voxel bounding box ``(z0, z1, y0, y1, x0, x1)`` (end-exclusive) and ``kind`` "mass" when
+    the long axis exceeds :data:`lungviewer.reading.lesions.MASS_MM`. ``malignancy`` is the malignancy network's
+    expected level 1..5 (0: not computed, e.g. below every operating point)."""
 
     slice: int
     row: int
     col: int
     diameter_mm: float
     score: float
-    cls: str
-    p_malignant: float = 0.0  # the slice head's p(malignant | nodule)
+    kind: str = "nodule"
+    evidence: float = 0.0  # log-odds the findings are ranked by (before calibration)
     detector_logits: tuple[float, ...] = ()  # the detector's logit per plane (axial first)
     dot: float = 0.0  # λ3/λ1 of the Hessian (1 sphere, 0 tube)
+    long_axis_mm: float = 0.0
+    short_axis_mm: float = 0.0
+    volume_mm3: float = 0.0
+    extent: tuple[int, int, int, int, int, int] | None = None
+    merged: int = 1  # candidates on this lesion
+    malignancy: float = 0.0
 
-    def as_dict(self) -> dict:
-        return {"slice": int(self.slice), "row": int(self.row), "col": int(self.col),
-                "diameter_mm": round(float(self.diameter_mm), 1),
-                "score": round(float(self.score), 4), "class": self.cls}
+    @property
+    def sized(self) -> bool:
+        """Whether the size comes from the finding's own segmentation."""
+        return self.extent is not None
+
+    def as_dict(self, threshold: float | None = None) -> dict:
+        """JSON of the finding; ``shown`` says whether it lies at or above ``threshold``
+        (the operating point's probability; None: no operating point, every one shown)."""
+        d = {"slice": int(self.slice), "row": int(self.row), "col": int(self.col),
+             "probability": round(float(self.score), 4),
+             "shown": bool(threshold is None or self.score >= threshold),
+             "kind": self.kind, "diameter_mm": round(float(self.diameter_mm), 1),
+             "measured": self.sized}
+        if self.sized:
+            d.update(long_axis_mm=round(float(self.long_axis_mm), 1),
+                     short_axis_mm=round(float(self.short_axis_mm), 1),
+                     volume_mm3=round(float(self.volume_mm3), 1),
+                     extent=[int(v) for v in self.extent], candidates=int(self.merged))
+        if self.malignancy:
+            d["malignancy_expected"] = round(float(self.malignancy), 2)
+        return d
+
+
+#: what a slice of the recommendation shows, read off the findings
+FINDING_KINDS = ("no finding", "nodule", "mass")
+
+
+def calibrated(evidence: np.ndarray, calibration: dict | None) -> np.ndarray:
+    """Probability 0..1 that a finding is a nodule or a mass, from its ``evidence``
+    (log-odds) by the calibration stored with the false-positive reduction network
+    (``{"method": "platt", "a": a, "b": b}``: ``1 / (1 + exp(-(a · evidence + b)))``, fitted
+    on held-out volumes). Weights without one (older folders) give :func:`squash` of the
+    evidence — a score, not a probability."""
+    ev = np.asarray(evidence, np.float64)
+    if not calibration:
+        return squash(ev)
+    if calibration.get("method") != "platt":
+        raise ValueError(f"unknown calibration method {calibration.get('method')!r}")
+    z = float(calibration["a"]) * ev + float(calibration["b"])
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
 
 
 def plane_patches(hu: np.ndarray, spacing: tuple[float, float, float],
@@ -299,17 +351,23 @@ def _suppress(centres_mm: np.ndarray, radius_mm: np.ndarray, order: np.ndarray) 
 
 def find_findings(volume, lung_mask: np.ndarray, models: dict, device: str = "cpu",
                   progress: Callable[[int, int], None] | None = None,
-                  cancel: Callable[[], bool] | None = None, max_findings: int = 50,
-                  shortlist: int = SHORTLIST, planes: int = 1) -> list[Finding]:
-    """The CAD findings of ``volume`` (a :class:`~lungviewer.study.volume.Volume`), highest
-    score first. ``lung_mask`` (z, y, x) bool is the lung mask (threshold method);
-    ``models`` the engine's networks (``detector`` and ``slices`` are used); ``planes`` 3
+                  cancel: Callable[[], bool] | None = None,
+                  max_findings: int = MAX_FINDINGS, shortlist: int = SHORTLIST,
+                  planes: int = 1, calibration: dict | None = None) -> list[Finding]:
+    """The CAD findings of ``volume`` (a :class:`~lungviewer.study.volume.Volume`), most
+    likely first, before sizing and merging (:mod:`lungviewer.reading.lesions` does that).
+    ``lung_mask`` (z, y, x) bool is the lung mask (threshold method); ``models`` the
+    engine's networks (``detector`` and ``slices`` are used, ``fpr`` when present);
+    ``calibration`` the false-positive reduction network's (:func:`calibrated`); ``planes`` 3
     also runs the detector on the coronal and sagittal planes (for :data:`W_DET` > 0).
-    ``progress(done, total)`` is called as the work goes; ``cancel()`` returning True
-    raises :class:`lungviewer.cancel.Cancelled`."""
+    At most ``max_findings`` are kept (the least likely beyond lie below every operating
+    point). ``progress(done, total)`` is called as the work goes; ``cancel()`` returning
+    True raises :class:`lungviewer.cancel.Cancelled`. A series too short or with gaps for
+    3-D candidates raises :class:`CadInputError`."""
     t0 = time.perf_counter()
     hu = volume.hu
     spacing = tuple(float(s) for s in volume.spacing)
+    check_cad_input(volume)
     mask = np.asarray(lung_mask, bool)
     if mask.shape != hu.shape:
         raise ValueError(f"the lung mask {mask.shape} does not match the volume {hu.shape}")
@@ -347,21 +405,51 @@ def find_findings(volume, lung_mask: np.ndarray, models: dict, device: str = "cp
     fpr = fpr_logits(fpr_net, hu, spacing, blobs, device) if fpr_net is not None else None
     ev, score = combine(head_z, det, shape_evidence(blobs), fpr,
                         getattr(fpr_net, "mix", None))
+    if calibration:
+        score = calibrated(ev, calibration)
     order = np.argsort(-ev, kind="stable")  # the scores of strong candidates may tie
     kept = _suppress(blobs.centre * np.asarray(spacing), blobs.diameter_mm / 2.0,
                      order)[:max_findings]
-    pz = np.exp(head_z - head_z.max(1, keepdims=True))
-    p_mal = pz[:, 2] / np.maximum(pz[:, 1] + pz[:, 2], 1e-12)
     out = []
     for i in kept:
         z, y, x = (int(v) for v in np.round(blobs.centre[i]))
         out.append(Finding(z, y, x, float(blobs.diameter_mm[i]), float(score[i]),
-                           "malignant" if p_mal[i] >= 0.5 else "benign", float(p_mal[i]),
-                           tuple(float(v) for v in det[i]), float(blobs.dot[i])))
+                           evidence=float(ev[i]),
+                           detector_logits=tuple(float(v) for v in det[i]),
+                           dot=float(blobs.dot[i])))
     report(total)
     log.debug("%d findings (%d candidates) in %.2f s (networks %.2f s)", len(out), n,
               time.perf_counter() - t0, time.perf_counter() - t1)
     return out
+
+
+class CadInputError(ValueError):
+    """A series the CAD findings cannot search (too few slices, gaps between slices)."""
+
+
+#: the CAD findings need at least this many slices (3-D candidates, a nodule's extent)
+MIN_SLICES = 10
+#: a gap larger than this times the median slice distance is a missing slice
+MAX_GAP = 1.5
+
+
+def check_cad_input(volume) -> None:
+    """Raise :class:`CadInputError` for a series the findings cannot search: fewer than
+    :data:`MIN_SLICES` slices, or gaps between slices (a distance above :data:`MAX_GAP` ×
+    the median; the 3-D filters would read the gap as tissue of one slice)."""
+    n = int(volume.hu.shape[0])
+    if n < MIN_SLICES:
+        raise CadInputError(f"too few slices for CAD findings ({n}; at least {MIN_SLICES} "
+                            "are needed)")
+    pos = getattr(volume, "positions", None)
+    if pos is not None and len(pos) == n and n > 2:
+        d = np.linalg.norm(np.diff(np.asarray(pos, float), axis=0), axis=1)
+        med = float(np.median(d))
+        if med > 0 and float(d.max()) > MAX_GAP * med:
+            k = int(np.argmax(d))
+            raise CadInputError(f"gaps between slices ({float(d.max()):.1f} mm after image "
+                                f"{k + 1}, {med:.1f} mm elsewhere): no CAD findings on an "
+                                "incomplete series")
 
 
 def candidates(hu: np.ndarray, mask: np.ndarray, spacing, shortlist: int = SHORTLIST) -> Blobs:
@@ -378,18 +466,22 @@ def shortlisted(blobs: Blobs, n: int = SHORTLIST) -> Blobs:
 def slice_ranking(findings: list[Finding], n_slices: int, spacing):
     """Per-slice scores of the slice recommendation read off the findings
     (:class:`lungviewer.cad.engine.SliceScores`): a slice covered by a finding's extent
-    (its diameter along z, at least its centre slice) gets the best such finding's score,
-    class and centre (row, col) — slightly less away from the centre slice (×(1 − 0.02 per
+    (its segmentation's slices; unmeasured, its diameter along z, at least its centre slice)
+    gets the best such finding's score, kind (:data:`FINDING_KINDS`) and centre (row, col) — slightly less away from the centre slice (×(1 − 0.02 per
     slice)), so that the centre slice of a finding is listed first; slices without a finding
     score 0."""
-    from lungviewer.cad.engine import SLICE_CLASSES, SliceScores
+    from lungviewer.cad.engine import SliceScores
 
-    res = SliceScores(np.zeros(n_slices), np.zeros(n_slices, int), np.zeros((n_slices, 2), int))
+    res = SliceScores(np.zeros(n_slices), np.zeros(n_slices, int), np.zeros((n_slices, 2), int),
+                      labels=FINDING_KINDS)
     res.spacing = tuple(float(v) for v in spacing)
     dz = float(spacing[0]) or 1.0
     for f in sorted(findings, key=lambda f: f.score):  # best last, so it wins
-        half = int(np.floor(f.diameter_mm / 2.0 / dz))
-        k0, k1 = max(0, f.slice - half), min(n_slices - 1, f.slice + half)
+        if f.extent is not None:  # measured: the slices its segmentation covers
+            k0, k1 = max(0, f.extent[0]), min(n_slices - 1, f.extent[1] - 1)
+        else:
+            half = int(np.floor(f.diameter_mm / 2.0 / dz))
+            k0, k1 = max(0, f.slice - half), min(n_slices - 1, f.slice + half)
         if k0 > k1:
             continue
         ks = np.arange(k0, k1 + 1)
@@ -397,7 +489,7 @@ def slice_ranking(findings: list[Finding], n_slices: int, spacing):
         better = sc >= res.scores[ks]
         ks, sc = ks[better], sc[better]
         res.scores[ks] = sc
-        res.classes[ks] = SLICE_CLASSES.index(f.cls)
+        res.classes[ks] = FINDING_KINDS.index(f.kind)
         res.best[ks] = (f.row, f.col)
     res.done = n_slices
     return res

@@ -322,10 +322,12 @@ def _box_score_items(score, version: str) -> list:
     items = [_num(local_code("MALEXP"), score.malignancy_expected, one, alg)]
     items += [_num(local_code(f"MALP{i + 1}"), p, one, alg)
               for i, p in enumerate(score.malignancy)]
-    for i, (name, p) in enumerate(zip(score.disease_names, score.disease_probs)):
-        meaning = f"Probability of {name} (CAD)"[:64]
-        items.append(_num(local_code(f"DIS{i + 1}", meaning), p, one, alg))
-    items.append(_num(local_code("NODPROB"), score.nodule_probability, one, alg))
+    if not score.disease_note:  # a head no better than the base rate names no class
+        for i, (name, p) in enumerate(zip(score.disease_names, score.disease_probs)):
+            meaning = f"Probability of {name} (CAD)"[:64]
+            items.append(_num(local_code(f"DIS{i + 1}", meaning), p, one, alg))
+    if score.nodule_probability is not None:
+        items.append(_num(local_code("NODPROB"), score.nodule_probability, one, alg))
     return items
 
 

@@ -135,7 +135,12 @@ def _check_box(v, where: str = "box") -> tuple[int, int, int, int, int]:
 # -- records ------------------------------------------------------------------------------------
 @dataclass
 class CadMark:
-    """One CAD finding and the reader's verdict on it (rejected marks are kept)."""
+    """One CAD finding and the reader's verdict on it (rejected marks are kept).
+
+    ``score`` is the finding's calibrated probability of a nodule or mass; ``cls`` its kind
+    ("nodule" or "mass"). The size comes from the finding's own segmentation when
+    ``extent`` (z0, z1, y0, y1, x0, x1 voxels, end-exclusive) is set; ``malignancy`` is the
+    expected malignancy level 1..5 (0: not computed, below every operating point)."""
 
     id: str
     slice: int
@@ -145,30 +150,61 @@ class CadMark:
     score: float
     cls: str = "nodule"
     status: str = "unreviewed"
+    long_axis_mm: float = 0.0
+    short_axis_mm: float = 0.0
+    volume_mm3: float = 0.0
+    extent: tuple[int, int, int, int, int, int] | None = None
+    malignancy: float = 0.0
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"CAD mark status {self.status!r} is not one of "
                              f"{', '.join(STATUSES)}")
+        if self.extent is not None:
+            e = tuple(int(v) for v in self.extent)
+            if len(e) != 6 or e[0] >= e[1] or e[2] >= e[3] or e[4] >= e[5] or min(e) < 0:
+                raise ValueError(f"CAD mark extent {self.extent!r} is not six voxel bounds "
+                                 "z0 < z1, y0 < y1, x0 < x1")
+            self.extent = e  # type: ignore[assignment]
 
     @classmethod
     def from_finding(cls, finding, mark_id: str) -> CadMark:
         """From a :class:`lungviewer.cad.findings.Finding` (or anything with its fields)."""
         return cls(mark_id, int(finding.slice), float(finding.row), float(finding.col),
                    float(finding.diameter_mm), float(finding.score),
-                   str(getattr(finding, "cls", "nodule")))
+                   str(getattr(finding, "kind", "nodule")),
+                   long_axis_mm=float(getattr(finding, "long_axis_mm", 0.0)),
+                   short_axis_mm=float(getattr(finding, "short_axis_mm", 0.0)),
+                   volume_mm3=float(getattr(finding, "volume_mm3", 0.0)),
+                   extent=getattr(finding, "extent", None),
+                   malignancy=float(getattr(finding, "malignancy", 0.0)))
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "slice": self.slice, "row": round(self.row, 2),
-                "col": round(self.col, 2), "diameter_mm": round(self.diameter_mm, 3),
-                "score": round(self.score, 5), "class": self.cls, "status": self.status}
+        d = {"id": self.id, "slice": self.slice, "row": round(self.row, 2),
+             "col": round(self.col, 2), "diameter_mm": round(self.diameter_mm, 3),
+             "score": round(self.score, 5), "class": self.cls, "status": self.status}
+        if self.extent is not None:
+            d.update(long_axis_mm=round(self.long_axis_mm, 2),
+                     short_axis_mm=round(self.short_axis_mm, 2),
+                     volume_mm3=round(self.volume_mm3, 1), extent=list(self.extent))
+        if self.malignancy:
+            d["malignancy"] = round(self.malignancy, 3)
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "CAD mark") -> CadMark:
         f = _Fields(d, where)
+        ext = d.get("extent")
+        if ext is not None and (not isinstance(ext, list) or len(ext) != 6 or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in ext)):
+            raise ValueError(f"{where}: 'extent' must be a list of 6 integers")
         return cls(f.str("id", required=True), f.int("slice"), f.num("row"), f.num("col"),
                    f.num("diameter_mm"), f.num("score"), f.str("class", "nodule"),
-                   f.status("unreviewed"))
+                   f.status("unreviewed"), f.num("long_axis_mm", 0.0, required=False),
+                   f.num("short_axis_mm", 0.0, required=False),
+                   f.num("volume_mm3", 0.0, required=False),
+                   tuple(ext) if ext is not None else None,
+                   f.num("malignancy", 0.0, required=False))
 
 
 def model_version(manifest: dict | None) -> str:
@@ -192,9 +228,11 @@ class BoxScore:
     malignancy: list[float]  # probabilities of malignancy levels 1..5
     disease_names: list[str]
     disease_probs: list[float]
-    nodule_probability: float
+    nodule_probability: float | None  # the CAD finding's calibrated probability; None: none
     model_version: str = "unknown"
     disease_source: str = ""
+    #: why the disease head's output is not to be read as a class (empty: it is reliable)
+    disease_note: str = ""
 
     def __post_init__(self) -> None:
         self.box = _check_box(self.box)
@@ -209,21 +247,25 @@ class BoxScore:
         return float(np.dot(self.malignancy, np.arange(1, 6)))
 
     @classmethod
-    def from_scores(cls, scores, manifest: dict | None = None, disease_source: str = ""
-                    ) -> BoxScore:
-        """From :class:`lungviewer.cad.engine.BoxScores`; ``manifest`` is the engine's."""
+    def from_scores(cls, scores, manifest: dict | None = None, disease_source: str = "",
+                    disease_note: str = "") -> BoxScore:
+        """From :class:`lungviewer.cad.engine.BoxScores`; ``manifest`` is the engine's,
+        ``disease_note`` the engine's :meth:`~lungviewer.cad.engine.CadEngine.
+        disease_assessment` ``why`` when the head is not reliable."""
         return cls(tuple(int(v) for v in scores.box),  # type: ignore[arg-type]
                    [float(p) for p in scores.malignancy_probs], list(scores.disease_names),
-                   [float(p) for p in scores.disease_probs], float(scores.nodule_prob),
-                   model_version(manifest), disease_source)
+                   [float(p) for p in scores.disease_probs],
+                   None if scores.nodule_prob is None else float(scores.nodule_prob),
+                   model_version(manifest), disease_source, disease_note)
 
     def to_dict(self) -> dict:
         return {"box": list(self.box), "malignancy": [round(p, 5) for p in self.malignancy],
                 "malignancy_expected": round(self.malignancy_expected, 4),
                 "disease_names": list(self.disease_names),
                 "disease_probs": [round(p, 5) for p in self.disease_probs],
-                "disease_source": self.disease_source,
-                "nodule_probability": round(self.nodule_probability, 5),
+                "disease_source": self.disease_source, "disease_note": self.disease_note,
+                "nodule_probability": (None if self.nodule_probability is None
+                                       else round(self.nodule_probability, 5)),
                 "model_version": self.model_version}
 
     @classmethod
@@ -233,8 +275,9 @@ class BoxScore:
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ValueError(f"{where}: 'disease_names' must be a list of text")
         return cls(f.box(), f.nums("malignancy", 5), names, f.nums("disease_probs", len(names)),
-                   f.num("nodule_probability"), f.str("model_version", "unknown"),
-                   f.str("disease_source"))
+                   f.num("nodule_probability", None, required=False),
+                   f.str("model_version", "unknown"),
+                   f.str("disease_source"), f.str("disease_note"))
 
 
 @dataclass

@@ -244,8 +244,12 @@ def _score_lines(score) -> list[tuple[str, str]]:
     out = [("B", ("CAD scores of the box (research use, not for clinical use; models "
                  "trained on synthetic images)")),
            ("", f"Malignancy level {mal} (expected {score.malignancy_expected:.2f})"),
-           ("", f"Nodule probability (detector): {score.nodule_probability:.0%}")]
-    if dis:
+           ("", "Probability of a nodule or mass (calibrated CAD finding): "
+                + ("none here" if score.nodule_probability is None
+                   else f"{score.nodule_probability:.0%}"))]
+    if dis and score.disease_note:
+        out.append(("", f"Disease head: {score.disease_note}; no class is named"))
+    elif dis:
         out.append(("", f"Disease: {dis}"
                         + (f" [label set: {score.disease_source}]"
                            if score.disease_source else "")))
@@ -293,7 +297,9 @@ def _mark_section(pdf, text, volume, m: CadMark) -> None:
     text(f"CAD mark {m.id} (accepted by the reader)", 12, "B", 6)
     end = _image_block(pdf, png, f"Axial slice {k + 1} of {volume.n_slices} (lung window); "
                                  "yellow: the CAD mark")
-    _lines_right(pdf, [("", (f"Diameter {m.diameter_mm:.1f} mm (CAD estimate), score "
-                            f"{m.score:.2f}, class {m.cls}")),
+    size = (f"{m.cls}, long axis {m.long_axis_mm:.1f} mm, short axis {m.short_axis_mm:.1f} "
+            f"mm, volume {m.volume_mm3:.0f} mm³ (CAD segmentation)" if m.extent is not None
+            else f"{m.cls}, about {m.diameter_mm:.1f} mm (CAD estimate)")
+    _lines_right(pdf, [("", f"{size}; probability {m.score:.2f}"),
                        ("", "Not segmented: no volume, axes or Lung-RADS suggestion."),
                        ("B", CAVEAT)], end)

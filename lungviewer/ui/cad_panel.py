@@ -121,6 +121,7 @@ class CadPanel(QWidget):
         self.disease_grid = QGridLayout()
         lay.addLayout(self.disease_grid)
         self.disease_bars: list[QProgressBar] = []
+        self.disease_reliable = False
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         lay.addWidget(self.summary)
@@ -154,7 +155,16 @@ class CadPanel(QWidget):
             self.disease_grid.addWidget(QLabel(name), i, 0)
             self.disease_grid.addWidget(bar, i, 1)
             self.disease_bars.append(bar)
-        self.disease_title.setText(f"<b>Disease</b> ({engine.disease_source})")
+        a = engine.disease_assessment()
+        self.disease_reliable = bool(a["reliable"])
+        if self.disease_reliable:
+            self.disease_title.setText(f"<b>Disease</b> ({engine.disease_source}; accuracy "
+                                       f"{a['accuracy']:.2f}, base rate {a['baseline']:.2f})")
+        else:  # shown greyed, no class called "most likely"
+            self.disease_title.setText(f"<b>Disease</b> <span style='color:gray'>({a['why']}"
+                                       f"; {engine.disease_source})</span>")
+            for bar in self.disease_bars:
+                bar.setEnabled(False)
         self.caveat.setText(engine.caveat)
 
     def clear_scores(self) -> None:
@@ -177,10 +187,14 @@ class CadPanel(QWidget):
         top = int(np.argmax(res.malignancy_probs)) + 1
         dis = res.disease_names[int(np.argmax(res.disease_probs))] if len(res.disease_probs) \
             else "—"
+        dis_text = (f"most likely class: <b>{dis}</b>" if self.disease_reliable else
+                    "<span style='color:gray'>disease head not better than the base rate: "
+                    "no class named</span>")
+        prob = ("none here" if res.nodule_prob is None else f"<b>{res.nodule_prob:.0%}</b>")
         self.summary.setText(
             f"Most likely level: <b>{top} – {RATING_WORDS['malignancy'][top]}</b> "
-            f"(expected {res.malignancy_expected:.2f}); most likely class: <b>{dis}</b>; "
-            f"nodule probability (detector): <b>{res.nodule_prob:.0%}</b>")
+            f"(expected {res.malignancy_expected:.2f}); {dis_text}; "
+            f"nodule or mass: {prob} ({res.nodule_source})")
         self.status.setText(f"Box {res.box_mm[0]:.1f}×{res.box_mm[1]:.1f} mm — computed on "
                             f"{res.device} in {res.timings.get('total_ms', 0):.0f} ms")
         thumbs = (res.patch_binary, res.patch_grey, res.detector_patch)

@@ -311,7 +311,8 @@ class SelfTest:
         self.info["box_ms"] = round(float(res.timings.get("total_ms", 0.0)), 1)
         top = int(np.argmax(mal)) + 1
         return (f"malignancy level {top} (p={mal.max():.2f}), disease "
-                f"{res.disease_names[int(np.argmax(dis))]}, nodule p={res.nodule_prob:.2f}, "
+                f"{res.disease_names[int(np.argmax(dis))]}, nodule or mass: "
+                f"{'—' if res.nodule_prob is None else f'{res.nodule_prob:.2f}'}, "
                 f"{self.info['box_ms']:.0f} ms")
 
     def step_slice_scan(self) -> str:
