@@ -303,8 +303,9 @@ class StudySession:
 
         def scan(progress=None, cancel=None):
             found = engine.find_findings(volume, mask, progress=progress, cancel=cancel)
-            found = size_findings(volume.hu, volume.spacing, mask, found, cancel=cancel)
             floor = min(engine.operating_points.values(), default=0.0)
+            found = size_findings(volume.hu, volume.spacing, mask, found, min_score=floor,
+                                  cancel=cancel)
             engine.malignancy_of(volume, [f for f in found if f.score >= floor and f.sized])
             return found
 

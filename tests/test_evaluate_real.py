@@ -91,8 +91,8 @@ def test_evaluate_real_on_the_dev_scan():
     assert all(1.0 <= b["malignancy_expected"] <= 5.0 for b in s["boxes"])
     assert s["coverage.nodule_pixels_in_region"] > 0.9
     assert 2000 < s["coverage.lung_volume_ml"][0] < 8000
-    assert scan["top_findings"] and set(scan["top_findings"][0]) == {
-        "slice", "row", "col", "diameter_mm", "score", "class"}
+    assert scan["top_findings"] and {"slice", "row", "col", "diameter_mm", "probability",
+                                     "shown", "kind", "measured"} <= set(scan["top_findings"][0])
     text = format_real(res)
     assert "FROC" in text and "recall@10" in text and "AUC" in text
 

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+
 from .common import add_device
+
+
+def _per_host(text: str) -> tuple[int, ...]:
+    """``6,4,4`` → hybrid volumes per host of :data:`lungviewer.cad.training.hybrid.HOSTS`."""
+    try:
+        n = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not N,N,N") from None
+    if len(n) != 3 or min(n) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: three counts >= 0, one per real host")
+    return n
 
 
 def add_parser(sub):
@@ -12,9 +25,10 @@ def add_parser(sub):
     p.add_argument("--second-task", choices=["disease", "texture", "calcification"],
                    default="disease", help="second task of the multi-task network")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--hybrid-volumes", type=int, default=12,
-                   help="fpr: hybrid volumes (real lungs with inserted nodules) to train on")
-    p.add_argument("--realistic-twins", type=int, default=48,
+    p.add_argument("--hybrid-volumes", type=_per_host, default=None, metavar="N,N,N",
+                   help="fpr: hybrid volumes (real lungs with inserted nodules) per real host "
+                        "(LIDC-IDRI-0006, the GE CTA, the Siemens B31f series; default 6,4,4)")
+    p.add_argument("--realistic-twins", type=int, default=None,
                    help="fpr: realistic twins of training patients to train on")
     add_device(p)
     p.add_argument("--lidc-root", help="a real LIDC-IDRI download (renders nothing)")

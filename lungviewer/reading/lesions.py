@@ -28,14 +28,26 @@ from lungviewer.reading.volumetry import segment_nodule
 
 log = logging.getLogger(__name__)
 
-#: findings segmented per study (most likely first); the rest keep the blob's scale
-SIZED = 30
+#: findings segmented per study (most likely first, at or above the least operating
+#: point); the rest keep the blob's scale
+SIZED = 20
 #: the first box is this many times the blob's diameter (at least MIN_BOX_MM) ...
 BOX_SCALE, MIN_BOX_MM = 2.0, 10.0
 #: ... and grows ×2 while the lesion reaches the box's edge, up to this
 MAX_BOX_MM = 90.0
 #: a segmentation sharing this fraction of its voxels with an earlier lesion is that lesion
 OVERLAP = 0.3
+#: an enlarged segmentation is kept only while this share of it lies in the lung region (the
+#: lung mask with its holes filled: vessels and nodules inside the lung); beyond, the
+#: segmentation has leaked into the hilum, the mediastinum or the chest wall
+MIN_IN_LUNG = 0.7
+#: holes of the lung mask up to this equivalent diameter (mm) count as lung region (a mass
+#: inside the lung); larger ones are the mediastinum where the two lungs touch
+MAX_HOLE_MM = 70.0
+#: a lesion is compact: its thickness (the largest inscribed ball's diameter) is at least
+#: this share of its long axis; thinner is a vessel or a branching vessel tree at the hilum,
+#: which the box is not enlarged for (and an enlargement that makes it one is undone)
+MIN_THICKNESS = 0.35
 #: a lesion whose long axis exceeds this (mm) is a mass (Fleischner glossary: > 3 cm)
 MASS_MM = 30.0
 
@@ -64,9 +76,49 @@ class _Lesion:
         return int(np.count_nonzero(a & b))
 
 
-def _segment(hu, spacing, lung_mask, f):
+def lung_region(lung_mask: np.ndarray, spacing) -> np.ndarray:
+    """The lung mask with each axial slice's holes up to :data:`MAX_HOLE_MM` across filled
+    (vessels and nodules inside the lungs; not the mediastinum between touching lungs)."""
+    from scipy import ndimage
+
+    m = np.asarray(lung_mask, bool)
+    out = m.copy()
+    max_px = np.pi * (MAX_HOLE_MM / 2.0) ** 2 / (float(spacing[1]) * float(spacing[2]))
+    for k in np.nonzero(m.any(axis=(1, 2)))[0]:
+        holes = ndimage.binary_fill_holes(m[k]) & ~m[k]
+        if holes.any():
+            lab, n = ndimage.label(holes)
+            size = np.bincount(lab.ravel(), minlength=n + 1)
+            keep = size <= max_px
+            keep[0] = False
+            out[k] |= keep[lab]
+    return out
+
+
+def _in_region(seg, region: np.ndarray | None) -> float:
+    """The share of the segmentation's voxels inside ``region`` (1 without one)."""
+    if region is None:
+        return 1.0
+    z0, y0, x0 = seg.offset
+    dz, dy, dx = seg.mask.shape
+    n = int(seg.mask.sum())
+    inside = int(np.count_nonzero(seg.mask & region[z0:z0 + dz, y0:y0 + dy, x0:x0 + dx]))
+    return inside / n if n else 0.0
+
+
+def _compact(seg, spacing) -> bool:
+    """Whether a segmentation is a compact lesion rather than a vessel or a vessel tree
+    (:data:`MIN_THICKNESS`)."""
+    from scipy import ndimage
+
+    d = ndimage.distance_transform_edt(np.pad(seg.mask, 1), sampling=spacing)
+    return 2.0 * float(d.max()) >= MIN_THICKNESS * max(seg.long_axis_mm, 1e-3)
+
+
+def _segment(hu, spacing, lung_mask, f, region=None):
     """The lesion at finding ``f``: segmentation from a box around its centre, enlarged
-    while the segmentation reaches the box's edge; None when nothing is there."""
+    while the segmentation reaches the box's edge and stays in the lung ``region``; None
+    when nothing is there."""
     dz, dy, dx = (float(v) for v in spacing)
     side = max(BOX_SCALE * float(f.diameter_mm), MIN_BOX_MM)
     seg = None
@@ -79,21 +131,28 @@ def _segment(hu, spacing, lung_mask, f):
             new = segment_nodule(hu, spacing, box, lung_mask)
         except ValueError:  # VolumetryError: nothing denser than the lung there
             return seg
+        compact = _compact(new, spacing)
+        if seg is not None and (_in_region(new, region) < MIN_IN_LUNG or not compact):
+            return seg  # the larger box leaked (out of the lung, or along vessels)
         seg = new
         ext = np.array(seg.mask.shape) * np.array([dz, dy, dx])
         reach = max(ext[1], ext[2], ext[0])
-        if reach < 0.8 * side or side >= MAX_BOX_MM:
+        if reach < 0.8 * side or side >= MAX_BOX_MM or not compact:
             return seg
         side = min(2.0 * side, MAX_BOX_MM)
 
 
 def size_findings(hu: np.ndarray, spacing, lung_mask: np.ndarray | None, findings: list,
-                  sized: int = SIZED, cancel: Callable[[], bool] | None = None) -> list:
+                  sized: int = SIZED, min_score: float = 0.0,
+                  cancel: Callable[[], bool] | None = None) -> list:
     """The findings (most likely first) with one finding per lesion: the first ``sized``
-    segmented and measured, later ones on an earlier lesion merged into it (see the module
-    docstring). Returns a new list in the same order; the objects are updated in place."""
+    with a score of at least ``min_score`` segmented and measured, later ones on an earlier
+    lesion merged into it (see the module docstring). Returns a new list in the same order;
+    the objects are updated in place."""
     lesions: list[_Lesion] = []
     out = []
+    region = (lung_region(lung_mask, spacing) if lung_mask is not None and len(findings)
+              else None)
     for i, f in enumerate(findings):
         if cancel is not None and cancel():
             raise Cancelled("the CAD findings were cancelled")
@@ -102,11 +161,11 @@ def size_findings(hu: np.ndarray, spacing, lung_mask: np.ndarray | None, finding
         if host is not None:
             out[host].merged += 1
             continue
-        if i >= sized:
+        if i >= sized or f.score < min_score:
             out.append(f)
             lesions.append(_Null())
             continue
-        seg = _segment(hu, spacing, lung_mask, f)
+        seg = _segment(hu, spacing, lung_mask, f, region)
         if seg is None:
             out.append(f)
             lesions.append(_Null())

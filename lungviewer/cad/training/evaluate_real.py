@@ -301,7 +301,7 @@ def evaluate_scan(volume, ann, engine, device: str = "cpu", baseline: bool = Tru
         k, r, c = (round(v) for v in i["centre"])
         hr = max(3, int(np.ceil(i["diameter_mm"] / 2.0 / sp[1]))) + 2
         hc = max(3, int(np.ceil(i["diameter_mm"] / 2.0 / sp[2]))) + 2
-        b = engine.score_box(volume, k, (r - hr, c - hc, r + hr + 1, c + hc + 1), k_similar=0)
+        b = session.score_box(k, (r - hr, c - hc, r + hr + 1, c + hc + 1))
         boxes.append({"nodule": i["index"], "slice": k, "diameter_mm": round(i["diameter_mm"], 1),
                       "readers": i["readers"], "readers_mean_malignancy": i["malignancy_mean"],
                       "malignancy_expected": b.malignancy_expected,
@@ -309,7 +309,25 @@ def evaluate_scan(volume, ann, engine, device: str = "cpu", baseline: bool = Tru
     out["boxes"] = boxes
     region = dilate_box(mask, (1, 6, 6))
     out["coverage"] = _coverage(volume, mask, region, info, ann)
-    out["top_findings"] = [f.as_dict() for f in findings[:10]]
+    out["top_findings"] = [f.as_dict(session.threshold) for f in findings[:10]]
+    # the list a reader sees at each operating point, and the sizes of the found nodules
+    lab1, which1 = match_findings(pts * sp, scores, truth, 1)
+    ops = {}
+    for fp, t in sorted(engine.operating_points.items()):
+        shown = scores >= t
+        ops[str(fp)] = {"threshold": t, "shown": int(shown.sum()),
+                        "hits": len(set(which1[shown & (lab1 == 1)].tolist())),
+                        "false": int((shown & (lab1 == 0)).sum())}
+    out["operating_points"] = ops
+    sizes = []
+    for f, lb, j in zip(findings, lab1, which1):
+        if lb == 1 and f.sized:
+            i = info[int(j)]
+            sizes.append({"nodule": i["index"], "readers_diameter_mm": round(i["diameter_mm"], 1),
+                          "finding_diameter_mm": round(f.diameter_mm, 1),
+                          "finding_volume_mm3": round(f.volume_mm3, 1), "kind": f.kind,
+                          "candidates": f.merged})
+    out["sizes"] = sizes
     return out
 
 
@@ -378,6 +396,11 @@ def summarise(scans: list[dict]) -> dict:
         res[f"coverage.{key}"] = float(np.mean(v)) if v else float("nan")
     res["coverage.lung_volume_ml"] = [c["lung_volume_ml"] for c in cov]
     res["seconds_findings"] = [s["seconds"]["findings"] for s in scans]
+    res["operating_points"] = {
+        fp: {k: sum(s["operating_points"][fp][k] for s in scans) for k in ("shown", "hits",
+                                                                             "false")}
+        for fp in (scans[0].get("operating_points") or {})}
+    res["sizes"] = [z for s in scans for z in s.get("sizes", [])]
     return res
 
 
@@ -457,13 +480,20 @@ def format_real(result: dict) -> str:
     for b in s["boxes"]:
         lines.append(f"  nodule {b['nodule']} ({b['diameter_mm']} mm, {b['readers']} reader(s), "
                      f"slice {b['slice'] + 1}): expected {b['malignancy_expected']:.2f}, readers "
-                     f"{_f(b['readers_mean_malignancy'], 2)}, nodule probability "
-                     f"{b['nodule_probability']:.2f}")
+                     f"{_f(b['readers_mean_malignancy'], 2)}, probability of the finding "
+                     f"there {_f(b['nodule_probability'], 2)}")
     lines.append(f"Lung mask: nodule pixels in the search region "
                  f"{_f(s['coverage.nodule_pixels_in_region'], 2)} (in the mask "
                  f"{_f(s['coverage.nodule_pixels_in_mask'], 2)}), mark centres in the region "
                  f"{_f(s['coverage.mark_centres_in_region'], 2)}, lung volume "
                  + ", ".join(f"{v:.0f}" for v in s["coverage.lung_volume_ml"]) + " ml")
+    for fp, o in s.get("operating_points", {}).items():
+        lines.append(f"At {fp} FP/scan (held-out operating point): {o['shown']} shown, "
+                     f"{o['hits']} nodule(s) hit, {o['false']} false")
+    for z in s.get("sizes", []):
+        lines.append(f"  found nodule {z['nodule']}: {z['kind']} {z['finding_diameter_mm']} mm "
+                     f"(readers {z['readers_diameter_mm']} mm), {z['finding_volume_mm3']:.0f} "
+                     f"mm³, {z['candidates']} candidate(s) merged")
     lines.append("Findings time per scan: "
                  + ", ".join(f"{v:.1f} s" for v in s["seconds_findings"]))
     return "\n".join(lines)

@@ -45,17 +45,29 @@ from lungviewer.synth.lesion import nodule_hu, soft_edge
 
 log = logging.getLogger(__name__)
 
-#: the real development scan (a training patient), relative to the source tree
-HOST = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "real" / "LIDC-IDRI-0006"
+#: the real CT folder beside the source tree (../shared/data/real)
+REAL = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "real"
+#: the real development scan (a training patient)
+HOST = REAL / "LIDC-IDRI-0006"
 HOST_PATIENT = "LIDC-IDRI-0006"
+#: the real hosts of the hybrid volumes: (name, folder under REAL, hybrid volumes). The two
+#: series from other scanners (a GE CT angiogram at 0.8 mm, a Siemens B31f series at 1 mm,
+#: both partial) are not LIDC patients, carry no nodule labels and are development data;
+#: their unchanged candidates are negatives only for measuring (groups ``host-<name>``).
+HOSTS = (("LIDC-IDRI-0006", "LIDC-IDRI-0006", 6),
+         ("chest-cta", "chest-cta-9328-0117-partial", 4),
+         ("LungFCP", "LungFCP-01-0001-partial/ct", 4))
+#: hand-outlined vessels of a host (ground truth "vessel, not nodule"): no nodule is
+#: inserted within MIN_GAP_MM of them, so they stay negatives
+VESSELS = {"LungFCP": "LungFCP-01-0001-partial/vessels.npz"}
 #: training twins whose candidates join the hybrid ones
 TWINS = ("LIDC-IDRI-0003", "LIDC-IDRI-0005")
 #: realistic twins (dense vessel tree, soft nodules, varied acquisition) of this many
 #: training patients join them: neither hybrid donors nor the host (:func:`realistic_patients`)
-REALISTIC_TWINS = 48
+REALISTIC_TWINS = 24
 #: the default twins of this many of those patients join them too, so that the network
 #: keeps finding the default twin's sharp, uniform nodules (the demo study is one)
-DEFAULT_TWINS = 16
+DEFAULT_TWINS = 8
 MIN_D_MM, MAX_D_MM = 3.0, 30.0
 NODULES_PER_VOLUME = 14
 MIN_GAP_MM = 25.0  # between inserted nodules and from the host's marks
@@ -330,59 +342,97 @@ def _with_inserted(truth, placed: list[Inserted], spacing):
                      truth.ignore_mm, truth.ignore_radius_mm)
 
 
-def build_candidates(models: dict, seeds=range(6), donors_per_seed: int = 8,
-                     nodules: int = NODULES_PER_VOLUME, twins=TWINS, host: Path = HOST,
-                     device: str = "cpu", realistic: int = REALISTIC_TWINS,
-                     default: int = DEFAULT_TWINS,
-                     progress: Callable[[str, int, int], None] | None = None) -> CandidateSet:
-    """Labelled candidates of hybrid volumes (one per seed; each seed's donors are its own
-    training patients, so leaving a seed out leaves its donor patients out), of the
-    training ``twins``, of ``realistic`` realistic twins (groups ``realistic-<patient>``),
-    of the default twins of the first ``default`` of those patients (``twin-<patient>``)
-    and of the unchanged host (group ``host``: its real nodules only, for measuring)."""
-    from dataclasses import replace
+def outlined_vessels(volume, path: Path) -> np.ndarray:
+    """(n, 3) voxel coordinates (z, y, x) of ``volume`` on the hand-outlined vessels in
+    ``path`` (``vessels.npz``: ``mask`` (z, y, x) bool on slices at ``z_mm``, the volume's
+    frame of reference and in-plane grid; slices matched by z within half a slice)."""
+    with np.load(path, allow_pickle=False) as f:
+        m, zmm = f["mask"].astype(bool), np.asarray(f["z_mm"], float)
+    vz = np.asarray(volume.positions, float)[:, 2]
+    out = []
+    for k, z in enumerate(zmm):
+        j = int(np.argmin(np.abs(vz - z)))
+        if abs(vz[j] - z) <= 0.5 * float(volume.spacing[0]) + 1e-3 and m[k].any():
+            yx = np.argwhere(m[k])
+            out.append(np.column_stack([np.full(len(yx), j), yx]))
+    return np.concatenate(out).astype(float) if out else np.zeros((0, 3))
 
+
+def _host(name: str, folder: Path):
+    """(volume, lung mask, truth, points to avoid in mm) of a real host."""
     from lungviewer.imaging.parenchyma import segment_lungs
     from lungviewer.study.dicom_series import load_series
 
+    from .evaluate_real import ScanTruth
+
+    vol = load_series(folder)
+    if name == HOST_PATIENT:
+        truth = _truth_of(vol, Path(folder))
+    else:  # not LIDC patients: no nodule labels
+        z = np.zeros((0, 3))
+        truth = ScanTruth(z, np.zeros(0), np.zeros(0, int))
+    avoid = np.concatenate([truth.nodules_mm, truth.ignore_mm])
+    if name in VESSELS and (REAL / VESSELS[name]).is_file():
+        pts = outlined_vessels(vol, REAL / VESSELS[name])
+        avoid = np.concatenate([avoid, pts[::25] * np.asarray(vol.spacing, float)])
+    return vol, segment_lungs(vol.hu).mask, truth, avoid
+
+
+def build_candidates(models: dict, hosts=HOSTS, donors_per_seed: int = 8,
+                     nodules: int = NODULES_PER_VOLUME, twins=TWINS, real: Path = REAL,
+                     device: str = "cpu", realistic: int = REALISTIC_TWINS,
+                     default: int = DEFAULT_TWINS,
+                     progress: Callable[[str, int, int], None] | None = None) -> CandidateSet:
+    """Labelled candidates of hybrid volumes on each real host of ``hosts`` ((name, folder
+    under ``real``, volumes); group ``hybrid-<host>-<seed>``, each seed's donors its own
+    training patients, so that leaving a host out leaves its donors out), of the training
+    ``twins``, of ``realistic`` realistic twins (groups ``realistic-<patient>``), of the
+    default twins of the first ``default`` of those patients (``twin-<patient>``) and of
+    the unchanged hosts (``host-<name>``: for measuring only)."""
+    from dataclasses import replace
+
+    from lungviewer.imaging.parenchyma import segment_lungs
+
     from .splits import make_split
 
-    if not Path(host).is_dir():
-        raise FileNotFoundError(f"the real host scan {host} is absent (../shared/data/real)")
-    seeds = list(seeds)
     train = make_split().train
     for p in twins:
         if p not in train:
             raise ValueError(f"{p} is not a training patient; twins must be training patients")
-    vol = load_series(host)
-    truth0 = _truth_of(vol, Path(host))
-    mask0 = segment_lungs(vol.hu).mask
-    pats = donor_patients(donors_per_seed * len(seeds))
-    parts = [candidate_set(vol, mask0, truth0, models, "host", device)]
+    hosts = [(n, Path(real) / f, k) for n, f, k in hosts]
+    for _, f, _ in hosts:
+        if not f.is_dir():
+            raise FileNotFoundError(f"the real host scan {f} is absent (../shared/data/real)")
+    n_seeds = sum(k for _, _, k in hosts)
+    pats = donor_patients(donors_per_seed * n_seeds)
     real_twins = realistic_patients(realistic, set(pats)) if realistic else []
     twins = ([(p, False) for p in twins] + [(p, True) for p in real_twins]
              + [(p, False) for p in real_twins[:default]])
-    total = len(seeds) + len(twins)
-    for i, s in enumerate(seeds):
+    total = n_seeds + len(twins)
+    parts, s = [], 0
+    for name, folder, k in hosts:
+        vol, mask0, truth0, avoid = _host(name, folder)
+        parts.append(candidate_set(vol, mask0, truth0, models, f"host-{name}", device))
+        for _ in range(k):
+            if progress is not None:
+                progress("hybrid volumes", s, total)
+            donors = donors_of(pats[s * donors_per_seed:(s + 1) * donors_per_seed])
+            if donors:
+                rng = np.random.default_rng(1000 + s)
+                hu, placed = insert_nodules(vol.hu, mask0, vol.spacing, donors, nodules, rng,
+                                            avoid)
+                hv = replace(vol, hu=hu)
+                mask = segment_lungs(hu).mask  # as the viewer would make it
+                t = _with_inserted(truth0, placed, vol.spacing)
+                parts.append(candidate_set(hv, mask, t, models, f"hybrid-{name}-{s}", device))
+                log.info("hybrid %s %d: %d nodules inserted from %d donors, %d candidates "
+                         "(%d positive)", name, s, len(placed), len(donors),
+                         len(parts[-1].label), int((parts[-1].label == 1).sum()))
+            s += 1
+    for j, (p, realistic_twin) in enumerate(twins):
         if progress is not None:
-            progress("hybrid volumes", i, total)
-        donors = donors_of(pats[i * donors_per_seed:(i + 1) * donors_per_seed])
-        if not donors:
-            continue
-        rng = np.random.default_rng(1000 + s)
-        avoid = np.concatenate([truth0.nodules_mm, truth0.ignore_mm])
-        hu, placed = insert_nodules(vol.hu, mask0, vol.spacing, donors, nodules, rng, avoid)
-        hv = replace(vol, hu=hu)
-        mask = segment_lungs(hu).mask  # as the viewer would make it
-        t = _with_inserted(truth0, placed, vol.spacing)
-        parts.append(candidate_set(hv, mask, t, models, f"hybrid-{s}", device))
-        log.info("hybrid %d: %d nodules inserted from %d donors, %d candidates (%d positive)",
-                 s, len(placed), len(donors), len(parts[-1].label),
-                 int((parts[-1].label == 1).sum()))
-    for j, (p, real) in enumerate(twins):
-        if progress is not None:
-            progress("hybrid volumes", len(seeds) + j, total)
-        parts.append(twin_candidates(models, p, real, device))
+            progress("hybrid volumes", n_seeds + j, total)
+        parts.append(twin_candidates(models, p, realistic_twin, device))
     if progress is not None:
         progress("hybrid volumes", total, total)
     return CandidateSet.concat(parts)
@@ -460,55 +510,88 @@ def predict(model, cs: CandidateSet, device: str = "cpu") -> np.ndarray:
     return out
 
 
-def froc_of(cs: CandidateSet, evidence: np.ndarray, max_findings: int = 50) -> dict:
-    """FROC (:func:`lungviewer.cad.training.evaluate_real.froc`, nodules marked by ≥ 1
-    reader) of the findings the candidates of each volume in ``cs`` give when scored by
-    ``evidence`` (as find_findings: ranked, nearby ones suppressed, ``max_findings``)."""
-    from lungviewer.cad.findings import _suppress
+def finding_table(cs: CandidateSet, evidence: np.ndarray,
+                  max_findings: int | None = None):
+    """The findings each volume of ``cs`` gives when its candidates are scored by
+    ``evidence`` (as find_findings: ranked, nearby ones suppressed), each labelled by LUNA16
+    matching against the volume's truth (nodules marked by ≥ 1 reader):
+    a :class:`~lungviewer.cad.training.calibration.FindingTable`."""
+    from lungviewer.cad.findings import MAX_FINDINGS, _suppress
 
-    from .evaluate_real import froc, match_findings
+    from .calibration import FindingTable
+    from .evaluate_real import match_findings
 
-    scans, n_nod = [], 0
-    for g in sorted(set(cs.group)):
+    cap = MAX_FINDINGS if max_findings is None else max_findings
+    cols: list[list] = [[], [], [], []]
+    counts, n_nod = {}, 0
+    for g in sorted(set(cs.group.astype(str))):
         sel = np.nonzero(cs.group == g)[0]
         ev = np.asarray(evidence, float)[sel]
         order = np.argsort(-ev, kind="stable")
-        kept = _suppress(cs.centre_mm[sel], cs.diameter_mm[sel] / 2.0, order)[:max_findings]
+        kept = _suppress(cs.centre_mm[sel], cs.diameter_mm[sel] / 2.0, order)[:cap]
         t = cs.truths[g]
         lab, which = match_findings(cs.centre_mm[sel][kept], ev[kept], t, 1)
-        scans.append((ev[kept], lab, np.where(which >= 0, which + n_nod, -1)))
+        for c, v in zip(cols, (np.full(len(kept), g), ev[kept], lab,
+                               np.where(which >= 0, which + n_nod, -1))):
+            c.append(v)
+        counts[g] = len(t.nodules_mm)
         n_nod += len(t.nodules_mm)
-    return froc(scans, n_nod)
+    group, ev, lab, nod = (np.concatenate(c) if c else np.zeros(0) for c in cols)
+    return FindingTable(group.astype(str), ev.astype(float), lab.astype(int), nod.astype(int),
+                        counts)
+
+
+def froc_of(cs: CandidateSet, evidence: np.ndarray, max_findings: int | None = None) -> dict:
+    """FROC (:func:`lungviewer.cad.training.evaluate_real.froc`) of :func:`finding_table`."""
+    from .evaluate_real import froc
+
+    t = finding_table(cs, evidence, max_findings)
+    scans = [(t.evidence[t.group == g], t.label[t.group == g], t.nodule[t.group == g])
+             for g in sorted(t.n_nodules)]
+    return froc(scans, sum(t.n_nodules.values()))
 
 
 def mean_sensitivity(f: dict) -> float:
     return float(np.mean([f[k] for k in ("1", "2", "4", "8")]))
 
 
+def fold_of(group: str) -> str:
+    """The cross-validation fold a hybrid volume belongs to: its host
+    (``hybrid-<host>-<seed>`` → ``<host>``); a volume named otherwise is its own."""
+    parts = group.split("-")
+    return "-".join(parts[1:-1]) if parts[0] == "hybrid" and len(parts) > 2 else group
+
+
 def cross_validate(cs: CandidateSet, epochs: int = EPOCHS, seed: int = 0,
                    device: str = "cpu", mixes=MIXES, realistic_folds: int = 4,
                    progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """Out-of-fold predictions: each hybrid volume is a fold of its own (its inserted
-    nodules come from its own donor patients) and the realistic twins are split into
-    ``realistic_folds`` folds; each fold's model learns from every other volume except the
-    host. Returns the FROC of the held-out volumes pooled (``froc``; also ``froc_hybrid``
-    and ``froc_realistic``) for each mix of (hand-set, network) evidence, and the best
-    mix (by mean sensitivity at 1, 2, 4, 8 FP per scan, pooled)."""
+    """Out-of-fold predictions: the hybrid volumes of each host are one fold (a network
+    never sees the host it is measured on, nor the donors of its volumes), and the realistic
+    twins are split into ``realistic_folds`` folds; each fold's model learns from every
+    other volume except the unchanged hosts. Returns the FROC of the held-out volumes
+    pooled (``froc``; also ``froc_hybrid``, ``froc_realistic`` and ``froc_host`` per host)
+    for each mix of (hand-set, network) evidence, the best mix (by mean sensitivity at 1,
+    2, 4, 8 FP per scan, pooled), the folds, and ``oof`` — the out-of-fold logits (not
+    for the manifest)."""
     from lungviewer.cad.findings import mix_evidence
 
     g = cs.group.astype(str)
     hyb = sorted(x for x in set(g) if x.startswith("hybrid-"))
     rea = sorted(x for x in set(g) if x.startswith("realistic-"))
-    if len(hyb) < 2:
-        raise ValueError("cross-validation needs at least two hybrid volumes")
-    folds = [[h] for h in hyb] + [f for f in (rea[i::realistic_folds]
-                                              for i in range(realistic_folds)) if f]
+    by_host: dict[str, list[str]] = {}
+    for h in hyb:
+        by_host.setdefault(fold_of(h), []).append(h)
+    if len(by_host) < 2:
+        raise ValueError("cross-validation needs hybrid volumes of at least two folds")
+    folds = list(by_host.values()) + [f for f in (rea[i::realistic_folds]
+                                                  for i in range(realistic_folds)) if f]
+    learn = ~np.char.startswith(g, "host")
     oof = np.full(len(g), np.nan, np.float32)
     for i, fold in enumerate(folds):
         if progress is not None:
             progress("cross-validation", i, len(folds))
         test = np.isin(g, fold)
-        model, _ = fit(cs.subset(~test & (g != "host")), epochs, seed, device)
+        model, _ = fit(cs.subset(~test & learn), epochs, seed, device)
         oof[test] = predict(model, cs.subset(test), device)
     if progress is not None:
         progress("cross-validation", len(folds), len(folds))
@@ -522,5 +605,22 @@ def cross_validate(cs: CandidateSet, epochs: int = EPOCHS, seed: int = 0,
     table = table_of(hyb + rea)
     best = max(table, key=lambda k: mean_sensitivity(table[k]))
     return {"froc": table, "best": [float(v) for v in best.split(",")],
-            "held_out": hyb + rea, "hand_only": table["1,0"],
-            "froc_hybrid": table_of(hyb), "froc_realistic": table_of(rea) if rea else {}}
+            "held_out": hyb + rea, "hand_only": table["1,0"], "folds": folds,
+            "froc_hybrid": table_of(hyb), "froc_realistic": table_of(rea) if rea else {},
+            "froc_host": {h: table_of(v) for h, v in by_host.items()}, "oof": oof}
+
+
+def calibrate_findings(cs: CandidateSet, cv: dict) -> dict:
+    """The findings' calibration and operating points from the cross-validation's
+    out-of-fold logits at its best mix (:func:`lungviewer.cad.training.calibration.
+    calibrate`; folds as in :func:`cross_validate`)."""
+    from lungviewer.cad.findings import mix_evidence
+
+    from .calibration import calibrate
+
+    g = cs.group.astype(str)
+    sel = np.isin(g, cv["held_out"])
+    held = cs.subset(sel)
+    wh, wf = cv["best"]
+    table = finding_table(held, mix_evidence(held.hand, cv["oof"][sel], wh, wf))
+    return calibrate(table, cv["folds"])
