@@ -1,5 +1,6 @@
-"""CAD findings speed: the whole-study findings (3-D candidates + networks on the axial
-patch) beside today's 2-D slice scan (``CadEngine.scan_slices``), same run, same lung mask,
+"""CAD findings speed: the whole-study findings as the viewer makes them (3-D candidates,
+networks, calibration, one finding per lesion sized by its segmentation, malignancy of the
+shown ones: ``session.study_findings``) beside the 2-D slice scan (``CadEngine.scan_slices``), same run, same lung mask,
 printing the ratio. Goal: ≤ 5 s for a 133-slice study on 2 CPU cores.
 
 The study is the real development scan ../shared/data/real/LIDC-IDRI-0006 when present (133
@@ -31,9 +32,9 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     from lungviewer.cad.engine import CadEngine
-    from lungviewer.cad.findings import find_findings
     from lungviewer.imaging.blobs import find_blobs
     from lungviewer.imaging.parenchyma import segment_lungs
+    from lungviewer.session import study_findings
     from lungviewer.study.dicom_series import load_series
 
     folder = Path(a.study) if a.study else REAL
@@ -49,14 +50,14 @@ def main() -> None:
         what = "synthetic LIDC-IDRI-0001 twin"
     eng = CadEngine.load(device=a.device)
     mask = segment_lungs(vol.hu).mask
-    find_findings(vol, mask, eng.models, eng.device)  # warm-up
+    study_findings(eng, vol, mask)  # warm-up
     t_find, t_blobs, t_scan, c_find, c_scan = [], [], [], [], []
     for _ in range(a.repeat):
         t = time.perf_counter()
         blobs = find_blobs(vol.hu, mask, vol.spacing)
         t_blobs.append(time.perf_counter() - t)
         t, c = time.perf_counter(), time.process_time()
-        found = find_findings(vol, mask, eng.models, eng.device)
+        found = study_findings(eng, vol, mask)
         t_find.append(time.perf_counter() - t)
         c_find.append(time.process_time() - c)
         t, c = time.perf_counter(), time.process_time()
@@ -68,9 +69,10 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device {eng.device_name}, torch threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} CPUs, load average {load:.1f}; {what} {vol.shape}")
-    print(f"findings (3-D candidates + networks on the axial patch): median {f:.2f} s wall, "
+    print(f"findings (3-D candidates, networks, sizing by segmentation): median {f:.2f} s wall, "
           f"{cf:.2f} s CPU of {a.repeat} (goal 5 s wall on 2 cores); of which candidates "
-          f"{b:.2f} s ({len(blobs)} blobs); {len(found)} findings")
+          f"{b:.2f} s ({len(blobs)} blobs); {len(found)} findings, "
+          f"{sum(x.sized for x in found)} sized")
     print(f"2-D slice scan (CadEngine.scan_slices): median {s:.2f} s wall, {cs:.2f} s CPU")
     print(f"ratio findings / 2-D scan: {f / s:.2f} wall, {cf / cs:.2f} CPU")
 

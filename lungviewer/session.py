@@ -61,6 +61,22 @@ OPERATING_POINTS = (1, 2, 4)
 DEFAULT_OPERATING_POINT = 2
 
 
+def study_findings(engine, volume, mask, progress=None, cancel=None) -> list:
+    """The study's CAD findings as the reader sees them: candidates, false-positive
+    reduction and calibration (``engine.find_findings``), one finding per lesion with its
+    measured size (:func:`lungviewer.reading.lesions.size_findings`, for findings at or
+    above the least operating point) and the malignancy level of those
+    (``engine.malignancy_of``); most likely first."""
+    from lungviewer.reading.lesions import size_findings
+
+    found = engine.find_findings(volume, mask, progress=progress, cancel=cancel)
+    floor = min(engine.operating_points.values(), default=0.0)
+    found = size_findings(volume.hu, volume.spacing, mask, found, min_score=floor,
+                          cancel=cancel)
+    engine.malignancy_of(volume, [f for f in found if f.score >= floor and f.sized])
+    return found
+
+
 @dataclass(frozen=True)
 class Progress:
     """One step of a job: ``done`` of ``total`` (total 0 = unknown) and what it is doing."""
@@ -299,18 +315,10 @@ class StudySession:
         if mask is None:
             mask = yield from self.segment_job()
         from lungviewer.cad.findings import CadInputError, slice_ranking
-        from lungviewer.reading.lesions import size_findings
-
-        def scan(progress=None, cancel=None):
-            found = engine.find_findings(volume, mask, progress=progress, cancel=cancel)
-            floor = min(engine.operating_points.values(), default=0.0)
-            found = size_findings(volume.hu, volume.spacing, mask, found, min_score=floor,
-                                  cancel=cancel)
-            engine.malignancy_of(volume, [f for f in found if f.score >= floor and f.sized])
-            return found
 
         try:
-            findings = yield from call_job(scan, text="CAD findings")
+            findings = yield from call_job(study_findings, engine, volume, mask,
+                                           text="CAD findings")
         except CadInputError as exc:
             if self._current(gen):
                 self.emit("message", f"No CAD findings: {exc}.")
