@@ -132,13 +132,15 @@ class Imported:
 
 def _box_score(n: ImportedNodule, box) -> BoxScore | None:
     mal = [n.cad.get(f"MALP{i}") for i in range(1, 6)]
-    if any(p is None for p in mal) or "NODPROB" not in n.cad:
+    if any(p is None for p in mal):
         return None
     dis = sorted((k for k in n.cad if k.startswith("DIS") and k[3:].isdigit()),
                  key=lambda k: int(k[3:]))
     names = [n.cad_meanings[k].removeprefix("Probability of ").removesuffix(" (CAD)")
              for k in dis]
-    return BoxScore(box, mal, names, [n.cad[k] for k in dis], n.cad["NODPROB"],
+    # NODPROB is left out of the SR when the box lay on no CAD finding (or none were
+    # computed yet): the score is kept with an unknown nodule probability
+    return BoxScore(box, mal, names, [n.cad[k] for k in dis], n.cad.get("NODPROB"),
                     "from a DICOM SR")
 
 
