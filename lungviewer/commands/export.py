@@ -178,11 +178,12 @@ def export(args) -> dict:
         if there:
             raise _Fail(f"{', '.join(there)} already exist(s); use --force to replace")
     session = StudySession(autosave=False)  # the export never changes the saved reading
+    messages: list[str] = []  # the study's own messages (a saved reading cut to its bounds)
+    session.subscribe(lambda ev, p: messages.append(p) if ev == "message" else None)
     try:
         volume = session.open(args.path)
     except StudyLoadError as exc:
         raise _Fail(str(exc)) from exc
-    messages: list[str] = []
     saved = session.reading_saved
     if not saved and not args.box and not args.accept_cad:
         raise _Fail("this study has no saved reading; give --box S,R0,C0,R1,C1 or "

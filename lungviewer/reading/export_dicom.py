@@ -504,6 +504,9 @@ def export_dicom(reading: Reading, volume, out_dir: str | Path, *, sr: bool = Tr
                  model_version: str = "") -> DicomExport:
     """SEG and/or SR of ``reading`` into ``out_dir`` as ``seg.dcm`` / ``sr.dcm``; an existing
     file is kept unless ``force`` (FileExistsError)."""
+    from .model import check_limits
+
+    check_limits(reading)  # a clear message before any per-item work
     out = Path(out_dir)
     targets = {"seg": out / "seg.dcm", "sr": out / "sr.dcm"}
     wanted = [k for k, on in (("seg", seg), ("sr", sr)) if on]

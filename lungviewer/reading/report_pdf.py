@@ -161,6 +161,9 @@ def build_report(reading: Reading, volume, out_path: str | Path, *,
     ``volume.files[0]`` if None."""
     from fpdf import FPDF
 
+    from .model import check_limits
+
+    check_limits(reading)
     if sources is None and volume.files:
         import pydicom
 

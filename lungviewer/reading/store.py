@@ -102,6 +102,11 @@ def open_reading(study_uid: str, series_uid: str = "") -> StoredReading:
     out = StoredReading()
     try:
         path = reading_path(study_uid, series_uid)
+    except OSError as exc:  # no store folder can be made: nothing saved, saving will fail
+        out.messages.append(f"The reading store cannot be used ({exc.strerror or exc}); "
+                            "this study's reading will not be saved.")
+        return out
+    try:
         if not path.is_file():
             return out
         data = path.read_bytes()
