@@ -232,6 +232,8 @@ def build_report(reading: Reading, volume, out_path: str | Path, *,
         _nodule_section(pdf, text, reading, volume, n)
     for m in marks:
         _mark_section(pdf, text, volume, m)
+    if reading.measurements:
+        _measurement_section(text, reading, volume)
     pdf.ln(3)
     text("About the CAD models", 11, "B")
     text(summary, 9)
@@ -241,6 +243,21 @@ def build_report(reading: Reading, volume, out_path: str | Path, *,
     atomic_write_bytes(out_path, data)
     log.info("PDF report written: %d page(s)", pdf.page_no())
     return out_path
+
+
+def _measurement_section(text, reading: Reading, volume) -> None:
+    """The reader's measurements (ruler, ROIs, bidirectional): kind, plane and image, and
+    the figures the viewer shows (measurements.measure)."""
+    from .measurements import measure
+
+    text("Measurements", 11, "B")
+    for m in reading.measurements:
+        try:
+            figures = measure(m, volume.hu, volume.spacing).text()
+        except (IndexError, ValueError) as exc:  # an image the volume lacks
+            figures = f"not measurable on this series ({exc})"
+        name = f"{m.label} - " if m.label else ""
+        text(f"{name}{m.kind}, {m.plane} image {m.index + 1}: {figures}", 9)
 
 
 def _keep_together(pdf, height: float = 92) -> None:
