@@ -243,7 +243,7 @@ def test_an_existing_export_survives_a_full_disk(ct, tmp_path, capsys, monkeypat
     rc = _export([str(folder), "--out", str(out), "--sr", "--force"])
     err = capsys.readouterr().err
     assert rc == 1 and err.strip() == (f"lungviewer export: sr.dcm could not be written in "
-                                       f"{out}: the disk is full")
+                                       f"{out}: the disk is full (No space left on device)")
     assert (out / "sr.dcm").read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == ["sr.dcm"]
 

@@ -590,11 +590,19 @@ class Reading:
     box_scores: list[BoxScore] = field(default_factory=list)
     measurements: list[Measurement] = field(default_factory=list)
     nodules: list[NoduleRecord] = field(default_factory=list)
+    #: what the reading was made on (:mod:`lungviewer.reading.content`): a hash of the
+    #: slices' SOPInstanceUIDs and positions, and the SOPInstanceUID of each slice index
+    #: ("" / []: a reading saved before these were kept)
+    content_key: str = ""
+    slice_uids: list[str] = field(default_factory=list)
 
     @classmethod
     def for_volume(cls, volume) -> Reading:
         """An empty reading of a loaded :class:`~lungviewer.study.volume.Volume`."""
-        return cls(volume.study_uid, volume.series_uid, bool(volume.is_synthetic))
+        from .content import content_key
+
+        return cls(volume.study_uid, volume.series_uid, bool(volume.is_synthetic),
+                   content_key=content_key(volume), slice_uids=list(volume.sop_uids or []))
 
     def touch(self) -> None:
         self.modified = _now()
@@ -765,7 +773,8 @@ class Reading:
                 "cad_marks": [m.to_dict() for m in self.cad_marks],
                 "box_scores": [s.to_dict() for s in self.box_scores],
                 "measurements": [m.to_dict() for m in self.measurements],
-                "nodules": [x.to_dict() for x in self.nodules]}
+                "nodules": [x.to_dict() for x in self.nodules],
+                "content_key": self.content_key, "slice_uids": list(self.slice_uids)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, allow_nan=False)
@@ -836,10 +845,24 @@ class Reading:
                                             f"characters, more than {MAX_TEXT_CHARS}")
                 problems.append(f"reading: '{key}' was cut to {MAX_TEXT_CHARS} characters")
                 texts[key] = texts[key][:MAX_TEXT_CHARS]
+        uids = d.get("slice_uids", [])
+        if not isinstance(uids, list) or not all(isinstance(u, str) and len(u) <= 64
+                                                 for u in uids) or len(uids) > 100_000:
+            if not lenient:
+                raise ValueError("reading: 'slice_uids' must be a list of UIDs")
+            problems.append("reading: 'slice_uids' is not a list of UIDs; left out")
+            uids = []
+        try:
+            ckey = f.str("content_key")
+        except ValueError:
+            if not lenient:
+                raise
+            ckey = ""
         return cls(
             f.str("study_uid", required=True), f.str("series_uid"), synthetic,
             texts["app_version"], texts["created"], texts["modified"], texts["note"],
-            lists["cad_marks"], lists["box_scores"], lists["measurements"], lists["nodules"])
+            lists["cad_marks"], lists["box_scores"], lists["measurements"], lists["nodules"],
+            ckey[:64], list(uids))
 
     @classmethod
     def from_json(cls, text: str | bytes, problems: list[str] | None = None) -> Reading:
