@@ -37,7 +37,8 @@ def _session(folder) -> tuple[StudySession, list[str]]:
     return s, msgs
 
 
-def test_a_reading_on_other_images_of_the_series_is_offered_not_applied(full, tmp_path):
+def test_a_reading_on_other_images_of_the_series_is_offered_not_applied(full, tmp_path,
+                                                                       capsys):
     folder, volume = full
     saved = make_reading(volume)  # nodule around slice 12, marks on slices 5 and 18
     store.save_reading(saved)
@@ -48,6 +49,10 @@ def test_a_reading_on_other_images_of_the_series_is_offered_not_applied(full, tm
     assert s.volume.series_uid == volume.series_uid and s.volume.n_slices == 8
     assert s.reading.is_empty and s.offered_reading is not None
     assert any("offered" in m and "other images" in m for m in msgs)
+    from test_reliability_round3 import _export
+
+    assert _export([str(part), "--out", str(tmp_path / "o"), "--sr"]) == 1  # not silently
+    assert "made on other images" in capsys.readouterr().err
     s.set_note("read on the partial folder")  # saved beside, never over the series' file
     assert series_file.read_text() == before
     s2, _ = _session(part)  # this folder's own reading comes back as saved
