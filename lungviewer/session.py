@@ -397,10 +397,10 @@ class StudySession:
             if self.reading is not None:
                 from lungviewer.reading.model import BoxScore
 
-                self.reading.add_box_score(BoxScore.from_scores(
-                    res, engine.manifest, engine.disease_source,
-                    engine.disease_assessment()["why"]))
-                self.save_reading()
+                score = BoxScore.from_scores(res, engine.manifest, engine.disease_source,
+                                             engine.disease_assessment()["why"])
+                if self._bounded(lambda: self.reading.add_box_score(score)):
+                    self.save_reading()
             self.emit("box", res)
         return res
 
@@ -639,8 +639,9 @@ class StudySession:
 
         if self.reading is not None:
             kw = {"source": source, "cad_mark_id": cad_mark_id} if cad_mark_id else {}
-            self.reading.add_nodule(NoduleRecord.from_segmentation(seg, **kw))
-            self.save_reading()
+            if self._bounded(lambda: self.reading.add_nodule(
+                    NoduleRecord.from_segmentation(seg, **kw))):
+                self.save_reading()
 
     def set_mark_status(self, mark_id: str, status: str) -> None:
         """Accept, reject or reset (``unreviewed``) a CAD mark of the reading."""
@@ -648,13 +649,25 @@ class StudySession:
             self.reading.set_status(mark_id, status)
             self.save_reading()
 
+    def _bounded(self, change: Callable[[], Any]) -> bool:
+        """Apply ``change`` to the reading; past a bound of what a reading may hold
+        (:class:`~lungviewer.reading.model.ReadingLimitError`) the reading is left as it was
+        and the message goes to the study panel (these are called from Qt slots)."""
+        from lungviewer.reading.model import ReadingLimitError
+
+        try:
+            change()
+        except ReadingLimitError as exc:
+            self.emit("message", f"Not recorded: {exc}.")
+            return False
+        return True
+
     def set_measurements(self, measurements) -> None:
         """The reader's measurements (replacing the reading's list)."""
-        if self.reading is not None:
-            self.reading.set_measurements(measurements)  # ReadingLimitError past the bound
+        if self.reading is not None and self._bounded(
+                lambda: self.reading.set_measurements(measurements)):
             self.save_reading()
 
     def set_note(self, text: str) -> None:
-        if self.reading is not None:
-            self.reading.set_note(text)
+        if self.reading is not None and self._bounded(lambda: self.reading.set_note(text)):
             self.save_reading()

@@ -303,3 +303,14 @@ def test_analyze_with_a_read_only_store_says_so(ct, tmp_path, capsys, monkeypatc
     assert rc == analyze.NOT_SAVED == 3
     assert json.loads(cap.out)["saved"] is False
     assert "not saved" in cap.err and len(cap.err.strip().splitlines()) == 1
+
+
+def test_the_session_reports_a_bound_instead_of_raising(ct):
+    from lungviewer.session import StudySession
+
+    s = StudySession(autosave=False)
+    msgs: list[str] = []
+    s.subscribe(lambda ev, p: msgs.append(p) if ev == "message" else None)
+    s.open(ct[0])
+    s.set_note("x" * 30_000)  # a Qt slot: must not raise
+    assert s.reading.note == "" and any("Not recorded" in m and "note" in m for m in msgs)
