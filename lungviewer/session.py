@@ -512,6 +512,18 @@ class StudySession:
         lung = self.mask if lung_mask else None
 
         def write(progress=None, cancel=None):
+            from lungviewer.fileio import WriteError, os_error_line
+
+            try:
+                return write_all()
+            except WriteError:
+                raise
+            except OSError as exc:  # one line for the dialog (fileio's rule), never a trace
+                if isinstance(exc, FileExistsError) and exc.errno is None:
+                    raise
+                raise WriteError(os_error_line(exc, "the export", out), exc.errno) from None
+
+        def write_all():
             files = []
             if sr or seg:
                 res = export_dicom(reading, volume, out, sr=sr, seg=seg, lung_mask=lung,

@@ -314,3 +314,20 @@ def test_the_session_reports_a_bound_instead_of_raising(ct):
     s.open(ct[0])
     s.set_note("x" * 30_000)  # a Qt slot: must not raise
     assert s.reading.note == "" and any("Not recorded" in m and "note" in m for m in msgs)
+
+
+def test_the_viewers_export_fails_in_one_line(ct, tmp_path):
+    from lungviewer.fileio import WriteError
+    from lungviewer.session import StudySession
+
+    s = StudySession(autosave=False)
+    s.open(ct[0])
+    s.reading = make_reading(ct[1])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(WriteError) as err:
+        from lungviewer.session import run
+
+        run(s.export_job(blocker / "out", sr=True, seg=False, pdf=False))
+    line = str(err.value)
+    assert "\n" not in line and "could not be written" in line and "not a folder" in line
