@@ -168,6 +168,9 @@ class StudySession:
     def __init__(self, autosave: bool = True) -> None:
         self.autosave = autosave  # False: the reading changes in memory only (export)
         self.reading_saved = False  # the open study's reading came from the store
+        self.reading_writable = True  # False: the saved file was unreadable and is kept as is
+        #: why the last save of the reading failed (None: it was saved, or never tried)
+        self.save_error: str | None = None
         self.volume = None
         self.folder: Path | None = None
         self.mask = None
@@ -232,6 +235,7 @@ class StudySession:
         self.findings = None
         self.box_scores = None
         self.nodule = None
+        self.save_error = None
         self._import_messages: list[str] = []
         self.reading = self._load_reading(volume)
         self.emit("opened", volume)
@@ -527,21 +531,32 @@ class StudySession:
         from lungviewer.reading.model import Reading
 
         reading = None
+        self.reading_writable = True
+        stored_messages: list[str] = []
         if volume.study_uid:  # an in-memory volume (evaluation) has none: nothing saved
             try:
-                reading = store.load_reading(volume.study_uid, volume.series_uid)
+                stored = store.open_reading(volume.study_uid, volume.series_uid)
             except Exception as exc:  # noqa: BLE001 - a broken reading never blocks the study
+                # never overwrite what could not be read: this study's reading is not saved
                 log.warning("the saved reading could not be read: %s", exc)
+                stored = store.StoredReading(None, [f"The saved reading could not be read "
+                                                    f"({exc}); it will not be overwritten."],
+                                             None, False)
+            reading = stored.reading
+            self.reading_writable = stored.writable
+            stored_messages = list(stored.messages)
         self.reading_saved = reading is not None
         reading = reading or Reading.for_volume(volume)
         if self.folder is not None:
             imported = import_beside(volume, self.folder)
-            self._import_messages = list(imported.messages)
+            self._import_messages = stored_messages + list(imported.messages)
             if not imported.empty and reading.is_empty:
                 reading = imported.to_reading(volume)
                 self._import_messages.append(
                     f"Shown from the SR/SEG beside the study: {len(reading.nodules)} "
                     f"nodule(s), {len(reading.cad_marks)} mark(s).")
+        else:
+            self._import_messages = stored_messages
         return reading
 
     def save_reading(self) -> None:
@@ -551,10 +566,17 @@ class StudySession:
         if self.autosave and self.reading.study_uid:
             from lungviewer.reading import store
 
-            try:
-                store.save_reading(self.reading)
-            except (OSError, ValueError) as exc:
-                self.emit("message", f"The reading could not be saved: {exc}")
+            if not self.reading_writable:
+                self.save_error = ("the saved reading of this study could not be read and "
+                                   "is kept as it was, so changes are not saved")
+                self.emit("message", f"The reading was not saved: {self.save_error}.")
+            else:
+                try:
+                    store.save_reading(self.reading)
+                    self.save_error = None
+                except (OSError, ValueError) as exc:
+                    self.save_error = str(exc)
+                    self.emit("message", f"The reading could not be saved: {exc}")
         self.emit("reading", self.reading)
 
     def record_nodule(self, seg, source: str = "box", cad_mark_id: str = "") -> None:
@@ -574,8 +596,7 @@ class StudySession:
     def set_measurements(self, measurements) -> None:
         """The reader's measurements (replacing the reading's list)."""
         if self.reading is not None:
-            self.reading.measurements = list(measurements)
-            self.reading.touch()
+            self.reading.set_measurements(measurements)  # ReadingLimitError past the bound
             self.save_reading()
 
     def set_note(self, text: str) -> None:
