@@ -138,17 +138,22 @@ class MainWindow(QMainWindow):
         self.cad.panel.jumpToSlice.connect(self.slice_view.set_slice)
         self.cad.panel.openSimilar.connect(self.open_demo)
         from .findings_panel import ReadingController
+        from .undo import History, WindowEdits
 
+        self.history = History(self)
         self.reading_ctl = ReadingController(self.session, self.bridge, self.run_task,
-                                             lambda: self.slice_view.box)
+                                             lambda: self.slice_view.box, self.history)
         self.reading_dock = self.add_side_panel("Reading", self.reading_ctl.panel)
         self.reading_ctl.marksChanged.connect(lambda marks: self.mpr.set_marks(
-            [(m.slice, m.row, m.col, m.diameter_mm, m.status) for m in marks]))
+            [(m.slice, m.row, m.col, m.diameter_mm, m.status, m.extent) for m in marks]))
         self.reading_ctl.nodulesChanged.connect(lambda nodules: self.mpr.set_segmentations(
             [(n.mask.offset, n.mask.to_array()) for n in nodules if n.mask is not None]))
         self.reading_ctl.showMark.connect(self._show_mark)
         self.reading_menu.addActions(self.reading_ctl.actions)
         self.addActions(self.reading_ctl.actions)
+        self.edits = WindowEdits(self, self.history)
+        self.edit_menu.addActions(self.history.actions)
+        self.addActions(self.history.actions)
         self.measure_dock = self.add_side_panel("Measurements", self.mpr.measure_panel)
         self.mpr.measure_panel.measurementsChanged.connect(self.session.set_measurements)
         self.tabifyDockWidget(self.study_dock, self.annotations_dock)
@@ -343,6 +348,8 @@ class MainWindow(QMainWindow):
         act_quit.triggered.connect(self.close)
         fm.addAction(act_quit)
 
+        self.edit_menu = mb.addMenu("&Edit")  # undo / redo, filled once the history exists
+
         vm = mb.addMenu("&View")
         group = QActionGroup(self)
         self.preset_actions: dict[str, QAction] = {}
@@ -358,6 +365,14 @@ class MainWindow(QMainWindow):
         self.act_mask.setChecked(bool(settings.get("overlay/mask", True, bool)))
         self.act_mask.toggled.connect(self._toggle_mask)
         vm.addAction(self.act_mask)
+        # the lung overlay is an outline by default (as Horos and syngo draw segmentations
+        # over CT): a fill hides the attenuation the reader reads; Shift+M fills it
+        self.act_mask_fill = QAction("Lung parenchyma f&ill", self, shortcut="Shift+M",
+                                     checkable=True)
+        self.act_mask_fill.setChecked(bool(settings.get("overlay/mask_fill", False, bool)))
+        self.mpr.set_mask_fill(self.act_mask_fill.isChecked())
+        self.act_mask_fill.toggled.connect(self._toggle_mask_fill)
+        vm.addAction(self.act_mask_fill)
         self.act_outlines = QAction("Readers' &outlines", self, shortcut="A", checkable=True)
         self.act_outlines.setChecked(bool(settings.get("overlay/outlines", True, bool)))
         vm.addAction(self.act_outlines)
@@ -406,7 +421,8 @@ class MainWindow(QMainWindow):
         self.mask_opacity.setValue(int(settings.get("overlay/mask_opacity", 30, int)))
         self.mpr.set_mask_opacity(self.mask_opacity.value() / 100)
         self.mask_opacity.valueChanged.connect(self._set_mask_opacity)
-        self.mask_opacity.setEnabled(self.act_mask.isChecked())
+        self.mask_opacity.setEnabled(self.act_mask.isChecked()
+                                     and self.act_mask_fill.isChecked())
         tb.addWidget(self.mask_opacity)
         tb.addAction(self.act_outlines)
 
@@ -416,8 +432,15 @@ class MainWindow(QMainWindow):
 
     def _toggle_mask(self, on: bool) -> None:
         self.mpr.set_mask_visible(on)
-        self.mask_opacity.setEnabled(on)
+        self.mask_opacity.setEnabled(on and self.act_mask_fill.isChecked())
         settings.put("overlay/mask", on)
+
+    def _toggle_mask_fill(self, on: bool) -> None:
+        self.mpr.set_mask_fill(on)
+        if on and not self.act_mask.isChecked():
+            self.act_mask.setChecked(True)
+        self.mask_opacity.setEnabled(on)
+        settings.put("overlay/mask_fill", on)
 
     def _set_mask_opacity(self, percent: int) -> None:
         self.mpr.set_mask_opacity(percent / 100)
@@ -454,12 +477,14 @@ class MainWindow(QMainWindow):
 
     # -- reading and export ---------------------------------------------------------------------
     def _show_mark(self, mark) -> None:
-        """Go to a CAD finding in every view."""
+        """Go to a CAD finding in every view: its images, panned only as far as needed to
+        show it whole, the zoom kept (as Horos and syngo step through findings)."""
         if self.volume is None:
             return
         self.mpr.set_point(int(mark.slice), int(mark.row), int(mark.col))
         self.slice_view.set_slice(int(mark.slice))
-        self.slice_view.centre_on(float(mark.row), float(mark.col))
+        self.mpr.bring_into_view(float(mark.slice), float(mark.row), float(mark.col),
+                                 float(getattr(mark, "diameter_mm", 0.0)))
 
     def _export_dialog(self) -> None:
         if self.volume is None or self.session.reading is None:

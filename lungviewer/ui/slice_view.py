@@ -70,14 +70,18 @@ class Marker:
 
 @dataclass
 class Mark:
-    """A CAD finding drawn as a circle where its sphere meets the shown image: volume
-    position (z, y, x) in voxels, diameter in mm, status (unreviewed / accepted / rejected)."""
+    """A CAD finding: volume position (z, y, x) in voxels, diameter in mm, status
+    (unreviewed / accepted / rejected) and, when measured, ``extent`` — the voxel box
+    ``(z0, z1, y0, y1, x0, x1)`` (end-exclusive) its own segmentation covers. Drawn as an
+    ellipse around the extent on the images it covers, else where its sphere meets the
+    image."""
 
     z: float
     y: float
     x: float
     diameter_mm: float
     status: str = "unreviewed"
+    extent: tuple[int, int, int, int, int, int] | None = None
 
 
 class _ViewBox(pg.ViewBox):
@@ -161,6 +165,7 @@ class SliceView(QWidget):
         self.title = ""  # a first line in the top-left corner text (e.g. "Axial slab")
         self.level, self.width = PRESETS["lung"].level, PRESETS["lung"].width
         self.box_mode = False
+        self.box_movable = True
         self.box: tuple[int, int, int, int, int] | None = None
         self._mask: np.ndarray | None = None
         self._polygons: list[Polygon] = []
@@ -178,6 +183,7 @@ class SliceView(QWidget):
         self.view.addItem(self.image)
         self.mask_item = pg.ImageItem(axisOrder="row-major")
         self.mask_opacity = 0.3  # of the fill; the outline is drawn opaque
+        self.mask_fill = False  # an outline only (the attenuation stays readable)
         self.mask_item.setZValue(5)
         self.view.addItem(self.mask_item)
         pen = pg.mkPen(CROSSHAIR_COLOUR, width=1, style=Qt.PenStyle.DashLine)
@@ -270,6 +276,11 @@ class SliceView(QWidget):
         self.mask_opacity = float(np.clip(opacity, 0.0, 1.0))
         self._update_mask()
 
+    def set_mask_fill(self, on: bool) -> None:
+        """Fill the parenchyma (at :attr:`mask_opacity`) or, by default, outline it only."""
+        self.mask_fill = bool(on)
+        self._update_mask()
+
     def set_polygons(self, polygons: list[Polygon], markers: list[Marker] = ()) -> None:
         """Outlines and point marks drawn on axial slices; the coronal and sagittal views
         draw where the volume each reader's outlines enclose meets their plane."""
@@ -281,8 +292,9 @@ class SliceView(QWidget):
         self._update_overlays()
 
     def set_marks(self, marks) -> None:
-        """CAD findings: :class:`Mark` or ``(z, y, x, diameter_mm, status)`` tuples (voxel
-        position; a circle on every image that cuts the finding's sphere)."""
+        """CAD findings: :class:`Mark` or ``(z, y, x, diameter_mm, status[, extent])``
+        tuples (voxel position; an ellipse around the extent, or a circle on every image
+        that cuts the finding's sphere)."""
         self._marks = [m if isinstance(m, Mark) else Mark(*m) for m in marks]
         self._update_overlays()
 
@@ -374,6 +386,27 @@ class SliceView(QWidget):
     def reset_zoom(self) -> None:
         self.view.autoRange(padding=0.0)
 
+    def ensure_visible(self, row: float, col: float, radius_mm: float = 0.0,
+                       margin_px: float = 8.0) -> None:
+        """Pan (keeping the zoom) by as little as makes pixel ``(row, col)`` and
+        ``radius_mm`` around it (plus ``margin_px`` screen pixels) lie in the view; nothing
+        moves when they already do."""
+        if self.volume is None or not (np.isfinite(row) and np.isfinite(col)):
+            return
+        (x0, x1), (y0, y1) = self.view.viewRange()
+        row_mm, col_mm = self.pixel_mm
+        w_px = max(self.view.width(), 1.0)
+        h_px = max(self.view.height(), 1.0)
+        rx = radius_mm / col_mm + margin_px * (x1 - x0) / w_px
+        ry = radius_mm / row_mm + margin_px * (y1 - y0) / h_px
+        cx, cy = col + 0.5, row + 0.5
+        # a finding larger than the view: centre it
+        rx, ry = min(rx, (x1 - x0) / 2), min(ry, (y1 - y0) / 2)
+        dx = min(0.0, cx - rx - x0) + max(0.0, cx + rx - x1)
+        dy = min(0.0, cy - ry - y0) + max(0.0, cy + ry - y1)
+        if dx or dy:
+            self.view.translateBy(x=dx, y=dy)
+
     def centre_on(self, row: float, col: float) -> None:
         """Pan (keeping the zoom) so that pixel ``(row, col)`` is in the middle of the view."""
         if not (np.isfinite(row) and np.isfinite(col)):
@@ -382,6 +415,23 @@ class SliceView(QWidget):
         self.view.translateBy(x=col + 0.5 - (x0 + x1) / 2, y=row + 0.5 - (y0 + y1) / 2)
 
     # -- box ---------------------------------------------------------------------------------
+    def set_box_movable(self, on: bool) -> None:
+        """Whether a left drag on the CAD box moves or resizes it (not while a measurement
+        tool is active: tools are modal)."""
+        self.box_movable = bool(on)
+        if self.roi is not None:
+            self._apply_box_movable()
+
+    def _apply_box_movable(self) -> None:
+        buttons = (Qt.MouseButton.LeftButton if self.box_movable
+                   else Qt.MouseButton.NoButton)
+        self.roi.translatable = self.box_movable
+        self.roi.setAcceptedMouseButtons(buttons)
+        self.roi.setAcceptHoverEvents(self.box_movable)
+        for h in self.roi.getHandles():
+            h.setAcceptedMouseButtons(buttons)
+            h.setAcceptHoverEvents(self.box_movable)
+
     def set_box_mode(self, on: bool) -> None:
         on = bool(on) and self.plane == "axial"
         self.box_mode = on
@@ -404,6 +454,7 @@ class SliceView(QWidget):
             self.roi.setZValue(20)
             self.roi.sigRegionChangeFinished.connect(self._roi_moved)
             self.view.addItem(self.roi)
+            self._apply_box_movable()
         else:
             self.roi.blockSignals(True)
             self.roi.setPos([col0, row0])
@@ -531,7 +582,7 @@ class SliceView(QWidget):
             self.mask_item.clear()
             return
         rgba = mask_rgba(planes.plane_image(self._mask, self.plane, self.index), (40, 220, 90),
-                         self.mask_opacity,
+                         self.mask_opacity if self.mask_fill else 0.0,
                          max(0.8, self.mask_opacity))
         self.mask_item.setImage(rgba, autoLevels=False, levels=(0, 255))
 
@@ -633,6 +684,17 @@ class SliceView(QWidget):
         step = self.volume.spacing[planes.AXIS[self.plane]]
         out = []
         for m in self._marks:
+            if m.extent is not None:
+                z0, z1, y0, y1, x0, x1 = m.extent
+                lo = planes.from_volume(self.plane, z0, y0, x0)
+                hi = planes.from_volume(self.plane, z1 - 1, y1 - 1, x1 - 1)
+                if not lo[0] <= self.index <= hi[0]:
+                    continue
+                margin = 2.0  # mm around the lesion's box
+                out.append(((lo[1] + hi[1]) / 2, (lo[2] + hi[2]) / 2,
+                            (hi[1] - lo[1] + 1) / 2 + margin / row_mm,
+                            (hi[2] - lo[2] + 1) / 2 + margin / col_mm, m))
+                continue
             k, r, c = planes.from_volume(self.plane, m.z, m.y, m.x)
             radius = max(float(m.diameter_mm), 1.0) / 2.0
             d = abs(k - self.index) * step
