@@ -212,7 +212,8 @@ def test_mip_slab_shows_the_dot_only_within_the_slab(qtbot, mpr):
     qtbot.keyClick(mpr, Qt.Key.Key_S)  # slab on: MIP 10 mm (2.5 mm slices: ±2 images)
     assert ax.slab == ("mip", 10.0) and co.slab == ("mip", 10.0)
     assert mpr.overview.slab == ("mip", 20.0)  # the overview is at least 20 mm thick
-    assert "MIP slab 10 mm" in ax._labels["tl"].text()
+    # the text says the thickness shown, one figure (was "MIP slab 10 mm (5 images, 12.5 mm)")
+    assert "MIP slab 12.5 mm (5 images × 2.5 mm)" in ax._labels["tl"].text()
     for k, seen in ((DOT[0] - 2, True), (DOT[0] + 2, True), (DOT[0] + 3, False),
                     (DOT[0] - 3, False)):
         ax.set_slice(k)

@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QIcon, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayout, QLabel,
                                QMainWindow, QMessageBox, QProgressBar, QPushButton, QSlider,
@@ -27,8 +27,6 @@ from lungviewer.session import Progress, StudySession
 from lungviewer.study.volume import Volume
 
 from . import settings
-from .findings_panel import KEYS as READING_KEYS
-from .mpr import KEYS as VIEW_KEYS
 from .mpr import MprWidget
 from .workers import SessionBridge, Task
 
@@ -44,19 +42,9 @@ ABOUT = (
     "The Cancer Imaging Archive (CC BY 3.0).</p>"
 )
 
-SHORTCUTS = """\
-Wheel / ↑ ↓            next / previous slice
-PageUp / PageDown      10 slices
-Home / End             first / last slice
-Ctrl+wheel, drag       zoom, pan
-Right-drag             window/level (→ wider, ↓ higher level)
-1 / 2 / 3              lung / mediastinum / bone window
-R                      reset zoom
-B                      box tool (draw a box around a nodule for the CAD)
-M                      show/hide lung parenchyma
-A                      show/hide readers' outlines
-Ctrl+O                 open a DICOM folder
-"""
+
+
+OPEN_HINT = "Open a DICOM folder (Ctrl+O) or drop it here."
 
 
 class MainWindow(QMainWindow):
@@ -98,15 +86,21 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
         # status bar: hover readout, progress, cancel
-        self.hover_label = QLabel("Open a DICOM folder (Ctrl+O) or drop it here.")
+        self.hover_label = QLabel(OPEN_HINT)
+        # the job's name in a label of its own (a long name clipped inside the bar hid the
+        # percentage), the bar a real percentage from the first moment
+        self.progress_label = QLabel("")
+        self.progress_label.hide()
         self.progress = QProgressBar()
-        self.progress.setMaximumWidth(220)
+        self.progress.setMaximumWidth(160)
         self.progress.setTextVisible(True)
+        self.progress.setFormat("%p%")
         self.progress.hide()
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.hide()
         self.cancel_button.clicked.connect(self.cancel_work)
         self.statusBar().addWidget(self.hover_label, 1)
+        self.statusBar().addPermanentWidget(self.progress_label)
         self.statusBar().addPermanentWidget(self.progress)
         self.statusBar().addPermanentWidget(self.cancel_button)
         self.mpr.hoverInfo.connect(self._hover)
@@ -154,6 +148,14 @@ class MainWindow(QMainWindow):
         self.edits = WindowEdits(self, self.history)
         self.edit_menu.addActions(self.history.actions)
         self.addActions(self.history.actions)
+        self.edit_menu.addSeparator()
+        act_prefs = QAction("&Preferences… (keyboard shortcuts)", self)
+        act_prefs.triggered.connect(self.edit_shortcuts)
+        self.edit_menu.addAction(act_prefs)
+        from .shortcuts import Shortcuts, menu_actions
+
+        self.shortcuts = Shortcuts(menu_actions(self.menuBar()))
+        self.shortcuts.load()
         self.measure_dock = self.add_side_panel("Measurements", self.mpr.measure_panel)
         self.mpr.measure_panel.measurementsChanged.connect(self.session.set_measurements)
         self.tabifyDockWidget(self.study_dock, self.annotations_dock)
@@ -244,23 +246,32 @@ class MainWindow(QMainWindow):
         self.tasks.append(task)
         task.progress.connect(lambda d, n, t: self._progress(t or text, d, n))
         task.ended.connect(lambda t=task: self._task_ended(t))
-        self.progress.setFormat(f"{text} %p%")
-        self.progress.setRange(0, 0)
+        self.progress_label.setText(text)
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        self.progress_label.show()
         self.progress.show()
         self.cancel_button.show()
         self.busyChanged.emit(True)
         return task.start()
 
     def _progress(self, text: str, done: int, total: int) -> None:
-        self.progress.setFormat(f"{text} %p%")
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
+        if self.progress_label.text() != text:
+            self.progress_label.setText(text)
+            if total <= 0:  # a new step that has not counted yet
+                self.progress.setRange(0, 100)
+                self.progress.setValue(0)
+        if total > 0:
+            self.progress.setRange(0, total)
+            self.progress.setValue(min(max(done, 0), total))
 
     def _task_ended(self, task: Task) -> None:
         if task in self.tasks:
             self.tasks.remove(task)
         if not self.tasks:
             self.progress.hide()
+            self.progress_label.hide()
+            self.progress_label.setText("")
             self.cancel_button.hide()
             self.busyChanged.emit(False)
 
@@ -302,6 +313,8 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"lungviewer — {title}" + ("  [SYNTHETIC]" if volume.is_synthetic
                                                        else ""))
         self._describe(volume)
+        self.hover_label.setText(f"{volume.n_slices} images open — move the mouse over an "
+                                 "image for HU and position; F1 lists the keys.")
         if self.study_path is not None:
             self._update_recent(settings.add_recent_study(str(self.study_path)))
         self.statusBar().showMessage(
@@ -313,8 +326,15 @@ class MainWindow(QMainWindow):
     def _load_failed(self, message: str) -> None:
         self.statusBar().showMessage("Could not open the study.", 8000)
         self.studyFailed.emit(message)
+        if self.volume is None:
+            self.hover_label.setText(OPEN_HINT)
+        self._warn_later("Could not open the study", message)
+
+    def _warn_later(self, title: str, message: str) -> None:
+        """An error dialog shown once the job has ended, so that its progress bar and
+        Cancel are gone before the dialog (its modal loop held them on screen)."""
         if not getattr(self, "quiet_errors", False):
-            QMessageBox.warning(self, "Could not open the study", message)
+            QTimer.singleShot(0, lambda: QMessageBox.warning(self, title, message))
 
     def _describe(self, v: Volume) -> None:
         lines = [
@@ -397,8 +417,7 @@ class MainWindow(QMainWindow):
 
         hm = mb.addMenu("&Help")
         act_keys = QAction("&Keyboard shortcuts", self, shortcut="F1")
-        act_keys.triggered.connect(lambda: QMessageBox.information(
-            self, "Keyboard shortcuts", SHORTCUTS + VIEW_KEYS + READING_KEYS))
+        act_keys.triggered.connect(self.show_shortcuts)
         hm.addAction(act_keys)
         act_about = QAction("&About lungviewer", self)
         act_about.triggered.connect(lambda: QMessageBox.about(
@@ -486,6 +505,23 @@ class MainWindow(QMainWindow):
         self.mpr.bring_into_view(float(mark.slice), float(mark.row), float(mark.col),
                                  float(getattr(mark, "diameter_mm", 0.0)))
 
+    def show_shortcuts(self) -> QMessageBox:
+        """F1: the keys in use (the commands' actions, so changed keys show) and the mouse."""
+        box = QMessageBox(QMessageBox.Icon.NoIcon, "Keyboard shortcuts", "", parent=self)
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setText(self.shortcuts.help_html())
+        self.help_box = box
+        box.open()
+        return box
+
+    def edit_shortcuts(self):
+        from .shortcuts import ShortcutDialog
+
+        dlg = ShortcutDialog(self.shortcuts, self)
+        self.shortcut_dialog = dlg
+        dlg.open()
+        return dlg
+
     def _export_dialog(self) -> None:
         if self.volume is None or self.session.reading is None:
             self.statusBar().showMessage("Open a study first.", 5000)
@@ -521,8 +557,7 @@ class MainWindow(QMainWindow):
 
     def _export_failed(self, message: str) -> None:
         self.statusBar().showMessage(f"Export failed: {message}", 10000)
-        if not getattr(self, "quiet_errors", False):
-            QMessageBox.warning(self, "Export failed", message)
+        self._warn_later("Export failed", message)
 
     def _update_recent(self, items: list[str]) -> None:
         self.recent_menu.clear()

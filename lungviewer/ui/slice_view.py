@@ -84,6 +84,14 @@ class Mark:
     extent: tuple[int, int, int, int, int, int] | None = None
 
 
+def slab_text(mode: str, n_images: int, step_mm: float) -> str:
+    """What a slab covers, in one figure: ``MIP slab 12.5 mm (5 images × 2.5 mm)`` — the
+    thickness shown, not the one asked for (whole images: 10 mm of 2.5 mm images centred
+    on one is 5 images)."""
+    return (f"{SLAB_NAMES[mode]} slab {n_images * step_mm:.1f} mm "
+            f"({n_images} images × {step_mm:.3g} mm)")
+
+
 class _ViewBox(pg.ViewBox):
     def __init__(self, owner: SliceView) -> None:
         super().__init__(invertY=True, lockAspect=True, enableMenu=False)
@@ -747,8 +755,7 @@ class SliceView(QWidget):
         span = self.slab_images()
         if span is not None:
             step = vol.spacing[planes.AXIS[self.plane]]
-            text += (f"\n{SLAB_NAMES[self.slab[0]]} slab {self.slab[1]:.0f} mm "
-                     f"({span[1] - span[0]} images, {(span[1] - span[0]) * step:.1f} mm)")
+            text += "\n" + slab_text(self.slab[0], span[1] - span[0], step)
         preset = next((p.name for p in PRESETS.values()
                        if p.level == self.level and p.width == self.width), "custom")
         tr = f"W {self.width:.0f}  L {self.level:.0f}  ({preset})"
