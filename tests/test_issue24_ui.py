@@ -223,3 +223,56 @@ def test_nodules_piped_into_head_ends_quietly(annotated):
     _, err = p.communicate(timeout=120)
     assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()
     assert p.returncode == 0
+
+
+def _image_fits(v) -> bool:
+    h, w = v.image_data().shape
+    (x0, x1), (y0, y1) = v.view.viewRange()
+    return x0 <= 0.01 and x1 >= w - 0.01 and y0 <= 0.01 and y1 >= h - 0.01
+
+
+def test_layouts_give_the_images_room(qtbot):
+    from lungviewer.study.volume import Volume
+
+    from PySide6.QtCore import Qt
+
+    from lungviewer.ui.main_window import MainWindow, application
+
+    application()
+    win = MainWindow()
+    qtbot.addWidget(win)
+    # as `lungviewer --screenshot --size 1920x1080` does (the offscreen screen is small)
+    win.setWindowState(win.windowState() & ~Qt.WindowState.WindowMaximized)
+    win.resize(1920, 1080)
+    win.show()
+    try:
+        hu = np.full((60, 256, 256), -800, np.int16)
+        vol = Volume(hu=hu, spacing=(2.5, 0.7, 0.7),
+                     positions=np.c_[np.zeros(60), np.zeros(60), np.arange(60) * 2.5])
+        win.mpr.set_volume(vol)
+        win.mpr.set_layout("1x3")
+        qtbot.wait(100)
+        assert win.slice_view.graphics.width() >= 512  # wider than a 512 matrix
+        # 2×2 at 1366×768: every image whole (fitted again as the cells settle)
+        win.mpr.set_layout("2x2")
+        qtbot.wait(50)
+        win.resize(1366, 768)
+        qtbot.wait(100)
+        for v in win.mpr.layout_views():
+            assert _image_fits(v), v.plane
+        # a zoom by hand is kept through a resize
+        ax = win.slice_view
+        ax.view.scaleBy((0.5, 0.5))
+        ax._unfit()
+        before = ax.view.viewRange()[0][1] - ax.view.viewRange()[0][0]
+        win.resize(1300, 760)
+        qtbot.wait(50)
+        assert not _image_fits(ax) and before > 0
+        # the side panels fold away in one key and come back
+        assert win.reading_dock.isVisible()
+        win.act_images_only.trigger()
+        assert not win.reading_dock.isVisible() and not win.annotations_dock.isVisible()
+        win.act_images_only.trigger()
+        assert win.reading_dock.isVisible()
+    finally:
+        win.close()

@@ -42,12 +42,11 @@ def mark_text(number: int, m, shown: bool = True) -> str:
     """One line of the findings list: its kind ("mass" for a mass), image, size, probability;
     the malignancy level only for a finding at or above the operating point (``shown``)."""
     kind = "mass" if m.cls == "mass" else "nodule"
-    text = (f"#{number}  {kind}  image {m.slice + 1}  Ø {m.diameter_mm:.1f} mm  "
-            f"p {m.score:.2f}")
+    text = f"#{number} {kind}, image {m.slice + 1}, {m.diameter_mm:.1f} mm, p {m.score:.2f}"
     if shown and getattr(m, "malignancy", 0.0):
-        text += f"  malignancy {m.malignancy:.1f}"
+        text += f", malignancy {m.malignancy:.1f}"
     if not shown:
-        text += "  (below the operating point)"
+        text += " (below the operating point)"
     return f"{text} — {STATUS_WORDS.get(m.status, m.status)}"
 
 
@@ -86,6 +85,7 @@ class ReadingPanel(QWidget):
         self.marks = QListWidget()
         self.marks.setToolTip("Click to show a finding; Y accepts, X rejects, U resets it. "
                               "Rejected findings stay in the list, greyed out.")
+        self.marks.setWordWrap(True)  # no line cut at the panel's edge
         self.marks.currentItemChanged.connect(self._current_changed)
         lay.addWidget(self.marks, 2)
         row = QHBoxLayout()
@@ -114,7 +114,8 @@ class ReadingPanel(QWidget):
         self.note.textChanged.connect(self._note_timer.start)
         self._marks: list = []
 
-    def show_reading(self, reading, is_shown=None, operating_point: int | None = None) -> None:
+    def show_reading(self, reading, is_shown=None, operating_point: int | None = None,
+                     calibrated: bool = True) -> None:
         """List the reading's CAD marks at or above the operating point (``is_shown(mark)``;
         None: every mark) and the ones the reader accepted below it."""
         current = self.current_mark()
@@ -152,6 +153,8 @@ class ReadingPanel(QWidget):
         n_rej = sum(m.status == "rejected" for m in self._marks)
         n_shown = sum(shown)
         at = f" at {operating_point} FP / scan" if operating_point else ""
+        if not calibrated:
+            at = " (uncalibrated CAD weights: no operating point, every finding listed)"
         self.title.setText(f"<b>CAD findings</b>: {n_shown} shown{at}, "
                            f"{len(every) - n_shown} below ({n_acc} accepted, {n_rej} "
                            "rejected) — Y accept, X reject, N next")
@@ -243,7 +246,9 @@ class ReadingController(QObject):
             self._publish()
 
     def _show(self, reading) -> None:
-        self.panel.show_reading(reading, self.session.is_shown, self.session.operating_point)
+        s = self.session
+        calibrated = s.engine is None or s.threshold is not None
+        self.panel.show_reading(reading, s.is_shown, s.operating_point, calibrated)
 
     @property
     def auto_advance(self) -> bool:

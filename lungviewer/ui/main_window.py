@@ -405,6 +405,12 @@ class MainWindow(QMainWindow):
         vm.addSeparator()
         self.panels_menu = vm.addMenu("Panels")
         self.panels_menu.addAction(self.study_dock.toggleViewAction())
+        # the side panels fold away and come back in one key, leaving the screen to the
+        # images (as Horos's and syngo's image-only view)
+        self.act_images_only = QAction("&Images only (hide the side panels)", self,
+                                       shortcut="F11", checkable=True)
+        self.act_images_only.toggled.connect(self.set_images_only)
+        vm.addAction(self.act_images_only)
 
         tm = mb.addMenu("&Tools")
         self.act_box = QAction("&Box a nodule", self, shortcut="B", checkable=True)
@@ -444,6 +450,19 @@ class MainWindow(QMainWindow):
                                      and self.act_mask_fill.isChecked())
         tb.addWidget(self.mask_opacity)
         tb.addAction(self.act_outlines)
+
+    def set_images_only(self, on: bool) -> None:
+        """Hide every side panel (and bring the ones that were shown back)."""
+        docks = self.findChildren(QDockWidget)
+        if on:
+            self._docks_shown = [d for d in docks if d.isVisible()]
+            for d in self._docks_shown:
+                d.hide()
+        else:
+            for d in getattr(self, "_docks_shown", docks):
+                d.show()
+        if self.act_images_only.isChecked() != on:
+            self.act_images_only.setChecked(on)
 
     def _toggle_outlines(self, on: bool) -> None:
         self.annotations_panel.set_visible_overlays(on)

@@ -313,9 +313,12 @@ class MprWidget(QWidget):
             v.set_deferred(v not in shown)
         n_rows = 1 + max(r for r, _ in cells)
         n_cols = 1 + max(c for _, c in cells)
+        # 1×3: the axial image, the one read, gets half the width (at 1920×1080 it is then
+        # wider than its 512 matrix; equal thirds left it at about 480 px)
+        col_stretch = {"1x3": (2, 1, 1)}.get(name, (1,) * n_cols)
         for i in range(3):
             self.grid.setRowStretch(i, 1 if i < n_rows else 0)
-            self.grid.setColumnStretch(i, 1 if i < n_cols else 0)
+            self.grid.setColumnStretch(i, col_stretch[i] if i < n_cols else 0)
         if self.active not in shown:
             self.active = self.axial
         self.layout_name = name

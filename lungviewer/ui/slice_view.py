@@ -187,6 +187,12 @@ class SliceView(QWidget):
         self.graphics = pg.GraphicsView(background="k")
         self.view = _ViewBox(self)
         self.graphics.setCentralItem(self.view)
+        # while the image is fitted (not zoomed or panned by hand) it is fitted again when
+        # the view changes size: a layout's cells settle after the first fit, and the
+        # aspect lock then cropped the coronal and sagittal images of the 2×2 layout
+        self.fitted = True
+        self.view.sigRangeChangedManually.connect(self._unfit)
+        self.view.sigResized.connect(self._refit)
         self.image = pg.ImageItem(axisOrder="row-major")
         self.view.addItem(self.image)
         self.mask_item = pg.ImageItem(axisOrder="row-major")
@@ -258,7 +264,7 @@ class SliceView(QWidget):
         self.index = -1
         n = self.n_images
         self.set_slice(n // 2 if index is None else index)
-        self.view.autoRange(padding=0.0)
+        self.reset_zoom()
         self._update_crosshair()
         for side in ("left", "right", "top", "bottom"):
             if self._labels[side].text() != labels[side]:
@@ -393,6 +399,14 @@ class SliceView(QWidget):
 
     def reset_zoom(self) -> None:
         self.view.autoRange(padding=0.0)
+        self.fitted = True
+
+    def _unfit(self, *_a) -> None:
+        self.fitted = False
+
+    def _refit(self, *_a) -> None:
+        if self.fitted and self.volume is not None:
+            self.view.autoRange(padding=0.0)
 
     def ensure_visible(self, row: float, col: float, radius_mm: float = 0.0,
                        margin_px: float = 8.0) -> None:
@@ -414,6 +428,7 @@ class SliceView(QWidget):
         dy = min(0.0, cy - ry - y0) + max(0.0, cy + ry - y1)
         if dx or dy:
             self.view.translateBy(x=dx, y=dy)
+            self.fitted = False
 
     def centre_on(self, row: float, col: float) -> None:
         """Pan (keeping the zoom) so that pixel ``(row, col)`` is in the middle of the view."""
@@ -421,6 +436,7 @@ class SliceView(QWidget):
             return
         (x0, x1), (y0, y1) = self.view.viewRange()
         self.view.translateBy(x=col + 0.5 - (x0 + x1) / 2, y=row + 0.5 - (y0 + y1) / 2)
+        self.fitted = False
 
     # -- box ---------------------------------------------------------------------------------
     def set_box_movable(self, on: bool) -> None:
