@@ -180,6 +180,7 @@ class SliceView(QWidget):
         self._markers: list[Marker] = []
         self._hidden_groups: set[str] = set()
         self._overlay_items: list[pg.GraphicsObject] = []
+        self._mark_items: list = []  # the CAD marks' ellipses (redrawn on their own)
         self._drag_start: tuple[float, float] | None = None
         self._last_hover: tuple[float, float] | None = None
         self.tooltip_text = ""  # the outline description under the cursor
@@ -309,8 +310,14 @@ class SliceView(QWidget):
         """CAD findings: :class:`Mark` or ``(z, y, x, diameter_mm, status[, extent])``
         tuples (voxel position; an ellipse around the extent, or a circle on every image
         that cuts the finding's sphere)."""
-        self._marks = [m if isinstance(m, Mark) else Mark(*m) for m in marks]
-        self._update_overlays()
+        marks = [m if isinstance(m, Mark) else Mark(*m) for m in marks]
+        if marks == self._marks:
+            return  # a verdict elsewhere in the reading: nothing to redraw here
+        self._marks = marks
+        if self.deferred:
+            self._stale = True
+        else:
+            self._draw_marks()  # only the marks: the outlines stay as they are
 
     def set_segmentations(self, items) -> None:
         """3-D objects (segmented nodules) outlined on every image they meet: ``(offset,
@@ -321,6 +328,10 @@ class SliceView(QWidget):
             offset, mask, *rest = item
             out.append((tuple(int(v) for v in offset), np.asarray(mask, dtype=bool),
                         rest[0] if rest else SEGMENTATION_COLOUR))
+        if len(out) == len(self._segmentations) and all(
+                a[0] == b[0] and a[2] == b[2] and a[1].shape == b[1].shape
+                and np.array_equal(a[1], b[1]) for a, b in zip(out, self._segmentations)):
+            return  # the same nodules (a reading event for something else)
         self._segmentations = out
         self._update_overlays()
 
@@ -656,6 +667,7 @@ class SliceView(QWidget):
             self.view.removeItem(item)
         self._overlay_items = []
         if self.volume is None:
+            self._draw_marks()  # clears them
             return
         if self.plane == "axial":
             for p in self._polygons:
@@ -731,6 +743,11 @@ class SliceView(QWidget):
     def _draw_marks(self) -> None:
         from PySide6.QtWidgets import QGraphicsEllipseItem
 
+        for item in self._mark_items:
+            self.view.removeItem(item)
+        self._mark_items = []
+        if self.volume is None:
+            return
         for r, c, rr, rc, m in self.mark_circles():
             item = QGraphicsEllipseItem(c + 0.5 - rc, r + 0.5 - rr, 2 * rc, 2 * rr)
             colour = MARK_COLOURS.get(m.status, MARK_COLOURS["proposed"])
@@ -738,7 +755,7 @@ class SliceView(QWidget):
             item.setPen(pg.mkPen(colour, width=2, style=style))
             item.setZValue(12)
             self.view.addItem(item)
-            self._overlay_items.append(item)
+            self._mark_items.append(item)
 
     def _update_crosshair(self) -> None:
         vline, hline = self.cross_lines
