@@ -593,6 +593,13 @@ class StudySession:
             self.reading.set_status(mark_id, status)
             self.save_reading()
 
+    def set_nodules(self, nodules) -> None:
+        """The reading's segmented nodules (replacing its list: the viewer's undo / redo)."""
+        if self.reading is not None:
+            self.reading.nodules = list(nodules)
+            self.reading.touch()
+            self.save_reading()
+
     def set_measurements(self, measurements) -> None:
         """The reader's measurements (replacing the reading's list)."""
         if self.reading is not None:
