@@ -282,7 +282,14 @@ def reference_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> np.nd
     sub = lungs[box]
     smooth = ndimage.gaussian_filter(hu[box].astype(np.float32), sigma=(0, 1, 1))
     seed = np.zeros(sub.shape, bool)
-    seed[-1] = sub[-1]
+    # the seed: the top slice's pieces of kept air up to 1000 mm² (the trachea; a volume
+    # that starts mid-lung has the lungs themselves there, which must not seed an airway)
+    top, nt = ndimage.label(sub[-1])
+    if nt:
+        area = np.bincount(top.ravel()) * float(spacing[1] * spacing[2])
+        tube = area <= 1000.0
+        tube[0] = False
+        seed[-1] = tube[top]
     grown_best = np.zeros(sub.shape, bool)
     prev = 0
     ml = 1000.0 / float(np.prod(spacing))  # voxels per mL
