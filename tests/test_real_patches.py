@@ -105,7 +105,7 @@ def test_patch_metrics_and_bootstrap_intervals():
                       q_emb=emb, index=(emb, np.array([1, 2, 3, 5, 5, 1]), patient))
     assert m["malignancy.accuracy"]["value"] == pytest.approx(12 / 15)
     assert m["malignancy.nodule_accuracy"]["value"] == pytest.approx(5 / 6)  # [4,5] -> 5
-    assert m["malignancy.nodule_recall_level_2"]["value"] == 1.0
+    assert m["malignancy.nodule_recall_level_2"]["value"] == 0.5  # [1, 2] rounds to 2
     assert m["malignancy.binary_auc"]["value"] == 1.0
     assert m["detector.sensitivity"]["value"] == pytest.approx(5 / 6)
     lo, hi = m["malignancy.accuracy"]["ci95"]
