@@ -34,11 +34,12 @@ def chest_volume(n: int = 14, size: int = 96, seed: int = 0, nodules: int = 2) -
 
 
 def write_chest(folder: Path, n: int = 14, size: int = 96, seed: int = 0, modality: str = "CT",
-                patient_id: str = "BATCH-0001", study_date: str = "20260101") -> Path:
+                patient_id: str = "BATCH-0001", study_date: str = "20260101",
+                series_uid: str | None = None, study_uid: str | None = None) -> Path:
     """One series of :func:`chest_volume` in ``folder`` (spacing 2.5 × 3.2 × 3.2 mm)."""
     folder.mkdir(parents=True, exist_ok=True)
     hu = chest_volume(n, size, seed)
-    series, study = generate_uid(), generate_uid()
+    series, study = series_uid or generate_uid(), study_uid or generate_uid()
     for k in range(n):
         ds = make_ct_slice(k=k, z=-100.0 + 2.5 * k, rows=size, cols=size,
                            spacing_yx=(3.2, 3.2), thickness=2.5, series_uid=series,

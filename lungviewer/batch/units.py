@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -122,7 +124,14 @@ def discover(source: str | Path, progress=None) -> list[Unit]:
     if not root.is_dir():
         raise StudyLoadError(f"{root} is not a folder: give the folder tree of the studies.")
     root = root.resolve()
-    series, bare = find_series(root, progress=progress)
+    with warnings.catch_warnings():  # pydicom's warnings on broken files: the loader reports them
+        warnings.simplefilter("ignore")
+        pd_log = logging.getLogger("pydicom")
+        level, pd_log.level = pd_log.level, logging.ERROR
+        try:
+            series, bare = find_series(root, progress=progress)
+        finally:
+            pd_log.setLevel(level)
     units = []
     for s in series:
         units.append(Unit(
