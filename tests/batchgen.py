@@ -11,7 +11,8 @@ from pydicom.uid import generate_uid
 from dicomgen import make_ct_slice
 
 
-def chest_volume(n: int = 14, size: int = 96, seed: int = 0, nodules: int = 2) -> np.ndarray:
+def chest_volume(n: int = 14, size: int = 96, seed: int = 0, nodules: int = 2,
+                 noise: float = 15.0) -> np.ndarray:
     """HU (n, size, size): soft tissue body, two lungs at -850 HU with noise, ``nodules``
     solid spheres of 5-9 px radius."""
     rng = np.random.default_rng(seed)
@@ -29,7 +30,7 @@ def chest_volume(n: int = 14, size: int = 96, seed: int = 0, nodules: int = 2) -
         cy = c + rng.uniform(-0.15, 0.15) * size
         cx = c + rng.choice([-1, 1]) * 0.22 * size
         hu[((z - cz) * 2.5) ** 2 + ((y - cy) * 1.0) ** 2 + ((x - cx) * 1.0) ** 2 <= (r * 2.0) ** 2] = 30
-    hu += rng.normal(0, 15, hu.shape)
+    hu += rng.normal(0, noise, hu.shape)
     return np.clip(hu, -1024, 3000).astype(np.int16)
 
 

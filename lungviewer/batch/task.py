@@ -163,3 +163,40 @@ def _analyze(unit: dict, out: dict, deadline, device, operating_point, weights_d
         top_probability=None if top is None else round(float(top["score"]), 4),
         top_size_mm=None if top is None else round(float(top["diameter_mm"]), 1),
         lung_rads=worst or "", messages=messages)
+
+
+def findings_from_records(records: list[dict]) -> list:
+    """The :class:`~lungviewer.cad.findings.Finding` objects of stored records
+    (:func:`finding_record`), most likely first."""
+    from lungviewer.cad.findings import Finding
+
+    names = {f.name for f in dataclasses.fields(Finding)}
+    out = []
+    for r in records:
+        d = {k: v for k, v in r.items() if k in names}
+        for k in ("extent", "detector_logits"):
+            if isinstance(d.get(k), list):
+                d[k] = tuple(d[k])
+        out.append(Finding(**d))
+    return sorted(out, key=lambda f: -float(f.score))
+
+
+def stored_findings(row: dict, volume, versions: dict | None = None) -> tuple[list | None, str]:
+    """A results-database row's findings when they belong to ``volume`` as it is now (same
+    instances and positions) and to the CAD models installed now (``versions``, default:
+    the weights manifest's); else ``(None, why)``."""
+    import json
+
+    from .units import model_versions, models_key, volume_fingerprint
+
+    if row.get("status") != "done" or not row.get("findings"):
+        return None, f"the batch's result is {row.get('status')}, not done"
+    if row.get("volume_fingerprint") != volume_fingerprint(volume):
+        return None, "the series changed since the batch ran"
+    try:
+        current = versions if versions is not None else model_versions()
+    except Exception as exc:  # noqa: BLE001 - no weights: the scan will say so
+        return None, str(exc)
+    if row.get("models_key") != models_key(current):
+        return None, "the CAD models changed since the batch ran"
+    return findings_from_records(json.loads(row["findings"])), ""
