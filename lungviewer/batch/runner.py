@@ -41,13 +41,16 @@ class Summary:
     already: int = 0
     skipped: int = 0
     seconds: float = 0.0
+    cluster_s: float = 0.0  # starting (or reaching) the cluster
+    compute_s: float = 0.0  # first task submitted .. last result written
     per_series: list[dict] = field(default_factory=list)  # label, status, seconds, reason
     workers: dict[int, float] = field(default_factory=dict)  # pid -> peak RSS MiB
 
     def as_dict(self) -> dict:
         return {"found": self.found, "done": self.done, "failed": self.failed,
                 "already": self.already, "skipped": self.skipped,
-                "seconds": round(self.seconds, 3), "per_series": self.per_series,
+                "seconds": round(self.seconds, 3), "cluster_s": round(self.cluster_s, 3),
+                "compute_s": round(self.compute_s, 3), "per_series": self.per_series,
                 "worker_peak_rss_mb": {str(k): v for k, v in self.workers.items()}}
 
 
@@ -130,7 +133,10 @@ def _run_on_dask(db, run, models, summary, workers, scheduler, timeout, device,
     from .task import analyze_unit
 
     by_key = {u.key: u for u in run}
+    t0 = time.perf_counter()
     client, cluster = make_client(workers, scheduler, memory_limit)
+    t1 = time.perf_counter()
+    summary.cluster_s = t1 - t0
     try:
         futures = {}
         for u in run:
@@ -149,7 +155,10 @@ def _run_on_dask(db, run, models, summary, workers, scheduler, timeout, device,
             total_s = res.get("timings", {}).get("total_s", 0.0)
             summary.per_series.append({
                 "label": unit.label, "status": res["status"], "seconds": total_s,
-                "reason": unit.redact(res.get("reason", ""))})
+                "reason": unit.redact(res.get("reason", "")),
+                "engine_s": res.get("timings", {}).get("engine_s", 0.0),
+                "cpu_s": res.get("timings", {}).get("cpu_s"),
+                "peak_rss_mb": res.get("peak_rss_mb"), "rss_start_mb": res.get("rss_start_mb")})
             setattr(summary, res["status"], getattr(summary, res["status"]) + 1)
             if res.get("worker_pid"):
                 pid = int(res["worker_pid"])
@@ -160,6 +169,7 @@ def _run_on_dask(db, run, models, summary, workers, scheduler, timeout, device,
                 on_result(res)
             if progress is not None:
                 progress(n, len(run), res)
+        summary.compute_s = time.perf_counter() - t1
     finally:
         client.close()
         if cluster is not None:

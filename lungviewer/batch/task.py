@@ -53,6 +53,15 @@ def peak_rss_mb() -> float:
     return round(r / 1024.0 if os.uname().sysname != "Darwin" else r / 2**20, 1)
 
 
+def rss_mb() -> float | None:
+    """Resident memory of this process now (MiB; None without psutil)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
+
+
 def finding_record(f, threshold) -> dict:
     """A finding for the results database: every field of the Finding (so that the viewer
     can show it again) and whether it is shown at the operating point."""
@@ -67,7 +76,7 @@ def analyze_unit(unit: dict, timeout: float | None = None, device: str = "cpu",
     """Run one unit (a :class:`~lungviewer.batch.units.Unit` as a dict); see the module
     docstring. The result holds the status, reason, findings, top finding, Lung-RADS,
     timings and the worker's pid and peak memory."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out: dict = {"key": unit["key"], "status": "failed", "reason": "", "timings": {},
                  "worker_pid": os.getpid()}
     deadline = None if not timeout else time.monotonic() + float(timeout)
@@ -84,6 +93,7 @@ def analyze_unit(unit: dict, timeout: float | None = None, device: str = "cpu",
             out["retry"] = not _input_error(exc)
         out["status"] = "failed"
     out["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
+    out["timings"]["cpu_s"] = round(time.process_time() - c0, 3)  # all of the process's threads
     out["peak_rss_mb"] = peak_rss_mb()
     return out
 
@@ -115,6 +125,7 @@ def _analyze(unit: dict, out: dict, deadline, device, operating_point, weights_d
     engine = _engine(weights_dir, device)
     timings["engine_s"] = round(time.perf_counter() - t, 3)
     out["models"] = versions_of(engine.manifest)
+    out["rss_start_mb"] = rss_mb()
     s = StudySession(autosave=False)
     s.set_operating_point(operating_point)
     messages: list[str] = []
