@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import generate_uid
 
-from dicomgen import make_ct_slice
+from dicomgen import make_ct_slice, write_scout
 
 
 def chest_volume(n: int = 14, size: int = 96, seed: int = 0, nodules: int = 2,
@@ -75,4 +75,7 @@ def write_archive(root: Path, good: int = 3, bad: bool = True) -> dict[str, str]
         expect["PX/one"] = "failed"
         (root / "PX" / "empty").mkdir(parents=True)
         expect["PX/empty"] = "failed"
+        (root / "P00" / "scout").mkdir(parents=True)
+        write_scout(root / "P00" / "scout")
+        expect["P00/scout"] = "skipped"
     return expect

@@ -32,8 +32,8 @@ DEATH_TIMEOUT = 20
 @dataclass
 class Summary:
     """What a run did. ``done``/``failed``: ran now; ``already``: done (or failed on its
-    input) before with the same fingerprint and models, not run again; ``skipped``: not CT
-    images to analyse (localizer, dose report)."""
+    input, or skipped) before with the same fingerprint and models, not run again;
+    ``skipped``: not CT images to analyse (localizer, dose report), found now."""
 
     found: int = 0
     done: int = 0
@@ -60,10 +60,14 @@ def to_run(db: ResultsDB, units: list[Unit], models: dict, retry_failed: bool = 
     mk = models_key(models)
     run, already, skip = [], [], []
     for u in units:
-        if u.not_for_cad:
-            skip.append(u)
-            continue
         row = db.row(u.key)
+        if u.not_for_cad:
+            if row is not None and row["status"] == "skipped" and \
+                    row["fingerprint"] == u.fingerprint:
+                already.append(u)
+            else:
+                skip.append(u)
+            continue
         same = row is not None and row["fingerprint"] == u.fingerprint and row["models_key"] == mk
         if same and (row["status"] == "done" or (
                 row["status"] == "failed" and not row["retry"] and not retry_failed)):
