@@ -88,7 +88,12 @@ def make_client(workers: int | None = None, scheduler: str | None = None,
         return Client(scheduler, timeout="30s"), None
     import os
 
+    import dask
+
     n = workers or max(1, os.cpu_count() or 1)
+    # the workers' statistical profiler samples every thread's stack every 10 ms: CPU taken
+    # from the CAD for a dashboard nobody looks at here (the workers get this config)
+    dask.config.set({"distributed.worker.profile.enabled": False})
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                            memory_limit=memory_limit, dashboard_address=None,
                            host="127.0.0.1", death_timeout=DEATH_TIMEOUT,
