@@ -318,7 +318,7 @@ class StudySession:
         mask = self.mask
         if mask is None:
             mask = yield from self.segment_job()
-        from lungviewer.cad.findings import CadInputError, slice_ranking
+        from lungviewer.cad.findings import CadInputError
 
         try:
             findings = yield from call_job(study_findings, engine, volume, mask,
@@ -327,18 +327,32 @@ class StudySession:
             if self._current(gen):
                 self.emit("message", f"No CAD findings: {exc}.")
             return None
+        return self.use_findings(findings, gen)
+
+    def use_findings(self, findings: list, gen: int | None = None, source: str = ""):
+        """Make ``findings`` the study's CAD findings — a scan's, or stored ones (a batch's
+        results database, ``source`` names it) shown without running the CAD again: the
+        slice ranking read off them, marks in the reading; emits ``findings``, ``scan`` and
+        a message. Returns the ranking (dropped, with None, when another study was opened
+        since generation ``gen``)."""
+        from lungviewer.cad.findings import slice_ranking
+
+        volume = self._need_volume()
+        gen = self.generation if gen is None else gen
         result = slice_ranking(findings, volume.n_slices, volume.spacing)
-        if self._current(gen):
-            self.findings = findings
-            self.scan_result = result
-            if self.reading is not None:
-                self.reading.set_cad_marks(findings)
-                self.save_reading()
-            self.emit("findings", findings)
-            self.emit("scan", result)
-            shown, below = self.finding_counts()
-            self.emit("message", f"CAD findings: {shown} shown at {self.operating_point} "
-                                 f"false positive(s) per scan, {below} below.")
+        if not self._current(gen):
+            return result
+        self.findings = findings
+        self.scan_result = result
+        if self.reading is not None:
+            self.reading.set_cad_marks(findings)
+            self.save_reading()
+        self.emit("findings", findings)
+        self.emit("scan", result)
+        shown, below = self.finding_counts()
+        self.emit("message", f"CAD findings{f' ({source})' if source else ''}: {shown} shown "
+                             f"at {self.operating_point} false positive(s) per scan, {below} "
+                             "below.")
         return result
 
     # -- the operating point ---------------------------------------------------------------------
@@ -419,10 +433,12 @@ class StudySession:
                                  + ("" if self.is_shown(f) else ", below the operating point"))
 
     # -- the standard chain ---------------------------------------------------------------------
-    def prepare_job(self, scan: bool = True) -> Job:
+    def prepare_job(self, scan: bool = True, findings: list | None = None,
+                    source: str = "") -> Job:
         """What follows opening: annotations, the lung mask, then (with a CAD engine) the
         slice scan, one after the other (on 2 cores, parallel Python threads would compete
-        with the GUI thread). A failed annotation lookup is reported and the chain goes on."""
+        with the GUI thread). A failed annotation lookup is reported and the chain goes on.
+        Stored ``findings`` (from ``source``) replace the scan: the CAD is not run again."""
         gen = self.generation
         try:
             yield from self.annotations_job()
@@ -433,15 +449,24 @@ class StudySession:
         if not self._current(gen):
             return None
         yield from self.segment_job()
-        if scan and self._current(gen):
+        if findings is not None and self._current(gen):
+            while self.engine is None and self.engine_loading:  # its operating points
+                yield Progress(-1, -1, "Waiting for the CAD models")
+                time.sleep(0.05)
+            self.use_findings(findings, gen, source)
+        elif scan and self._current(gen):
             yield from self.scan_job()
         return self.volume
 
-    def opened_and_prepared_job(self, opening: Job, scan: bool = True) -> Job:
+    def opened_and_prepared_job(self, opening: Job, scan: bool = True,
+                                stored: Callable[[Any], tuple[list | None, str]] | None = None
+                                ) -> Job:
         """``opening`` (:meth:`open_job` or :meth:`demo_job`), then :meth:`prepare_job`: the
-        whole path from a folder to a scanned study, as one job."""
+        whole path from a folder to a scanned study, as one job. ``stored(volume)`` may give
+        findings kept for this very volume (and where from) to show instead of a scan."""
         volume = yield from opening
-        yield from self.prepare_job(scan)
+        findings, source = stored(volume) if stored is not None else (None, "")
+        yield from self.prepare_job(scan, findings, source)
         return volume
 
     # -- blocking twins (headless use) ----------------------------------------------------------

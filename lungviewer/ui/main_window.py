@@ -187,12 +187,15 @@ class MainWindow(QMainWindow):
     mask = None
     annotations = None
 
-    def open_study(self, path: str | Path, series_uid: str | None = None) -> None:
-        """Load a DICOM folder (or file) and prepare it, in the background."""
+    def open_study(self, path: str | Path, series_uid: str | None = None,
+                   stored=None) -> None:
+        """Load a DICOM folder (or file) and prepare it, in the background; ``stored``: see
+        ``StudySession.opened_and_prepared_job`` (the worklist's stored findings)."""
         self._start_slice = None
         path = Path(path)
         self.study_path = path if path.is_dir() else path.parent
-        self._start_load(self.session.open_job(path, series_uid), f"Loading {path.name}")
+        self._start_load(self.session.open_job(path, series_uid), f"Loading {path.name}",
+                         stored)
 
     def open_demo(self, patient_id: str = DEMO_PATIENT,
                   start_slice: int | None = None) -> None:
@@ -221,7 +224,7 @@ class MainWindow(QMainWindow):
         self.slice_view.set_box(k, r0, c0, r1, c1)
 
     # -- loading -----------------------------------------------------------------------------
-    def _start_load(self, opening, text: str) -> None:
+    def _start_load(self, opening, text: str, stored=None) -> None:
         # a new study: the previous one's load, annotations, segmentation and CAD scan stop
         # now instead of running to the end for nothing
         for old in self.tasks:
@@ -229,7 +232,7 @@ class MainWindow(QMainWindow):
         self.cad.study_changing()
         state = {"opened": False}
         self._opening_state = state
-        task = Task(self.session.opened_and_prepared_job(opening), name="study")
+        task = Task(self.session.opened_and_prepared_job(opening, stored=stored), name="study")
         self._load_task = task
         task.failed.connect(lambda msg: self._load_failed(msg) if not state["opened"] else
                             self.study_text.appendPlainText(f"⚠ {msg}"))
@@ -358,6 +361,9 @@ class MainWindow(QMainWindow):
         act_demo = QAction("Open &demo study (synthetic)", self)
         act_demo.triggered.connect(lambda: self.open_demo())
         fm.addAction(act_demo)
+        from .worklist import add_worklist_action
+
+        add_worklist_action(self, fm)
         self.recent_menu = fm.addMenu("&Recent studies")
         fm.addSeparator()
         self.act_export = QAction("&Export reading… (SR, SEG, PDF)", self, shortcut="Ctrl+E")
