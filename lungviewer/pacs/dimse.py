@@ -100,6 +100,7 @@ def associate(node: Node, ae, handlers=None, ext_neg=None):
     reply: dict = {}
 
     def on_acse(event):
+        reply["answered"] = True
         prim = event.primitive
         if getattr(prim, "result", None) in (1, 2):
             reply["why"] = f"{prim.reason_str} ({prim.source_str})"
@@ -114,7 +115,7 @@ def associate(node: Node, ae, handlers=None, ext_neg=None):
         raise PacsError(f"{node.address()} refused the association: {why}; check the PACS's "
                         f"AE title ({node.aet}) and that it knows this viewer's AE title "
                         f"({node.calling_aet})")
-    if assoc.is_aborted:
+    if assoc.is_aborted and reply.get("answered"):
         raise PacsError(f"{node.address()} aborted the association request (no presentation "
                         "context accepted, or the peer is not a DICOM service)")
     raise PacsError(f"{node.address()}: no answer to the association request within "

@@ -42,18 +42,40 @@ Cancel = Callable[[], bool] | None
 ProgressFn = Callable[[int, int], None] | None
 
 
-def client(node: Node):
+_LITERAL = {"%2A": "*", "%3F": "?", "%5E": "^", "%2C": ",", "%3A": ":", "%2F": "/"}
+
+
+def _session():
+    """A requests session that sends QIDO wildcards and PN separators (``* ? ^``) as they
+    are: dicomweb-client percent-encodes them and some servers (Orthanc 1.10) do not
+    decode query values, so ``PatientID=AB%2A`` would match nothing."""
     import requests
+
+    class Session(requests.Session):
+        def send(self, request, **kwargs):
+            url = request.url or ""
+            if "?" in url:
+                head, _, query = url.partition("?")
+                request.url = head + "?" + re.sub(
+                    r"%(2A|3F|5E|2C|3A|2F)", lambda m: _LITERAL["%" + m.group(1)], query,
+                    flags=re.IGNORECASE)
+            return super().send(request, **kwargs)
+    return Session()
+
+
+def client(node: Node):
     from dicomweb_client import DICOMwebClient
 
-    session = requests.Session()
+    session = _session()
     if node.auth == "basic":
         session.auth = (node.username, node.secret)
     elif node.auth == "bearer":
         session.headers["Authorization"] = f"Bearer {node.secret}"
     if node.tls_ca:
         session.verify = node.tls_ca
-    return DICOMwebClient(node.url.rstrip("/"), session=session, timeout=float(node.timeout))
+    wc = DICOMwebClient(node.url.rstrip("/"), session=session, timeout=float(node.timeout))
+    wc.set_http_retry_params(retry=False)  # a failure is reported at once, the user retries
+    return wc
 
 
 def _error(node: Node, exc: Exception, what: str) -> PacsError:
@@ -91,8 +113,10 @@ _SERIES_FIELDS = ["SeriesDescription", "SeriesNumber", "NumberOfSeriesRelatedIns
 
 
 def find_studies(node: Node, q: Query, *, limit: int, offset: int = 0) -> FindResult:
+    # Orthanc 1.10's QIDO-RS matches no name with a '^' in the filter: send the component
+    # separator as the one-character wildcard '?' (the same names match)
     filters = {k: v for k, v in {
-        "PatientID": q.patient_id, "PatientName": q.patient_name, "StudyDate": q.study_date,
+        "PatientID": q.patient_id, "PatientName": q.patient_name.replace("^", "?"), "StudyDate": q.study_date,
         "AccessionNumber": q.accession, "ModalitiesInStudy": q.modality,
         "StudyDescription": q.description, "StudyInstanceUID": q.study_uid}.items() if v}
     try:
