@@ -56,6 +56,7 @@ B                      box tool (draw a box around a nodule for the CAD)
 M                      show/hide lung parenchyma
 A                      show/hide readers' outlines
 Ctrl+O                 open a DICOM folder
+Ctrl+Shift+O           query a PACS (search, retrieve, open)
 """
 
 
@@ -338,6 +339,14 @@ class MainWindow(QMainWindow):
         self.act_export = QAction("&Export reading… (SR, SEG, PDF)", self, shortcut="Ctrl+E")
         self.act_export.triggered.connect(self._export_dialog)
         fm.addAction(self.act_export)
+        fm.addSeparator()
+        from . import pacs_dialog
+        self.act_pacs = QAction("&Query PACS…", self, shortcut="Ctrl+Shift+O")
+        self.act_pacs.triggered.connect(lambda: pacs_dialog.open_query_dialog(self))
+        fm.addAction(self.act_pacs)
+        self.act_pacs_send = QAction("Send reading to &PACS…", self)
+        self.act_pacs_send.triggered.connect(lambda: pacs_dialog.send_reading(self))
+        fm.addAction(self.act_pacs_send)
         fm.addSeparator()
         act_quit = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
         act_quit.triggered.connect(self.close)
