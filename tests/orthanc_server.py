@@ -100,6 +100,7 @@ def start(folder: Path, modalities: dict[str, tuple[str, int]], aet: str = "ORTH
                                    "AllowMove": True, "AllowStore": True}
                             for name, (a, p) in modalities.items()},
         "StableAge": 1, "ConcurrentJobs": 2, "HttpThreadsCount": 8,
+        "MaximumPduLength": 131072,  # the largest Orthanc allows (default 16384)
     }
     (folder / "orthanc.json").write_text(json.dumps(cfg, indent=1))
     log = open(folder / "orthanc.log", "wb")
