@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lungviewer.fileio import atomic_write_text
 from lungviewer.paths import cache_dir
 
 from .nodes import PacsError
@@ -47,7 +48,10 @@ def _key(uid: str) -> str:
 
 
 def _write_file(path: Path, data: bytes) -> None:
-    """The one place cache bytes reach the disk (tests replace it to fake a full disk)."""
+    """The one place instance bytes reach the disk (tests replace it to fake a full disk).
+    Written to a temporary name and renamed like :mod:`lungviewer.fileio`, but without its
+    fsync per file (a retrieve writes hundreds): after a power cut a cached file may be
+    short; the loader then says so and the study is retrieved again."""
     with open(path, "wb") as fh:
         fh.write(data)
 
@@ -138,9 +142,7 @@ class StudyCache:
     def _save_state(self, study_uid: str, state: dict) -> None:
         d = self._study_dir(study_uid)
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / (STATE + ".tmp")
-        tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
-        os.replace(tmp, d / STATE)
+        atomic_write_text(d / STATE, json.dumps(state, indent=1))
 
     def begin(self, study_uid: str, series_uid: str | None = None) -> Retrieval:
         """Start a retrieve: what it may overwrite is marked incomplete first, so a crash

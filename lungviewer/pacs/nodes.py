@@ -16,6 +16,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from lungviewer.fileio import atomic_path
 from lungviewer.paths import config_dir
 
 NODES_FILE = "pacs_nodes.json"
@@ -100,17 +101,11 @@ def _secrets_path() -> Path:
 
 
 def _write_private(path: Path, text: str, mode: int) -> None:
-    """Write ``text`` to ``path`` atomically, the file created with ``mode``."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` atomically (:mod:`lungviewer.fileio`); the temporary file
+    is created 0600 and given ``mode`` before it replaces ``path``."""
+    with atomic_path(path) as tmp:
+        os.chmod(tmp, mode)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _read_json(path: Path) -> dict:
