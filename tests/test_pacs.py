@@ -451,3 +451,22 @@ def test_peer_abort_mid_retrieve_is_incomplete_and_a_retry_completes(fake_scp, t
     assert entry.complete and [s.files for s in entry.series] == [5]
     assert len(list(cache.series_path(study, series).glob("*.dcm"))) == 5
     assert CTImageStorage  # the fake serves CT images
+
+
+REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real" / "LIDC-IDRI-0006"
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="the real development scan "
+                    "../shared/data/real/LIDC-IDRI-0006 is absent")
+def test_real_scan_copy_round_trips_through_orthanc(server, tmp_path):
+    """A copy of the real development scan (133 slices) goes into Orthanc and comes back by
+    C-GET as the same volume."""
+    files = sorted(REAL.glob("*.dcm"))
+    server.upload(files)
+    study = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    cache = pacs.StudyCache(tmp_path / "cache")
+    entry = pacs.retrieve(_dimse(server), study, cache=cache)
+    (series,) = [s for s in entry.series if s.complete]
+    assert series.files == len(files)
+    back, orig = load_series(cache.series_path(study, series.uid)), load_series(REAL)
+    assert back.shape == orig.shape and np.array_equal(back.hu, orig.hu)
