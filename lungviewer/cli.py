@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "segment": "segment", "analyze": "analyze", "train": "train", "evaluate": "evaluate",
     "export": "export", "self-test": "self_test",
     "batch": "batch",
+    "pacs": "pacs",
 }
 
 
