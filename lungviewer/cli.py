@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "view": "view", "info": "info", "nodules": "nodules", "synth": "synth",
     "segment": "segment", "analyze": "analyze", "train": "train", "evaluate": "evaluate",
     "export": "export", "self-test": "self_test",
+    "compare": "compare",
 }
 
 

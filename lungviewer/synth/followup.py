@@ -28,7 +28,8 @@ from scipy import ndimage as ndi
 from lungviewer.study.volume import Volume
 
 NODULE_HU = 20.0  #: solid nodule density
-LUNG_MARGIN_MM = 8.0  #: inserted nodules lie at least this far inside the lung (plus radius)
+LUNG_MARGIN_MM = 4.0  #: inserted nodules lie at least this far (plus radius) from ...
+CLEAR_HU = -600.0  #: ... anything denser than this (vessels, walls) in the lung
 
 
 @dataclass
@@ -160,9 +161,12 @@ def enlarge_nodule(hu: np.ndarray, mask: np.ndarray, centre_zyx, factor: float) 
     sub[m] = np.maximum(sub[m], np.rint(v[m]).astype(hu.dtype))
 
 
-def _sites(lung: np.ndarray, spacing, n: int, radii_mm, rng, avoid=()) -> list[np.ndarray]:
-    """``n`` nodule centres (voxel indices) deep in the lung, ≥ 30 mm apart."""
-    dist = ndi.distance_transform_edt(lung, sampling=spacing)
+def _sites(lung: np.ndarray, hu: np.ndarray, spacing, n: int, radii_mm, rng,
+           avoid=(), accept=None) -> list[np.ndarray]:
+    """``n`` nodule centres (voxel indices) in clear lung (no vessel or wall within the
+    radius + :data:`LUNG_MARGIN_MM`), ≥ 30 mm apart."""
+    clear = np.pad(lung & (hu < CLEAR_HU), 1)  # the volume's edges count as not clear
+    dist = ndi.distance_transform_edt(clear, sampling=spacing)[1:-1, 1:-1, 1:-1]
     out: list[np.ndarray] = []
     taken = [np.asarray(a, float) for a in avoid]
     sp = np.asarray(spacing, float)
@@ -172,7 +176,8 @@ def _sites(lung: np.ndarray, spacing, n: int, radii_mm, rng, avoid=()) -> list[n
             raise ValueError("the lung is too small for the nodules")
         rng.shuffle(cand)
         for p in cand[:4000]:
-            if all(np.linalg.norm((p - q) * sp) >= 30.0 for q in taken + out):
+            if all(np.linalg.norm((p - q) * sp) >= 30.0 for q in taken + out) and (
+                    accept is None or accept(p, r)):
                 out.append(p.astype(float))
                 break
         else:
@@ -182,9 +187,9 @@ def _sites(lung: np.ndarray, spacing, n: int, radii_mm, rng, avoid=()) -> list[n
 
 #: the inserted nodules: name, status, prior diameter (mm), VDT (days; None: no growth)
 DEFAULT_NODULES = (
-    ("grow300", "growing", 7.0, 300.0),
-    ("grow500", "growing", 8.0, 500.0),
-    ("stable", "stable", 7.0, None),
+    ("grow200", "growing", 6.0, 200.0),
+    ("grow400", "growing", 10.0, 400.0),
+    ("stable", "stable", 8.0, None),
     ("new", "new", None, 7.0),  # for "new" the last field is its current diameter
     ("resolved", "resolved", 7.0, None),
 )
@@ -225,8 +230,6 @@ def make_followup_pair(prior: Volume, prior_lung: np.ndarray, *, seed: int = 0,
     # inserted nodules
     radii = [max(d for d in (n[2], n[3] if n[1] == "new" else None) if d) / 2.0
              for n in nodules]
-    base_centres = [np.asarray(b[1], float) for b in base_nodules]
-    sites = _sites(prior_lung, sp_p, len(nodules), radii, rng, avoid=base_centres)
     base = prior.hu.copy()
     if enlarge is not None:
         name, centre, mask, factor = enlarge
@@ -250,6 +253,14 @@ def make_followup_pair(prior: Volume, prior_lung: np.ndarray, *, seed: int = 0,
         x = gp.to_patient(np.asarray(p_zyx, float))
         return gc.to_index(np.linalg.solve(m, x - offset))
 
+    def inside(p_zyx, r_mm) -> bool:  # the nodule lies wholly in the current field of view
+        q = to_current(p_zyx)
+        pad = (r_mm + LUNG_MARGIN_MM) / sp_c
+        return bool(np.all(q >= pad) and np.all(q <= np.asarray(shape_c) - 1 - pad))
+
+    base_centres = [np.asarray(b[1], float) for b in base_nodules]
+    sites = _sites(prior_lung, prior.hu, sp_p, len(nodules), radii, rng, avoid=base_centres,
+                   accept=inside)
     for (name, status, d1, v), site in zip(nodules, sites):
         if status == "new":
             d1, d2, vdt = None, float(v), None
@@ -275,8 +286,11 @@ def make_followup_pair(prior: Volume, prior_lung: np.ndarray, *, seed: int = 0,
         truth.append(TruthNodule(name, st, tuple(float(v) for v in centre),
                                  tuple(to_current(centre)), float(d), d2, vdt, inserted=False))
     prior_vol = Volume(hu=prior_hu, spacing=prior.spacing, positions=prior.positions,
-                       orientation=prior.orientation, sop_uids=list(prior.sop_uids),
-                       series_uid=prior.series_uid or "2.25.1", study_uid=prior.study_uid,
+                       orientation=prior.orientation,
+                       sop_uids=[_uid(label, str(seed), "prior", str(k))
+                                 for k in range(prior.n_slices)],
+                       series_uid=_uid(label, str(seed), "prior", "series"),
+                       study_uid=_uid(label, str(seed), "prior", "study"),
                        description=f"{label} follow-up prior", patient_id=prior.patient_id,
                        is_synthetic=True, slice_thickness=float(sp_p[0]))
     current_vol = _axial_volume(cur, sp_c, origin_c, prior, label, f"{label}-{seed}-current")
