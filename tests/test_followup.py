@@ -242,3 +242,26 @@ def test_compare_command_json(pair, tmp_path, monkeypatch, capsys):
     assert main(["compare", str(tmp_path / "cur"), str(tmp_path / "nodate")]) == 1
     assert "no StudyDate" in capsys.readouterr().err
     assert math.isfinite(r["seconds"])
+
+
+def test_reading_keeps_the_comparison_and_reads_old_files():
+    from lungviewer.followup.compare import PairResult
+    from lungviewer.reading.model import Reading
+
+    r = Reading("1.2.3", "1.2.3.4")
+    old = r.to_json()
+    assert "followup" not in json.loads(old)  # nothing new written without a comparison
+    assert Reading.from_json(old).followup is None
+    comp = Comparison([assess_pair(Nodule(1, 2, 3, 9.0, 380.0), Nodule(1, 2, 3, 7.0, 180.0),
+                                   365)], {"seconds": 1.0}, 365,
+                      prior={"study_uid": "9.9", "study_date": "2025-01-01"})
+    comp.pairs[0].verdict = "confirmed"
+    r.set_followup(comp.as_dict())
+    back = Reading.from_json(r.to_json())
+    got = Comparison.from_dict(back.followup)
+    assert got.prior["study_uid"] == "9.9" and got.pairs[0].verdict == "confirmed"
+    assert isinstance(got.pairs[0], PairResult) and got.pairs[0].status == "growing"
+    bad = json.loads(r.to_json())
+    bad["followup"] = [1]
+    with pytest.raises(ValueError, match="followup"):
+        Reading.from_dict(bad)

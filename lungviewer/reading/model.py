@@ -487,6 +487,10 @@ class Reading:
     box_scores: list[BoxScore] = field(default_factory=list)
     measurements: list[Measurement] = field(default_factory=list)
     nodules: list[NoduleRecord] = field(default_factory=list)
+    #: the follow-up comparison with the prior (``followup.compare.Comparison.as_dict()``:
+    #: the prior's identity, the pairs with their verdicts, the registration); None: none.
+    #: Saved only when set, so older readings and older lungviewers are unaffected.
+    followup: dict | None = None
 
     @classmethod
     def for_volume(cls, volume) -> Reading:
@@ -622,6 +626,13 @@ class Reading:
         self.note = str(text)
         self.touch()
 
+    def set_followup(self, comparison: dict | None) -> None:
+        """Keep the follow-up comparison (a JSON-able dict) with the reading."""
+        if comparison is not None:
+            json.dumps(comparison, allow_nan=False)  # ValueError now, not at saving
+        self.followup = None if comparison is None else dict(comparison)
+        self.touch()
+
     # -- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {"format": FORMAT, "schema_version": SCHEMA_VERSION,
@@ -631,7 +642,8 @@ class Reading:
                 "cad_marks": [m.to_dict() for m in self.cad_marks],
                 "box_scores": [s.to_dict() for s in self.box_scores],
                 "measurements": [m.to_dict() for m in self.measurements],
-                "nodules": [x.to_dict() for x in self.nodules]}
+                "nodules": [x.to_dict() for x in self.nodules],
+                **({"followup": self.followup} if self.followup is not None else {})}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, allow_nan=False)
@@ -663,7 +675,8 @@ class Reading:
              for i, x in enumerate(lists["box_scores"])],
             [_measurement_from_dict(x, f"measurement {i + 1}")
              for i, x in enumerate(lists["measurements"])],
-            [NoduleRecord.from_dict(x, f"nodule {i + 1}") for i, x in enumerate(lists["nodules"])])
+            [NoduleRecord.from_dict(x, f"nodule {i + 1}") for i, x in enumerate(lists["nodules"])],
+            _followup_of(d.get("followup")))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Reading:
@@ -675,6 +688,14 @@ class Reading:
             raise ValueError(f"not a lungviewer reading: the file is not valid JSON ({exc})"
                              ) from exc
         return cls.from_dict(d)
+
+
+def _followup_of(v: Any) -> dict | None:
+    if v is None:
+        return None
+    if not isinstance(v, dict) or not isinstance(v.get("pairs", []), list):
+        raise ValueError("reading: 'followup' must be an object with a 'pairs' list")  # noqa: TRY004
+    return v
 
 
 def _num_of(ident: str) -> int:
