@@ -29,10 +29,10 @@ def evaluate(pair, label: str) -> dict:
     from lungviewer.synth.followup import landmark_errors
 
     t0 = time.perf_counter()
-    cm = lung_mask_of(pair.current.hu, pair.current.spacing)
-    pm = lung_mask_of(pair.prior.hu, pair.prior.spacing)
+    reg = register(pair.current, pair.prior)  # all in: its own low-resolution lung masks
     t1 = time.perf_counter()
-    reg = register(pair.current, pair.prior, cm, pm)
+    cm = lung_mask_of(pair.current.hu, pair.current.spacing)  # full resolution, for sizing
+    pm = lung_mask_of(pair.prior.hu, pair.prior.spacing)
     t2 = time.perf_counter()
     err = landmark_errors(reg, pair, n=500)
     rng = np.random.default_rng(7)
@@ -78,7 +78,7 @@ def evaluate(pair, label: str) -> dict:
                      "type": (res.current or res.prior).type})
     return {"label": label, "current_shape": list(pair.current.hu.shape),
             "prior_shape": list(pair.prior.hu.shape),
-            "lung_masks_s": round(t1 - t0, 2), "registration_s": round(t2 - t1, 2),
+            "registration_s": round(t1 - t0, 2), "full_lung_masks_s": round(t2 - t1, 2),
             "landmark_mm": {"mean": round(float(err.mean()), 2),
                             "p95": round(float(np.percentile(err, 95)), 2),
                             "max": round(float(err.max()), 2)},
@@ -139,12 +139,47 @@ def hybrid_pair(factor: float = 1.3):
     return pair
 
 
+def shots(pair, folder: Path) -> None:
+    """Current | prior screenshots of a pair (offscreen Qt) into ``folder``."""
+    import os
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from lungviewer.followup.compare import Nodule, compare
+    from lungviewer.followup.registration import register
+    from lungviewer.ui.compare_view import CompareView
+    from lungviewer.ui.main_window import application
+
+    app = application()
+    reg = register(pair.current, pair.prior)
+    t = pair.truth.nodules[0]
+    comp = compare(pair.current, pair.prior, [Nodule(*t.current_zyx, 6.0)],
+                   [Nodule(*t.prior_zyx, 6.0)], pair.truth.interval_days, reg)
+    comp.label = pair.truth.label
+    view = CompareView()
+    view.resize(1500, 900)
+    view.show()
+    view.set_exams(pair.current, pair.prior, f"{pair.current_date} (HYBRID follow-up)",
+                   f"{pair.prior_date} (real LIDC-IDRI-0006)")
+    view.set_result(comp, reg)
+    folder.mkdir(parents=True, exist_ok=True)
+    view.show_pair(0)
+    app.processEvents()
+    view.grab().save(str(folder / "hybrid_nodule_pair.png"))
+    view._current_clicked(*(int(round(v)) for v in t.current_zyx))
+    view.current_view.set_slice(int(round(t.current_zyx[0])) + 12)
+    app.processEvents()
+    view.grab().save(str(folder / "hybrid_linked_scroll.png"))
+    print(f"screenshots in {folder}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--twins", nargs="*", default=["LIDC-IDRI-0001"])
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--no-real", action="store_true")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--shots", type=Path, help="folder for current | prior screenshots of the "
+                                               "HYBRID pair")
     a = ap.parse_args()
     out = []
     for p in a.twins:
@@ -163,6 +198,8 @@ def main() -> int:
             print("   ", json.dumps(row), flush=True)
     elif not a.no_real:
         print("HYBRID pair skipped: ../shared/data/real/LIDC-IDRI-0006 is absent")
+    if a.shots and not a.no_real and REAL.is_dir():
+        shots(hybrid_pair(), a.shots)
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
     return 0

@@ -9,8 +9,8 @@ Method:
 
 1. **Downsampling.** Both volumes are shrunk by whole-voxel averaging (``BinShrink``) to about
    :data:`TARGET_MM` per voxel, HU clipped to −1000..400 (the lungs, their vessels and walls).
-2. **Lung region.** The lung masks (``imaging.parenchyma.segment_lungs``, or the caller's)
-   are shrunk the same way; the metric is evaluated only on the current exam's lungs dilated
+2. **Lung region.** The lung masks (the caller's, shrunk the same way; else
+   ``imaging.parenchyma.segment_lungs`` on the shrunk volumes, its pixel sizes scaled); the metric is evaluated only on the current exam's lungs dilated
    by :data:`MASK_MARGIN_MM` (the chest wall and the diaphragm steer, the arms and the table
    do not).
 3. **Initialisation** by the lung masks' centres of mass (``CenteredTransformInitializer``,
@@ -209,9 +209,13 @@ def _image(arr: np.ndarray, grid: Grid):
     return img
 
 
-def _shrink(img, target_mm: float):
+def _shrink(img, target_mm: float, mean: bool = False):
+    """``img`` averaged over whole blocks of voxels to about ``target_mm``; ``mean``: as
+    float (a mask's share of each block)."""
     import SimpleITK as sitk
 
+    if mean:
+        img = sitk.Cast(img, sitk.sitkFloat32)
     f = [max(1, int(round(target_mm / s))) for s in img.GetSpacing()]
     return sitk.BinShrink(img, f) if any(v > 1 for v in f) else img
 
@@ -256,22 +260,32 @@ def register(current, prior, current_mask: np.ndarray | None = None,
             progress(i, total)
 
     gc, gp = Grid.of(current), Grid.of(prior)
-    if current_mask is None:
-        current_mask = lung_mask_of(current.hu, current.spacing)
-    if prior_mask is None:
-        prior_mask = lung_mask_of(prior.hu, prior.spacing)
-    for name, m, v in (("current", current_mask, current), ("prior", prior_mask, prior)):
+    lo, hi = CLIP_HU
+    # shrink first (whole-voxel averages of the int16 HU), then clip: the full-resolution
+    # volumes are never copied to float
+    fixed = sitk.Clamp(sitk.Cast(_shrink(_image(np.asarray(current.hu), gc), target_mm),
+                                 sitk.sitkFloat32), sitk.sitkFloat32, lo, hi)
+    moving = sitk.Clamp(sitk.Cast(_shrink(_image(np.asarray(prior.hu), gp), target_mm),
+                                  sitk.sitkFloat32), sitk.sitkFloat32, lo, hi)
+    masks = []
+    for name, m, v, img in (("current", current_mask, current, fixed),
+                            ("prior", prior_mask, prior, moving)):
+        if m is None:  # the lung mask at the registration's resolution (fast)
+            a = sitk.GetArrayFromImage(img).astype(np.int16)
+            sz, sy, sx = (float(t) for t in reversed(img.GetSpacing()))
+            small = sitk.GetImageFromArray(lung_mask_of(a, (sz, sy, sx)).astype(np.uint8))
+            small.CopyInformation(img)
+            masks.append(small > 0)
+            continue
         if m.shape != v.hu.shape:
             raise ValueError(f"the {name} lung mask's shape {m.shape} is not its volume's "
                              f"{v.hu.shape}")
         if not m.any():
             raise RegistrationError(f"no lung found on the {name} exam: cannot register")
+        g = gc if name == "current" else gp
+        masks.append(_shrink(_image(m.astype(np.uint8), g), target_mm, mean=True) > 0.5)
+    fmask, mmask = masks
     step(1)
-    lo, hi = CLIP_HU
-    fixed = _shrink(_image(np.clip(current.hu, lo, hi).astype(np.float32), gc), target_mm)
-    moving = _shrink(_image(np.clip(prior.hu, lo, hi).astype(np.float32), gp), target_mm)
-    fmask = _shrink(_image(current_mask.astype(np.float32), gc), target_mm) > 0.5
-    mmask = _shrink(_image(prior_mask.astype(np.float32), gp), target_mm) > 0.5
     fm = sitk.GetArrayViewFromImage(fmask).astype(bool)
     if not fm.any() or not sitk.GetArrayViewFromImage(mmask).any():
         raise RegistrationError("the lungs vanish at the registration's resolution")

@@ -29,7 +29,8 @@ mean reported to one decimal (:func:`mean_diameter`); volumes to the nearest mmÂ
 both are given, the category comes from the mean diameter and the rule says what the volume
 would give where that differs.
 
-What this does **not** assess: growth and new nodules (follow-up rules), category 4X (a
+Growth and new nodules on a follow-up exam: :func:`lung_rads_followup` (below).
+What this does **not** assess: category 4X (a
 category 3 or 4 nodule with additional features or imaging findings that increase the
 suspicion of cancer, such as spiculation or lymphadenopathy), perifissural, juxtapleural,
 airway and cystic nodules, and the S modifier. The result is a suggestion, not a diagnosis.
