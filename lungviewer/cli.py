@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "export": "export", "self-test": "self_test",
     "batch": "batch",
     "pacs": "pacs",
+    "compare": "compare",
 }
 
 

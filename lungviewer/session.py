@@ -635,3 +635,55 @@ class StudySession:
         if self.reading is not None:
             self.reading.set_note(text)
             self.save_reading()
+
+    # -- follow-up reading (lungviewer/followup/) ----------------------------------------------
+    def prior_job(self, path: str | Path, confirm_other_patient: bool = False,
+                  prior_volume=None) -> Job:
+        """Open ``path`` as the prior of the open study and compare (``followup.pipeline``):
+        prior checked, registered on the lungs, the CAD findings of both exams (the prior's
+        run now, with progress) paired. Returns ``(prior volume, Comparison, Registration or
+        None)``, kept with the reading; event ``followup``. PriorError for an invalid prior."""
+        from lungviewer.followup.compare import nodules_from_findings
+        from lungviewer.followup.pipeline import run_comparison
+        from lungviewer.study.dicom_series import load_series
+
+        volume, gen = self._need_volume(), self.generation
+        prior = prior_volume
+        if prior is None:
+            prior = yield from call_job(load_series, path, text="Loading the prior")
+        while self.engine is None and self.engine_loading:
+            yield Progress(-1, -1, "Waiting for the CAD models")
+            time.sleep(0.05)
+        engine, threshold, own = self.engine, self.threshold, self.findings
+        notes: list[str] = []
+
+        def find(vol, mask, progress=None, cancel=None):
+            if vol is volume and own is not None:
+                return nodules_from_findings(own, threshold)
+            if engine is None:
+                notes.append("no CAD models: no findings to pair")
+                return []
+            from lungviewer.cad.findings import CadInputError
+
+            try:
+                return nodules_from_findings(study_findings(engine, vol, mask, cancel=cancel),
+                                             threshold)
+            except (CadInputError, ValueError) as exc:
+                notes.append(f"no CAD findings on the {'current' if vol is volume else 'prior'}"
+                             f" exam: {exc}")
+                return []
+
+        def compare(progress=None, cancel=None):
+            return run_comparison(volume, prior, find,
+                                  confirm_other_patient=confirm_other_patient,
+                                  current_mask=self.mask, cancel=cancel,
+                                  progress=lambda d, n, t: progress(d, n) if progress else None)
+
+        comp, reg = yield from call_job(compare, text="Comparing with the prior")
+        comp.messages += notes
+        if self._current(gen):
+            if self.reading is not None:
+                self.reading.set_followup(comp.as_dict())
+                self.save_reading()
+            self.emit("followup", (prior, comp, reg))
+        return prior, comp, reg

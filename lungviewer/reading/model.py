@@ -590,6 +590,10 @@ class Reading:
     box_scores: list[BoxScore] = field(default_factory=list)
     measurements: list[Measurement] = field(default_factory=list)
     nodules: list[NoduleRecord] = field(default_factory=list)
+    #: the follow-up comparison with the prior (``followup.compare.Comparison.as_dict()``:
+    #: the prior's identity, the pairs with their verdicts, the registration); None: none.
+    #: Saved only when set, so older readings and older lungviewers are unaffected.
+    followup: dict | None = None
 
     @classmethod
     def for_volume(cls, volume) -> Reading:
@@ -756,6 +760,13 @@ class Reading:
         self.note = str(text)
         self.touch()
 
+    def set_followup(self, comparison: dict | None) -> None:
+        """Keep the follow-up comparison (a JSON-able dict) with the reading."""
+        if comparison is not None:
+            json.dumps(comparison, allow_nan=False)  # ValueError now, not at saving
+        self.followup = None if comparison is None else dict(comparison)
+        self.touch()
+
     # -- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {"format": FORMAT, "schema_version": SCHEMA_VERSION,
@@ -765,7 +776,8 @@ class Reading:
                 "cad_marks": [m.to_dict() for m in self.cad_marks],
                 "box_scores": [s.to_dict() for s in self.box_scores],
                 "measurements": [m.to_dict() for m in self.measurements],
-                "nodules": [x.to_dict() for x in self.nodules]}
+                "nodules": [x.to_dict() for x in self.nodules],
+                **({"followup": self.followup} if self.followup is not None else {})}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, allow_nan=False)
@@ -836,10 +848,18 @@ class Reading:
                                             f"characters, more than {MAX_TEXT_CHARS}")
                 problems.append(f"reading: '{key}' was cut to {MAX_TEXT_CHARS} characters")
                 texts[key] = texts[key][:MAX_TEXT_CHARS]
+        try:
+            followup = _followup_of(d.get("followup"))
+        except ValueError as exc:
+            if not lenient:
+                raise
+            problems.append(f"{exc}; left out")
+            followup = None
         return cls(
             f.str("study_uid", required=True), f.str("series_uid"), synthetic,
             texts["app_version"], texts["created"], texts["modified"], texts["note"],
-            lists["cad_marks"], lists["box_scores"], lists["measurements"], lists["nodules"])
+            lists["cad_marks"], lists["box_scores"], lists["measurements"], lists["nodules"],
+            followup)
 
     @classmethod
     def from_json(cls, text: str | bytes, problems: list[str] | None = None) -> Reading:
@@ -856,6 +876,14 @@ def _check_text(item: Any, where: str) -> None:
         if isinstance(v, str) and len(v) > MAX_TEXT_CHARS:
             raise ReadingLimitError(f"{where}: its {name} has {len(v)} characters, more than "
                                     f"the {MAX_TEXT_CHARS} allowed")
+
+
+def _followup_of(v: Any) -> dict | None:
+    if v is None:
+        return None
+    if not isinstance(v, dict) or not isinstance(v.get("pairs", []), list):
+        raise ValueError("reading: 'followup' must be an object with a 'pairs' list")  # noqa: TRY004
+    return v
 
 
 def _num_of(ident: str) -> int:

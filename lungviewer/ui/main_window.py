@@ -365,6 +365,12 @@ class MainWindow(QMainWindow):
 
         add_worklist_action(self, fm)
         self.recent_menu = fm.addMenu("&Recent studies")
+        from .compare_view import FollowupController  # follow-up reading (issue 26)
+
+        self.followup = FollowupController(self)
+        self.act_prior = QAction("Open &prior… (follow-up comparison)", self)
+        self.act_prior.triggered.connect(self.followup.open_dialog)
+        fm.addAction(self.act_prior)
         fm.addSeparator()
         self.act_export = QAction("&Export reading… (SR, SEG, PDF)", self, shortcut="Ctrl+E")
         self.act_export.triggered.connect(self._export_dialog)
