@@ -322,7 +322,7 @@ class StudySession:
         mask = self.mask
         if mask is None:
             mask = yield from self.segment_job()
-        from lungviewer.cad.findings import CadInputError, slice_ranking
+        from lungviewer.cad.findings import CadInputError
 
         try:
             findings = yield from call_job(study_findings, engine, volume, mask,
@@ -331,18 +331,32 @@ class StudySession:
             if self._current(gen):
                 self.emit("message", f"No CAD findings: {exc}.")
             return None
+        return self.use_findings(findings, gen)
+
+    def use_findings(self, findings: list, gen: int | None = None, source: str = ""):
+        """Make ``findings`` the study's CAD findings — a scan's, or stored ones (a batch's
+        results database, ``source`` names it) shown without running the CAD again: the
+        slice ranking read off them, marks in the reading; emits ``findings``, ``scan`` and
+        a message. Returns the ranking (dropped, with None, when another study was opened
+        since generation ``gen``)."""
+        from lungviewer.cad.findings import slice_ranking
+
+        volume = self._need_volume()
+        gen = self.generation if gen is None else gen
         result = slice_ranking(findings, volume.n_slices, volume.spacing)
-        if self._current(gen):
-            self.findings = findings
-            self.scan_result = result
-            if self.reading is not None:
-                self.reading.set_cad_marks(findings)
-                self.save_reading()
-            self.emit("findings", findings)
-            self.emit("scan", result)
-            shown, below = self.finding_counts()
-            self.emit("message", f"CAD findings: {shown} shown at {self.operating_point} "
-                                 f"false positive(s) per scan, {below} below.")
+        if not self._current(gen):
+            return result
+        self.findings = findings
+        self.scan_result = result
+        if self.reading is not None:
+            self.reading.set_cad_marks(findings)
+            self.save_reading()
+        self.emit("findings", findings)
+        self.emit("scan", result)
+        shown, below = self.finding_counts()
+        self.emit("message", f"CAD findings{f' ({source})' if source else ''}: {shown} shown "
+                             f"at {self.operating_point} false positive(s) per scan, {below} "
+                             "below.")
         return result
 
     # -- the operating point ---------------------------------------------------------------------
@@ -423,10 +437,12 @@ class StudySession:
                                  + ("" if self.is_shown(f) else ", below the operating point"))
 
     # -- the standard chain ---------------------------------------------------------------------
-    def prepare_job(self, scan: bool = True) -> Job:
+    def prepare_job(self, scan: bool = True, findings: list | None = None,
+                    source: str = "") -> Job:
         """What follows opening: annotations, the lung mask, then (with a CAD engine) the
         slice scan, one after the other (on 2 cores, parallel Python threads would compete
-        with the GUI thread). A failed annotation lookup is reported and the chain goes on."""
+        with the GUI thread). A failed annotation lookup is reported and the chain goes on.
+        Stored ``findings`` (from ``source``) replace the scan: the CAD is not run again."""
         gen = self.generation
         try:
             yield from self.annotations_job()
@@ -437,15 +453,24 @@ class StudySession:
         if not self._current(gen):
             return None
         yield from self.segment_job()
-        if scan and self._current(gen):
+        if findings is not None and self._current(gen):
+            while self.engine is None and self.engine_loading:  # its operating points
+                yield Progress(-1, -1, "Waiting for the CAD models")
+                time.sleep(0.05)
+            self.use_findings(findings, gen, source)
+        elif scan and self._current(gen):
             yield from self.scan_job()
         return self.volume
 
-    def opened_and_prepared_job(self, opening: Job, scan: bool = True) -> Job:
+    def opened_and_prepared_job(self, opening: Job, scan: bool = True,
+                                stored: Callable[[Any], tuple[list | None, str]] | None = None
+                                ) -> Job:
         """``opening`` (:meth:`open_job` or :meth:`demo_job`), then :meth:`prepare_job`: the
-        whole path from a folder to a scanned study, as one job."""
+        whole path from a folder to a scanned study, as one job. ``stored(volume)`` may give
+        findings kept for this very volume (and where from) to show instead of a scan."""
         volume = yield from opening
-        yield from self.prepare_job(scan)
+        findings, source = stored(volume) if stored is not None else (None, "")
+        yield from self.prepare_job(scan, findings, source)
         return volume
 
     # -- blocking twins (headless use) ----------------------------------------------------------
@@ -674,6 +699,12 @@ class StudySession:
             return False
         return True
 
+    def set_nodules(self, nodules) -> None:
+        """The reading's segmented nodules (replacing its list: the viewer's undo / redo)."""
+        if self.reading is not None and self._bounded(
+                lambda: self.reading.set_nodules(nodules)):
+            self.save_reading()
+
     def set_measurements(self, measurements) -> None:
         """The reader's measurements (replacing the reading's list)."""
         if self.reading is not None and self._bounded(
@@ -683,3 +714,55 @@ class StudySession:
     def set_note(self, text: str) -> None:
         if self.reading is not None and self._bounded(lambda: self.reading.set_note(text)):
             self.save_reading()
+
+    # -- follow-up reading (lungviewer/followup/) ----------------------------------------------
+    def prior_job(self, path: str | Path, confirm_other_patient: bool = False,
+                  prior_volume=None) -> Job:
+        """Open ``path`` as the prior of the open study and compare (``followup.pipeline``):
+        prior checked, registered on the lungs, the CAD findings of both exams (the prior's
+        run now, with progress) paired. Returns ``(prior volume, Comparison, Registration or
+        None)``, kept with the reading; event ``followup``. PriorError for an invalid prior."""
+        from lungviewer.followup.compare import nodules_from_findings
+        from lungviewer.followup.pipeline import run_comparison
+        from lungviewer.study.dicom_series import load_series
+
+        volume, gen = self._need_volume(), self.generation
+        prior = prior_volume
+        if prior is None:
+            prior = yield from call_job(load_series, path, text="Loading the prior")
+        while self.engine is None and self.engine_loading:
+            yield Progress(-1, -1, "Waiting for the CAD models")
+            time.sleep(0.05)
+        engine, threshold, own = self.engine, self.threshold, self.findings
+        notes: list[str] = []
+
+        def find(vol, mask, progress=None, cancel=None):
+            if vol is volume and own is not None:
+                return nodules_from_findings(own, threshold)
+            if engine is None:
+                notes.append("no CAD models: no findings to pair")
+                return []
+            from lungviewer.cad.findings import CadInputError
+
+            try:
+                return nodules_from_findings(study_findings(engine, vol, mask, cancel=cancel),
+                                             threshold)
+            except (CadInputError, ValueError) as exc:
+                notes.append(f"no CAD findings on the {'current' if vol is volume else 'prior'}"
+                             f" exam: {exc}")
+                return []
+
+        def compare(progress=None, cancel=None):
+            return run_comparison(volume, prior, find,
+                                  confirm_other_patient=confirm_other_patient,
+                                  current_mask=self.mask, cancel=cancel,
+                                  progress=lambda d, n, t: progress(d, n) if progress else None)
+
+        comp, reg = yield from call_job(compare, text="Comparing with the prior")
+        comp.messages += notes
+        if self._current(gen):
+            if self.reading is not None:
+                self.reading.set_followup(comp.as_dict())
+                self.save_reading()
+            self.emit("followup", (prior, comp, reg))
+        return prior, comp, reg

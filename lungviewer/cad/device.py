@@ -49,3 +49,12 @@ def describe(device: str) -> str:
     if device == "cuda":
         return f"GPU ({torch.cuda.get_device_name(0)})"
     return "Apple GPU (MPS)" if device == "mps" else "CPU"
+
+
+def limit_threads(n: int = 1) -> None:
+    """Let torch use ``n`` CPU threads in this process (a batch worker: one each, so that
+    N workers on N cores do not oversubscribe them)."""
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)

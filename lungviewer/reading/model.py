@@ -590,6 +590,10 @@ class Reading:
     box_scores: list[BoxScore] = field(default_factory=list)
     measurements: list[Measurement] = field(default_factory=list)
     nodules: list[NoduleRecord] = field(default_factory=list)
+    #: the follow-up comparison with the prior (``followup.compare.Comparison.as_dict()``:
+    #: the prior's identity, the pairs with their verdicts, the registration); None: none.
+    #: Saved only when set, so older readings and older lungviewers are unaffected.
+    followup: dict | None = None
     #: what the reading was made on (:mod:`lungviewer.reading.content`): a hash of the
     #: slices' SOPInstanceUIDs and positions, and the SOPInstanceUID of each slice index
     #: ("" / []: a reading saved before these were kept)
@@ -757,11 +761,25 @@ class Reading:
         self.measurements = measurements
         self.touch()
 
+    def set_nodules(self, nodules) -> None:
+        """Replace the nodules (bounded like :meth:`add_nodule`)."""
+        nodules = list(nodules)
+        self._room("nodules", len(nodules))
+        self.nodules = nodules
+        self.touch()
+
     def set_note(self, text: str) -> None:
         if len(str(text)) > MAX_TEXT_CHARS:
             raise ReadingLimitError(f"the note has {len(str(text))} characters, more than the "
                                     f"{MAX_TEXT_CHARS} a note may hold")
         self.note = str(text)
+        self.touch()
+
+    def set_followup(self, comparison: dict | None) -> None:
+        """Keep the follow-up comparison (a JSON-able dict) with the reading."""
+        if comparison is not None:
+            json.dumps(comparison, allow_nan=False)  # ValueError now, not at saving
+        self.followup = None if comparison is None else dict(comparison)
         self.touch()
 
     # -- JSON -------------------------------------------------------------------------------
@@ -774,7 +792,8 @@ class Reading:
                 "box_scores": [s.to_dict() for s in self.box_scores],
                 "measurements": [m.to_dict() for m in self.measurements],
                 "nodules": [x.to_dict() for x in self.nodules],
-                "content_key": self.content_key, "slice_uids": list(self.slice_uids)}
+                "content_key": self.content_key, "slice_uids": list(self.slice_uids),
+                **({"followup": self.followup} if self.followup is not None else {})}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, allow_nan=False)
@@ -858,11 +877,18 @@ class Reading:
             if not lenient:
                 raise
             ckey = ""
+        try:
+            followup = _followup_of(d.get("followup"))
+        except ValueError as exc:
+            if not lenient:
+                raise
+            problems.append(f"{exc}; left out")
+            followup = None
         return cls(
             f.str("study_uid", required=True), f.str("series_uid"), synthetic,
             texts["app_version"], texts["created"], texts["modified"], texts["note"],
             lists["cad_marks"], lists["box_scores"], lists["measurements"], lists["nodules"],
-            ckey[:64], list(uids))
+            followup, ckey[:64], list(uids))
 
     @classmethod
     def from_json(cls, text: str | bytes, problems: list[str] | None = None) -> Reading:
@@ -879,6 +905,14 @@ def _check_text(item: Any, where: str) -> None:
         if isinstance(v, str) and len(v) > MAX_TEXT_CHARS:
             raise ReadingLimitError(f"{where}: its {name} has {len(v)} characters, more than "
                                     f"the {MAX_TEXT_CHARS} allowed")
+
+
+def _followup_of(v: Any) -> dict | None:
+    if v is None:
+        return None
+    if not isinstance(v, dict) or not isinstance(v.get("pairs", []), list):
+        raise ValueError("reading: 'followup' must be an object with a 'pairs' list")  # noqa: TRY004
+    return v
 
 
 def _num_of(ident: str) -> int:

@@ -1284,3 +1284,49 @@ def load_series(
     log.info("loaded series: %d slices %dx%d, spacing %.2f/%.3f/%.3f mm, %d warning(s)",
              n, rows, cols, dz, dy, dx, len(volume.warnings))
     return volume
+
+
+@dataclass
+class FoundSeries:
+    """One series found under a folder tree by :func:`find_series` (headers only): what a
+    batch needs to queue it (its folder, its instances for a fingerprint) and, when it
+    cannot be opened, why (the same reason :func:`scan_folder` gives)."""
+
+    series_uid: str
+    study_uid: str
+    patient_id: str
+    modality: str
+    folder: Path  # the deepest folder that holds all its files
+    instances: list[tuple[str, tuple[float, ...] | None]]  # (SOPInstanceUID, position)
+    usable: bool
+    reason: str = ""
+    first_file: Path | None = None
+
+
+def find_series(root: str | Path, progress: Progress | None = None,
+                cancel: Cancel | None = None) -> tuple[list[FoundSeries], list[Path]]:
+    """Every series under the folder tree ``root`` (one header pass over all its files), and
+    the folders where none was found: the leaf folders and the folders holding files of
+    their own, none of which is an image of a series (empty, corrupt or non-DICOM files;
+    :func:`load_series` on such a folder says why)."""
+    root = Path(root)
+    files, root = _list_files(root)
+    scan = _scan(files, progress, cancel, len(files))
+    found: list[FoundSeries] = []
+    with_series: set[Path] = set()
+    for uid, parts in _group(scan.headers).items():
+        hs = [h for part in parts for h in part]
+        folder = Path(os.path.commonpath([str(h.path.parent) for h in hs]))
+        with_series.update(h.path.parent for h in hs)
+        why = _why_unusable(parts[0])
+        found.append(FoundSeries(
+            uid, hs[0].study_uid, hs[0].patient_id, hs[0].modality, folder,
+            [(h.sop_uid, None if h.position is None else tuple(float(v) for v in h.position))
+             for h in hs], not why, why, hs[0].path))
+    holds_files = {p.parent for p in files}
+    dirs = [root, *sorted(p for p in root.rglob("*") if p.is_dir()
+                          and not p.name.startswith("."))] if root.is_dir() else []
+    leaves = {d for d in dirs if not any(c.is_dir() for c in d.iterdir())}
+    bare = [d for d in dirs if (d in leaves or d in holds_files) and d not in with_series
+            and not any(s.folder == d or d in s.folder.parents for s in found)]
+    return sorted(found, key=lambda s: str(s.folder)), bare

@@ -1,0 +1,107 @@
+"""The Query/Retrieve and Send dialogs against the loopback Orthanc of test_pacs: a refusing
+node is a one-line message and the dialog stays usable; search, series, retrieve by C-GET
+and the series opens in the viewer; the GUI keeps running while a PACS does not answer and
+cancel ends the wait; send reports per object and retries the failed ones."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from conftest import shown_window
+from PySide6.QtCore import QTimer
+from test_pacs import ME, _dimse, server  # noqa: F401 - server is a fixture
+
+from lungviewer import pacs
+
+pytestmark = pytest.mark.gui
+
+
+def test_query_retrieve_opens_the_series_and_survives_a_refusal(server, qtbot):  # noqa: F811
+    from lungviewer.ui.pacs_dialog import PacsDialog
+
+    good = _dimse(server)
+    bad = pacs.Node("refusing", host="127.0.0.1", port=server.dicom_port, aet="WRONG",
+                    calling_aet=ME)
+    pacs.save_nodes([good, bad])
+    win = shown_window(qtbot)
+    win.act_pacs.trigger()
+    dlg = win._pacs_dialog
+    assert isinstance(dlg, PacsDialog) and dlg.isVisible()
+    assert win.act_pacs.shortcut().toString() == "Ctrl+Shift+O"
+
+    dlg.picker.combo.setCurrentIndex(1)
+    dlg.picker.verify()
+    qtbot.waitUntil(lambda: "refused the association" in dlg.picker.status.text(), timeout=10000)
+    dlg.f_id.setText("LV-PAT-A*")
+    dlg.search()
+    qtbot.waitUntil(lambda: "refused" in dlg.message.text(), timeout=10000)
+    assert dlg.b_search.isEnabled()  # still usable
+
+    dlg.picker.combo.setCurrentIndex(0)
+    dlg.picker.verify()
+    qtbot.waitUntil(lambda: "answered" in dlg.picker.status.text(), timeout=10000)
+    dlg.f_mod.setCurrentText("CT")
+    dlg.search()
+    qtbot.waitUntil(lambda: dlg.t_studies.rowCount() == 2, timeout=10000)
+    assert dlg.t_studies.item(0, 0).text() == "2021-04-15"
+    dlg.t_studies.selectRow(0)
+    qtbot.waitUntil(lambda: dlg.t_series.rowCount() == 1, timeout=10000)
+    assert dlg.t_series.item(0, 3).text() == "8" and dlg.t_series.item(0, 4).text() == "1.25"
+
+    with qtbot.waitSignal(dlg.seriesReady, timeout=20000) as got:
+        dlg.retrieve()
+    assert got.args[1] == server.data["current"][1]
+    qtbot.waitUntil(lambda: win.volume is not None and win.volume.n_slices == 8, timeout=20000)
+    assert "Retrieved 8 images" in dlg.message.text()
+    dlg.close()
+    win.close()
+
+
+def test_gui_keeps_running_while_the_pacs_is_silent_and_cancel_ends_it(qtbot):
+    from lungviewer.ui.pacs_dialog import PacsDialog
+
+    with socket.socket() as silent:  # accepts TCP, never answers DICOM
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        pacs.save_nodes([pacs.Node("silent", host="127.0.0.1", port=silent.getsockname()[1],
+                                   aet="X", timeout=2)])
+        dlg = PacsDialog()
+        qtbot.addWidget(dlg)
+        dlg.show()
+        ticks = []
+        timer = QTimer()
+        timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+        timer.start(10)
+        task = dlg.search()
+        assert task is not None and not dlg.b_search.isEnabled() and dlg.b_cancel.isEnabled()
+        qtbot.wait(300)
+        dlg.cancel()
+        qtbot.waitUntil(lambda: dlg.b_search.isEnabled(), timeout=10000)
+        timer.stop()
+        assert "cancelled" in dlg.message.text().lower()
+        gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+        assert len(ticks) > 15 and max(gaps) < 0.25  # the event loop never stalled
+        dlg.close()
+
+
+def test_send_dialog_reports_per_object_and_retries(server, qtbot, tmp_path):  # noqa: F811
+    from lungviewer.ui.pacs_dialog import SendDialog
+
+    pacs.save_nodes([_dimse(server)])
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"not dicom")
+    good = server.data["b"][2][0]
+    dlg = SendDialog([good, junk])
+    qtbot.addWidget(dlg)
+    dlg.show()
+    dlg.send()
+    qtbot.waitUntil(lambda: "1 of 2" in dlg.message.text(), timeout=10000)
+    assert dlg.table.item(0, 1).text() == "stored" and dlg.table.item(1, 1).text() == "FAILED"
+    qtbot.waitUntil(dlg.b_retry.isEnabled, timeout=5000)
+    junk.write_bytes(good.read_bytes())  # fixed: the retry sends only the failed one
+    dlg.send(only_failed=True)
+    qtbot.waitUntil(lambda: "1 of 1" in dlg.message.text(), timeout=10000)
+    assert dlg.table.item(1, 1).text() == "stored"
+    dlg.close()
