@@ -82,7 +82,10 @@ def os_error_line(exc: BaseException, what: str | Path, where: str | Path | None
     if isinstance(exc, WriteError):
         return str(exc)
     if root is not None and root.errno is not None:
-        why = _WHY.get(root.errno) or root.strerror or os.strerror(root.errno)
+        system = root.strerror or os.strerror(root.errno)
+        plain = _WHY.get(root.errno)
+        # the plain words, and the system's own (what a user would search for)
+        why = f"{plain} ({system})" if plain and plain.lower() != system.lower() else system
     else:
         why = (str(root or exc).strip().splitlines() or [type(exc).__name__])[0][:200]
     place = f" in {where}" if where is not None and str(where) else ""

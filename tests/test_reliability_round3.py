@@ -243,7 +243,7 @@ def test_an_existing_export_survives_a_full_disk(ct, tmp_path, capsys, monkeypat
     rc = _export([str(folder), "--out", str(out), "--sr", "--force"])
     err = capsys.readouterr().err
     assert rc == 1 and err.strip() == (f"lungviewer export: sr.dcm could not be written in "
-                                       f"{out}: the disk is full")
+                                       f"{out}: the disk is full (No space left on device)")
     assert (out / "sr.dcm").read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == ["sr.dcm"]
 
@@ -303,3 +303,31 @@ def test_analyze_with_a_read_only_store_says_so(ct, tmp_path, capsys, monkeypatc
     assert rc == analyze.NOT_SAVED == 3
     assert json.loads(cap.out)["saved"] is False
     assert "not saved" in cap.err and len(cap.err.strip().splitlines()) == 1
+
+
+def test_the_session_reports_a_bound_instead_of_raising(ct):
+    from lungviewer.session import StudySession
+
+    s = StudySession(autosave=False)
+    msgs: list[str] = []
+    s.subscribe(lambda ev, p: msgs.append(p) if ev == "message" else None)
+    s.open(ct[0])
+    s.set_note("x" * 30_000)  # a Qt slot: must not raise
+    assert s.reading.note == "" and any("Not recorded" in m and "note" in m for m in msgs)
+
+
+def test_the_viewers_export_fails_in_one_line(ct, tmp_path):
+    from lungviewer.fileio import WriteError
+    from lungviewer.session import StudySession
+
+    s = StudySession(autosave=False)
+    s.open(ct[0])
+    s.reading = make_reading(ct[1])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(WriteError) as err:
+        from lungviewer.session import run
+
+        run(s.export_job(blocker / "out", sr=True, seg=False, pdf=False))
+    line = str(err.value)
+    assert "\n" not in line and "could not be written" in line and "not a folder" in line

@@ -186,6 +186,10 @@ def export(args) -> dict:
         raise _Fail(str(exc)) from exc
     saved = session.reading_saved
     if not saved and not args.box and not args.accept_cad:
+        if session.offered_reading is not None:  # made on other images of this series
+            raise _Fail("the saved reading of this series was made on other images than "
+                        "this folder holds; export from the folder it was made on, or give "
+                        "--box S,R0,C0,R1,C1 or --accept-cad N to build one here")
         raise _Fail("this study has no saved reading; give --box S,R0,C0,R1,C1 or "
                     "--accept-cad N to build one")
     lung = session.segment() if (args.lung_mask or args.accept_cad or args.box) else None

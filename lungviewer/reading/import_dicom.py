@@ -435,6 +435,10 @@ def read_sr(path: Path, volume) -> tuple[list[ImportedNodule], list[ImportedMark
     refs = [r for r in refs if r]
     if refs and not any(r in sops for r in refs):
         raise ValueError(f"{name}: it refers to images of another series, not the loaded CT")
+    foreign = sum(r not in sops for r in refs)
+    if foreign:  # a partial folder: what refers to a missing image is not shown
+        log.warning("Report %s: %d of %d referenced image(s) are not in the loaded series; "
+                    "what refers to them is not shown", name, foreign, len(refs))
     nodules: dict[str, ImportedNodule] = {}
     marks: list[ImportedMark] = []
     for g in planar:

@@ -594,11 +594,19 @@ class Reading:
     #: the prior's identity, the pairs with their verdicts, the registration); None: none.
     #: Saved only when set, so older readings and older lungviewers are unaffected.
     followup: dict | None = None
+    #: what the reading was made on (:mod:`lungviewer.reading.content`): a hash of the
+    #: slices' SOPInstanceUIDs and positions, and the SOPInstanceUID of each slice index
+    #: ("" / []: a reading saved before these were kept)
+    content_key: str = ""
+    slice_uids: list[str] = field(default_factory=list)
 
     @classmethod
     def for_volume(cls, volume) -> Reading:
         """An empty reading of a loaded :class:`~lungviewer.study.volume.Volume`."""
-        return cls(volume.study_uid, volume.series_uid, bool(volume.is_synthetic))
+        from .content import content_key
+
+        return cls(volume.study_uid, volume.series_uid, bool(volume.is_synthetic),
+                   content_key=content_key(volume), slice_uids=list(volume.sop_uids or []))
 
     def touch(self) -> None:
         self.modified = _now()
@@ -753,6 +761,13 @@ class Reading:
         self.measurements = measurements
         self.touch()
 
+    def set_nodules(self, nodules) -> None:
+        """Replace the nodules (bounded like :meth:`add_nodule`)."""
+        nodules = list(nodules)
+        self._room("nodules", len(nodules))
+        self.nodules = nodules
+        self.touch()
+
     def set_note(self, text: str) -> None:
         if len(str(text)) > MAX_TEXT_CHARS:
             raise ReadingLimitError(f"the note has {len(str(text))} characters, more than the "
@@ -777,6 +792,7 @@ class Reading:
                 "box_scores": [s.to_dict() for s in self.box_scores],
                 "measurements": [m.to_dict() for m in self.measurements],
                 "nodules": [x.to_dict() for x in self.nodules],
+                "content_key": self.content_key, "slice_uids": list(self.slice_uids),
                 **({"followup": self.followup} if self.followup is not None else {})}
 
     def to_json(self) -> str:
@@ -848,6 +864,19 @@ class Reading:
                                             f"characters, more than {MAX_TEXT_CHARS}")
                 problems.append(f"reading: '{key}' was cut to {MAX_TEXT_CHARS} characters")
                 texts[key] = texts[key][:MAX_TEXT_CHARS]
+        uids = d.get("slice_uids", [])
+        if not isinstance(uids, list) or not all(isinstance(u, str) and len(u) <= 64
+                                                 for u in uids) or len(uids) > 100_000:
+            if not lenient:
+                raise ValueError("reading: 'slice_uids' must be a list of UIDs")
+            problems.append("reading: 'slice_uids' is not a list of UIDs; left out")
+            uids = []
+        try:
+            ckey = f.str("content_key")
+        except ValueError:
+            if not lenient:
+                raise
+            ckey = ""
         try:
             followup = _followup_of(d.get("followup"))
         except ValueError as exc:
@@ -859,7 +888,7 @@ class Reading:
             f.str("study_uid", required=True), f.str("series_uid"), synthetic,
             texts["app_version"], texts["created"], texts["modified"], texts["note"],
             lists["cad_marks"], lists["box_scores"], lists["measurements"], lists["nodules"],
-            followup)
+            followup, ckey[:64], list(uids))
 
     @classmethod
     def from_json(cls, text: str | bytes, problems: list[str] | None = None) -> Reading:

@@ -35,22 +35,28 @@ def readings_dir() -> Path:
     return path
 
 
-def study_key(study_uid: str, series_uid: str = "") -> str:
+def study_key(study_uid: str, series_uid: str = "", content: str = "") -> str:
     """The file-name key of a study (and series): SHA-256 of the StudyInstanceUID (newline
     SeriesInstanceUID), 32 hex digits."""
     if not study_uid:
         raise ValueError("the study has no StudyInstanceUID, so its reading cannot be saved")
     text = study_uid.strip() + (f"\n{series_uid.strip()}" if series_uid else "")
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+    key = hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+    return key + (f"-{content[:16]}" if content else "")
 
 
-def reading_path(study_uid: str, series_uid: str = "") -> Path:
-    return readings_dir() / f"{study_key(study_uid, series_uid)}.json"
+def reading_path(study_uid: str, series_uid: str = "", content: str = "") -> Path:
+    """The series' reading file; with ``content`` (a content key, see
+    :mod:`lungviewer.reading.content`) the file of a reading made on other images of the
+    series than the series' own file holds, beside it."""
+    return readings_dir() / f"{study_key(study_uid, series_uid, content)}.json"
 
 
-def save_reading(reading: Reading) -> Path:
-    """Write ``reading`` (atomically) to its study's file; returns the path."""
-    path = reading_path(reading.study_uid, reading.series_uid)
+def save_reading(reading: Reading, qualified: bool = False) -> Path:
+    """Write ``reading`` (atomically) to its study's file (``qualified``: to the file of its
+    content, leaving the series' file to the images it was made on); returns the path."""
+    path = reading_path(reading.study_uid, reading.series_uid,
+                        reading.content_key if qualified else "")
     atomic_write_text(path, reading.to_json())
     log.debug("reading saved (%d marks, %d nodules, %d measurements)",
               len(reading.cad_marks), len(reading.nodules), len(reading.measurements))
@@ -69,6 +75,8 @@ class StoredReading:
     messages: list[str] = field(default_factory=list)
     aside: Path | None = None
     writable: bool = True
+    #: the reading came from the file of these very images (not the series' own file)
+    qualified: bool = False
 
 
 def _move_aside(path: Path) -> Path | None:
@@ -87,7 +95,7 @@ def _move_aside(path: Path) -> Path | None:
     return None
 
 
-def open_reading(study_uid: str, series_uid: str = "") -> StoredReading:
+def open_reading(study_uid: str, series_uid: str = "", content: str = "") -> StoredReading:
     """The saved reading of the study's series, parsed within the bounds of
     :func:`lungviewer.reading.model.Reading.from_json` (size, item count and depth checked
     before parsing; counts and text lengths while reading).
@@ -102,6 +110,8 @@ def open_reading(study_uid: str, series_uid: str = "") -> StoredReading:
     out = StoredReading()
     try:
         path = reading_path(study_uid, series_uid)
+        if content and reading_path(study_uid, series_uid, content).is_file():
+            path, out.qualified = reading_path(study_uid, series_uid, content), True
     except OSError as exc:  # no store folder can be made: nothing saved, saving will fail
         out.messages.append(f"The reading store cannot be used ({exc.strerror or exc}); "
                             "this study's reading will not be saved.")
@@ -141,7 +151,7 @@ def open_reading(study_uid: str, series_uid: str = "") -> StoredReading:
         else:
             where = f"the original file was kept as {out.aside.name}"
             try:
-                save_reading(reading)
+                save_reading(reading, out.qualified)
             except (OSError, ValueError) as exc:
                 where += f" (the kept part could not be saved: {exc})"
         msg = (f"Part of the saved reading could not be kept ({shown}); {where}. "

@@ -1216,6 +1216,10 @@ def load_series(
     headers, proj, warnings = _sort_and_check(chosen, root)
     first = headers[0]
     n, rows, cols = len(headers), first.rows, first.cols
+    if n == 1:
+        warnings.append("A single slice: this folder holds one image of the series, so there "
+                        "are no coronal/sagittal views, 3-D measurements or CAD findings; open "
+                        "the folder with the whole series.")
     if n * rows * cols > MAX_VOXELS or rows > 4096 or cols > 4096:
         raise StudyLoadError(
             f"The series is too large to open ({n} × {rows} × {cols} voxels); "
