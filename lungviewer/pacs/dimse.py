@@ -176,12 +176,10 @@ def find(node: Node, identifier: Dataset, *, limit: int, offset: int = 0,
                 assoc.abort()
                 raise Cancelled("the query was cancelled")
             if status is None or "Status" not in status:
-                final = status
-                break
-            code = int(status.Status)
-            if code in (0xFF00, 0xFF01) and ident is not None:
+                break  # aborted or timed out: final stays None
+            if int(status.Status) in (0xFF00, 0xFF01) and ident is not None:
                 if seen >= offset + limit:
-                    more = True
+                    more = True  # one more than asked for: stop the query here
                     assoc.abort()
                     break
                 if seen >= offset:
@@ -189,15 +187,11 @@ def find(node: Node, identifier: Dataset, *, limit: int, offset: int = 0,
                 seen += 1
                 continue
             final = status
-        else:
-            pass
     finally:
         _close(assoc)
-    if not more and (final is None or "Status" not in final or int(final.Status) not in (0,)):
-        if final is not None and "Status" in final and int(final.Status) == 0xFE00:
-            pass  # cancelled by the peer: what came is what there is
-        else:
-            raise PacsError(f"{node.address()}: C-FIND failed: {_status_text(final)}")
+    # success, or cancelled by the peer (0xFE00): what came is what there is
+    if not more and (final is None or int(final.Status) not in (0x0000, 0xFE00)):
+        raise PacsError(f"{node.address()}: C-FIND failed: {_status_text(final)}")
     return FindResult(items, offset, limit, more)
 
 
@@ -343,7 +337,8 @@ def move(node: Node, study_uid: str, series_uid: str | None, retrieval: Retrieva
 
 def store(node: Node, files: list[Path], progress: ProgressFn = None,
           cancel: Cancel = None):
-    """C-STORE each file; one :class:`SendResult` per file, in order."""
+    """C-STORE each file on one association; one :class:`SendResult` per file (the
+    unreadable ones first)."""
     import pydicom
 
     from lungviewer.cancel import Cancelled
