@@ -10,7 +10,8 @@ as installed, each instance waits for a delayed ACK) and as installed.
 ``--shots DIR`` also sends a reading (SR + SEG of a small phantom, as the viewer exports
 them) to the Orthanc, saves its REST listing ``/studies/{id}/series`` as
 ``DIR/orthanc_sent_reading_series.json`` and an offscreen grab of the Query/Retrieve dialog
-(search and series of the twin study) as ``DIR/pacs_dialog.png``.
+(search and series of the twin study) as ``DIR/pacs_dialog.png``, then retrieves the study
+from the dialog and prints the longest stall of the GUI thread meanwhile.
 
 Needs the Debian packages orthanc, orthanc-dicomweb and dcmtk.
 """
@@ -179,6 +180,27 @@ def _shots(out: Path, o, node, tmp: Path) -> None:
     png = out / "pacs_dialog.png"
     dlg.grab().save(str(png))
     print(f"dialog grab -> {png}")
+
+    # the GUI during a retrieve: the gaps between ticks of a 5 ms timer on the GUI thread
+    from PySide6.QtCore import QTimer
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    done: list = []
+    dlg.seriesReady.connect(lambda *a: done.append(a))
+    dlg.t_series.clearSelection()
+    timer.start(5)
+    t0 = time.perf_counter()
+    dlg.retrieve()
+    wait(lambda: bool(done) or "⚠" in dlg.message.text(), 120)
+    timer.stop()
+    gaps = sorted(b - a for a, b in zip(ticks, ticks[1:]))
+    if gaps:
+        print(f"GUI during the dialog's C-GET of the study ({time.perf_counter() - t0:.1f} s): "
+              f"longest gap between 5 ms timer ticks {gaps[-1] * 1000:.0f} ms, "
+              f"99th percentile {gaps[int(0.99 * (len(gaps) - 1))] * 1000:.0f} ms "
+              f"({len(gaps)} gaps; a frame is 16.7 ms)")
     dlg.close()
 
 

@@ -15,14 +15,15 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-ORTHANC = "/usr/sbin/Orthanc"
+#: the Orthanc binary (``LUNGVIEWER_ORTHANC`` overrides it)
+ORTHANC = os.environ.get("LUNGVIEWER_ORTHANC") or shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 PACKAGES = "orthanc orthanc-dicomweb"
 
 
 def missing() -> str:
     """Why Orthanc cannot run here ('' when it can)."""
-    if not (Path(ORTHANC).exists() or shutil.which("Orthanc")):
+    if not Path(ORTHANC).is_file():
         return f"Orthanc is not installed (Debian packages: {PACKAGES})"
     if not Path(DICOMWEB_PLUGIN).exists():
         return f"the Orthanc DICOMweb plugin is missing (Debian packages: {PACKAGES})"
