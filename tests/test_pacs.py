@@ -172,6 +172,17 @@ def test_send_sr_and_seg_then_query_them_back(server, tmp_path):
     for node in _both(server):
         mods = sorted(s.modality for s in pacs.find_series(node, study))
         assert mods == ["CT", "SEG", "SR"], node.kind
+    # the PDF report as Encapsulated PDF, filed with the study
+    from lungviewer.pacs.docs import encapsulate_pdf
+    from lungviewer.reading.report_pdf import build_report
+
+    pdf = build_report(make_reading(vol), vol, tmp_path / "report.pdf")
+    doc = encapsulate_pdf(pdf, vol, tmp_path / "report_pdf.dcm")
+    assert pacs.send(_web(server), [doc])[0].ok
+    (docs,) = [s for s in pacs.find_series(_dimse(server), study) if s.modality == "DOC"]
+    assert docs.n_instances == 1
+    with pytest.raises(pacs.PacsError, match="not a PDF"):
+        encapsulate_pdf(out.sr, vol, tmp_path / "x.dcm")
     # the objects come back whole
     entry = pacs.retrieve(_dimse(server), study, cache=pacs.StudyCache(tmp_path / "c"))
     sr_series = next(s for s in entry.series if s.modality == "SR")

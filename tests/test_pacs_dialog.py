@@ -105,3 +105,32 @@ def test_send_dialog_reports_per_object_and_retries(server, qtbot, tmp_path):  #
     qtbot.waitUntil(lambda: "1 of 1" in dlg.message.text(), timeout=10000)
     assert dlg.table.item(1, 1).text() == "stored"
     dlg.close()
+
+
+def test_send_reading_exports_sr_seg_and_the_pdf_and_sends_them(server, qtbot,  # noqa: F811
+                                                                  tmp_path):
+    from test_export import make_reading, write_phantom
+
+    from lungviewer.session import StudySession, run
+    from lungviewer.study.dicom_series import load_series
+    from lungviewer.ui.pacs_dialog import SendDialog, reading_for_pacs_job
+
+    ct = write_phantom(tmp_path / "ct")
+    server.upload(sorted(ct.glob("*.dcm")))
+    session = StudySession(autosave=False)
+    vol = session.set_volume(load_series(ct), ct)
+    session.reading = make_reading(vol)
+    files = run(reading_for_pacs_job(session, tmp_path / "outbox"))
+    assert sorted(f.name for f in files) == ["report_pdf.dcm", "seg.dcm", "sr.dcm"]
+    pacs.save_nodes([_dimse(server)])
+    dlg = SendDialog(files)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    assert dlg.with_pdf.isVisible() and len(dlg.files) == 2  # the PDF is optional
+    dlg.with_pdf.setChecked(True)
+    assert dlg.table.rowCount() == 3
+    dlg.send()
+    qtbot.waitUntil(lambda: "3 of 3" in dlg.message.text(), timeout=15000)
+    mods = sorted(s.modality for s in pacs.find_series(_dimse(server), vol.study_uid))
+    assert mods == ["CT", "DOC", "SEG", "SR"]
+    dlg.close()

@@ -557,8 +557,11 @@ class SendDialog(QDialog):
         self.setWindowTitle("Send reading to PACS")
         self.resize(720, 320)
         self._tasks = _Tasks()
-        self.files = [Path(f) for f in files]
+        self.all_files = [Path(f) for f in files]
         self.results: dict[str, pacs.SendResult] = {}
+        self.with_pdf = QCheckBox("Include the PDF report (Encapsulated PDF)")
+        self.with_pdf.setVisible(any(f.name == "report_pdf.dcm" for f in self.all_files))
+        self.with_pdf.toggled.connect(lambda _: self._show())
         self.picker = _NodePicker(self._tasks)
         self.table = _table(["File", "Result", "PACS answer"])
         self.b_send = QPushButton("Send")
@@ -579,10 +582,17 @@ class SendDialog(QDialog):
         lay.addWidget(self.picker)
         lay.addWidget(self.picker.status)
         lay.addWidget(self.table, 1)
+        lay.addWidget(self.with_pdf)
         lay.addWidget(self.message)
         lay.addLayout(row)
         self.task: Task | None = None
         self._show()
+
+    @property
+    def files(self) -> list[Path]:
+        """What Send sends: the SR and SEG, and the PDF when ticked."""
+        return [f for f in self.all_files
+                if f.name != "report_pdf.dcm" or self.with_pdf.isChecked()]
 
     def _show(self) -> None:
         rows = []
@@ -642,16 +652,33 @@ def open_query_dialog(window) -> PacsDialog:
     return dlg
 
 
+def reading_for_pacs_job(session, out: Path):
+    """Export the reading's SR, SEG and PDF into ``out`` and wrap the PDF as an
+    Encapsulated PDF (a job: runs on a worker thread); returns the DICOM files."""
+    from lungviewer.pacs.docs import encapsulate_pdf
+
+    files = yield from session.export_job(out, pdf=True, force=True)
+    dicom = [Path(f) for f in files if Path(f).suffix == ".dcm"]
+    pdf = next((Path(f) for f in files if Path(f).suffix == ".pdf"), None)
+    if pdf is not None:
+        volume = session.volume
+
+        def wrap(progress=None, cancel=None):
+            return encapsulate_pdf(pdf, volume, out / "report_pdf.dcm")
+        dicom.append((yield from call_job(wrap, text="Encapsulated PDF")))
+    return dicom
+
+
 def send_reading(window) -> Task | None:
-    """File → Send reading to PACS: export the SR and SEG into the outbox (the user's data
-    folder), then the send dialog."""
+    """File → Send reading to PACS: export the SR, SEG and the PDF (as Encapsulated PDF)
+    into the outbox (the user's data folder), then the send dialog."""
     from lungviewer import paths
 
     if window.volume is None or window.session.reading is None:
         window.statusBar().showMessage("Open a study first.", 5000)
         return None
     out = paths.data_dir() / "pacs-outbox" / (window.volume.series_uid or "study")
-    task = Task(window.session.export_job(out, pdf=False, force=True), name="export")
+    task = Task(reading_for_pacs_job(window.session, out), name="export")
 
     def ready(files) -> None:
         dlg = SendDialog([Path(f) for f in files], window)
