@@ -11,7 +11,7 @@ import time
 import pytest
 from conftest import shown_window
 from PySide6.QtCore import QTimer
-from test_pacs import ME, _dimse, server  # noqa: F401 - server is a fixture
+from test_pacs import ME, _dimse, fake_scp, server  # noqa: F401 - fixtures
 
 from lungviewer import pacs
 
@@ -133,4 +133,23 @@ def test_send_reading_exports_sr_seg_and_the_pdf_and_sends_them(server, qtbot,  
     qtbot.waitUntil(lambda: "3 of 3" in dlg.message.text(), timeout=15000)
     mods = sorted(s.modality for s in pacs.find_series(_dimse(server), vol.study_uid))
     assert mods == ["CT", "DOC", "SEG", "SR"]
+    dlg.close()
+
+
+def test_ten_thousand_matches_are_paged_in_the_dialog(fake_scp, qtbot):  # noqa: F811
+    from lungviewer.ui.pacs_dialog import PAGE, PacsDialog
+
+    pacs.save_nodes([fake_scp["node"]])
+    dlg = PacsDialog()
+    qtbot.addWidget(dlg)
+    dlg.show()
+    dlg.f_mod.setCurrentText("")
+    dlg.search()
+    qtbot.waitUntil(lambda: dlg.t_studies.rowCount() == PAGE, timeout=15000)
+    assert dlg.b_next.isEnabled() and not dlg.b_prev.isEnabled()
+    assert "more" in dlg.page_label.text()
+    dlg.b_next.click()
+    qtbot.waitUntil(lambda: dlg.page.offset == PAGE and dlg.b_search.isEnabled(), timeout=15000)
+    assert dlg.t_studies.rowCount() == PAGE and dlg.b_prev.isEnabled()
+    assert dlg.page_label.text().startswith(f"Studies {PAGE + 1}–{2 * PAGE}")
     dlg.close()
