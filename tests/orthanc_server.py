@@ -53,8 +53,12 @@ class Orthanc:
     def dicomweb(self) -> str:
         return f"{self.url}/dicom-web"
 
+    auth: str = ""
+
     def rest(self, path: str, data: bytes | None = None, method: str | None = None):
         req = urllib.request.Request(self.url + path, data=data, method=method)
+        if self.auth:
+            req.add_header("Authorization", self.auth)
         if data is not None:
             req.add_header("Content-Type", "application/dicom")
         with urllib.request.urlopen(req, timeout=30) as r:
@@ -79,16 +83,18 @@ class Orthanc:
 
 
 def start(folder: Path, modalities: dict[str, tuple[str, int]], aet: str = "ORTHANC",
-          timeout: float = 30.0) -> Orthanc:
+          timeout: float = 30.0, users: dict[str, str] | None = None) -> Orthanc:
     """Start Orthanc with a config in ``folder``; ``modalities``: name -> (AE title, port)
-    on 127.0.0.1 (the AE titles Orthanc accepts and sends C-MOVE results to)."""
+    on 127.0.0.1 (the AE titles Orthanc accepts and sends C-MOVE results to); ``users``
+    (name -> password) turns HTTP basic authentication on."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     http, dicom = free_port(), free_port()
     cfg = {
         "Name": "lungviewer-test", "StorageDirectory": str(folder / "db"),
         "IndexDirectory": str(folder / "db"), "HttpPort": http, "DicomPort": dicom,
-        "DicomAet": aet, "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+        "DicomAet": aet, "RemoteAccessAllowed": False, "AuthenticationEnabled": bool(users),
+        "RegisteredUsers": dict(users or {}),
         "HttpServerEnabled": True, "DicomServerEnabled": True,
         "DicomCheckCalledAet": True, "DicomAlwaysAllowEcho": False,
         "DicomAlwaysAllowStore": False, "DicomAlwaysAllowFind": False,
@@ -108,6 +114,10 @@ def start(folder: Path, modalities: dict[str, tuple[str, int]], aet: str = "ORTH
     proc = subprocess.Popen([ORTHANC, str(folder / "orthanc.json")], stdout=log,
                             stderr=subprocess.STDOUT, cwd=folder)
     o = Orthanc(folder, http, dicom, aet, proc, modalities)
+    if users:
+        import base64
+        name, pw = next(iter(users.items()))
+        o.auth = "Basic " + base64.b64encode(f"{name}:{pw}".encode()).decode()
     t_end = time.monotonic() + timeout
     while time.monotonic() < t_end:
         if proc.poll() is not None:

@@ -304,6 +304,22 @@ def test_patient_names_and_ids_never_reach_the_logs(server, tmp_path, caplog):
         assert secret not in text
 
 
+def test_dicomweb_basic_auth_and_refused_credentials(tmp_path, caplog):
+    _need_orthanc()
+    o = osv.start(tmp_path / "auth", {}, users={"reader": "s3cret-pw"})
+    try:
+        caplog.set_level(logging.DEBUG)
+        node = pacs.Node("web", kind="dicomweb", url=o.dicomweb, auth="basic",
+                         username="reader", secret="s3cret-pw")
+        assert pacs.verify(node) < 5
+        with pytest.raises(pacs.PacsError, match="refused the credentials"):
+            pacs.verify(pacs.Node("web", kind="dicomweb", url=o.dicomweb, auth="basic",
+                                  username="reader", secret="wrong"))
+        assert "s3cret-pw" not in caplog.text
+    finally:
+        o.stop()
+
+
 # -- the pacs command ---------------------------------------------------------------------
 def _cli(argv, capsys) -> tuple[int, dict]:
     from lungviewer.cli import main
