@@ -345,6 +345,11 @@ def test_pacs_command(server, tmp_path, capsys):
     assert load_series(out["series"][0]["path"]).n_slices == 6
     rc, out = _cli(["send", "--url", o.dicomweb, str(files[0])], capsys)
     assert rc == 0 and out["sent"] == 1
+    rc, out = _cli(["cache"], capsys)
+    assert rc == 0 and [s["study_uid"] for s in out["studies"]] == [study]
+    assert out["studies"][0]["complete"] and out["studies"][0]["series"][0]["files"] == 6
+    rc, out = _cli(["cache", "--remove", study], capsys)
+    assert rc == 0 and out["studies"] == []
     # faults: exit 1 with the message; bad arguments exit 2
     rc, out = _cli(["echo", "--host", "127.0.0.1", "--port", str(o.dicom_port),
                     "--aet", "WRONG"], capsys)
