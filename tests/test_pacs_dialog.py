@@ -55,6 +55,16 @@ def test_query_retrieve_opens_the_series_and_survives_a_refusal(server, qtbot): 
     assert got.args[1] == server.data["current"][1]
     qtbot.waitUntil(lambda: win.volume is not None and win.volume.n_slices == 8, timeout=20000)
     assert "Retrieved 8 images" in dlg.message.text()
+    cached = dlg.show_cache()
+    assert cached.table.rowCount() == 1 and cached.table.item(0, 5).text() == "complete"
+    cached.table.selectRow(0)
+    with qtbot.waitSignal(dlg.seriesReady, timeout=5000) as again:
+        cached.open_selected()
+    assert again.args[1] == server.data["current"][1]
+    qtbot.waitUntil(lambda: not win.busy, timeout=20000)  # reopened before it goes
+    cached.remove_selected()
+    assert cached.table.rowCount() == 0 and dlg.cache.list() == []
+    cached.close()
     dlg.close()
     win.close()
 

@@ -361,7 +361,10 @@ class PacsDialog(QDialog):
         self.message = QLabel()
         self.message.setWordWrap(True)
         self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.b_cache = QPushButton("Local cache…")
+        self.b_cache.clicked.connect(self.show_cache)
         act = QHBoxLayout()
+        act.addWidget(self.b_cache)
         act.addWidget(QLabel("Retrieve by"))
         act.addWidget(self.method)
         act.addWidget(self.b_retrieve)
@@ -537,6 +540,13 @@ class PacsDialog(QDialog):
                   f"opening {best.description or 'the series'} ({best.files} images).")
         self.seriesReady.emit(str(path), best.uid)
 
+    def show_cache(self) -> "CacheDialog":
+        dlg = CacheDialog(self.cache, self)
+        dlg.seriesReady.connect(self.seriesReady)
+        self._cache_dialog = dlg
+        dlg.show()
+        return dlg
+
     def cancel(self) -> None:
         for t in (self.find_task, self.retrieve_task):
             if t is not None and t.running:
@@ -545,6 +555,71 @@ class PacsDialog(QDialog):
     def done(self, r: int) -> None:
         self._tasks.shutdown()
         super().done(r)
+
+
+class CacheDialog(QDialog):
+    """What the local study cache holds, most recently used first: each series with its
+    image count and whether it is complete; a complete one opens, an incomplete one says
+    to retrieve it again; Remove drops a study."""
+
+    seriesReady = Signal(str, str)
+
+    def __init__(self, cache: pacs.StudyCache, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Local study cache")
+        self.resize(760, 360)
+        self.cache = cache
+        self.table = _table(["Date", "Study", "Modality", "Series", "Images", "State"])
+        self.table.doubleClicked.connect(lambda _: self.open_selected())
+        self.summary, self.message = QLabel(), QLabel()
+        b_open, b_remove = QPushButton("Open"), QPushButton("Remove study")
+        b_open.clicked.connect(self.open_selected)
+        b_remove.clicked.connect(self.remove_selected)
+        row = QHBoxLayout()
+        row.addWidget(self.summary, 1)
+        row.addWidget(b_open)
+        row.addWidget(b_remove)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.table, 1)
+        lay.addWidget(self.message)
+        lay.addLayout(row)
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.rows: list[tuple] = []
+        entries = self.cache.list()
+        for e in entries:
+            for x in e.series:
+                self.rows.append((e, x))
+        _fill(self.table, [[_date(e.date), e.description or e.uid[-12:], x.modality,
+                            x.description, str(x.files),
+                            "complete" if x.complete else "INCOMPLETE: retrieve again"]
+                           for e, x in self.rows])
+        total = sum(e.bytes for e in entries)
+        self.summary.setText(f"{len(entries)} stud{'y' if len(entries) == 1 else 'ies'}, "
+                             f"{total / 1e6:.0f} MB of {self.cache.limit / 1e9:.1f} GB")
+
+    def _selected(self):
+        rows = self.table.selectionModel().selectedRows()
+        return self.rows[rows[0].row()] if rows and rows[0].row() < len(self.rows) else None
+
+    def open_selected(self) -> None:
+        sel = self._selected()
+        if sel is None:
+            return
+        e, x = sel
+        try:
+            path = self.cache.series_path(e.uid, x.uid)
+        except pacs.PacsError as exc:
+            self.message.setText(f"⚠ {exc}")
+            return
+        self.seriesReady.emit(str(path), x.uid)
+
+    def remove_selected(self) -> None:
+        sel = self._selected()
+        if sel is not None:
+            self.cache.remove(sel[0].uid)
+            self.refresh()
 
 
 # -- send ------------------------------------------------------------------------------------
