@@ -169,10 +169,17 @@ def _shots(out: Path, o, node, tmp: Path) -> None:
     dlg.search()
 
     def wait(cond, secs=20.0):
-        t_end = time.monotonic() + secs
-        while not cond() and time.monotonic() < t_end:
-            app.processEvents()
-            time.sleep(0.02)
+        """Run the event loop (as the viewer does) until ``cond()`` or ``secs``."""
+        from PySide6.QtCore import QEventLoop, QTimer
+
+        if cond():
+            return
+        loop, poll = QEventLoop(), QTimer()
+        poll.timeout.connect(lambda: loop.quit() if cond() else None)
+        poll.start(2)
+        QTimer.singleShot(int(secs * 1000), loop.quit)
+        loop.exec()
+        poll.stop()
     wait(lambda: dlg.t_studies.rowCount() > 0)
     dlg.t_studies.selectRow(0)
     wait(lambda: dlg.t_series.rowCount() > 0)
