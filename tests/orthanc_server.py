@@ -30,6 +30,16 @@ def missing() -> str:
     return ""
 
 
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (openssl), for the TLS test."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -83,10 +93,12 @@ class Orthanc:
 
 
 def start(folder: Path, modalities: dict[str, tuple[str, int]], aet: str = "ORTHANC",
-          timeout: float = 30.0, users: dict[str, str] | None = None) -> Orthanc:
+          timeout: float = 30.0, users: dict[str, str] | None = None,
+          tls: tuple[Path, Path] | None = None) -> Orthanc:
     """Start Orthanc with a config in ``folder``; ``modalities``: name -> (AE title, port)
     on 127.0.0.1 (the AE titles Orthanc accepts and sends C-MOVE results to); ``users``
-    (name -> password) turns HTTP basic authentication on."""
+    (name -> password) turns HTTP basic authentication on; ``tls`` (certificate, key)
+    makes the DICOM port TLS-only."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     http, dicom = free_port(), free_port()
@@ -109,6 +121,10 @@ def start(folder: Path, modalities: dict[str, tuple[str, int]], aet: str = "ORTH
         "StableAge": 1, "ConcurrentJobs": 2, "HttpThreadsCount": 8,
         "MaximumPduLength": 131072,  # the largest Orthanc allows (default 16384)
     }
+    if tls:
+        cfg.update({"DicomTlsEnabled": True, "DicomTlsCertificate": str(tls[0]),
+                    "DicomTlsPrivateKey": str(tls[1]), "DicomTlsTrustedCertificates": str(tls[0]),
+                    "DicomTlsRemoteCertificateRequired": False})
     (folder / "orthanc.json").write_text(json.dumps(cfg, indent=1))
     log = open(folder / "orthanc.log", "wb")
     proc = subprocess.Popen([ORTHANC, str(folder / "orthanc.json")], stdout=log,

@@ -11,6 +11,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import socket
 import stat
 import threading
@@ -316,6 +317,26 @@ def test_dicomweb_basic_auth_and_refused_credentials(tmp_path, caplog):
             pacs.verify(pacs.Node("web", kind="dicomweb", url=o.dicomweb, auth="basic",
                                   username="reader", secret="wrong"))
         assert "s3cret-pw" not in caplog.text
+    finally:
+        o.stop()
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl (Debian package openssl) "
+                    "makes the test certificate")
+def test_dimse_over_tls(tmp_path):
+    _need_orthanc()
+    cert, key = osv.self_signed(tmp_path / "tls")
+    o = osv.start(tmp_path / "tls-orthanc", {"lungviewer": (ME, 1)}, tls=(cert, key))
+    try:
+        node = pacs.Node("tls", host="127.0.0.1", port=o.dicom_port, aet="ORTHANC",
+                         calling_aet=ME, tls=True, tls_ca=str(cert), timeout=5)
+        assert pacs.verify(node) < 5
+        with pytest.raises(pacs.PacsError, match="certificate is not trusted"):
+            pacs.verify(pacs.Node("tls", host="127.0.0.1", port=o.dicom_port, aet="ORTHANC",
+                                  calling_aet=ME, tls=True, timeout=5))
+        with pytest.raises(pacs.PacsError, match="expects TLS"):
+            pacs.verify(pacs.Node("plain", host="127.0.0.1", port=o.dicom_port, aet="ORTHANC",
+                                  calling_aet=ME, timeout=5))
     finally:
         o.stop()
 

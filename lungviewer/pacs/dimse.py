@@ -79,9 +79,21 @@ def _tls(node: Node):
 
 
 def _check_reachable(node: Node) -> None:
+    """Connect (and, with TLS, shake hands) once before the association, so a refused
+    port, a timeout or an untrusted certificate is named as such."""
     try:
-        with socket.create_connection((node.host, int(node.port)), timeout=float(node.timeout)):
-            pass
+        with socket.create_connection((node.host, int(node.port)),
+                                      timeout=float(node.timeout)) as sock:
+            if node.tls:
+                ctx, name = _tls(node)
+                with ctx.wrap_socket(sock, server_hostname=name):
+                    pass
+    except ssl.SSLCertVerificationError as exc:
+        raise PacsError(f"{node.address()}: the PACS's TLS certificate is not trusted "
+                        f"({exc.verify_message}); give its CA file") from None
+    except ssl.SSLError as exc:
+        raise PacsError(f"{node.address()}: the TLS handshake failed ({exc.reason or exc}); "
+                        "does the PACS speak TLS on this port?") from None
     except ConnectionRefusedError:
         raise PacsError(f"{node.address()}: connection refused (is the PACS running and the "
                         "port right?)") from None
@@ -117,7 +129,8 @@ def associate(node: Node, ae, handlers=None, ext_neg=None):
                         f"({node.calling_aet})")
     if assoc.is_aborted and reply.get("answered"):
         raise PacsError(f"{node.address()} aborted the association request (no presentation "
-                        "context accepted, or the peer is not a DICOM service)")
+                        "context accepted, the peer is not a DICOM service, or it expects "
+                        "TLS)")
     raise PacsError(f"{node.address()}: no answer to the association request within "
                     f"{node.timeout:g} s (timeout)")
 
