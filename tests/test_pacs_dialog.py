@@ -65,8 +65,12 @@ def test_query_retrieve_opens_the_series_and_survives_a_refusal(server, qtbot): 
     cached.remove_selected()
     assert cached.table.rowCount() == 0 and dlg.cache.list() == []
     cached.close()
-    dlg.close()
+    # closing the window mid-retrieve stops the retrieve (its task is the window's too)
+    task = dlg.retrieve()
+    assert task in win.tasks
     win.close()
+    assert task.wait(15000)  # its thread has ended
+    dlg.close()
 
 
 def test_gui_keeps_running_while_the_pacs_is_silent_and_cancel_ends_it(qtbot):

@@ -38,14 +38,24 @@ def _job(fn, *args, text: str = "", **kwargs):
 
 
 class _Tasks:
-    """The dialog's running tasks, cancelled and waited for when it closes."""
+    """The dialog's running tasks, cancelled and waited for when it closes. With a
+    ``host`` (the main window) they are also in its ``tasks``, so closing the window stops
+    them too."""
 
-    def __init__(self) -> None:
+    def __init__(self, host=None) -> None:
         self.tasks: list[Task] = []
+        self.host = host if isinstance(getattr(host, "tasks", None), list) else None
 
     def start(self, task: Task) -> Task:
-        self.tasks.append(task)
-        task.ended.connect(lambda t=task: self.tasks.remove(t) if t in self.tasks else None)
+        lists = [self.tasks] + ([self.host.tasks] if self.host is not None else [])
+        for lst in lists:
+            lst.append(task)
+
+        def ended(t=task) -> None:
+            for lst in lists:
+                if t in lst:
+                    lst.remove(t)
+        task.ended.connect(ended)
         return task.start()
 
     def shutdown(self) -> None:
@@ -302,7 +312,7 @@ class PacsDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Query PACS")
         self.resize(980, 640)
-        self._tasks = _Tasks()
+        self._tasks = _Tasks(parent)
         self.cache = cache or pacs.StudyCache()
         self.studies: list[pacs.StudyInfo] = []
         self.series: list[pacs.SeriesInfo] = []
@@ -631,7 +641,7 @@ class SendDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Send reading to PACS")
         self.resize(720, 320)
-        self._tasks = _Tasks()
+        self._tasks = _Tasks(parent)
         self.all_files = [Path(f) for f in files]
         self.results: dict[str, pacs.SendResult] = {}
         self.with_pdf = QCheckBox("Include the PDF report (Encapsulated PDF)")
