@@ -10,7 +10,8 @@ as installed, each instance waits for a delayed ACK) and as installed.
 ``--shots DIR`` also sends a reading (SR + SEG of a small phantom, as the viewer exports
 them) to the Orthanc, saves its REST listing ``/studies/{id}/series`` as
 ``DIR/orthanc_sent_reading_series.json`` and an offscreen grab of the Query/Retrieve dialog
-(search and series of the twin study) as ``DIR/pacs_dialog.png``.
+(search and series of the twin study) as ``DIR/pacs_dialog.png``, then retrieves the study
+from the dialog and prints the longest stall of the GUI thread meanwhile.
 
 Needs the Debian packages orthanc, orthanc-dicomweb and dcmtk.
 """
@@ -168,10 +169,17 @@ def _shots(out: Path, o, node, tmp: Path) -> None:
     dlg.search()
 
     def wait(cond, secs=20.0):
-        t_end = time.monotonic() + secs
-        while not cond() and time.monotonic() < t_end:
-            app.processEvents()
-            time.sleep(0.02)
+        """Run the event loop (as the viewer does) until ``cond()`` or ``secs``."""
+        from PySide6.QtCore import QEventLoop, QTimer
+
+        if cond():
+            return
+        loop, poll = QEventLoop(), QTimer()
+        poll.timeout.connect(lambda: loop.quit() if cond() else None)
+        poll.start(2)
+        QTimer.singleShot(int(secs * 1000), loop.quit)
+        loop.exec()
+        poll.stop()
     wait(lambda: dlg.t_studies.rowCount() > 0)
     dlg.t_studies.selectRow(0)
     wait(lambda: dlg.t_series.rowCount() > 0)
@@ -179,6 +187,35 @@ def _shots(out: Path, o, node, tmp: Path) -> None:
     png = out / "pacs_dialog.png"
     dlg.grab().save(str(png))
     print(f"dialog grab -> {png}")
+
+    # the GUI during a retrieve: the gaps between ticks of a 5 ms timer on the GUI thread
+    from PySide6.QtCore import QTimer
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+
+    def gaps_ms() -> str:
+        g = sorted(b - a for a, b in zip(ticks, ticks[1:]))
+        if not g:
+            return "no ticks"
+        return (f"longest gap between 5 ms timer ticks {g[-1] * 1000:.0f} ms, 99th percentile "
+                f"{g[int(0.99 * (len(g) - 1))] * 1000:.0f} ms ({len(g)} gaps; a frame is 16.7 ms)")
+    timer.start(5)  # the same timer with nothing running: what this machine allows
+    wait(lambda: False, 1.5)
+    timer.stop()
+    print(f"GUI idle for 1.5 s: {gaps_ms()}")
+    ticks.clear()
+    done: list = []
+    dlg.seriesReady.connect(lambda *a: done.append(a))
+    dlg.t_series.clearSelection()
+    timer.start(5)
+    t0 = time.perf_counter()
+    dlg.retrieve()
+    wait(lambda: bool(done) or "⚠" in dlg.message.text(), 120)
+    timer.stop()
+    print(f"GUI during the dialog's C-GET of the study ({time.perf_counter() - t0:.1f} s): "
+          f"{gaps_ms()}")
     dlg.close()
 
 

@@ -15,18 +15,29 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-ORTHANC = "/usr/sbin/Orthanc"
+#: the Orthanc binary (``LUNGVIEWER_ORTHANC`` overrides it)
+ORTHANC = os.environ.get("LUNGVIEWER_ORTHANC") or shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 PACKAGES = "orthanc orthanc-dicomweb"
 
 
 def missing() -> str:
     """Why Orthanc cannot run here ('' when it can)."""
-    if not (Path(ORTHANC).exists() or shutil.which("Orthanc")):
+    if not Path(ORTHANC).is_file():
         return f"Orthanc is not installed (Debian packages: {PACKAGES})"
     if not Path(DICOMWEB_PLUGIN).exists():
         return f"the Orthanc DICOMweb plugin is missing (Debian packages: {PACKAGES})"
     return ""
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (openssl), for the TLS test."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
 
 
 def free_port() -> int:
@@ -52,8 +63,12 @@ class Orthanc:
     def dicomweb(self) -> str:
         return f"{self.url}/dicom-web"
 
+    auth: str = ""
+
     def rest(self, path: str, data: bytes | None = None, method: str | None = None):
         req = urllib.request.Request(self.url + path, data=data, method=method)
+        if self.auth:
+            req.add_header("Authorization", self.auth)
         if data is not None:
             req.add_header("Content-Type", "application/dicom")
         with urllib.request.urlopen(req, timeout=30) as r:
@@ -78,16 +93,20 @@ class Orthanc:
 
 
 def start(folder: Path, modalities: dict[str, tuple[str, int]], aet: str = "ORTHANC",
-          timeout: float = 30.0) -> Orthanc:
+          timeout: float = 30.0, users: dict[str, str] | None = None,
+          tls: tuple[Path, Path] | None = None) -> Orthanc:
     """Start Orthanc with a config in ``folder``; ``modalities``: name -> (AE title, port)
-    on 127.0.0.1 (the AE titles Orthanc accepts and sends C-MOVE results to)."""
+    on 127.0.0.1 (the AE titles Orthanc accepts and sends C-MOVE results to); ``users``
+    (name -> password) turns HTTP basic authentication on; ``tls`` (certificate, key)
+    makes the DICOM port TLS-only."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     http, dicom = free_port(), free_port()
     cfg = {
         "Name": "lungviewer-test", "StorageDirectory": str(folder / "db"),
         "IndexDirectory": str(folder / "db"), "HttpPort": http, "DicomPort": dicom,
-        "DicomAet": aet, "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+        "DicomAet": aet, "RemoteAccessAllowed": False, "AuthenticationEnabled": bool(users),
+        "RegisteredUsers": dict(users or {}),
         "HttpServerEnabled": True, "DicomServerEnabled": True,
         "DicomCheckCalledAet": True, "DicomAlwaysAllowEcho": False,
         "DicomAlwaysAllowStore": False, "DicomAlwaysAllowFind": False,
@@ -102,11 +121,19 @@ def start(folder: Path, modalities: dict[str, tuple[str, int]], aet: str = "ORTH
         "StableAge": 1, "ConcurrentJobs": 2, "HttpThreadsCount": 8,
         "MaximumPduLength": 131072,  # the largest Orthanc allows (default 16384)
     }
+    if tls:
+        cfg.update({"DicomTlsEnabled": True, "DicomTlsCertificate": str(tls[0]),
+                    "DicomTlsPrivateKey": str(tls[1]), "DicomTlsTrustedCertificates": str(tls[0]),
+                    "DicomTlsRemoteCertificateRequired": False})
     (folder / "orthanc.json").write_text(json.dumps(cfg, indent=1))
     log = open(folder / "orthanc.log", "wb")
     proc = subprocess.Popen([ORTHANC, str(folder / "orthanc.json")], stdout=log,
                             stderr=subprocess.STDOUT, cwd=folder)
     o = Orthanc(folder, http, dicom, aet, proc, modalities)
+    if users:
+        import base64
+        name, pw = next(iter(users.items()))
+        o.auth = "Basic " + base64.b64encode(f"{name}:{pw}".encode()).decode()
     t_end = time.monotonic() + timeout
     while time.monotonic() < t_end:
         if proc.poll() is not None:

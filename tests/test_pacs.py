@@ -11,6 +11,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import socket
 import stat
 import threading
@@ -172,6 +173,17 @@ def test_send_sr_and_seg_then_query_them_back(server, tmp_path):
     for node in _both(server):
         mods = sorted(s.modality for s in pacs.find_series(node, study))
         assert mods == ["CT", "SEG", "SR"], node.kind
+    # the PDF report as Encapsulated PDF, filed with the study
+    from lungviewer.pacs.docs import encapsulate_pdf
+    from lungviewer.reading.report_pdf import build_report
+
+    pdf = build_report(make_reading(vol), vol, tmp_path / "report.pdf")
+    doc = encapsulate_pdf(pdf, vol, tmp_path / "report_pdf.dcm")
+    assert pacs.send(_web(server), [doc])[0].ok
+    (docs,) = [s for s in pacs.find_series(_dimse(server), study) if s.modality == "DOC"]
+    assert docs.n_instances == 1
+    with pytest.raises(pacs.PacsError, match="not a PDF"):
+        encapsulate_pdf(out.sr, vol, tmp_path / "x.dcm")
     # the objects come back whole
     entry = pacs.retrieve(_dimse(server), study, cache=pacs.StudyCache(tmp_path / "c"))
     sr_series = next(s for s in entry.series if s.modality == "SR")
@@ -293,6 +305,42 @@ def test_patient_names_and_ids_never_reach_the_logs(server, tmp_path, caplog):
         assert secret not in text
 
 
+def test_dicomweb_basic_auth_and_refused_credentials(tmp_path, caplog):
+    _need_orthanc()
+    o = osv.start(tmp_path / "auth", {}, users={"reader": "s3cret-pw"})
+    try:
+        caplog.set_level(logging.DEBUG)
+        node = pacs.Node("web", kind="dicomweb", url=o.dicomweb, auth="basic",
+                         username="reader", secret="s3cret-pw")
+        assert pacs.verify(node) < 5
+        with pytest.raises(pacs.PacsError, match="refused the credentials"):
+            pacs.verify(pacs.Node("web", kind="dicomweb", url=o.dicomweb, auth="basic",
+                                  username="reader", secret="wrong"))
+        assert "s3cret-pw" not in caplog.text
+    finally:
+        o.stop()
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl (Debian package openssl) "
+                    "makes the test certificate")
+def test_dimse_over_tls(tmp_path):
+    _need_orthanc()
+    cert, key = osv.self_signed(tmp_path / "tls")
+    o = osv.start(tmp_path / "tls-orthanc", {"lungviewer": (ME, 1)}, tls=(cert, key))
+    try:
+        node = pacs.Node("tls", host="127.0.0.1", port=o.dicom_port, aet="ORTHANC",
+                         calling_aet=ME, tls=True, tls_ca=str(cert), timeout=5)
+        assert pacs.verify(node) < 5
+        with pytest.raises(pacs.PacsError, match="certificate is not trusted"):
+            pacs.verify(pacs.Node("tls", host="127.0.0.1", port=o.dicom_port, aet="ORTHANC",
+                                  calling_aet=ME, tls=True, timeout=5))
+        with pytest.raises(pacs.PacsError, match="expects TLS"):
+            pacs.verify(pacs.Node("plain", host="127.0.0.1", port=o.dicom_port, aet="ORTHANC",
+                                  calling_aet=ME, timeout=5))
+    finally:
+        o.stop()
+
+
 # -- the pacs command ---------------------------------------------------------------------
 def _cli(argv, capsys) -> tuple[int, dict]:
     from lungviewer.cli import main
@@ -318,6 +366,11 @@ def test_pacs_command(server, tmp_path, capsys):
     assert load_series(out["series"][0]["path"]).n_slices == 6
     rc, out = _cli(["send", "--url", o.dicomweb, str(files[0])], capsys)
     assert rc == 0 and out["sent"] == 1
+    rc, out = _cli(["cache"], capsys)
+    assert rc == 0 and [s["study_uid"] for s in out["studies"]] == [study]
+    assert out["studies"][0]["complete"] and out["studies"][0]["series"][0]["files"] == 6
+    rc, out = _cli(["cache", "--remove", study], capsys)
+    assert rc == 0 and out["studies"] == []
     # faults: exit 1 with the message; bad arguments exit 2
     rc, out = _cli(["echo", "--host", "127.0.0.1", "--port", str(o.dicom_port),
                     "--aet", "WRONG"], capsys)

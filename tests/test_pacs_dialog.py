@@ -11,7 +11,7 @@ import time
 import pytest
 from conftest import shown_window
 from PySide6.QtCore import QTimer
-from test_pacs import ME, _dimse, server  # noqa: F401 - server is a fixture
+from test_pacs import ME, _dimse, fake_scp, server  # noqa: F401 - fixtures
 
 from lungviewer import pacs
 
@@ -55,8 +55,22 @@ def test_query_retrieve_opens_the_series_and_survives_a_refusal(server, qtbot): 
     assert got.args[1] == server.data["current"][1]
     qtbot.waitUntil(lambda: win.volume is not None and win.volume.n_slices == 8, timeout=20000)
     assert "Retrieved 8 images" in dlg.message.text()
-    dlg.close()
+    cached = dlg.show_cache()
+    assert cached.table.rowCount() == 1 and cached.table.item(0, 5).text() == "complete"
+    cached.table.selectRow(0)
+    with qtbot.waitSignal(dlg.seriesReady, timeout=5000) as again:
+        cached.open_selected()
+    assert again.args[1] == server.data["current"][1]
+    qtbot.waitUntil(lambda: not win.busy, timeout=20000)  # reopened before it goes
+    cached.remove_selected()
+    assert cached.table.rowCount() == 0 and dlg.cache.list() == []
+    cached.close()
+    # closing the window mid-retrieve stops the retrieve (its task is the window's too)
+    task = dlg.retrieve()
+    assert task in win.tasks
     win.close()
+    assert task.wait(15000)  # its thread has ended
+    dlg.close()
 
 
 def test_gui_keeps_running_while_the_pacs_is_silent_and_cancel_ends_it(qtbot):
@@ -104,4 +118,52 @@ def test_send_dialog_reports_per_object_and_retries(server, qtbot, tmp_path):  #
     dlg.send(only_failed=True)
     qtbot.waitUntil(lambda: "1 of 1" in dlg.message.text(), timeout=10000)
     assert dlg.table.item(1, 1).text() == "stored"
+    dlg.close()
+
+
+def test_send_reading_exports_sr_seg_and_the_pdf_and_sends_them(server, qtbot,  # noqa: F811
+                                                                  tmp_path):
+    from test_export import make_reading, write_phantom
+
+    from lungviewer.session import StudySession, run
+    from lungviewer.study.dicom_series import load_series
+    from lungviewer.ui.pacs_dialog import SendDialog, reading_for_pacs_job
+
+    ct = write_phantom(tmp_path / "ct")
+    server.upload(sorted(ct.glob("*.dcm")))
+    session = StudySession(autosave=False)
+    vol = session.set_volume(load_series(ct), ct)
+    session.reading = make_reading(vol)
+    files = run(reading_for_pacs_job(session, tmp_path / "outbox"))
+    assert sorted(f.name for f in files) == ["report_pdf.dcm", "seg.dcm", "sr.dcm"]
+    pacs.save_nodes([_dimse(server)])
+    dlg = SendDialog(files)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    assert dlg.with_pdf.isVisible() and len(dlg.files) == 2  # the PDF is optional
+    dlg.with_pdf.setChecked(True)
+    assert dlg.table.rowCount() == 3
+    dlg.send()
+    qtbot.waitUntil(lambda: "3 of 3" in dlg.message.text(), timeout=15000)
+    mods = sorted(s.modality for s in pacs.find_series(_dimse(server), vol.study_uid))
+    assert mods == ["CT", "DOC", "SEG", "SR"]
+    dlg.close()
+
+
+def test_ten_thousand_matches_are_paged_in_the_dialog(fake_scp, qtbot):  # noqa: F811
+    from lungviewer.ui.pacs_dialog import PAGE, PacsDialog
+
+    pacs.save_nodes([fake_scp["node"]])
+    dlg = PacsDialog()
+    qtbot.addWidget(dlg)
+    dlg.show()
+    dlg.f_mod.setCurrentText("")
+    dlg.search()
+    qtbot.waitUntil(lambda: dlg.t_studies.rowCount() == PAGE, timeout=15000)
+    assert dlg.b_next.isEnabled() and not dlg.b_prev.isEnabled()
+    assert "more" in dlg.page_label.text()
+    dlg.b_next.click()
+    qtbot.waitUntil(lambda: dlg.page.offset == PAGE and dlg.b_search.isEnabled(), timeout=15000)
+    assert dlg.t_studies.rowCount() == PAGE and dlg.b_prev.isEnabled()
+    assert dlg.page_label.text().startswith(f"Studies {PAGE + 1}–{2 * PAGE}")
     dlg.close()

@@ -1,4 +1,4 @@
-"""``lungviewer pacs echo|find|get|send``: PACS query, retrieve and send without a window.
+"""``lungviewer pacs echo|find|get|send|cache``: PACS query, retrieve and send without a window.
 
 The PACS is ``--node NAME`` (a node of the config file, see :mod:`lungviewer.pacs.nodes`)
 or ad hoc: ``--host --port --aet`` (DIMSE; ``--calling-aet``, ``--local-port`` for C-MOVE)
@@ -11,6 +11,7 @@ or ``--url`` (DICOMweb).
 - ``get``: ``--study UID`` (``--series UID``) into the study cache by ``--method``
   get|move|wado, then copied to ``--out DIR`` when given.
 - ``send``: files or folders by C-STORE or STOW-RS; one answer per object.
+- ``cache``: what the local study cache holds (complete or not); ``--remove UID``.
 
 Exit status: 0 done; 1 the PACS failed or refused (a one-line message; ``error`` in
 JSON), or some object was not stored; 2 bad arguments (no node, a bad date). Patient names
@@ -63,7 +64,30 @@ def add_parser(sub):
     r.add_argument("--out", type=Path, help="copy the retrieved series into this folder")
     s = acts.add_parser("send", parents=[common], help="send files or folders")
     s.add_argument("paths", nargs="+", help="files or folders")
+    c = acts.add_parser("cache", help="list the local study cache (most recently used first)")
+    c.add_argument("--remove", metavar="STUDY_UID", help="remove this study from the cache")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
     return p
+
+
+def _cache(args) -> dict:
+    from lungviewer.pacs import StudyCache
+
+    cache = StudyCache()
+    if args.remove:
+        if cache.study(args.remove) is None:
+            raise _Usage("that study is not in the cache")
+        cache.remove(args.remove)
+    entries = cache.list()
+    return {"path": str(cache.root), "limit_bytes": cache.limit,
+            "bytes": sum(e.bytes for e in entries),
+            "studies": [{"study_uid": e.uid, "date": e.date, "description": e.description,
+                         "complete": e.complete, "bytes": e.bytes,
+                         "last_used": round(e.last_used, 1),
+                         "series": [{"series_uid": x.uid, "modality": x.modality,
+                                     "description": x.description, "files": x.files,
+                                     "complete": x.complete, "path": str(x.path)}
+                                    for x in e.series]} for e in entries]}
 
 
 def _node(args):
@@ -156,6 +180,16 @@ def run(args) -> int:
     from lungviewer.cancel import Cancelled
     from lungviewer.pacs import PacsError
 
+    if args.action == "cache":
+        try:
+            out = _cache(args)
+        except _Usage as exc:
+            return _fail(args, str(exc), 2)
+        if args.json:
+            print(json.dumps(out, indent=2))
+        else:
+            _print("cache", out)
+        return 0
     try:
         node = _node(args)
     except PacsError as exc:
@@ -199,6 +233,15 @@ def _print(action: str, out: dict) -> None:
     elif action == "get":
         for s in out["series"]:
             print(f"{s['series_uid']}: {s['files']} files in {s['path']}")
+    elif action == "cache":
+        print(f"{out['path']}: {out['bytes'] / 1e6:.1f} MB of {out['limit_bytes'] / 1e9:.1f} GB")
+        for st in out["studies"]:
+            print(f"{st['study_uid']}  {st['date'] or '--------'}  "
+                  f"{'complete  ' if st['complete'] else 'INCOMPLETE'}  "
+                  f"{st['bytes'] / 1e6:7.1f} MB  {st['description']}")
+            for x in st["series"]:
+                print(f"    {x['modality'] or '?':3s} {x['files']:5d} files  "
+                      f"{'' if x['complete'] else '(incomplete) '}{x['description']}")
     elif action == "send":
         for o in out["objects"]:
             print(f"{'stored' if o['ok'] else 'FAILED'}  {o['status']}  {o['path']}"

@@ -80,8 +80,6 @@ def retrieve(node: Node, study_uid: str, series_uid: str | None = None, *,
     ``move`` or ``wado``; default: the node's). Returns the cache entry; a series is
     complete there only if the retrieve finished. An interruption raises
     :class:`PacsError` and leaves what arrived marked incomplete."""
-    from lungviewer.cancel import Cancelled
-
     node.validate()
     method = method or node.retrieve
     if node.kind == "dicomweb":
@@ -96,10 +94,7 @@ def retrieve(node: Node, study_uid: str, series_uid: str | None = None, *,
     info = {"date": study.date, "description": study.description} if study else {}
     try:
         complete = fn(node, study_uid, series_uid, r, progress=progress, cancel=cancel)
-    except (PacsError, Cancelled):
-        r.finish(False, info)
-        raise
-    except Exception:
+    except BaseException:  # cancelled, refused, aborted, disk full: kept as incomplete
         r.finish(False, info)
         raise
     entry = r.finish(complete, info)

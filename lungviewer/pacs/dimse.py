@@ -79,9 +79,21 @@ def _tls(node: Node):
 
 
 def _check_reachable(node: Node) -> None:
+    """Connect (and, with TLS, shake hands) once before the association, so a refused
+    port, a timeout or an untrusted certificate is named as such."""
     try:
-        with socket.create_connection((node.host, int(node.port)), timeout=float(node.timeout)):
-            pass
+        with socket.create_connection((node.host, int(node.port)),
+                                      timeout=float(node.timeout)) as sock:
+            if node.tls:
+                ctx, name = _tls(node)
+                with ctx.wrap_socket(sock, server_hostname=name):
+                    pass
+    except ssl.SSLCertVerificationError as exc:
+        raise PacsError(f"{node.address()}: the PACS's TLS certificate is not trusted "
+                        f"({exc.verify_message}); give its CA file") from None
+    except ssl.SSLError as exc:
+        raise PacsError(f"{node.address()}: the TLS handshake failed ({exc.reason or exc}); "
+                        "does the PACS speak TLS on this port?") from None
     except ConnectionRefusedError:
         raise PacsError(f"{node.address()}: connection refused (is the PACS running and the "
                         "port right?)") from None
@@ -117,7 +129,8 @@ def associate(node: Node, ae, handlers=None, ext_neg=None):
                         f"({node.calling_aet})")
     if assoc.is_aborted and reply.get("answered"):
         raise PacsError(f"{node.address()} aborted the association request (no presentation "
-                        "context accepted, or the peer is not a DICOM service)")
+                        "context accepted, the peer is not a DICOM service, or it expects "
+                        "TLS)")
     raise PacsError(f"{node.address()}: no answer to the association request within "
                     f"{node.timeout:g} s (timeout)")
 
@@ -176,12 +189,10 @@ def find(node: Node, identifier: Dataset, *, limit: int, offset: int = 0,
                 assoc.abort()
                 raise Cancelled("the query was cancelled")
             if status is None or "Status" not in status:
-                final = status
-                break
-            code = int(status.Status)
-            if code in (0xFF00, 0xFF01) and ident is not None:
+                break  # aborted or timed out: final stays None
+            if int(status.Status) in (0xFF00, 0xFF01) and ident is not None:
                 if seen >= offset + limit:
-                    more = True
+                    more = True  # one more than asked for: stop the query here
                     assoc.abort()
                     break
                 if seen >= offset:
@@ -189,15 +200,11 @@ def find(node: Node, identifier: Dataset, *, limit: int, offset: int = 0,
                 seen += 1
                 continue
             final = status
-        else:
-            pass
     finally:
         _close(assoc)
-    if not more and (final is None or "Status" not in final or int(final.Status) not in (0,)):
-        if final is not None and "Status" in final and int(final.Status) == 0xFE00:
-            pass  # cancelled by the peer: what came is what there is
-        else:
-            raise PacsError(f"{node.address()}: C-FIND failed: {_status_text(final)}")
+    # success, or cancelled by the peer (0xFE00): what came is what there is
+    if not more and (final is None or int(final.Status) not in (0x0000, 0xFE00)):
+        raise PacsError(f"{node.address()}: C-FIND failed: {_status_text(final)}")
     return FindResult(items, offset, limit, more)
 
 
@@ -343,7 +350,8 @@ def move(node: Node, study_uid: str, series_uid: str | None, retrieval: Retrieva
 
 def store(node: Node, files: list[Path], progress: ProgressFn = None,
           cancel: Cancel = None):
-    """C-STORE each file; one :class:`SendResult` per file, in order."""
+    """C-STORE each file on one association; one :class:`SendResult` per file (the
+    unreadable ones first)."""
     import pydicom
 
     from lungviewer.cancel import Cancelled

@@ -38,14 +38,24 @@ def _job(fn, *args, text: str = "", **kwargs):
 
 
 class _Tasks:
-    """The dialog's running tasks, cancelled and waited for when it closes."""
+    """The dialog's running tasks, cancelled and waited for when it closes. With a
+    ``host`` (the main window) they are also in its ``tasks``, so closing the window stops
+    them too."""
 
-    def __init__(self) -> None:
+    def __init__(self, host=None) -> None:
         self.tasks: list[Task] = []
+        self.host = host if isinstance(getattr(host, "tasks", None), list) else None
 
     def start(self, task: Task) -> Task:
-        self.tasks.append(task)
-        task.ended.connect(lambda t=task: self.tasks.remove(t) if t in self.tasks else None)
+        lists = [self.tasks] + ([self.host.tasks] if self.host is not None else [])
+        for lst in lists:
+            lst.append(task)
+
+        def ended(t=task) -> None:
+            for lst in lists:
+                if t in lst:
+                    lst.remove(t)
+        task.ended.connect(ended)
         return task.start()
 
     def shutdown(self) -> None:
@@ -302,7 +312,7 @@ class PacsDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Query PACS")
         self.resize(980, 640)
-        self._tasks = _Tasks()
+        self._tasks = _Tasks(parent)
         self.cache = cache or pacs.StudyCache()
         self.studies: list[pacs.StudyInfo] = []
         self.series: list[pacs.SeriesInfo] = []
@@ -361,7 +371,10 @@ class PacsDialog(QDialog):
         self.message = QLabel()
         self.message.setWordWrap(True)
         self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.b_cache = QPushButton("Local cache…")
+        self.b_cache.clicked.connect(self.show_cache)
         act = QHBoxLayout()
+        act.addWidget(self.b_cache)
         act.addWidget(QLabel("Retrieve by"))
         act.addWidget(self.method)
         act.addWidget(self.b_retrieve)
@@ -537,6 +550,13 @@ class PacsDialog(QDialog):
                   f"opening {best.description or 'the series'} ({best.files} images).")
         self.seriesReady.emit(str(path), best.uid)
 
+    def show_cache(self) -> "CacheDialog":
+        dlg = CacheDialog(self.cache, self)
+        dlg.seriesReady.connect(self.seriesReady)
+        self._cache_dialog = dlg
+        dlg.show()
+        return dlg
+
     def cancel(self) -> None:
         for t in (self.find_task, self.retrieve_task):
             if t is not None and t.running:
@@ -545,6 +565,71 @@ class PacsDialog(QDialog):
     def done(self, r: int) -> None:
         self._tasks.shutdown()
         super().done(r)
+
+
+class CacheDialog(QDialog):
+    """What the local study cache holds, most recently used first: each series with its
+    image count and whether it is complete; a complete one opens, an incomplete one says
+    to retrieve it again; Remove drops a study."""
+
+    seriesReady = Signal(str, str)
+
+    def __init__(self, cache: pacs.StudyCache, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Local study cache")
+        self.resize(760, 360)
+        self.cache = cache
+        self.table = _table(["Date", "Study", "Modality", "Series", "Images", "State"])
+        self.table.doubleClicked.connect(lambda _: self.open_selected())
+        self.summary, self.message = QLabel(), QLabel()
+        b_open, b_remove = QPushButton("Open"), QPushButton("Remove study")
+        b_open.clicked.connect(self.open_selected)
+        b_remove.clicked.connect(self.remove_selected)
+        row = QHBoxLayout()
+        row.addWidget(self.summary, 1)
+        row.addWidget(b_open)
+        row.addWidget(b_remove)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.table, 1)
+        lay.addWidget(self.message)
+        lay.addLayout(row)
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.rows: list[tuple] = []
+        entries = self.cache.list()
+        for e in entries:
+            for x in e.series:
+                self.rows.append((e, x))
+        _fill(self.table, [[_date(e.date), e.description or e.uid[-12:], x.modality,
+                            x.description, str(x.files),
+                            "complete" if x.complete else "INCOMPLETE: retrieve again"]
+                           for e, x in self.rows])
+        total = sum(e.bytes for e in entries)
+        self.summary.setText(f"{len(entries)} stud{'y' if len(entries) == 1 else 'ies'}, "
+                             f"{total / 1e6:.0f} MB of {self.cache.limit / 1e9:.1f} GB")
+
+    def _selected(self):
+        rows = self.table.selectionModel().selectedRows()
+        return self.rows[rows[0].row()] if rows and rows[0].row() < len(self.rows) else None
+
+    def open_selected(self) -> None:
+        sel = self._selected()
+        if sel is None:
+            return
+        e, x = sel
+        try:
+            path = self.cache.series_path(e.uid, x.uid)
+        except pacs.PacsError as exc:
+            self.message.setText(f"⚠ {exc}")
+            return
+        self.seriesReady.emit(str(path), x.uid)
+
+    def remove_selected(self) -> None:
+        sel = self._selected()
+        if sel is not None:
+            self.cache.remove(sel[0].uid)
+            self.refresh()
 
 
 # -- send ------------------------------------------------------------------------------------
@@ -556,9 +641,12 @@ class SendDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Send reading to PACS")
         self.resize(720, 320)
-        self._tasks = _Tasks()
-        self.files = [Path(f) for f in files]
+        self._tasks = _Tasks(parent)
+        self.all_files = [Path(f) for f in files]
         self.results: dict[str, pacs.SendResult] = {}
+        self.with_pdf = QCheckBox("Include the PDF report (Encapsulated PDF)")
+        self.with_pdf.setVisible(any(f.name == "report_pdf.dcm" for f in self.all_files))
+        self.with_pdf.toggled.connect(lambda _: self._show())
         self.picker = _NodePicker(self._tasks)
         self.table = _table(["File", "Result", "PACS answer"])
         self.b_send = QPushButton("Send")
@@ -579,10 +667,17 @@ class SendDialog(QDialog):
         lay.addWidget(self.picker)
         lay.addWidget(self.picker.status)
         lay.addWidget(self.table, 1)
+        lay.addWidget(self.with_pdf)
         lay.addWidget(self.message)
         lay.addLayout(row)
         self.task: Task | None = None
         self._show()
+
+    @property
+    def files(self) -> list[Path]:
+        """What Send sends: the SR and SEG, and the PDF when ticked."""
+        return [f for f in self.all_files
+                if f.name != "report_pdf.dcm" or self.with_pdf.isChecked()]
 
     def _show(self) -> None:
         rows = []
@@ -642,16 +737,33 @@ def open_query_dialog(window) -> PacsDialog:
     return dlg
 
 
+def reading_for_pacs_job(session, out: Path):
+    """Export the reading's SR, SEG and PDF into ``out`` and wrap the PDF as an
+    Encapsulated PDF (a job: runs on a worker thread); returns the DICOM files."""
+    from lungviewer.pacs.docs import encapsulate_pdf
+
+    files = yield from session.export_job(out, pdf=True, force=True)
+    dicom = [Path(f) for f in files if Path(f).suffix == ".dcm"]
+    pdf = next((Path(f) for f in files if Path(f).suffix == ".pdf"), None)
+    if pdf is not None:
+        volume = session.volume
+
+        def wrap(progress=None, cancel=None):
+            return encapsulate_pdf(pdf, volume, out / "report_pdf.dcm")
+        dicom.append((yield from call_job(wrap, text="Encapsulated PDF")))
+    return dicom
+
+
 def send_reading(window) -> Task | None:
-    """File → Send reading to PACS: export the SR and SEG into the outbox (the user's data
-    folder), then the send dialog."""
+    """File → Send reading to PACS: export the SR, SEG and the PDF (as Encapsulated PDF)
+    into the outbox (the user's data folder), then the send dialog."""
     from lungviewer import paths
 
     if window.volume is None or window.session.reading is None:
         window.statusBar().showMessage("Open a study first.", 5000)
         return None
     out = paths.data_dir() / "pacs-outbox" / (window.volume.series_uid or "study")
-    task = Task(window.session.export_job(out, pdf=False, force=True), name="export")
+    task = Task(reading_for_pacs_job(window.session, out), name="export")
 
     def ready(files) -> None:
         dlg = SendDialog([Path(f) for f in files], window)
