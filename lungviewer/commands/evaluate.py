@@ -46,6 +46,7 @@ def _run_real(args) -> int:
     from pathlib import Path
 
     from lungviewer.cad.device import DeviceError, pick_device
+    from lungviewer.cad.engine import CadEngine
     from lungviewer.cad.training.evaluate_real import evaluate_real, format_real
     from lungviewer.cad.training.progress import print_progress
     from lungviewer.cad.weights import WeightsError
@@ -54,7 +55,9 @@ def _run_real(args) -> int:
         print(f"lungviewer evaluate: --real {args.real} is not a folder", file=sys.stderr)
         return 2
     try:
-        res = evaluate_real(args.real, device=pick_device(args.device),
+        device = pick_device(args.device)
+        engine = CadEngine.load(args.weights, device=device)
+        res = evaluate_real(args.real, engine=engine, device=device,
                             progress=print_progress, baseline=not args.no_baseline)
     except (WeightsError, DeviceError, ValueError) as exc:
         print(f"lungviewer evaluate: {exc}", file=sys.stderr)
