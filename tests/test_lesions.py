@@ -143,6 +143,12 @@ def test_calibration_fits_and_finds_operating_points():
     assert cal["method"] == "platt" and cal["ece_cross_fitted"] < 0.03
     assert set(cal["per_kind"]) == {"hybrid-H0", "hybrid-H1", "hybrid-H2", "realistic"}
     assert cal["operating_points"]["1"] > cal["operating_points"]["4"]
+    # the Platt fit and the thresholds are the real-CT (hybrid) volumes' alone
+    hyb = np.char.startswith(g, "hybrid")
+    assert (cal["a"], cal["b"]) == fit_platt(ev[hyb], y[hyb])
+    assert cal["fit_on"] == "hybrid" and cal["scans"] == len(set(g[hyb]))
+    assert cal["operating_points"] == operating_points(platt(ev[hyb], cal["a"], cal["b"]),
+                                                       y[hyb], n_scans=len(set(g[hyb])))
     assert calibrated(np.array([0.0]), {"method": "platt", "a": a, "b": b})[0] == \
         pytest.approx(platt(np.array([0.0]), a, b)[0])
     with pytest.raises(ValueError):
