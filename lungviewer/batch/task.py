@@ -80,8 +80,11 @@ def analyze_unit(unit: dict, timeout: float | None = None, device: str = "cpu",
     out: dict = {"key": unit["key"], "status": "failed", "reason": "", "timings": {},
                  "worker_pid": os.getpid()}
     deadline = None if not timeout else time.monotonic() + float(timeout)
+    from .units import _quiet_pydicom
+
     try:
-        _analyze(unit, out, deadline, device, operating_point, weights_dir)
+        with _quiet_pydicom():
+            _analyze(unit, out, deadline, device, operating_point, weights_dir)
     except Exception as exc:  # noqa: BLE001 - one series' failure is its row, not the batch's
         from lungviewer.cancel import Cancelled
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import sys
 import time
 
@@ -82,7 +83,7 @@ def run(args) -> int:
         if args.export:
             with ResultsDB(args.db) as db:
                 db.export(args.export)
-    except (StudyLoadError, WeightsError, ValueError, OSError) as exc:
+    except (StudyLoadError, WeightsError, ValueError, OSError, sqlite3.Error) as exc:
         print(f"lungviewer batch: {exc}", file=sys.stderr)
         return 1
     if args.json:
