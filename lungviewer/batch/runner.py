@@ -173,6 +173,8 @@ def _run_on_dask(db, run, models, summary, workers, scheduler, timeout, device,
                 "reason": unit.redact(res.get("reason", "")),
                 "engine_s": res.get("timings", {}).get("engine_s", 0.0),
                 "cpu_s": res.get("timings", {}).get("cpu_s"),
+                "lung_rads_s": res.get("timings", {}).get("lung_rads_s", 0.0),
+                "lung_rads_cpu_s": res.get("timings", {}).get("lung_rads_cpu_s", 0.0),
                 "peak_rss_mb": res.get("peak_rss_mb"), "rss_start_mb": res.get("rss_start_mb")})
             setattr(summary, res["status"], getattr(summary, res["status"]) + 1)
             if res.get("worker_pid"):
