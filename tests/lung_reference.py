@@ -151,7 +151,10 @@ def reference(hu: np.ndarray) -> np.ndarray:
             volumes.append(vol)
         for c in comps:
             keep[c] = keep[c] and volumes[group[c]] >= 0.15 * max(volumes)
-        # 8. small components continuing a kept one that is not smaller come back
+        # 8a. tips: groups of small raw pieces that continue a kept lung and end inside
+        for c in _tips(labs, raws, keep, size, len(hu)):
+            keep[c] = True
+        # 8b. small components continuing a kept one that is not smaller come back
         changed = True
         while changed:
             changed = False
@@ -166,6 +169,52 @@ def reference(hu: np.ndarray) -> np.ndarray:
             out[k][labs[k] == i] = True
     if len(hu) > 1:
         _remove_airways(out, labs, raws, keep)
+    return out
+
+
+def _tips(labs, raws, keep, size, n_slices):
+    """Step 8a, plainly: raw pieces whose candidate is under 1000 px and not kept, linked
+    across slices where they overlap by at least half the smaller; a group that continues
+    a kept lung (a piece lying at least half on a raw piece of a kept candidate not
+    smaller than its own), has no piece over 1.25 times its largest piece touching the
+    lung, and has no piece on the first or last slice, is a tip: its candidates are lung."""
+    pieces = [(k, i) for k, r in enumerate(raws) for i in range(1, r.max() + 1)]
+    rsize = {(k, i): int((raws[k] == i).sum()) for k, i in pieces}
+    cand = {(k, i): (k, int(labs[k][raws[k] == i][0])) for k, i in pieces}
+    small = {q: not keep[cand[q]] and size[cand[q]] < 1000 for q in pieces}
+    over = {}
+    for k in range(len(raws) - 1):
+        for i in range(1, raws[k].max() + 1):
+            below = raws[k + 1][raws[k] == i]
+            for j, cnt in zip(*np.unique(below[below > 0], return_counts=True)):
+                over[((k, i), (k + 1, int(j)))] = int(cnt)
+    nbrs = {q: [] for q in pieces}
+    touching = {q: 0 for q in pieces}
+    for (u, v), cnt in over.items():
+        if small[u] and small[v] and cnt >= 0.5 * min(rsize[u], rsize[v]):
+            nbrs[u].append(v)
+            nbrs[v].append(u)
+        for x, y in ((u, v), (v, u)):  # x continues the kept y
+            if small[x] and not small[y] and keep[cand[y]] and \
+                    size[cand[y]] >= size[cand[x]] and cnt >= 0.5 * rsize[x]:
+                touching[x] = max(touching[x], rsize[x])
+    seen, out = set(), []
+    for q in pieces:
+        if not small[q] or q in seen:
+            continue
+        members, todo = [], deque([q])
+        seen.add(q)
+        while todo:
+            x = todo.popleft()
+            members.append(x)
+            for y in nbrs[x]:
+                if y not in seen:
+                    seen.add(y)
+                    todo.append(y)
+        touch = max(touching[x] for x in members)
+        if touch and all(0 < x[0] < n_slices - 1 for x in members) and \
+                max(rsize[x] for x in members) <= 1.25 * touch:
+            out += [cand[x] for x in members]
     return out
 
 
@@ -233,7 +282,14 @@ def reference_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> np.nd
     sub = lungs[box]
     smooth = ndimage.gaussian_filter(hu[box].astype(np.float32), sigma=(0, 1, 1))
     seed = np.zeros(sub.shape, bool)
-    seed[-1] = sub[-1]
+    # the seed: the top slice's pieces of kept air up to 1000 mm² (the trachea; a volume
+    # that starts mid-lung has the lungs themselves there, which must not seed an airway)
+    top, nt = ndimage.label(sub[-1])
+    if nt:
+        area = np.bincount(top.ravel()) * float(spacing[1] * spacing[2])
+        tube = area <= 1000.0
+        tube[0] = False
+        seed[-1] = tube[top]
     grown_best = np.zeros(sub.shape, bool)
     prev = 0
     ml = 1000.0 / float(np.prod(spacing))  # voxels per mL

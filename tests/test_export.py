@@ -342,7 +342,17 @@ def test_export_command_from_a_box(phantom_dir, volume, tmp_path, capsys, one_en
     assert summary["nodules"][0]["box"] == list(BOX)
     g = hd.sr.srread(out / "sr.dcm").content.get_volumetric_roi_measurement_groups()[0]
     assert _num(g, "SCT", "118565006") == pytest.approx(summary["nodules"][0]["volume_mm3"])
-    assert 0.0 <= _num(g, "99LUNGVIEWER", "NODPROB") <= 1.0  # scored by the engine
+    # the box was scored before any CAD findings existed: its nodule probability is unknown,
+    # so the SR leaves NODPROB out (no number stands in for "not computed") and the JSON
+    # says why; the malignancy scores are there
+    assert not any(m.name.value == "NODPROB" for m in g.get_measurements())
+    assert 1.0 <= _num(g, "99LUNGVIEWER", "MALEXP") <= 5.0
+    [bs] = summary["box_scores"]
+    assert bs["nodule_probability"] is None
+    # and such a score reads back from the SR (it was dropped when NODPROB was missing)
+    [back] = import_beside(volume, out).to_reading(volume).box_scores
+    assert back.nodule_probability is None
+    assert back.malignancy == pytest.approx(bs["malignancy"], abs=1e-4)
     # never overwrites without --force
     rc = _run([str(phantom_dir), "--out", str(out), "--box", box, "--sr"])
     assert rc == 1 and "--force" in capsys.readouterr().err
@@ -457,12 +467,12 @@ def test_export_command_accepts_the_top_cad_findings(phantom_dir, tmp_path, caps
                                                      monkeypatch, one_engine):
     from lungviewer.cad import findings
 
-    found = [SimpleNamespace(slice=CENTRE[0], row=CENTRE[1], col=CENTRE[2], diameter_mm=10.0,
-                             score=0.9, cls="benign"),
-             SimpleNamespace(slice=4, row=10, col=70, diameter_mm=4.0, score=0.6,
-                             cls="benign"),
-             SimpleNamespace(slice=20, row=70, col=10, diameter_mm=4.0, score=0.2,
-                             cls="benign")]
+    # real Finding objects (the contract of cad/findings.py), before sizing: the session
+    # sizes them (reading/lesions.py) and asks the malignancy of the sized ones
+    found = [findings.Finding(slice=CENTRE[0], row=CENTRE[1], col=CENTRE[2], diameter_mm=10.0,
+                              score=0.9),
+             findings.Finding(slice=4, row=10, col=70, diameter_mm=4.0, score=0.6),
+             findings.Finding(slice=20, row=70, col=10, diameter_mm=4.0, score=0.2)]
     monkeypatch.setattr(findings, "find_findings", lambda *a, **k: list(found))
     rc = _run([str(phantom_dir), "--out", str(tmp_path), "--accept-cad", "2", "--sr",
                "--json", "--device", "cpu"])

@@ -212,7 +212,8 @@ def test_mip_slab_shows_the_dot_only_within_the_slab(qtbot, mpr):
     qtbot.keyClick(mpr, Qt.Key.Key_S)  # slab on: MIP 10 mm (2.5 mm slices: ±2 images)
     assert ax.slab == ("mip", 10.0) and co.slab == ("mip", 10.0)
     assert mpr.overview.slab == ("mip", 20.0)  # the overview is at least 20 mm thick
-    assert "MIP slab 10 mm" in ax._labels["tl"].text()
+    # the text says the thickness shown, one figure (was "MIP slab 10 mm (5 images, 12.5 mm)")
+    assert "MIP slab 12.5 mm (5 images × 2.5 mm)" in ax._labels["tl"].text()
     for k, seen in ((DOT[0] - 2, True), (DOT[0] + 2, True), (DOT[0] + 3, False),
                     (DOT[0] - 3, False)):
         ax.set_slice(k)
@@ -232,7 +233,7 @@ def test_mip_slab_shows_the_dot_only_within_the_slab(qtbot, mpr):
     assert mpr.slab_mode == "avg"
     assert co.image.image[DOT[0], DOT[2]] == pytest.approx(-800 + 1800 / 15, abs=0.01)
     qtbot.keyClick(mpr, Qt.Key.Key_BracketRight)
-    assert mpr.slab_mm == 12.0 and "Average slab 12 mm" in co._labels["tl"].text()
+    assert mpr.slab_mm == 12.0 and "Average slab 11.9 mm (17 images × 0.7 mm)" in co._labels["tl"].text()
     assert settings.get("view/slab_mm", None, float) == 12.0
     mpr.set_slab("mip", 100)
     assert mpr.slab_mm == 40.0  # clamped to 2–40 mm
@@ -246,6 +247,7 @@ def test_mask_outlines_and_marks_show_on_every_plane(mpr):
     mask = np.zeros((NZ, NY, NX), bool)
     mask[10:30, 20:50, 15:60] = True
     mpr.set_mask(mask)
+    mpr.set_mask_fill(True)  # the fill (an outline only by default)
     mpr.set_polygons(sphere_polygons(), [])
     mpr.set_marks([(20, 32, 40, 10.0, "proposed"), (5, 10, 10, 4.0, "accepted")])
     mpr.set_point(20, 32, 40)

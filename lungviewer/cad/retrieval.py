@@ -86,11 +86,22 @@ def group_by_nodule(keys: np.ndarray, emb: np.ndarray) -> tuple[np.ndarray, np.n
     return uniq, (sums / np.bincount(inv)[:, None]).astype(np.float32), first
 
 
+def hits_at_k(db_emb: np.ndarray, db_labels: np.ndarray, q_emb: np.ndarray,
+              q_labels: np.ndarray, k: int, db_groups: np.ndarray | None = None,
+              q_groups: np.ndarray | None = None) -> np.ndarray:
+    """(n_queries, k) bool: whether each query's i-th nearest database item (cosine) has the
+    query's class; with groups (patients), items of the query's own group are skipped."""
+    d = 1.0 - _normalise(q_emb) @ _normalise(db_emb).T
+    if db_groups is not None and q_groups is not None:
+        d = np.where(np.asarray(q_groups)[:, None] == np.asarray(db_groups)[None, :], np.inf, d)
+    order = np.argsort(d, axis=1, kind="stable")[:, :k]
+    hit = np.asarray(db_labels)[order] == np.asarray(q_labels)[:, None]
+    return hit & np.isfinite(np.take_along_axis(d, order, axis=1))
+
+
 def recall_at_k(db_emb: np.ndarray, db_labels: np.ndarray, q_emb: np.ndarray,
                 q_labels: np.ndarray, ks=(1, 2, 3, 4)) -> dict[int, float]:
     """Share of queries with at least one of the k nearest database items of the same
     class (Recall@k as the retrieval paper reports it)."""
-    d = 1.0 - _normalise(q_emb) @ _normalise(db_emb).T
-    order = np.argsort(d, axis=1, kind="stable")[:, :max(ks)]
-    hit = db_labels[order] == q_labels[:, None]
+    hit = hits_at_k(db_emb, db_labels, q_emb, q_labels, max(ks))
     return {k: float(hit[:, :k].any(axis=1).mean()) for k in ks}

@@ -2,7 +2,12 @@
 numbers without a window, computed by the same study session the viewer drives
 (malignancy and disease probabilities, the probability of the CAD finding it lies on, similar
 nodules for the box; every CAD finding with its calibrated probability, whether it is shown
-at the operating point and its measured size; the recommended slices of the study)."""
+at the operating point and its measured size; the recommended slices of the study).
+
+The findings are saved with the study's reading, as the viewer saves them. When they could
+not be saved (a read-only reading store, a full disk) the results are still printed, a
+warning on stderr says so and why, and the exit status is 3 (``"saved": false`` and
+``"not_saved_because"`` in the JSON)."""
 
 from __future__ import annotations
 
@@ -66,8 +71,23 @@ def analyze(path: str, box=None, device: str = "auto", top: int = 10,
         k, r0, c0, r1, c1 = box
         out["box"] = s.score_box(k, (r0, c0, r1, c1)).as_dict()
         out["segmentation"] = s.segment_nodule(k, (r0, c0, r1, c1)).as_dict()
+    out["saved"] = s.save_error is None
+    if s.save_error is not None:
+        out["not_saved_because"] = s.save_error
     out["total_seconds"] = round(time.perf_counter() - t0, 3)
     return out
+
+
+#: exit status of a run whose results were computed but could not be saved
+NOT_SAVED = 3
+
+
+def _not_saved(res) -> int:
+    if res.get("saved", True):
+        return 0
+    print(f"lungviewer analyze: warning: the findings were not saved "
+          f"({res.get('not_saved_because', 'unknown')})", file=sys.stderr)
+    return NOT_SAVED
 
 
 def run(args, top_text: int = 10) -> int:
@@ -82,7 +102,7 @@ def run(args, top_text: int = 10) -> int:
         return 1
     if args.json:
         print(json.dumps(res, indent=2, allow_nan=False))
-        return 0
+        return _not_saved(res)
     print(f"{res['slices']} slices{' [SYNTHETIC]' if res['synthetic'] else ''}, CAD on "
           f"{res['device']} — {res['caveat']}")
     if "box" in res:
@@ -121,4 +141,4 @@ def run(args, top_text: int = 10) -> int:
     print("recommended slices (0-based index, score, class):")
     for r in res["recommended_slices"]:
         print(f"  {r['slice']:4d}  {r['score']:.2f}  {r['class']}")
-    return 0
+    return _not_saved(res)

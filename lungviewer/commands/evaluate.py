@@ -1,6 +1,7 @@
 """``lungviewer evaluate``: the shipped models on the held-out test patients (synthetic
 twins), or with ``--real DIR`` on real LIDC-IDRI series that have their readers' XML
-(FROC, recall@10 of the recommended slices, detector AUC, box malignancy, lung mask)."""
+(FROC, recall@10 of the recommended slices, detector AUC, box malignancy, lung mask), or
+with ``--patches DIR`` on real nodule patches (malignancy, box detector, retrieval)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ def add_parser(sub):
                    help="evaluate on the real LIDC series (with their XML) under DIR instead")
     p.add_argument("--no-baseline", action="store_true",
                    help="with --real: skip the 2-D slice scan given for comparison")
+    p.add_argument("--patches", metavar="DIR",
+                   help="evaluate on real nodule patches (DIR with labels.csv and npy/): "
+                        "malignancy, box detector and retrieval, with 95%% CIs")
     add_device(p)
     p.add_argument("--rec-scans", type=lambda v: None if v == "all" else int(v), default=24,
                    metavar="N|all",
@@ -25,6 +29,10 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    if args.patches:
+        from lungviewer.cad.training.evaluate_patches import main as patches_main
+
+        return patches_main(args)
     if args.real:
         return _run_real(args)
     from lungviewer.cad.training.evaluate import main

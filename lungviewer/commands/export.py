@@ -14,6 +14,11 @@ SR and SEG are written instead beside an anonymised copy of the CT series in
 ``DIR/anonymized/`` (see :mod:`lungviewer.reading.anonymize`), and the PDF leaves out
 the study date. Nothing is overwritten without ``--force`` (exit 1 with a message); every
 file is written atomically. Exit 0 only when every asked-for file was written.
+
+A write that fails (full disk, a size limit, no permission: any ``OSError``) is one line on
+stderr — what could not be written, where, and why — and exit 1; no partial file is left,
+the files an earlier export wrote stay as they were, and a folder this run created is
+removed again.
 """
 
 from __future__ import annotations
@@ -153,8 +158,6 @@ def build_reading(session, boxes, accept_cad: int = 0, device: str = "auto",
 
 
 def export(args) -> dict:
-    from lungviewer.reading.export_dicom import ExportError, export_dicom
-    from lungviewer.reading.report_pdf import build_report
     from lungviewer.session import StudySession
     from lungviewer.study.dicom_series import StudyLoadError
 
@@ -175,47 +178,32 @@ def export(args) -> dict:
         if there:
             raise _Fail(f"{', '.join(there)} already exist(s); use --force to replace")
     session = StudySession(autosave=False)  # the export never changes the saved reading
+    messages: list[str] = []  # the study's own messages (a saved reading cut to its bounds)
+    session.subscribe(lambda ev, p: messages.append(p) if ev == "message" else None)
     try:
         volume = session.open(args.path)
     except StudyLoadError as exc:
         raise _Fail(str(exc)) from exc
-    messages: list[str] = []
     saved = session.reading_saved
     if not saved and not args.box and not args.accept_cad:
+        if session.offered_reading is not None:  # made on other images of this series
+            raise _Fail("the saved reading of this series was made on other images than "
+                        "this folder holds; export from the folder it was made on, or give "
+                        "--box S,R0,C0,R1,C1 or --accept-cad N to build one here")
         raise _Fail("this study has no saved reading; give --box S,R0,C0,R1,C1 or "
                     "--accept-cad N to build one")
     lung = session.segment() if (args.lung_mask or args.accept_cad or args.box) else None
     reading = build_reading(session, args.box, args.accept_cad, args.device, messages)
-    out.mkdir(parents=True, exist_ok=True)
-    files: list[Path] = []
-    dicom_kinds = [k for k in kinds if k in ("sr", "seg")]
-    try:
-        if dicom_kinds and not args.anonymize:
-            res = export_dicom(reading, volume, out, sr="sr" in kinds, seg="seg" in kinds,
-                               lung_mask=lung if args.lung_mask else None, force=True)
-            files += [p for p in (res.sr, res.seg) if p is not None]
-        elif args.anonymize:
-            from lungviewer.reading.anonymize import anonymize_study
+    from lungviewer.reading.model import check_limits
 
-            stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
-            try:
-                extra = []
-                if dicom_kinds:
-                    res = export_dicom(reading, volume, stage, sr="sr" in kinds,
-                                       seg="seg" in kinds,
-                                       lung_mask=lung if args.lung_mask else None)
-                    extra = [p for p in (res.seg, res.sr) if p is not None]
-                anon = anonymize_study(volume, anon_dir, extra_files=extra, force=args.force)
-                messages += anon.warnings
-                files += [anon_dir / p.name for p in extra]
-            finally:
-                shutil.rmtree(stage, ignore_errors=True)
-        if "pdf" in kinds:
-            files.append(build_report(reading, volume, targets["pdf"],
-                                      include_patient_name=args.include_patient_name,
-                                      show_date=not args.anonymize))
-    except ExportError as exc:
-        raise _Fail("; ".join([str(exc), *messages])) from exc
+    check_limits(reading)  # ReadingLimitError (a clear message) before any per-item work
+    created = _make_folder(out)
+    try:
+        files = _write(args, kinds, reading, volume, lung, out, anon_dir, targets, messages)
+    except BaseException:
+        if created is not None:  # no folder of this run's making stays behind
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     nodules = [{k: v for k, v in n.to_dict().items() if k != "mask"}
                for n in reading.accepted_nodules()]
     return {"path": str(args.path), "out": str(out), "synthetic": bool(volume.is_synthetic),
@@ -226,11 +214,116 @@ def export(args) -> dict:
             "from_saved_reading": saved, "messages": messages}
 
 
+def _make_folder(out: Path) -> Path | None:
+    """Create ``out`` (and missing parents); returns the topmost folder created (None if
+    it existed), so that a failed export can remove it."""
+    from lungviewer.fileio import os_error_line
+
+    top = None
+    for p in [out, *out.parents]:
+        if p.exists():
+            break
+        top = p
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _Fail(os_error_line(exc, f"the folder {out.name}", out.parent,
+                                  verb="created")) from None
+    return top
+
+
+def _write(args, kinds, reading, volume, lung, out: Path, anon_dir: Path, targets,
+           messages: list[str]) -> list[Path]:
+    from lungviewer.fileio import os_error_line
+    from lungviewer.reading.export_dicom import ExportError, export_dicom
+    from lungviewer.reading.report_pdf import build_report
+
+    files: list[Path] = []
+    dicom_kinds = [k for k in kinds if k in ("sr", "seg")]
+    try:
+        if dicom_kinds and not args.anonymize:
+            res = export_dicom(reading, volume, out, sr="sr" in kinds, seg="seg" in kinds,
+                               lung_mask=lung if args.lung_mask else None, force=True)
+            files += [p for p in (res.sr, res.seg) if p is not None]
+        elif args.anonymize:
+            from lungviewer.reading.anonymize import anonymize_study
+
+            try:
+                stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+            except OSError as exc:
+                raise _Fail(os_error_line(exc, "a temporary folder", out, verb="created")
+                            ) from None
+            try:
+                extra = []
+                if dicom_kinds:
+                    res = export_dicom(reading, volume, stage, sr="sr" in kinds,
+                                       seg="seg" in kinds,
+                                       lung_mask=lung if args.lung_mask else None)
+                    extra = [p for p in (res.seg, res.sr) if p is not None]
+                anon = anonymize_study(volume, anon_dir, extra_files=extra, force=args.force)
+                messages += anon.warnings
+                anon_key, shift = anonymized_identity(volume, anon.files[0])
+                files += [anon_dir / p.name for p in extra]
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
+        if "pdf" in kinds:
+            anon_kw = ({"anonymous_key": anon_key, "date_shift_days": shift}
+                       if args.anonymize else {})
+            files.append(build_report(reading, volume, targets["pdf"],
+                                      include_patient_name=args.include_patient_name,
+                                      **anon_kw))
+    except ExportError as exc:
+        raise _Fail("; ".join([str(exc), *messages])) from exc
+    return files
+
+
+def anonymized_identity(volume, copied_ct: Path) -> tuple[str, int | None]:
+    """The anonymised PDF's study key and date shift: the key is a hash of the *copy's*
+    StudyInstanceUID (dicognito makes it from a random seed per export, so nothing about
+    the original UIDs can be derived from it, while the PDF still matches its copy); the
+    shift in days is the copy's StudyDate minus the original's (None when either is
+    missing: the PDF then shows no date at all)."""
+    import hashlib
+    from datetime import date
+
+    import pydicom
+
+    def header(path):
+        return pydicom.dcmread(path, stop_before_pixels=True,
+                               specific_tags=["StudyInstanceUID", "StudyDate"])
+
+    anon = header(copied_ct)
+    key = hashlib.sha256(str(anon.get("StudyInstanceUID", "")).encode()).hexdigest()[:10]
+    try:
+        orig = header(volume.files[0])
+        a, o = str(anon.get("StudyDate", "")), str(orig.get("StudyDate", ""))
+        shift = (date(int(a[:4]), int(a[4:6]), int(a[6:8]))
+                 - date(int(o[:4]), int(o[4:6]), int(o[6:8]))).days
+    except (ValueError, OSError, IndexError):
+        shift = None
+    return key, shift
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line an export failure prints (never a traceback, whatever the library put
+    into an OSError's message)."""
+    from lungviewer.fileio import WriteError, os_error_line, root_os_error
+
+    if isinstance(exc, WriteError) or not isinstance(exc, OSError):
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    root = root_os_error(exc)
+    if root is None or root.errno is None:  # our own message (FileExistsError(...))
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    where = getattr(root, "filename", None)
+    return os_error_line(exc, Path(where).name if where else "the export",
+                         Path(where).parent if where else None)
+
+
 def run(args) -> int:
     try:
         res = export(args)
-    except (_Fail, FileExistsError, ValueError, OSError) as exc:
-        print(f"lungviewer export: {exc}", file=sys.stderr)
+    except (_Fail, ValueError, OSError) as exc:
+        print(f"lungviewer export: {error_line(exc)}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(res, indent=2))

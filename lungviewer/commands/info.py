@@ -55,15 +55,37 @@ def add_parser(sub):
     return p
 
 
-def run(args) -> int:
+def _patient_values(path: str) -> set[str]:
+    from lungviewer.study.dicom_series import _list_files
+    from lungviewer.study.identifiers import patient_identifiers
+
     try:
-        info = describe(args.path, args.series)
+        files, _ = _list_files(path)
+    except (StudyLoadError, OSError, ValueError):
+        return set()
+    return patient_identifiers(files)
+
+
+def run(args) -> int:
+    """Every text this command prints is first cleared of the folder's patient values
+    (:mod:`lungviewer.study.identifiers`), and pydicom's warnings (which quote invalid
+    values) are kept off stderr."""
+    import warnings
+
+    from lungviewer.study.identifiers import scrub, scrub_all
+
+    ids = _patient_values(args.path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            info = scrub_all(describe(args.path, args.series), ids)
         text = json.dumps(info, indent=2, allow_nan=False)  # no NaN/Infinity: not JSON
     except (StudyLoadError, ValueError) as exc:
+        msg = scrub(str(exc), ids)
         if args.json:
-            print(json.dumps({"path": str(args.path), "error": str(exc)}))
+            print(json.dumps({"path": scrub(str(args.path), ids), "error": msg}))
         else:
-            print(f"lungviewer info: {exc}", file=sys.stderr)
+            print(f"lungviewer info: {msg}", file=sys.stderr)
         return 1
     if args.json:
         print(text)

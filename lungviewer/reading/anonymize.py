@@ -3,8 +3,10 @@ confidentiality profile, applied through ``dicognito`` plus a few removals on to
 
 All files of one export go through one ``dicognito.Anonymizer``, so the replaced UIDs stay
 consistent across them: the copied CT series and any SR/SEG exported with it still refer
-to each other. Files are written one by one, each atomically, into a new folder; the
-source folder is never touched.
+to each other. The copy is written into a temporary folder beside the target and moved into
+place only when every file is written (:func:`lungviewer.fileio.atomic_dir`): a failed
+copy (full disk, a size limit) leaves nothing behind, and a rerun finds no half copy in
+its way. The source folder is never touched.
 
 :data:`README` says what is kept and what is removed or replaced.
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 import pydicom
 
 from lungviewer.contracts import TWIN_MARKER
-from lungviewer.fileio import atomic_path
+from lungviewer.fileio import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +105,29 @@ def anonymize_files(files: Sequence[str | Path], out_dir: str | Path, *,
                     names: Sequence[str] | None = None, force: bool = False,
                     seed: str | None = None, anonymizer=None,
                     progress: Callable[[int, int], None] | None = None) -> AnonymizedExport:
-    """Anonymised copies of ``files`` in ``out_dir`` (created; an existing non-empty folder
-    only with ``force``), named ``names`` or ``IM00001.dcm``…; each write is atomic."""
+    """Anonymised copies of ``files`` as the folder ``out_dir`` (an existing non-empty
+    folder is replaced only with ``force``), named ``names`` or ``IM00001.dcm``…; the
+    folder appears only when complete (see the module docstring)."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not force:
         raise FileExistsError(f"{out} already exists and is not empty; use --force to "
-                              "write into it")
+                              "replace it")
     if not files:
         raise ValueError("no files to anonymise")
-    out.mkdir(parents=True, exist_ok=True)
     anonymizer = anonymizer or _anonymizer(seed)
     res = AnonymizedExport(out)
+    with atomic_dir(out, force=force) as stage:
+        _copy_all(files, names, stage, out, anonymizer, res, progress)
+    for w in res.warnings:
+        log.warning("anonymised export: %s", w)
+    log.info("anonymised export: %d file(s) written", len(res.files))
+    return res
+
+
+def _copy_all(files, names, stage: Path, out: Path, anonymizer, res: AnonymizedExport,
+              progress) -> None:
+    from lungviewer.fileio import write_error
+
     seen: set[str] = set()
     for i, f in enumerate(files):
         name = names[i] if names is not None else f"IM{i + 1:05d}.dcm"
@@ -127,16 +141,13 @@ def anonymize_files(files: Sequence[str | Path], out_dir: str | Path, *,
             if w not in seen:
                 seen.add(w)
                 res.warnings.append(w)
-        target = out / name
-        with atomic_path(target) as tmp:
-            ds.save_as(tmp, enforce_file_format=True)
-        res.files.append(target)
+        try:
+            ds.save_as(stage / name, enforce_file_format=True)
+        except OSError as exc:
+            raise write_error(exc, out / name) from None
+        res.files.append(out / name)
         if progress is not None:
             progress(i + 1, len(files))
-    for w in res.warnings:
-        log.warning("anonymised export: %s", w)
-    log.info("anonymised export: %d file(s) written", len(res.files))
-    return res
 
 
 def anonymize_study(volume, out_dir: str | Path, *, extra_files: Sequence[str | Path] = (),

@@ -171,6 +171,9 @@ class SegInfo:
     series_uid: str
     segment_of: dict[str, int] = field(default_factory=dict)  # nodule id or "lung" -> number
     dataset: pydicom.Dataset | None = None
+    #: nodule id -> the tracking UID its segment carries (the SR's groups of that nodule
+    #: carry the same UID and identifier, so a PACS links the SR finding and the segment)
+    tracking_of: dict[str, str] = field(default_factory=dict)
 
 
 def _algorithm(name: str, version: str, ai: bool = False):
@@ -204,7 +207,7 @@ def export_seg(reading: Reading, volume, out_path: str | Path, lung_mask: np.nda
             algorithm_type=(hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC if n.source == "cad"
                             else hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC),
             algorithm_identification=_algorithm("lungviewer nodule volumetry", __version__),
-            tracking_uid=hd.UID(), tracking_id=f"nodule {n.id}",
+            tracking_uid=hd.UID(), tracking_id=f"Nodule {n.id}",
             anatomic_regions=[codes.SCT.Lung])
         segments.append((n.id, mask, desc))
     if lung_mask is not None:
@@ -233,7 +236,8 @@ def export_seg(reading: Reading, volume, out_path: str | Path, lung_mask: np.nda
     log.info("DICOM SEG written: %d segment(s), %d frame(s)", len(segments),
              int(seg.NumberOfFrames))
     return SegInfo(out_path, str(seg.SOPClassUID), str(seg.SOPInstanceUID),
-                   str(seg.SeriesInstanceUID), {k: d.SegmentNumber for k, _, d in segments}, seg)
+                   str(seg.SeriesInstanceUID), {k: d.SegmentNumber for k, _, d in segments}, seg,
+                   {k: str(d.TrackingUID) for k, _, d in segments if k != "lung"})
 
 
 def _segmentation(hd, sources, pixels, segments, series_number: int, volume):
@@ -368,10 +372,12 @@ def _nodule_groups(n: NoduleRecord, reading: Reading, volume, sources, seg: SegI
         return [ImageRegion("POLYLINE", rect, src)] if z == k else []
 
     cad_alg = _cad_algorithm(version) if n.source == "cad" else None
+    # one tracking UID per nodule, shared with its SEG segment when one is written
+    tracking_uid = (seg.tracking_of.get(n.id) if seg is not None else None) or hd.UID()
     mm, mm3, hu = codes.UCUM.Millimeter, codes.UCUM.CubicMillimeter, codes.UCUM.HounsfieldUnit
     outline = (region(axis) or region(k))[0]
     planar = PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=TrackingIdentifier(uid=hd.UID(),
+        tracking_identifier=TrackingIdentifier(uid=tracking_uid,
                                                identifier=f"Nodule {n.id} axial"),
         referenced_region=outline, finding_type=codes.SCT.Nodule, finding_sites=site,
         algorithm_id=cad_alg,
@@ -397,7 +403,7 @@ def _nodule_groups(n: NoduleRecord, reading: Reading, volume, sources, seg: SegI
         zs = np.flatnonzero(mask.any(axis=(1, 2))) if mask is not None else [k]
         kwargs["referenced_regions"] = [r for z in zs for r in region(int(z))]
     volumetric = VolumetricROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=TrackingIdentifier(uid=hd.UID(), identifier=f"Nodule {n.id}"),
+        tracking_identifier=TrackingIdentifier(uid=tracking_uid, identifier=f"Nodule {n.id}"),
         finding_type=codes.SCT.Nodule, finding_sites=site, algorithm_id=cad_alg,
         measurements=measurements, qualitative_evaluations=qualitative, **kwargs)
     texts = []
@@ -435,6 +441,61 @@ def _mark_group(m: CadMark, volume, sources, version: str):
                       _num(local_code("CADSCORE"), m.score, codes.UCUM.NoUnits, alg)])
 
 
+def _measurement_group(m, volume, sources):
+    """The reader's axial measurement ``m`` (:class:`~lungviewer.reading.measurements.
+    Measurement`) as a TID 1410 planar ROI group linked to its CT image: a ruler is a
+    2-point polyline with its Length; a bidirectional its long axis with Long and Short
+    axis; an ellipse (ELLIPSE, its two axes) or rectangle (closed polyline) its Area and
+    mean attenuation ± SD (HU). Coronal and sagittal measurements lie on reformatted images
+    that have no SOP instance to reference: None (they are in the PDF)."""
+    import highdicom as hd
+    from highdicom.sr import (
+        ImageRegion,
+        PlanarROIMeasurementsAndQualitativeEvaluations,
+        SourceImageForRegion,
+        TrackingIdentifier,
+    )
+
+    from .measurements import measure
+
+    if m.plane != "axial" or not 0 <= m.index < volume.n_slices:
+        return None
+    res = measure(m, volume.hu, volume.spacing)
+    k = int(m.index)
+    src = SourceImageForRegion(sources[k].SOPClassUID, sources[k].SOPInstanceUID)
+    pts = np.array([[c + 0.5, r + 0.5] for r, c in m.points], np.float32)  # DICOM (col, row)
+    mm, mm2, hu = codes.UCUM.Millimeter, codes.UCUM.SquareMillimeter, codes.UCUM.HounsfieldUnit
+    items: list = []
+
+    def add(code, v, unit) -> None:
+        if v is not None:
+            items.append(_num(code, v, unit))
+
+    if m.kind == "ruler":
+        region = ImageRegion("POLYLINE", pts, src)
+        add(codes.SCT.Length, res.length_mm, mm)
+    elif m.kind == "bidirectional":
+        region = ImageRegion("POLYLINE", pts[:2], src)
+        add(codes.SCT.LongAxis, res.long_mm, mm)
+        add(codes.SCT.ShortAxis, res.short_mm, mm)
+    else:
+        (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+        if m.kind == "ellipse":
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            region = ImageRegion("ELLIPSE", np.array(
+                [[x0, cy], [x1, cy], [cx, y0], [cx, y1]], np.float32), src)
+        else:
+            region = ImageRegion("POLYLINE", np.array(
+                [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], np.float32), src)
+        add(codes.SCT.Area, res.area_mm2, mm2)
+        add(codes.DCM.MeanAttenuationCoefficient, res.hu_mean, hu)
+        add(codes.DCM.StandardDeviation, res.hu_sd, hu)
+    label = f"Measurement {m.label or m.kind} {m.id}"[:64]
+    return PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=TrackingIdentifier(uid=hd.UID(), identifier=label),
+        referenced_region=region, measurements=items)
+
+
 def export_sr(reading: Reading, volume, out_path: str | Path, seg: SegInfo | None = None,
               sources: list[pydicom.Dataset] | None = None, model_version: str = "",
               series_number: int = 902) -> Path:
@@ -453,10 +514,14 @@ def export_sr(reading: Reading, volume, out_path: str | Path, seg: SegInfo | Non
     nodules = reading.accepted_nodules()
     linked = {n.cad_mark_id for n in reading.nodules if n.cad_mark_id}
     marks = [m for m in reading.accepted_marks() if m.id not in linked]
-    if not nodules and not marks:
-        raise ExportError("nothing to report: no accepted nodule or CAD mark in this reading")
+    measured = [g for g in (_measurement_group(m, volume, sources)
+                            for m in reading.measurements) if g is not None]
+    if not nodules and not marks and not measured:
+        raise ExportError("nothing to report: no accepted nodule or CAD mark and no axial "
+                          "measurement in this reading")
     groups = [g for n in nodules for g in _nodule_groups(n, reading, volume, sources, seg, version)]
     groups += [_mark_group(m, volume, sources, version) for m in marks]
+    groups += measured
     device = ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
@@ -504,6 +569,9 @@ def export_dicom(reading: Reading, volume, out_dir: str | Path, *, sr: bool = Tr
                  model_version: str = "") -> DicomExport:
     """SEG and/or SR of ``reading`` into ``out_dir`` as ``seg.dcm`` / ``sr.dcm``; an existing
     file is kept unless ``force`` (FileExistsError)."""
+    from .model import check_limits
+
+    check_limits(reading)  # a clear message before any per-item work
     out = Path(out_dir)
     targets = {"seg": out / "seg.dcm", "sr": out / "sr.dcm"}
     wanted = [k for k, on in (("seg", seg), ("sr", sr)) if on]

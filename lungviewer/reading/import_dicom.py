@@ -132,13 +132,15 @@ class Imported:
 
 def _box_score(n: ImportedNodule, box) -> BoxScore | None:
     mal = [n.cad.get(f"MALP{i}") for i in range(1, 6)]
-    if any(p is None for p in mal) or "NODPROB" not in n.cad:
+    if any(p is None for p in mal):
         return None
     dis = sorted((k for k in n.cad if k.startswith("DIS") and k[3:].isdigit()),
                  key=lambda k: int(k[3:]))
     names = [n.cad_meanings[k].removeprefix("Probability of ").removesuffix(" (CAD)")
              for k in dis]
-    return BoxScore(box, mal, names, [n.cad[k] for k in dis], n.cad["NODPROB"],
+    # NODPROB is left out of the SR when the box lay on no CAD finding (or none were
+    # computed yet): the score is kept with an unknown nodule probability
+    return BoxScore(box, mal, names, [n.cad[k] for k in dis], n.cad.get("NODPROB"),
                     "from a DICOM SR")
 
 
@@ -219,6 +221,113 @@ def _place_on_ct(points: np.ndarray, volume, name: str) -> np.ndarray:
     return np.stack([z, np.rint(row).astype(int), np.rint(col).astype(int)], axis=1)
 
 
+def _int(ds, key: str, name: str) -> int:
+    try:
+        v = int(ds.get(key, 0) or 0)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: its {key} is not a number") from exc
+    return v
+
+
+def _check_spacing(ds: pydicom.Dataset, volume, name: str) -> None:
+    """The SEG's declared pixel spacing (shared functional groups) against the CT's."""
+    try:
+        sp = [float(v) for v in ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+              .PixelSpacing]
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return  # per-frame or absent: checked on the decoded volume
+    ct = [float(v) for v in volume.spacing[1:]]
+    if not np.allclose(sp, ct, rtol=1e-3, atol=1e-4):
+        raise ValueError(f"{name}: its pixel spacing {sp[0]:.3f}×{sp[1]:.3f} mm differs from "
+                         f"the CT's {ct[0]:.3f}×{ct[1]:.3f} mm; not shown (lungviewer does not "
+                         "resample segmentations)")
+
+
+def check_seg_dataset(ds: pydicom.Dataset, volume, name: str) -> None:
+    """ValueError naming what disagrees, unless the SEG's header, pixel data and
+    references agree with each other and with the loaded CT: Rows × Columns × frames ×
+    bits match the pixel data's length (a SEG declaring 300×212 over 256×256 frames would
+    otherwise be read scrambled), NumberOfFrames matches the per-frame descriptions, every
+    frame names a segment the SEG describes, and every image it refers to is a slice of
+    the loaded CT (the frame on that slice's position)."""
+    rows, cols = _int(ds, "Rows", name), _int(ds, "Columns", name)
+    frames = _int(ds, "NumberOfFrames", name) or 1
+    if rows <= 0 or cols <= 0:
+        raise ValueError(f"{name}: its Rows/Columns ({rows}×{cols}) are not an image size")
+    if "PixelData" not in ds:
+        raise ValueError(f"{name}: it has no pixel data")
+    per_frame = list(ds.get("PerFrameFunctionalGroupsSequence", []))
+    if len(per_frame) != frames:
+        raise ValueError(f"{name}: it declares {frames} frame(s) (NumberOfFrames) but "
+                         f"describes {len(per_frame)}")
+    bits = _int(ds, "BitsAllocated", name)
+    if bits not in (1, 8):
+        raise ValueError(f"{name}: BitsAllocated {bits} is not a SEG's 1 or 8")
+    if rows != volume.shape[1] or cols != volume.shape[2]:
+        # a SEG may be cropped, but never larger than the CT's images
+        if rows > volume.shape[1] or cols > volume.shape[2]:
+            raise ValueError(f"{name}: its frames are {rows}×{cols} (Rows×Columns), larger "
+                             f"than the CT's {volume.shape[1]}×{volume.shape[2]} images")
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    encapsulated = bool(ts is not None and pydicom.uid.UID(ts).is_encapsulated)
+    if not encapsulated:
+        nbytes = len(ds.PixelData)
+        want = (rows * cols * frames * bits + 7) // 8
+        if nbytes not in (want, want + (want % 2)):
+            raise ValueError(
+                f"{name}: its pixel data ({nbytes} bytes) does not match its Rows × Columns "
+                f"× frames ({rows}×{cols}×{frames} at {bits} bit = {want} bytes); not shown "
+                "(the mask would be scrambled)")
+    else:
+        try:
+            arr = ds.pixel_array
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is bad pixel data
+            raise ValueError(f"{name}: its compressed pixel data cannot be decoded "
+                             f"({type(exc).__name__})") from exc
+        if arr.reshape(-1, *arr.shape[-2:]).shape != (frames, rows, cols):
+            raise ValueError(f"{name}: its pixel data decodes to {arr.shape}, not "
+                             f"{frames}×{rows}×{cols} (frames × Rows × Columns)")
+    numbers = {int(x.SegmentNumber) for x in ds.get("SegmentSequence", [])
+               if "SegmentNumber" in x}
+    if not numbers:
+        raise ValueError(f"{name}: it describes no segment")
+    sops = {u: i for i, u in enumerate(volume.sop_uids)}
+    n_hat = volume.normal
+    dz = float(volume.spacing[0]) or 1.0
+    foreign = 0
+    shared = (ds.SharedFunctionalGroupsSequence[0]
+              if ds.get("SharedFunctionalGroupsSequence") else pydicom.Dataset())
+    for i, fg in enumerate(per_frame):
+        try:
+            ident = fg.get("SegmentIdentificationSequence") or \
+                shared.SegmentIdentificationSequence
+            seg_no = int(ident[0].ReferencedSegmentNumber)
+        except (AttributeError, IndexError, TypeError, ValueError):
+            seg_no = None
+        if seg_no is not None and seg_no not in numbers:
+            raise ValueError(f"{name}: frame {i + 1} belongs to segment {seg_no}, which the "
+                             "SEG does not describe")
+        for der in fg.get("DerivationImageSequence", []):
+            for src in der.get("SourceImageSequence", []):
+                uid = str(src.get("ReferencedSOPInstanceUID", ""))
+                if not uid or not sops:
+                    continue
+                k = sops.get(uid)
+                if k is None:
+                    foreign += 1
+                    continue
+                try:
+                    pos = np.asarray(fg.PlanePositionSequence[0].ImagePositionPatient, float)
+                except (AttributeError, IndexError, TypeError, ValueError):
+                    continue
+                if abs(float((pos - volume.positions[k]) @ n_hat)) > 0.25 * dz:
+                    raise ValueError(f"{name}: frame {i + 1} refers to CT image {k + 1} but "
+                                     "does not lie on it")
+    if foreign:
+        raise ValueError(f"{name}: {foreign} frame reference(s) name images that are not in "
+                         "the loaded CT series")
+
+
 def read_seg(path: Path, volume, frame_of_reference: str = "") -> list[ImportedSegment]:
     """The segments of the SEG at ``path`` as masks on the CT grid; ValueError with a
     clear message when it is not of this CT or lies on another grid."""
@@ -226,13 +335,19 @@ def read_seg(path: Path, volume, frame_of_reference: str = "") -> list[ImportedS
 
     name = path.name
     try:
-        seg = hd.seg.segread(path)
+        raw = pydicom.dcmread(path)
     except Exception as exc:  # any parser failure is a bad file
         raise ValueError(f"{name}: not a readable DICOM SEG ({type(exc).__name__})") from exc
-    for_uid = str(seg.get("FrameOfReferenceUID", ""))
+    for_uid = str(raw.get("FrameOfReferenceUID", ""))
     if frame_of_reference and for_uid != frame_of_reference:
         raise ValueError(f"{name}: it belongs to another frame of reference (another scan), "
                          "not to the loaded CT")
+    _check_spacing(raw, volume, name)
+    check_seg_dataset(raw, volume, name)
+    try:
+        seg = hd.seg.Segmentation.from_dataset(raw)
+    except Exception as exc:  # any parser failure is a bad file
+        raise ValueError(f"{name}: not a readable DICOM SEG ({type(exc).__name__})") from exc
     try:
         fractional = str(seg.get("SegmentationType", "")).upper() == "FRACTIONAL"
         vol = seg.get_volume(combine_segments=False, dtype=np.uint8,
@@ -320,6 +435,10 @@ def read_sr(path: Path, volume) -> tuple[list[ImportedNodule], list[ImportedMark
     refs = [r for r in refs if r]
     if refs and not any(r in sops for r in refs):
         raise ValueError(f"{name}: it refers to images of another series, not the loaded CT")
+    foreign = sum(r not in sops for r in refs)
+    if foreign:  # a partial folder: what refers to a missing image is not shown
+        log.warning("Report %s: %d of %d referenced image(s) are not in the loaded series; "
+                    "what refers to them is not shown", name, foreign, len(refs))
     nodules: dict[str, ImportedNodule] = {}
     marks: list[ImportedMark] = []
     for g in planar:

@@ -29,7 +29,8 @@ mean reported to one decimal (:func:`mean_diameter`); volumes to the nearest mm�
 both are given, the category comes from the mean diameter and the rule says what the volume
 would give where that differs.
 
-What this does **not** assess: growth and new nodules (follow-up rules), category 4X (a
+Growth and new nodules on a follow-up exam: :func:`lung_rads_followup` (below).
+What this does **not** assess: category 4X (a
 category 3 or 4 nodule with additional features or imaging findings that increase the
 suspicion of cancer, such as spiculation or lymphadenopathy), perifissural, juxtapleural,
 airway and cystic nodules, and the S modifier. The result is a suggestion, not a diagnosis.
@@ -217,3 +218,99 @@ def lung_rads(nodule_type: str, mean_diameter_mm: float | None,
         if alt.category != rule.category:
             text += f" (volume {vol:.0f} mm³ would give {alt.category})"
     return LungRadsResult(rule.category, text)
+
+
+# --------------------------------------------------------------------------- follow-up
+#: Lung-RADS v2022 growth: an increase in mean diameter of more than this (mm) ...
+GROWTH_MM = 1.5
+#: ... within this many days (12 months); slower growth over a longer interval is the
+#: v2022 "slowly growing" solid or part-solid nodule (4B)
+GROWTH_DAYS = 365
+#: a category 3 or 4 nodule unchanged for at least this many days (3 months) is category 2
+STABLE_DAYS = 90
+
+#: Lung-RADS v2022 new-nodule rules, by type: (lo, hi) mean diameter mm → category; for
+#: part-solid the ranges are of the solid component once the total reaches 6 mm
+NEW_RULES: dict[str, tuple[tuple[float, float, str], ...]] = {
+    "solid": ((0, 4, "2"), (4, 6, "3"), (6, 8, "4A"), (8, INF, "4B")),
+    "part-solid": ((0, 4, "4A"), (4, INF, "4B")),
+    "ground-glass": ((0, 30, "2"), (30, INF, "3")),
+}
+#: Lung-RADS v2022 growing-nodule rules (growth > 1.5 mm within 12 months), as NEW_RULES
+GROWING_RULES: dict[str, tuple[tuple[float, float, str], ...]] = {
+    "solid": ((0, 8, "4A"), (8, INF, "4B")),
+    "part-solid": ((0, 4, "4A"), (4, INF, "4B")),
+    "ground-glass": ((0, 30, "2"), (30, INF, "3")),
+}
+
+
+def _by_table(table, size: float) -> str:
+    return next(cat for lo, hi, cat in table if lo <= size < hi)
+
+
+def lung_rads_followup(nodule_type: str, mean_diameter_mm: float | None,
+                       prior_mean_diameter_mm: float | None = None,
+                       interval_days: float | None = None,
+                       solid_diameter_mm: float | None = None,
+                       volume_mm3: float | None = None,
+                       resolved: bool = False) -> LungRadsResult:
+    """Lung-RADS v2022 category of one nodule on a follow-up (screening) CT, with the rule.
+
+    ``prior_mean_diameter_mm`` None: a **new** nodule (v2022 new-nodule thresholds: solid
+    < 4 mm → 2, 4 to < 6 → 3, 6 to < 8 → 4A, ≥ 8 → 4B; part-solid < 6 mm total → 3, else by
+    the new solid component < 4 mm → 4A, ≥ 4 mm → 4B; ground glass < 30 mm → 2, ≥ 30 → 3).
+    Otherwise **growth** is an increase of the mean diameter by more than 1.5 mm: within 12
+    months → the growing rules (solid < 8 mm → 4A, ≥ 8 → 4B; part-solid by the solid
+    component < 4 mm → 4A, ≥ 4 → 4B; ground glass < 30 mm → 2, ≥ 30 → 3); over a longer
+    interval → the v2022 slow-growth rule (a solid or part-solid nodule growing slowly over
+    more than one screening interval → 4B; ground glass → 2). A nodule that did not grow
+    takes its baseline size category, lowered to 2 when that is 3 or 4 and the interval is
+    at least 3 months ("unchanged"). ``resolved``: gone on the current exam → 1.
+
+    Same inputs as :func:`lung_rads` otherwise (a part-solid nodule without the solid
+    component's size is taken by its total size)."""
+    if resolved:
+        return LungRadsResult("1", "resolved: not on the current exam → 1")
+    kind = normalise_type(nodule_type)
+    diam = _number("the mean diameter", mean_diameter_mm)
+    prior = _number("the prior mean diameter", prior_mean_diameter_mm)
+    solid = _number("the solid component's diameter", solid_diameter_mm)
+    days = _number("the interval", interval_days)
+    if diam is None:
+        raise ValueError("a follow-up Lung-RADS category needs the mean diameter")
+    diam = round1(diam)
+    what = _TYPE_TEXT[kind]
+    if kind == "calcified":
+        return lung_rads(kind, diam)
+    part_big = kind == "part-solid" and diam >= 6.0
+    size = (solid if solid is not None else diam) if part_big else diam
+    size_text = (f"solid component {size:.1f} mm" if part_big and solid is not None
+                 else f"{diam:.1f} mm mean diameter")
+    if prior is None:
+        if kind == "part-solid" and not part_big:
+            cat = "3"
+        else:
+            cat = _by_table(NEW_RULES[kind], size)
+        return LungRadsResult(cat, f"new {what} nodule, {size_text} → {cat} (v2022 new-nodule "
+                                   "rule)")
+    prior = round1(prior)
+    delta = round1(diam - prior)
+    span = "" if days is None else f" in {days:.0f} days"
+    if delta > GROWTH_MM:
+        if days is not None and days > GROWTH_DAYS:
+            cat = "2" if kind == "ground-glass" else "4B"
+            return LungRadsResult(cat, f"slowly growing {what} nodule, {prior:.1f} → "
+                                       f"{diam:.1f} mm (+{delta:.1f} mm{span}, over more than "
+                                       f"12 months) → {cat} (v2022 slow-growth rule)")
+        cat = _by_table(GROWING_RULES[kind], size)
+        return LungRadsResult(cat, f"growing {what} nodule, {prior:.1f} → {diam:.1f} mm "
+                                   f"(+{delta:.1f} mm{span}; > {GROWTH_MM} mm within 12 "
+                                   f"months), {size_text} → {cat} (v2022 growth rule)")
+    base = lung_rads(kind, diam, solid_diameter_mm=solid if part_big else None,
+                     volume_mm3=volume_mm3) if not (part_big and solid is None) else \
+        lung_rads(kind, diam, solid_diameter_mm=0.0)
+    change = f"{delta:+.1f} mm{span}"
+    if base.category in ("3", "4A", "4B") and days is not None and days >= STABLE_DAYS:
+        return LungRadsResult("2", f"unchanged {what} nodule ({change}; not > {GROWTH_MM} "
+                                   f"mm) for ≥ 3 months, would be {base.category} by size → 2")
+    return LungRadsResult(base.category, f"not growing ({change}); {base.rule}")

@@ -35,6 +35,7 @@ import base64
 import binascii
 import json
 import math
+import re
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,6 +54,108 @@ STATUSES = ("unreviewed", "accepted", "rejected")
 MASK_ENCODING = "packbits-zlib-base64"
 #: a stored mask larger than this many voxels is refused (a nodule block, not a volume)
 MAX_MASK_VOXELS = 64_000_000
+#: what one reading may hold (the CAD keeps at most 100 findings per study; a reader's
+#: study has tens of measurements): more is refused with a message, never worked through.
+#: An exported mark costs about 35 ms in highdicom, so 200 accepted marks export in ~7 s.
+MAX_ITEMS = {"cad_marks": 200, "box_scores": 500, "measurements": 500, "nodules": 100}
+#: the longest note or label (characters)
+MAX_TEXT_CHARS = 20_000
+#: a saved reading file larger than this is not parsed (a reading with 200 nodule masks is a
+#: few MB)
+MAX_READING_BYTES = 32 * 1024 * 1024
+#: the deepest JSON nesting a reading has is 6 (reading, list, nodule, mask/points, pair);
+#: deeper values are cut out before parsing (Python's json recurses per level)
+MAX_JSON_DEPTH = 16
+#: JSON values (commas outside strings) a reading file may hold before it is parsed
+MAX_JSON_ITEMS = 1_000_000
+
+
+class ReadingLimitError(ValueError):
+    """The reading holds more than :data:`MAX_ITEMS` / :data:`MAX_TEXT_CHARS` allow."""
+
+
+def _limit_message(what: str, n: int, limit: int) -> str:
+    names = {"cad_marks": "CAD marks", "box_scores": "box scores",
+             "measurements": "measurements", "nodules": "nodules"}
+    return (f"the reading holds {n} {names.get(what, what)}, more than the {limit} a reading "
+            "may hold")
+
+
+def check_limits(reading: Reading) -> None:
+    """ReadingLimitError naming the first list or text over its bound (exports call this
+    before any per-item work)."""
+    for key, limit in MAX_ITEMS.items():
+        n = len(getattr(reading, key))
+        if n > limit:
+            raise ReadingLimitError(_limit_message(key, n, limit))
+    if len(reading.note) > MAX_TEXT_CHARS:
+        raise ReadingLimitError(f"the reading's note has {len(reading.note)} characters, more "
+                                f"than the {MAX_TEXT_CHARS} a note may hold")
+    for n in reading.nodules:
+        if len(n.note) > MAX_TEXT_CHARS:
+            raise ReadingLimitError(f"nodule {n.id}'s note has {len(n.note)} characters, more "
+                                    f"than the {MAX_TEXT_CHARS} a note may hold")
+    for m in reading.measurements:
+        if len(m.label) > MAX_TEXT_CHARS:
+            raise ReadingLimitError(f"a measurement's label has {len(m.label)} characters, "
+                                    f"more than the {MAX_TEXT_CHARS} a label may hold")
+
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def _blank_strings(data: bytes) -> bytes:
+    """``data`` with every JSON string's content replaced by as many spaces (same length, so
+    positions map 1:1; brackets and commas inside strings no longer count)."""
+    return _STRING.sub(lambda m: b'"' + b" " * (len(m.group()) - 2) + b'"', data)
+
+
+def _bounded_json(data: bytes, problems: list[str] | None) -> Any:
+    """``json.loads`` of a reading file with its size, item count and depth bounded before
+    parsing. A value nested deeper than :data:`MAX_JSON_DEPTH` inside a record is cut out
+    (replaced by null, so only that record fails) when ``problems`` collects what was cut;
+    otherwise it is refused. ValueError for anything that cannot be parsed."""
+    if len(data) > MAX_READING_BYTES:
+        raise ValueError(f"the file is {len(data) / 2 ** 20:.0f} MB, more than the "
+                         f"{MAX_READING_BYTES // 2 ** 20} MB a reading may be")
+    blank = _blank_strings(data)
+    if blank.count(b",") > MAX_JSON_ITEMS:
+        raise ValueError(f"the file holds more than {MAX_JSON_ITEMS} values")
+    code = np.frombuffer(blank, np.uint8)
+    step = (np.isin(code, (ord("["), ord("{"))).astype(np.int32)
+            - np.isin(code, (ord("]"), ord("}"))).astype(np.int32))
+    for _ in range(100):
+        depth = np.cumsum(step)
+        too_deep = np.flatnonzero(depth > MAX_JSON_DEPTH)
+        if not len(too_deep):
+            break
+        level = 4  # reading {, list [, record {, a field's value: 4
+        if problems is None or depth[too_deep[0]] <= level:
+            raise ValueError(f"the file nests deeper than {MAX_JSON_DEPTH} levels")
+        i = int(too_deep[0])
+        opens = np.flatnonzero((step[:i] == 1) & (depth[:i] == level))
+        if not len(opens):
+            raise ValueError(f"the file nests deeper than {MAX_JSON_DEPTH} levels")
+        o = int(opens[-1])
+        after = np.flatnonzero(depth[o:] < level)
+        if not len(after):
+            raise ValueError("the file ends inside a nested value (truncated)")
+        c = o + int(after[0])  # the closing bracket of the value opened at o
+        blank = blank[:o] + b"null" + b" " * (c - o + 1 - 4) + blank[c + 1:]
+        data = data[:o] + b"null" + b" " * (c - o + 1 - 4) + data[c + 1:]
+        step[o:c + 1] = 0
+        problems.append(f"a value nested deeper than {MAX_JSON_DEPTH} levels was cut out")
+    else:
+        raise ValueError(f"the file nests deeper than {MAX_JSON_DEPTH} levels in too many "
+                         "places")
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a lungviewer reading: the file is not valid JSON ({exc})"
+                         ) from exc
+    except (RecursionError, MemoryError) as exc:  # bounded above; never a traceback
+        raise ValueError(f"not a lungviewer reading: the file could not be parsed "
+                         f"({type(exc).__name__})") from exc
 
 
 def _now() -> str:
@@ -487,11 +590,23 @@ class Reading:
     box_scores: list[BoxScore] = field(default_factory=list)
     measurements: list[Measurement] = field(default_factory=list)
     nodules: list[NoduleRecord] = field(default_factory=list)
+    #: the follow-up comparison with the prior (``followup.compare.Comparison.as_dict()``:
+    #: the prior's identity, the pairs with their verdicts, the registration); None: none.
+    #: Saved only when set, so older readings and older lungviewers are unaffected.
+    followup: dict | None = None
+    #: what the reading was made on (:mod:`lungviewer.reading.content`): a hash of the
+    #: slices' SOPInstanceUIDs and positions, and the SOPInstanceUID of each slice index
+    #: ("" / []: a reading saved before these were kept)
+    content_key: str = ""
+    slice_uids: list[str] = field(default_factory=list)
 
     @classmethod
     def for_volume(cls, volume) -> Reading:
         """An empty reading of a loaded :class:`~lungviewer.study.volume.Volume`."""
-        return cls(volume.study_uid, volume.series_uid, bool(volume.is_synthetic))
+        from .content import content_key
+
+        return cls(volume.study_uid, volume.series_uid, bool(volume.is_synthetic),
+                   content_key=content_key(volume), slice_uids=list(volume.sop_uids or []))
 
     def touch(self) -> None:
         self.modified = _now()
@@ -512,16 +627,25 @@ class Reading:
         used: set[str] = set()
         new: list[CadMark] = []
         n = 1 + max((_num_of(m.id) for m in old), default=0)
-        for f in sorted(findings, key=lambda f: -float(f.score)):
+        # the CAD keeps at most 100 findings; more are never worked through
+        by_slice: dict[int, list[CadMark]] = {}  # the earlier marks near a slice: linear work
+        order = {id(m): i for i, m in enumerate(old)}
+        for m in old:
+            by_slice.setdefault(int(m.slice), []).append(m)
+        new_ids: set[str] = set()
+        for f in sorted(findings, key=lambda f: -float(f.score))[:MAX_ITEMS["cad_marks"]]:
             mark = f if isinstance(f, CadMark) else CadMark.from_finding(f, "")
-            prev = next((m for m in old if m.id not in used and abs(m.slice - mark.slice) <= 1
+            near = sorted((m for k in (mark.slice - 1, mark.slice, mark.slice + 1)
+                           for m in by_slice.get(int(k), ())), key=lambda m: order[id(m)])
+            prev = next((m for m in near if m.id not in used
                          and math.hypot(m.row - mark.row, m.col - mark.col)
                          <= max(m.diameter_mm, mark.diameter_mm, 4.0)), None)
             if prev is not None:
                 used.add(prev.id)
                 mark.id, mark.status = prev.id, prev.status
-            elif not mark.id or any(m.id == mark.id for m in new):
+            elif not mark.id or mark.id in new_ids:
                 mark.id, n = f"c{n}", n + 1
+            new_ids.add(mark.id)
             new.append(mark)
         self.cad_marks = new
         self.touch()
@@ -556,7 +680,9 @@ class Reading:
     # -- box scores -------------------------------------------------------------------------
     def add_box_score(self, score: BoxScore) -> BoxScore:
         """Add the scores of a box, replacing earlier scores of the same box."""
-        self.box_scores = [s for s in self.box_scores if s.box != score.box] + [score]
+        kept = [s for s in self.box_scores if s.box != score.box]
+        self._room("box_scores", len(kept) + 1)
+        self.box_scores = kept + [score]
         self.touch()
         return score
 
@@ -585,6 +711,7 @@ class Reading:
             nodule.note = nodule.note or prev.note
             self.nodules[self.nodules.index(prev)] = nodule
         else:
+            self._room("nodules", len(self.nodules) + 1)
             if not nodule.id or any(x.id == nodule.id for x in self.nodules):
                 nodule.id = f"n{1 + max((_num_of(x.id) for x in self.nodules), default=0)}"
             self.nodules.append(nodule)
@@ -606,6 +733,8 @@ class Reading:
 
     # -- measurements -----------------------------------------------------------------------
     def add_measurement(self, m: Measurement) -> Measurement:
+        self._room("measurements", len(self.measurements) + 1)
+        _check_text(m, "the measurement")
         self.measurements.append(m)
         self.touch()
         return m
@@ -618,8 +747,39 @@ class Reading:
         del self.measurements[index]
         self.touch()
 
+    def _room(self, key: str, n: int) -> None:
+        """ReadingLimitError when the reading would hold ``n`` items of ``key``."""
+        if n > MAX_ITEMS[key]:
+            raise ReadingLimitError(_limit_message(key, n, MAX_ITEMS[key]))
+
+    def set_measurements(self, measurements) -> None:
+        """Replace the measurements (bounded like :meth:`add_measurement`)."""
+        measurements = list(measurements)
+        self._room("measurements", len(measurements))
+        for m in measurements:
+            _check_text(m, "a measurement")
+        self.measurements = measurements
+        self.touch()
+
+    def set_nodules(self, nodules) -> None:
+        """Replace the nodules (bounded like :meth:`add_nodule`)."""
+        nodules = list(nodules)
+        self._room("nodules", len(nodules))
+        self.nodules = nodules
+        self.touch()
+
     def set_note(self, text: str) -> None:
+        if len(str(text)) > MAX_TEXT_CHARS:
+            raise ReadingLimitError(f"the note has {len(str(text))} characters, more than the "
+                                    f"{MAX_TEXT_CHARS} a note may hold")
         self.note = str(text)
+        self.touch()
+
+    def set_followup(self, comparison: dict | None) -> None:
+        """Keep the follow-up comparison (a JSON-able dict) with the reading."""
+        if comparison is not None:
+            json.dumps(comparison, allow_nan=False)  # ValueError now, not at saving
+        self.followup = None if comparison is None else dict(comparison)
         self.touch()
 
     # -- JSON -------------------------------------------------------------------------------
@@ -631,13 +791,20 @@ class Reading:
                 "cad_marks": [m.to_dict() for m in self.cad_marks],
                 "box_scores": [s.to_dict() for s in self.box_scores],
                 "measurements": [m.to_dict() for m in self.measurements],
-                "nodules": [x.to_dict() for x in self.nodules]}
+                "nodules": [x.to_dict() for x in self.nodules],
+                "content_key": self.content_key, "slice_uids": list(self.slice_uids),
+                **({"followup": self.followup} if self.followup is not None else {})}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, allow_nan=False)
 
     @classmethod
-    def from_dict(cls, d: Any) -> Reading:
+    def from_dict(cls, d: Any, problems: list[str] | None = None) -> Reading:
+        """The reading of a parsed JSON object. Strict (``problems`` None): the first bad
+        record raises ValueError naming it. Lenient (``problems`` a list): a bad record is
+        left out, a list over :data:`MAX_ITEMS` keeps its first items and a text over
+        :data:`MAX_TEXT_CHARS` is cut, each noted in ``problems`` — what can be kept is kept.
+        The file's identity (format, schema, study) is never relaxed."""
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ValueError("not a lungviewer reading (its 'format' is not "
                              f"{FORMAT!r})")
@@ -646,35 +813,106 @@ class Reading:
         if version < 1 or version > SCHEMA_VERSION:
             raise ValueError(f"reading schema version {version} is not supported (this "
                              f"lungviewer reads version 1..{SCHEMA_VERSION}; update lungviewer)")
-        lists = {}
-        for key in ("cad_marks", "box_scores", "measurements", "nodules"):
+        lenient = problems is not None
+        parsers = {"cad_marks": (CadMark.from_dict, "CAD mark"),
+                   "box_scores": (BoxScore.from_dict, "box score"),
+                   "measurements": (_measurement_from_dict, "measurement"),
+                   "nodules": (NoduleRecord.from_dict, "nodule")}
+        lists: dict[str, list] = {}
+        for key, (parse, what) in parsers.items():
             v = d.get(key, [])
             if not isinstance(v, list):
-                raise ValueError(f"reading: '{key}' must be a list")  # noqa: TRY004 - file content
-            lists[key] = v
+                if not lenient:
+                    raise ValueError(f"reading: '{key}' must be a list")  # noqa: TRY004
+                problems.append(f"reading: '{key}' is not a list; left out")
+                v = []
+            limit = MAX_ITEMS[key]
+            if len(v) > limit:
+                if not lenient:
+                    raise ReadingLimitError(_limit_message(key, len(v), limit))
+                problems.append(_limit_message(key, len(v), limit) + f"; the first {limit} "
+                                "were kept")
+                v = v[:limit]
+            out = []
+            for i, x in enumerate(v):
+                try:
+                    item = parse(x, f"{what} {i + 1}")
+                    _check_text(item, f"{what} {i + 1}")
+                except (ValueError, TypeError, RecursionError) as exc:
+                    if not lenient:
+                        raise ValueError(str(exc)) from exc
+                    problems.append(f"{exc}; left out")
+                    continue
+                out.append(item)
+            lists[key] = out
         synthetic = d.get("synthetic", False)
         if not isinstance(synthetic, bool):
             raise ValueError("reading: 'synthetic' is not true/false")  # noqa: TRY004
+        texts = {}
+        for key, default in (("app_version", "unknown"), ("created", ""), ("modified", ""),
+                             ("note", "")):
+            try:
+                texts[key] = f.str(key, default)
+            except ValueError:
+                if not lenient:
+                    raise
+                problems.append(f"reading: '{key}' is not text; left out")
+                texts[key] = default
+            if len(texts[key]) > MAX_TEXT_CHARS:
+                if not lenient:
+                    raise ReadingLimitError(f"reading: '{key}' has {len(texts[key])} "
+                                            f"characters, more than {MAX_TEXT_CHARS}")
+                problems.append(f"reading: '{key}' was cut to {MAX_TEXT_CHARS} characters")
+                texts[key] = texts[key][:MAX_TEXT_CHARS]
+        uids = d.get("slice_uids", [])
+        if not isinstance(uids, list) or not all(isinstance(u, str) and len(u) <= 64
+                                                 for u in uids) or len(uids) > 100_000:
+            if not lenient:
+                raise ValueError("reading: 'slice_uids' must be a list of UIDs")
+            problems.append("reading: 'slice_uids' is not a list of UIDs; left out")
+            uids = []
+        try:
+            ckey = f.str("content_key")
+        except ValueError:
+            if not lenient:
+                raise
+            ckey = ""
+        try:
+            followup = _followup_of(d.get("followup"))
+        except ValueError as exc:
+            if not lenient:
+                raise
+            problems.append(f"{exc}; left out")
+            followup = None
         return cls(
             f.str("study_uid", required=True), f.str("series_uid"), synthetic,
-            f.str("app_version", "unknown"), f.str("created"), f.str("modified"), f.str("note"),
-            [CadMark.from_dict(x, f"CAD mark {i + 1}") for i, x in enumerate(lists["cad_marks"])],
-            [BoxScore.from_dict(x, f"box score {i + 1}")
-             for i, x in enumerate(lists["box_scores"])],
-            [_measurement_from_dict(x, f"measurement {i + 1}")
-             for i, x in enumerate(lists["measurements"])],
-            [NoduleRecord.from_dict(x, f"nodule {i + 1}") for i, x in enumerate(lists["nodules"])])
+            texts["app_version"], texts["created"], texts["modified"], texts["note"],
+            lists["cad_marks"], lists["box_scores"], lists["measurements"], lists["nodules"],
+            followup, ckey[:64], list(uids))
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Reading:
+    def from_json(cls, text: str | bytes, problems: list[str] | None = None) -> Reading:
         """Parse a saved reading; anything else (bad JSON, another program's file, a newer
-        schema, wrong field types) raises ValueError naming the problem."""
-        try:
-            d = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"not a lungviewer reading: the file is not valid JSON ({exc})"
-                             ) from exc
-        return cls.from_dict(d)
+        schema, wrong field types, a file over the bounds of :func:`_bounded_json`) raises
+        ValueError naming the problem. With a ``problems`` list, see :meth:`from_dict`."""
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        return cls.from_dict(_bounded_json(data, problems), problems)
+
+
+def _check_text(item: Any, where: str) -> None:
+    for name in ("note", "label"):
+        v = getattr(item, name, "")
+        if isinstance(v, str) and len(v) > MAX_TEXT_CHARS:
+            raise ReadingLimitError(f"{where}: its {name} has {len(v)} characters, more than "
+                                    f"the {MAX_TEXT_CHARS} allowed")
+
+
+def _followup_of(v: Any) -> dict | None:
+    if v is None:
+        return None
+    if not isinstance(v, dict) or not isinstance(v.get("pairs", []), list):
+        raise ValueError("reading: 'followup' must be an object with a 'pairs' list")  # noqa: TRY004
+    return v
 
 
 def _num_of(ident: str) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -113,14 +113,29 @@ def key_image(volume, k: int, crop, mask2d: np.ndarray | None = None,
 
 
 # -- the document ----------------------------------------------------------------------------------
+def _shifted(text: str, days: int | None) -> str:
+    """``YYYYMMDD`` or ISO ``YYYY-MM-DD…`` as ``YYYY-MM-DD`` moved by ``days`` ("" when it
+    is not a date)."""
+    digits = text.replace("-", "")[:8]
+    if len(digits) != 8 or not digits.isdigit():
+        return ""
+    try:
+        d = datetime(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
+    except ValueError:
+        return ""
+    return (d + timedelta(days=days or 0)).strftime("%Y-%m-%d")
+
+
 def _study_lines(reading: Reading, volume, sources, include_patient_name: bool,
-                 show_date: bool = True) -> list[str]:
+                 show_date: bool = True, anonymous_key: str | None = None,
+                 date_shift_days: int | None = None) -> list[str]:
     src = sources[0] if sources else None
-    date = str(src.get("StudyDate", "")) if src is not None and show_date else ""
-    if len(date) == 8 and date.isdigit():
-        date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
-    lines = [f"Study: anonymous key {study_key(reading.study_uid)[:10]}"
-             + (f", study date {date}" if date else "")]
+    anonymized = anonymous_key is not None
+    date = ""
+    if src is not None and show_date and (not anonymized or date_shift_days is not None):
+        date = _shifted(str(src.get("StudyDate", "")), date_shift_days)
+    key = anonymous_key if anonymized else study_key(reading.study_uid)[:10]
+    lines = [f"Study: anonymous key {key}" + (f", study date {date}" if date else "")]
     if include_patient_name:
         name = str(src.get("PatientName", "")) if src is not None else ""
         lines.append(f"Patient: {name.replace('^', ' ').strip() or '(no name in the images)'}")
@@ -132,14 +147,23 @@ def _study_lines(reading: Reading, volume, sources, include_patient_name: bool,
 
 def build_report(reading: Reading, volume, out_path: str | Path, *,
                  include_patient_name: bool = False, show_date: bool = True, sources=None,
-                 compress: bool = True) -> Path:
+                 compress: bool = True, anonymous_key: str | None = None,
+                 date_shift_days: int | None = None) -> Path:
     """Write the PDF report of ``reading`` on ``volume`` to ``out_path`` (atomically).
+
+    The report of an anonymised export passes ``anonymous_key`` (not derivable from the
+    original UIDs: see ``commands/export.anonymized_identity``) and ``date_shift_days``, the
+    anonymised copy's date shift: every date in the PDF (study date, report made, reading
+    changed) moves by it, and with no known shift the PDF shows no date.
 
     ``sources``: the series' DICOM headers (for the study date unless not ``show_date``,
     and, only when ``include_patient_name``, the patient's name); read from
     ``volume.files[0]`` if None."""
     from fpdf import FPDF
 
+    from .model import check_limits
+
+    check_limits(reading)
     if sources is None and volume.files:
         import pydicom
 
@@ -178,10 +202,21 @@ def build_report(reading: Reading, volume, out_path: str | Path, *,
         pdf.multi_cell(0, h, _latin1(s), new_x="LMARGIN", new_y="NEXT", align="L")
 
     text("Reading report", 16, "B", 8)
-    for line in _study_lines(reading, volume, sources, include_patient_name, show_date):
+    for line in _study_lines(reading, volume, sources, include_patient_name, show_date,
+                             anonymous_key, date_shift_days):
         text(line, 9)
-    text(f"Report made {datetime.now(UTC).strftime('%Y-%m-%d %H:%M')} UTC by lungviewer "
-         f"{__version__}; reading last changed {reading.modified[:16].replace('T', ' ')}", 9)
+    if anonymous_key is None:
+        text(f"Report made {datetime.now(UTC).strftime('%Y-%m-%d %H:%M')} UTC by lungviewer "
+             f"{__version__}; reading last changed "
+             f"{reading.modified[:16].replace('T', ' ')}", 9)
+    elif date_shift_days is not None:  # the dates of an anonymised copy, shifted alike
+        made = _shifted(datetime.now(UTC).strftime("%Y%m%d"), date_shift_days)
+        changed = _shifted(reading.modified, date_shift_days)
+        text(f"Report made {made} (shifted like the anonymised images' dates) by lungviewer "
+             f"{__version__}" + (f"; reading last changed {changed}" if changed else ""), 9)
+    else:
+        text(f"Report made by lungviewer {__version__} (dates left out: the anonymised "
+             "images' date shift is not known)", 9)
     if reading.note:
         pdf.ln(2)
         text("Reader's note", 11, "B")
@@ -197,6 +232,8 @@ def build_report(reading: Reading, volume, out_path: str | Path, *,
         _nodule_section(pdf, text, reading, volume, n)
     for m in marks:
         _mark_section(pdf, text, volume, m)
+    if reading.measurements:
+        _measurement_section(text, reading, volume)
     pdf.ln(3)
     text("About the CAD models", 11, "B")
     text(summary, 9)
@@ -206,6 +243,21 @@ def build_report(reading: Reading, volume, out_path: str | Path, *,
     atomic_write_bytes(out_path, data)
     log.info("PDF report written: %d page(s)", pdf.page_no())
     return out_path
+
+
+def _measurement_section(text, reading: Reading, volume) -> None:
+    """The reader's measurements (ruler, ROIs, bidirectional): kind, plane and image, and
+    the figures the viewer shows (measurements.measure)."""
+    from .measurements import measure
+
+    text("Measurements", 11, "B")
+    for m in reading.measurements:
+        try:
+            figures = measure(m, volume.hu, volume.spacing).text()
+        except (IndexError, ValueError) as exc:  # an image the volume lacks
+            figures = f"not measurable on this series ({exc})"
+        name = f"{m.label} - " if m.label else ""
+        text(f"{name}{m.kind}, {m.plane} image {m.index + 1}: {figures}", 9)
 
 
 def _keep_together(pdf, height: float = 92) -> None:

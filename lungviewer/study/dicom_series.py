@@ -819,6 +819,15 @@ def _split_warning(chosen: list[_Header], others: list[list[_Header]]) -> str:
                      "image(s) of another size.")
     if turned:
         kinds.append(f"Mixed orientations: dropped {sum(turned)} image(s).")
+    spaced = [len(p) for p, h in zip(others, reps)
+              if (h.pixel_spacing is None) != (ref.pixel_spacing is None)
+              or (h.pixel_spacing is not None and ref.pixel_spacing is not None
+                  and not np.allclose(h.pixel_spacing, ref.pixel_spacing,
+                                      rtol=SPACING_TOLERANCE, atol=1e-6))]
+    if spaced:
+        sp = ref.pixel_spacing or (1.0, 1.0)
+        kinds.append(f"Mixed pixel spacing (two fields of view?): kept {sp[0]:g}×{sp[1]:g} mm, "
+                     f"dropped {sum(spaced)} image(s) of another pixel spacing.")
     left = sum(len(p) for p in others)
     parts = "; ".join(f"{len(p)} image(s) of {_geometry(p, bool(turned)) or 'unknown geometry'}"
                       for p in others[:3]) + (" …" if len(others) > 3 else "")
@@ -955,8 +964,36 @@ def _sort_and_check(headers: list[_Header], root: Path) -> tuple[list[_Header], 
         elif np.max(np.abs(steps - step)) > 0.1 * step + 0.01:
             warnings.append(f"Uneven slice spacing: steps from {steps.min():.2f} to {steps.max():.2f} mm "
                             f"(median {step:.2f} mm used).")
+    # pixel spacing that varies within the tolerance of one stack
+    spacings = np.array([h.pixel_spacing for h in headers if h.pixel_spacing is not None])
+    if len(spacings) > 1 and np.ptp(spacings, axis=0).max() > 1e-6:
+        lo, hi = spacings.min(), spacings.max()
+        warnings.append(f"Mixed pixel spacing: {lo:.4f} to {hi:.4f} mm between slices; "
+                        f"{headers[0].pixel_spacing[0]:.4f} mm is used (distances may be off by "
+                        f"up to {100 * (hi - lo) / lo:.2f} %).")
+    # in-plane positions that jump between slices (two fields of view interleaved): not a
+    # tilt, which moves them along a straight line
+    interleaved = False
+    if len(headers) > 2:
+        first = headers[0]
+        r_hat = first.orientation[:3] / np.linalg.norm(first.orientation[:3])
+        c_hat = first.orientation[3:] / np.linalg.norm(first.orientation[3:])
+        rel = np.stack([h.position for h in headers]) - first.position
+        px = min(first.pixel_spacing or (1.0, 1.0))
+        worst = 0.0
+        for axis in (r_hat, c_hat):
+            u = rel @ axis
+            fit = np.polyval(np.polyfit(proj, u, 1), proj)
+            worst = max(worst, float(np.max(np.abs(u - fit))))
+        if worst > 0.5 * px:
+            interleaved = True
+            warnings.append(f"Slices of this series lie at different in-plane positions (up to "
+                            f"{worst:.1f} mm off a straight line; two fields of view or "
+                            "reconstruction centres interleaved?): the slices are not aligned "
+                            "and distances across slices are not to scale; open each field of "
+                            "view as its own series.")
     # gantry tilt: positions do not advance along the normal
-    if len(headers) > 1:
+    if len(headers) > 1 and not interleaved:
         d = headers[-1].position - headers[0].position
         norm = np.linalg.norm(d)
         if norm > 0:
@@ -1179,6 +1216,10 @@ def load_series(
     headers, proj, warnings = _sort_and_check(chosen, root)
     first = headers[0]
     n, rows, cols = len(headers), first.rows, first.cols
+    if n == 1:
+        warnings.append("A single slice: this folder holds one image of the series, so there "
+                        "are no coronal/sagittal views, 3-D measurements or CAD findings; open "
+                        "the folder with the whole series.")
     if n * rows * cols > MAX_VOXELS or rows > 4096 or cols > 4096:
         raise StudyLoadError(
             f"The series is too large to open ({n} × {rows} × {cols} voxels); "

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import (QCheckBox, QGridLayout, QGroupBox, QLabel, QTreeWidget,
-                               QTreeWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QGridLayout, QGroupBox, QHeaderView, QLabel,
+                               QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from lungviewer.study.annotations import ReaderMark, StudyAnnotations, describe_rating
 
@@ -23,9 +23,27 @@ LAYERS = {"nodule": "Nodule outlines (≥ 3 mm)", "small_nodule": "Small nodules
           "non_nodule": "Non-nodules"}
 
 
+#: the readers' outlines: thin and a little translucent, so that where several readers
+#: outlined the same small nodule its edge still shows between their lines
+OUTLINE_WIDTH = 1.0
+OUTLINE_ALPHA = 170
+
+
 def reader_colour(readers: list[str], reader: str) -> str:
     i = readers.index(reader) if reader in readers else len(readers)
     return READER_COLOURS[i % len(READER_COLOURS)]
+
+
+def reader_label(readers: list[str], reader: str) -> str:
+    """"Reader 1" … in the order of the study's readers (the XML's reader IDs are numbers
+    such as "-17698129" that say nothing to a radiologist)."""
+    i = readers.index(reader) if reader in readers else len(readers)
+    return f"Reader {i + 1}"
+
+
+def _translucent(colour: str) -> str:
+    c = QColor(colour)
+    return f"#{OUTLINE_ALPHA:02x}{c.red():02x}{c.green():02x}{c.blue():02x}"
 
 
 def overlay_items(ann: StudyAnnotations, readers_off: set[str] = frozenset(),
@@ -38,14 +56,15 @@ def overlay_items(ann: StudyAnnotations, readers_off: set[str] = frozenset(),
         if m.reader in readers_off or m.kind in layers_off:
             continue
         colour = reader_colour(readers, m.reader)
-        info = _mark_info(m)
+        info = _mark_info(m, readers)
         for roi in m.rois:
             if roi.slice_index is None or len(roi.points) == 0:
                 continue
             pts = np.asarray(roi.points, dtype=float)
             if m.kind == "nodule" and len(pts) > 1:
-                polys.append(Polygon(roi.slice_index, pts[:, ::-1], colour,
+                polys.append(Polygon(roi.slice_index, pts[:, ::-1], _translucent(colour),
                                      dashed=not roi.inclusion, group=m.reader,
+                                     width=OUTLINE_WIDTH,
                                      info=info if roi.inclusion else info + "\n(exclusion)"))
             else:
                 r, c = pts[:, 1].mean(), pts[:, 0].mean()
@@ -70,20 +89,21 @@ def nodule_box(nodule, pad: int = 4) -> tuple[int, int, int, int, int] | None:
     return int(k), int(r0), int(c0), int(r1), int(c1)
 
 
-def _mark_info(m: ReaderMark) -> str:
+def _mark_info(m: ReaderMark, readers: list[str] = ()) -> str:
     """The reader, then malignancy and the other eight ratings in words, one per line."""
-    lines = [m.reader]
+    lines = [reader_label(list(readers), m.reader) if readers else m.reader]
     if m.characteristics is not None:
         words = m.characteristics.describe()
         lines += sorted(words, key=lambda w: not w.startswith("malignancy"))
     return "\n".join(lines)
 
 
-def _mark_summary(m: ReaderMark) -> str:
+def _mark_summary(m: ReaderMark, readers: list[str]) -> str:
+    who = reader_label(readers, m.reader)
     if m.characteristics is None:
-        return f"{m.reader}: {m.kind.replace('_', ' ')}"
+        return f"{who}: {m.kind.replace('_', ' ')}"
     c = m.characteristics
-    return (f"{m.reader}: {describe_rating('malignancy', c.malignancy)}; "
+    return (f"{who}: {describe_rating('malignancy', c.malignancy)}; "
             f"texture {c.texture}, spiculation {c.spiculation}, calcification "
             f"{c.calcification}")
 
@@ -104,8 +124,13 @@ class AnnotationsPanel(QWidget):
         self.source = QLabel("No annotations.")
         self.source.setWordWrap(True)
         self.tree = QTreeWidget()
-        self.tree.setHeaderLabels(["Nodule", "Readers", "Malignancy (median)", "Ø mm",
-                                   "Images"])
+        self.tree.setHeaderLabels(["Nodule", "Readers", "Malign.", "Ø mm", "Images"])
+        self.tree.headerItem().setToolTip(2, "Median of the readers' malignancy ratings "
+                                             "(1 highly unlikely … 5 highly suspicious)")
+        header = self.tree.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setMinimumSectionSize(30)
         self.tree.setRootIsDecorated(True)
         self.tree.itemClicked.connect(self._clicked)
         self.tree.itemDoubleClicked.connect(self._double_clicked)
@@ -129,31 +154,24 @@ class AnnotationsPanel(QWidget):
             self.source.setText("No annotations.")
             self.refresh()
             return
-        n_small = sum(1 for m in ann.marks if m.kind == "small_nodule")
-        text = (f"Source: {ann.source}. {len(ann.nodules)} nodule(s) ≥ 3 mm, {n_small} small "
-                f"nodule mark(s), {len(ann.non_nodules)} non-nodule mark(s), "
+        large = [n for n in ann.nodules if not n.is_small]
+        small = [n for n in ann.nodules if n.is_small]
+        text = (f"Source: {ann.source}. {len(large)} nodule(s) ≥ 3 mm, {len(small)} small "
+                f"nodule(s) < 3 mm, {len(ann.non_nodules)} non-nodule mark(s), "
                 f"{len(ann.readers)} reader(s).")
         if ann.unmatched_rois:
             text += f" {ann.unmatched_rois} outline(s) match no slice of this series."
         self.source.setText(text)
-        for nod in ann.nodules:
-            med = nod.median_malignancy
-            words = describe_rating("malignancy", round(med)) if med is not None else "—"
-            lo, hi = nod.slice_range or (0, 0)
-            item = QTreeWidgetItem([
-                f"Nodule {nod.index}", str(len(nod.readers)),
-                f"{med:.1f} ({words})" if med is not None else "—",
-                f"{nod.diameter_mm:.1f}", f"{lo + 1}–{hi + 1}"])
-            item.setData(0, Qt.ItemDataRole.UserRole, nod)
-            for m in nod.marks:
-                child = QTreeWidgetItem([_mark_summary(m)])
-                child.setForeground(0, QColor(reader_colour(ann.readers, m.reader)))
-                child.setFirstColumnSpanned(True)
-                child.setData(0, Qt.ItemDataRole.UserRole, nod)
-                item.addChild(child)
-            self.tree.addTopLevelItem(item)
-        for i in range(self.tree.columnCount()):
-            self.tree.resizeColumnToContents(i)
+        for nod in large:
+            self.tree.addTopLevelItem(self._nodule_item(ann, nod, f"Nodule {nod.index}"))
+        if small:
+            group = QTreeWidgetItem([f"Small nodules < 3 mm ({len(small)})"])
+            group.setFirstColumnSpanned(True)
+            group.setToolTip(0, "Nodules the readers marked as a point (< 3 mm): no outline, "
+                                "no malignancy rating.")
+            for nod in small:
+                group.addChild(self._nodule_item(ann, nod, f"Small {nod.index}"))
+            self.tree.addTopLevelItem(group)
         row = 0
         for key, label in LAYERS.items():
             cb = QCheckBox(label)
@@ -162,7 +180,7 @@ class AnnotationsPanel(QWidget):
             self.legend.addWidget(cb, row, 0, 1, 2)
             row += 1
         for reader in ann.readers:
-            cb = QCheckBox(reader)
+            cb = QCheckBox(reader_label(ann.readers, reader))
             cb.setChecked(True)
             cb.setStyleSheet(f"QCheckBox {{ color: {reader_colour(ann.readers, reader)}; "
                              "font-weight: bold; }")
@@ -170,6 +188,24 @@ class AnnotationsPanel(QWidget):
             self.legend.addWidget(cb, row, 0, 1, 2)
             row += 1
         self.refresh()
+
+    def _nodule_item(self, ann: StudyAnnotations, nod, name: str) -> QTreeWidgetItem:
+        med = nod.median_malignancy
+        lo, hi = nod.slice_range or (0, 0)
+        item = QTreeWidgetItem([
+            name, str(len(nod.readers)), f"{med:.1f}" if med is not None else "—",
+            f"{nod.diameter_mm:.1f}" if not nod.is_small else "< 3",
+            f"{lo + 1}–{hi + 1}" if lo != hi else f"{lo + 1}"])
+        if med is not None:
+            item.setToolTip(2, describe_rating("malignancy", round(med)))
+        item.setData(0, Qt.ItemDataRole.UserRole, nod)
+        for m in nod.marks:
+            child = QTreeWidgetItem([_mark_summary(m, ann.readers)])
+            child.setForeground(0, QColor(reader_colour(ann.readers, m.reader)))
+            child.setFirstColumnSpanned(True)
+            child.setData(0, Qt.ItemDataRole.UserRole, nod)
+            item.addChild(child)
+        return item
 
     def set_visible_overlays(self, on: bool) -> None:
         self.visible = on
@@ -189,8 +225,12 @@ class AnnotationsPanel(QWidget):
     def _clicked(self, item: QTreeWidgetItem) -> None:
         nod = item.data(0, Qt.ItemDataRole.UserRole)
         if nod is not None and nod.slice_range is not None:  # None: on no slice of this series
-            self.slice_view.set_slice(int(round(nod.centre[0])))
-            self.slice_view.centre_on(nod.centre[1], nod.centre[2])
+            k, r, c = int(round(nod.centre[0])), nod.centre[1], nod.centre[2]
+            if np.isfinite(r) and np.isfinite(c) and hasattr(self.slice_view, "bring_into_view"):
+                self.slice_view.set_point(k, round(r), round(c))
+                self.slice_view.bring_into_view(k, r, c, nod.diameter_mm)
+            else:
+                self.slice_view.set_slice(k)
             self.noduleSelected.emit(nod)
 
     def _double_clicked(self, item: QTreeWidgetItem) -> None:

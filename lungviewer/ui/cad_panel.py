@@ -35,6 +35,17 @@ def _pixmap(arr: np.ndarray, size: int = 72, lo: float | None = None,
                                                 Qt.TransformationMode.FastTransformation)
 
 
+def percent(p: float) -> str:
+    """A probability as the PDF report writes it (``f"{p:.0%}"``: rounded, not truncated
+    as QProgressBar's ``%p%`` is), so that the panel and the report agree."""
+    return f"{float(p):.0%}"
+
+
+def _set_bar(bar: QProgressBar, p: float) -> None:
+    bar.setValue(int(round(float(p) * 1000)))
+    bar.setFormat(percent(p))
+
+
 def _note(engine) -> str:
     return f"  ⚠ {engine.note}" if engine is not None and engine.note else ""
 
@@ -121,6 +132,7 @@ class CadPanel(QWidget):
         self.disease_grid = QGridLayout()
         lay.addLayout(self.disease_grid)
         self.disease_bars: list[QProgressBar] = []
+        self.disease_labels: list[QLabel] = []
         self.disease_reliable = False
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
@@ -152,9 +164,11 @@ class CadPanel(QWidget):
             bar.setRange(0, 1000)
             bar.setFormat("%p%")
             bar.setMaximumHeight(16)
-            self.disease_grid.addWidget(QLabel(name), i, 0)
+            label = QLabel(name)
+            self.disease_grid.addWidget(label, i, 0)
             self.disease_grid.addWidget(bar, i, 1)
             self.disease_bars.append(bar)
+            self.disease_labels.append(label)
         a = engine.disease_assessment()
         self.disease_reliable = bool(a["reliable"])
         if self.disease_reliable:
@@ -163,14 +177,15 @@ class CadPanel(QWidget):
         else:  # shown greyed, no class called "most likely"
             self.disease_title.setText(f"<b>Disease</b> <span style='color:gray'>({a['why']}"
                                        f"; {engine.disease_source})</span>")
-            for bar in self.disease_bars:
-                bar.setEnabled(False)
+            for w in self.disease_bars + self.disease_labels:
+                w.setEnabled(False)
         self.caveat.setText(engine.caveat)
 
     def clear_scores(self) -> None:
         """Empty bars, thumbnails and similar nodules (a new study is open)."""
         for bar in self.mal_bars + self.disease_bars:
             bar.reset()
+            bar.setFormat("%p%")
         for lab in self.thumb_labels:
             lab.clear()
         self.summary.setText("")
@@ -181,9 +196,9 @@ class CadPanel(QWidget):
 
     def show_scores(self, res) -> None:
         for bar, p in zip(self.mal_bars, res.malignancy_probs):
-            bar.setValue(int(round(float(p) * 1000)))
+            _set_bar(bar, p)
         for bar, p in zip(self.disease_bars, res.disease_probs):
-            bar.setValue(int(round(float(p) * 1000)))
+            _set_bar(bar, p)
         top = int(np.argmax(res.malignancy_probs)) + 1
         dis = res.disease_names[int(np.argmax(res.disease_probs))] if len(res.disease_probs) \
             else "—"

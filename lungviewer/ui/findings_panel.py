@@ -12,9 +12,12 @@ import logging
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QColor
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QPlainTextEdit, QPushButton, QVBoxLayout, QWidget)
 
+from lungviewer.session import DEFAULT_OPERATING_POINT, OPERATING_POINTS
+
+from . import settings
 from .workers import Task
 
 log = logging.getLogger(__name__)
@@ -23,7 +26,8 @@ log = logging.getLogger(__name__)
 KEYS = """\
 F                      CAD marks on/off
 N / Shift+N            next / previous CAD finding (jumps to it)
-Y / X / U              accept / reject / un-review the selected finding
+Y / X / U              accept / reject / un-review the selected finding (stays on it)
+Ctrl+Z / Ctrl+Shift+Z  undo / redo (box, measurements, verdicts, segmentations)
 V                      segment the boxed nodule (volume, axes, type, Lung-RADS)
 """
 
@@ -31,9 +35,19 @@ STATUS_WORDS = {"unreviewed": "to review", "accepted": "accepted", "rejected": "
 REJECTED_GREY = QColor(140, 140, 140)
 
 
-def mark_text(number: int, m) -> str:
-    return (f"#{number}  image {m.slice + 1}  Ø {m.diameter_mm:.1f} mm  score {m.score:.2f}  "
-            f"{m.cls} — {STATUS_WORDS.get(m.status, m.status)}")
+SENSITIVITY_TEXTS = {1: "1 FP / scan (specific)", 2: "2 FP / scan", 4: "4 FP / scan (sensitive)"}
+
+
+def mark_text(number: int, m, shown: bool = True) -> str:
+    """One line of the findings list: its kind ("mass" for a mass), image, size, probability;
+    the malignancy level only for a finding at or above the operating point (``shown``)."""
+    kind = "mass" if m.cls == "mass" else "nodule"
+    text = f"#{number} {kind}, image {m.slice + 1}, {m.diameter_mm:.1f} mm, p {m.score:.2f}"
+    if shown and getattr(m, "malignancy", 0.0):
+        text += f", malignancy {m.malignancy:.1f}"
+    if not shown:
+        text += " (below the operating point)"
+    return f"{text} — {STATUS_WORDS.get(m.status, m.status)}"
 
 
 def nodule_text(n) -> str:
@@ -55,10 +69,23 @@ class ReadingPanel(QWidget):
         super().__init__(parent)
         lay = QVBoxLayout(self)
         self.title = QLabel("<b>CAD findings</b> (Y accept, X reject; N next)")
+        self.title.setWordWrap(True)
         lay.addWidget(self.title)
+        sens = QHBoxLayout()
+        sens.addWidget(QLabel("Sensitivity:"))
+        self.sensitivity = QComboBox()
+        for fp in OPERATING_POINTS:
+            self.sensitivity.addItem(SENSITIVITY_TEXTS.get(fp, f"{fp} FP / scan"), fp)
+        self.sensitivity.setToolTip("How many false positive findings per scan the list may "
+                                    "hold on average (more: more nodules found, more to "
+                                    "reject). Remembered.")
+        sens.addWidget(self.sensitivity)
+        sens.addStretch(1)
+        lay.addLayout(sens)
         self.marks = QListWidget()
         self.marks.setToolTip("Click to show a finding; Y accepts, X rejects, U resets it. "
                               "Rejected findings stay in the list, greyed out.")
+        self.marks.setWordWrap(True)  # no line cut at the panel's edge
         self.marks.currentItemChanged.connect(self._current_changed)
         lay.addWidget(self.marks, 2)
         row = QHBoxLayout()
@@ -87,13 +114,19 @@ class ReadingPanel(QWidget):
         self.note.textChanged.connect(self._note_timer.start)
         self._marks: list = []
 
-    def show_reading(self, reading) -> None:
+    def show_reading(self, reading, is_shown=None, operating_point: int | None = None,
+                     calibrated: bool = True) -> None:
+        """List the reading's CAD marks at or above the operating point (``is_shown(mark)``;
+        None: every mark) and the ones the reader accepted below it."""
         current = self.current_mark()
         self.marks.blockSignals(True)
         self.marks.clear()
-        self._marks = list(reading.cad_marks) if reading is not None else []
-        for i, m in enumerate(self._marks):
-            it = QListWidgetItem(mark_text(i + 1, m))
+        every = list(reading.cad_marks) if reading is not None else []
+        shown = [bool(is_shown(m)) if is_shown is not None else True for m in every]
+        self._marks = [m for m, s in zip(every, shown) if s or m.status == "accepted"]
+        flags = [s for m, s in zip(every, shown) if s or m.status == "accepted"]
+        for i, (m, flag) in enumerate(zip(self._marks, flags)):
+            it = QListWidgetItem(mark_text(i + 1, m, flag))
             it.setData(Qt.ItemDataRole.UserRole, m.id)
             if m.status == "rejected":
                 it.setForeground(REJECTED_GREY)
@@ -118,8 +151,13 @@ class ReadingPanel(QWidget):
             self.note.blockSignals(False)
         n_acc = sum(m.status == "accepted" for m in self._marks)
         n_rej = sum(m.status == "rejected" for m in self._marks)
-        self.title.setText(f"<b>CAD findings</b>: {len(self._marks)} ({n_acc} accepted, "
-                           f"{n_rej} rejected) — Y accept, X reject, N next")
+        n_shown = sum(shown)
+        at = f" at {operating_point} FP / scan" if operating_point else ""
+        if not calibrated:
+            at = " (uncalibrated CAD weights: no operating point, every finding listed)"
+        self.title.setText(f"<b>CAD findings</b>: {n_shown} shown{at}, "
+                           f"{len(every) - n_shown} below ({n_acc} accepted, {n_rej} "
+                           "rejected) — Y accept, X reject, N next")
 
     def current_mark(self):
         row = self.marks.currentRow()
@@ -131,6 +169,14 @@ class ReadingPanel(QWidget):
         row = self.marks.currentRow()
         row = 0 if row < 0 else (row + delta) % len(self._marks)
         self.marks.setCurrentRow(row)
+
+    def select_mark(self, mark_id: str) -> None:
+        """Make the listed mark ``mark_id`` the current one (it is shown)."""
+        for i, m in enumerate(self._marks):
+            if m.id == mark_id:
+                if self.marks.currentRow() != i:
+                    self.marks.setCurrentRow(i)
+                return
 
     def _current_changed(self, item, _previous=None) -> None:
         m = self.current_mark()
@@ -145,12 +191,20 @@ class ReadingController(QObject):
     nodulesChanged = Signal(object)  # list of NoduleRecord, for the views
     showMark = Signal(object)  # CadMark: the views jump there
 
-    def __init__(self, session, bridge, run_task, box_source) -> None:
+    def __init__(self, session, bridge, run_task, box_source, history=None) -> None:
         super().__init__(bridge)
         self.session = session
         self._run_task = run_task
         self._box_source = box_source  # () -> (slice, r0, c0, r1, c1) or None
+        self.history = history  # lungviewer.ui.undo.History: verdicts, segmentations
         self.panel = ReadingPanel()
+        op = int(settings.get("cad/operating_point", DEFAULT_OPERATING_POINT, int))
+        if op in OPERATING_POINTS:
+            session.set_operating_point(op)
+        self.panel.sensitivity.setCurrentIndex(
+            OPERATING_POINTS.index(session.operating_point))
+        self.panel.sensitivity.currentIndexChanged.connect(
+            lambda i: self.set_operating_point(self.panel.sensitivity.itemData(i)))
         bridge.event.connect(self._session_event)
         self.panel.markActivated.connect(self.showMark)
         self.panel.noteEdited.connect(self.session.set_note)
@@ -170,38 +224,100 @@ class ReadingController(QObject):
         self.act_unreview.triggered.connect(lambda: self.set_status("unreviewed"))
         self.act_segment = QAction("&Segment the boxed nodule", self, shortcut="V")
         self.act_segment.triggered.connect(self.segment_box)
+        # Horos, Weasis and syngo keep the finding on screen after a verdict; moving on is
+        # the reader's choice (N) unless auto-advance is on
+        self.act_auto_advance = QAction("Move to the next finding after Y / X", self,
+                                        checkable=True)
+        self.act_auto_advance.setChecked(bool(settings.get("review/auto_advance", False,
+                                                           bool)))
+        self.act_auto_advance.toggled.connect(lambda on: settings.put("review/auto_advance",
+                                                                      on))
         self.actions = [self.act_marks, self.act_next, self.act_prev, self.act_accept,
-                        self.act_reject, self.act_unreview, self.act_segment]
+                        self.act_reject, self.act_unreview, self.act_segment,
+                        self.act_auto_advance]
         self.act_marks.toggled.connect(lambda _on: self._publish())
 
     def _session_event(self, name: str, payload) -> None:
         if name == "reading":
-            self.panel.show_reading(payload)
+            self._show(payload)
             self._publish()
         elif name == "opened":
-            self.panel.show_reading(None)
+            self._show(None)
             self._publish()
+
+    def _show(self, reading) -> None:
+        s = self.session
+        calibrated = s.engine is None or s.threshold is not None
+        self.panel.show_reading(reading, s.is_shown, s.operating_point, calibrated)
+
+    @property
+    def auto_advance(self) -> bool:
+        return self.act_auto_advance.isChecked()
+
+    def set_operating_point(self, fp_per_scan: int) -> None:
+        """Show the findings at ``fp_per_scan`` false positives per scan (remembered)."""
+        fp = int(fp_per_scan)
+        if fp not in OPERATING_POINTS:
+            return
+        settings.put("cad/operating_point", fp)
+        i = OPERATING_POINTS.index(fp)
+        if self.panel.sensitivity.currentIndex() != i:
+            self.panel.sensitivity.setCurrentIndex(i)  # comes back here once
+            return
+        self.session.set_operating_point(fp)
+        self._show(self.session.reading)
+        self._publish()
 
     def _publish(self) -> None:
         r = self.session.reading
-        marks = list(r.cad_marks) if r is not None and self.act_marks.isChecked() else []
+        marks = list(self.panel._marks) if r is not None and self.act_marks.isChecked() else []
         self.marksChanged.emit(marks)
         self.nodulesChanged.emit(list(r.nodules) if r is not None else [])
 
     def set_status(self, status: str) -> None:
+        """The reader's verdict on the selected finding; the selection stays on it unless
+        auto-advance is on (undoable)."""
         m = self.panel.current_mark()
         if m is None or self.session.reading is None:
             return
-        self.session.set_mark_status(m.id, status)
-        if status != "unreviewed":
+        old = m.status
+        if old == status:
+            return
+        mid = m.id
+        self.session.set_mark_status(mid, status)
+        if self.history is not None:
+            self.history.push(f"{STATUS_WORDS.get(status, status)} finding",
+                              lambda: self._restore_status(mid, old),
+                              lambda: self._restore_status(mid, status))
+        if status != "unreviewed" and self.auto_advance:
             self.panel.step(1)  # the next finding to review
+
+    def _restore_status(self, mark_id: str, status: str) -> None:
+        if self.session.reading is None:
+            return
+        try:
+            self.session.set_mark_status(mark_id, status)
+        except KeyError:  # the mark went with a re-scan
+            return
+        self.panel.select_mark(mark_id)
 
     def segment_box(self) -> Task | None:
         box = self._box_source()
         if box is None or self.session.volume is None:
             return None
         k, r0, c0, r1, c1 = box
+        reading = self.session.reading
+        before = list(reading.nodules) if reading is not None else []
         task = Task(self.session.segment_nodule_job(k, (r0, c0, r1, c1)), name="volumetry")
         task.failed.connect(lambda msg: self.panel.lung_rads_note.setText(
             f"The nodule could not be segmented: {msg}"))
+        task.finished.connect(lambda _seg, r=reading: self._segmented(r, before))
         return self._run_task(task, "Segmenting the nodule")
+
+    def _segmented(self, reading, before: list) -> None:
+        if self.history is None or reading is None or reading is not self.session.reading:
+            return
+        after = list(reading.nodules)
+        self.history.push("Segment the nodule",
+                          lambda: self.session.set_nodules(before),
+                          lambda: self.session.set_nodules(after))

@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QIcon, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayout, QLabel,
                                QMainWindow, QMessageBox, QProgressBar, QPushButton, QSlider,
@@ -27,8 +27,6 @@ from lungviewer.session import Progress, StudySession
 from lungviewer.study.volume import Volume
 
 from . import settings
-from .findings_panel import KEYS as READING_KEYS
-from .mpr import KEYS as VIEW_KEYS
 from .mpr import MprWidget
 from .workers import SessionBridge, Task
 
@@ -44,19 +42,9 @@ ABOUT = (
     "The Cancer Imaging Archive (CC BY 3.0).</p>"
 )
 
-SHORTCUTS = """\
-Wheel / ↑ ↓            next / previous slice
-PageUp / PageDown      10 slices
-Home / End             first / last slice
-Ctrl+wheel, drag       zoom, pan
-Right-drag             window/level (→ wider, ↓ higher level)
-1 / 2 / 3              lung / mediastinum / bone window
-R                      reset zoom
-B                      box tool (draw a box around a nodule for the CAD)
-M                      show/hide lung parenchyma
-A                      show/hide readers' outlines
-Ctrl+O                 open a DICOM folder
-"""
+
+
+OPEN_HINT = "Open a DICOM folder (Ctrl+O) or drop it here."
 
 
 class MainWindow(QMainWindow):
@@ -98,15 +86,21 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
         # status bar: hover readout, progress, cancel
-        self.hover_label = QLabel("Open a DICOM folder (Ctrl+O) or drop it here.")
+        self.hover_label = QLabel(OPEN_HINT)
+        # the job's name in a label of its own (a long name clipped inside the bar hid the
+        # percentage), the bar a real percentage from the first moment
+        self.progress_label = QLabel("")
+        self.progress_label.hide()
         self.progress = QProgressBar()
-        self.progress.setMaximumWidth(220)
+        self.progress.setMaximumWidth(160)
         self.progress.setTextVisible(True)
+        self.progress.setFormat("%p%")
         self.progress.hide()
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.hide()
         self.cancel_button.clicked.connect(self.cancel_work)
         self.statusBar().addWidget(self.hover_label, 1)
+        self.statusBar().addPermanentWidget(self.progress_label)
         self.statusBar().addPermanentWidget(self.progress)
         self.statusBar().addPermanentWidget(self.cancel_button)
         self.mpr.hoverInfo.connect(self._hover)
@@ -138,17 +132,30 @@ class MainWindow(QMainWindow):
         self.cad.panel.jumpToSlice.connect(self.slice_view.set_slice)
         self.cad.panel.openSimilar.connect(self.open_demo)
         from .findings_panel import ReadingController
+        from .undo import History, WindowEdits
 
+        self.history = History(self)
         self.reading_ctl = ReadingController(self.session, self.bridge, self.run_task,
-                                             lambda: self.slice_view.box)
+                                             lambda: self.slice_view.box, self.history)
         self.reading_dock = self.add_side_panel("Reading", self.reading_ctl.panel)
         self.reading_ctl.marksChanged.connect(lambda marks: self.mpr.set_marks(
-            [(m.slice, m.row, m.col, m.diameter_mm, m.status) for m in marks]))
+            [(m.slice, m.row, m.col, m.diameter_mm, m.status, m.extent) for m in marks]))
         self.reading_ctl.nodulesChanged.connect(lambda nodules: self.mpr.set_segmentations(
             [(n.mask.offset, n.mask.to_array()) for n in nodules if n.mask is not None]))
         self.reading_ctl.showMark.connect(self._show_mark)
         self.reading_menu.addActions(self.reading_ctl.actions)
         self.addActions(self.reading_ctl.actions)
+        self.edits = WindowEdits(self, self.history)
+        self.edit_menu.addActions(self.history.actions)
+        self.addActions(self.history.actions)
+        self.edit_menu.addSeparator()
+        act_prefs = QAction("&Preferences… (keyboard shortcuts)", self)
+        act_prefs.triggered.connect(self.edit_shortcuts)
+        self.edit_menu.addAction(act_prefs)
+        from .shortcuts import Shortcuts, menu_actions
+
+        self.shortcuts = Shortcuts(menu_actions(self.menuBar()))
+        self.shortcuts.load()
         self.measure_dock = self.add_side_panel("Measurements", self.mpr.measure_panel)
         self.mpr.measure_panel.measurementsChanged.connect(self.session.set_measurements)
         self.tabifyDockWidget(self.study_dock, self.annotations_dock)
@@ -242,23 +249,32 @@ class MainWindow(QMainWindow):
         self.tasks.append(task)
         task.progress.connect(lambda d, n, t: self._progress(t or text, d, n))
         task.ended.connect(lambda t=task: self._task_ended(t))
-        self.progress.setFormat(f"{text} %p%")
-        self.progress.setRange(0, 0)
+        self.progress_label.setText(text)
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        self.progress_label.show()
         self.progress.show()
         self.cancel_button.show()
         self.busyChanged.emit(True)
         return task.start()
 
     def _progress(self, text: str, done: int, total: int) -> None:
-        self.progress.setFormat(f"{text} %p%")
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
+        if self.progress_label.text() != text:
+            self.progress_label.setText(text)
+            if total <= 0:  # a new step that has not counted yet
+                self.progress.setRange(0, 100)
+                self.progress.setValue(0)
+        if total > 0:
+            self.progress.setRange(0, total)
+            self.progress.setValue(min(max(done, 0), total))
 
     def _task_ended(self, task: Task) -> None:
         if task in self.tasks:
             self.tasks.remove(task)
         if not self.tasks:
             self.progress.hide()
+            self.progress_label.hide()
+            self.progress_label.setText("")
             self.cancel_button.hide()
             self.busyChanged.emit(False)
 
@@ -300,6 +316,8 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"lungviewer — {title}" + ("  [SYNTHETIC]" if volume.is_synthetic
                                                        else ""))
         self._describe(volume)
+        self.hover_label.setText(f"{volume.n_slices} images open — move the mouse over an "
+                                 "image for HU and position; F1 lists the keys.")
         if self.study_path is not None:
             self._update_recent(settings.add_recent_study(str(self.study_path)))
         self.statusBar().showMessage(
@@ -311,8 +329,15 @@ class MainWindow(QMainWindow):
     def _load_failed(self, message: str) -> None:
         self.statusBar().showMessage("Could not open the study.", 8000)
         self.studyFailed.emit(message)
+        if self.volume is None:
+            self.hover_label.setText(OPEN_HINT)
+        self._warn_later("Could not open the study", message)
+
+    def _warn_later(self, title: str, message: str) -> None:
+        """An error dialog shown once the job has ended, so that its progress bar and
+        Cancel are gone before the dialog (its modal loop held them on screen)."""
         if not getattr(self, "quiet_errors", False):
-            QMessageBox.warning(self, "Could not open the study", message)
+            QTimer.singleShot(0, lambda: QMessageBox.warning(self, title, message))
 
     def _describe(self, v: Volume) -> None:
         lines = [
@@ -340,14 +365,30 @@ class MainWindow(QMainWindow):
 
         add_worklist_action(self, fm)
         self.recent_menu = fm.addMenu("&Recent studies")
+        from .compare_view import FollowupController  # follow-up reading (issue 26)
+
+        self.followup = FollowupController(self)
+        self.act_prior = QAction("Open &prior… (follow-up comparison)", self)
+        self.act_prior.triggered.connect(self.followup.open_dialog)
+        fm.addAction(self.act_prior)
         fm.addSeparator()
         self.act_export = QAction("&Export reading… (SR, SEG, PDF)", self, shortcut="Ctrl+E")
         self.act_export.triggered.connect(self._export_dialog)
         fm.addAction(self.act_export)
         fm.addSeparator()
+        from . import pacs_dialog
+        self.act_pacs = QAction("&Query PACS…", self, shortcut="Ctrl+Shift+O")
+        self.act_pacs.triggered.connect(lambda: pacs_dialog.open_query_dialog(self))
+        fm.addAction(self.act_pacs)
+        self.act_pacs_send = QAction("Send reading to &PACS…", self)
+        self.act_pacs_send.triggered.connect(lambda: pacs_dialog.send_reading(self))
+        fm.addAction(self.act_pacs_send)
+        fm.addSeparator()
         act_quit = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
         act_quit.triggered.connect(self.close)
         fm.addAction(act_quit)
+
+        self.edit_menu = mb.addMenu("&Edit")  # undo / redo, filled once the history exists
 
         vm = mb.addMenu("&View")
         group = QActionGroup(self)
@@ -364,6 +405,14 @@ class MainWindow(QMainWindow):
         self.act_mask.setChecked(bool(settings.get("overlay/mask", True, bool)))
         self.act_mask.toggled.connect(self._toggle_mask)
         vm.addAction(self.act_mask)
+        # the lung overlay is an outline by default (as Horos and syngo draw segmentations
+        # over CT): a fill hides the attenuation the reader reads; Shift+M fills it
+        self.act_mask_fill = QAction("Lung parenchyma f&ill", self, shortcut="Shift+M",
+                                     checkable=True)
+        self.act_mask_fill.setChecked(bool(settings.get("overlay/mask_fill", False, bool)))
+        self.mpr.set_mask_fill(self.act_mask_fill.isChecked())
+        self.act_mask_fill.toggled.connect(self._toggle_mask_fill)
+        vm.addAction(self.act_mask_fill)
         self.act_outlines = QAction("Readers' &outlines", self, shortcut="A", checkable=True)
         self.act_outlines.setChecked(bool(settings.get("overlay/outlines", True, bool)))
         vm.addAction(self.act_outlines)
@@ -376,6 +425,12 @@ class MainWindow(QMainWindow):
         vm.addSeparator()
         self.panels_menu = vm.addMenu("Panels")
         self.panels_menu.addAction(self.study_dock.toggleViewAction())
+        # the side panels fold away and come back in one key, leaving the screen to the
+        # images (as Horos's and syngo's image-only view)
+        self.act_images_only = QAction("&Images only (hide the side panels)", self,
+                                       shortcut="F11", checkable=True)
+        self.act_images_only.toggled.connect(self.set_images_only)
+        vm.addAction(self.act_images_only)
 
         tm = mb.addMenu("&Tools")
         self.act_box = QAction("&Box a nodule", self, shortcut="B", checkable=True)
@@ -388,8 +443,7 @@ class MainWindow(QMainWindow):
 
         hm = mb.addMenu("&Help")
         act_keys = QAction("&Keyboard shortcuts", self, shortcut="F1")
-        act_keys.triggered.connect(lambda: QMessageBox.information(
-            self, "Keyboard shortcuts", SHORTCUTS + VIEW_KEYS + READING_KEYS))
+        act_keys.triggered.connect(self.show_shortcuts)
         hm.addAction(act_keys)
         act_about = QAction("&About lungviewer", self)
         act_about.triggered.connect(lambda: QMessageBox.about(
@@ -412,9 +466,23 @@ class MainWindow(QMainWindow):
         self.mask_opacity.setValue(int(settings.get("overlay/mask_opacity", 30, int)))
         self.mpr.set_mask_opacity(self.mask_opacity.value() / 100)
         self.mask_opacity.valueChanged.connect(self._set_mask_opacity)
-        self.mask_opacity.setEnabled(self.act_mask.isChecked())
+        self.mask_opacity.setEnabled(self.act_mask.isChecked()
+                                     and self.act_mask_fill.isChecked())
         tb.addWidget(self.mask_opacity)
         tb.addAction(self.act_outlines)
+
+    def set_images_only(self, on: bool) -> None:
+        """Hide every side panel (and bring the ones that were shown back)."""
+        docks = self.findChildren(QDockWidget)
+        if on:
+            self._docks_shown = [d for d in docks if d.isVisible()]
+            for d in self._docks_shown:
+                d.hide()
+        else:
+            for d in getattr(self, "_docks_shown", docks):
+                d.show()
+        if self.act_images_only.isChecked() != on:
+            self.act_images_only.setChecked(on)
 
     def _toggle_outlines(self, on: bool) -> None:
         self.annotations_panel.set_visible_overlays(on)
@@ -422,8 +490,15 @@ class MainWindow(QMainWindow):
 
     def _toggle_mask(self, on: bool) -> None:
         self.mpr.set_mask_visible(on)
-        self.mask_opacity.setEnabled(on)
+        self.mask_opacity.setEnabled(on and self.act_mask_fill.isChecked())
         settings.put("overlay/mask", on)
+
+    def _toggle_mask_fill(self, on: bool) -> None:
+        self.mpr.set_mask_fill(on)
+        if on and not self.act_mask.isChecked():
+            self.act_mask.setChecked(True)
+        self.mask_opacity.setEnabled(on)
+        settings.put("overlay/mask_fill", on)
 
     def _set_mask_opacity(self, percent: int) -> None:
         self.mpr.set_mask_opacity(percent / 100)
@@ -460,12 +535,31 @@ class MainWindow(QMainWindow):
 
     # -- reading and export ---------------------------------------------------------------------
     def _show_mark(self, mark) -> None:
-        """Go to a CAD finding in every view."""
+        """Go to a CAD finding in every view: its images, panned only as far as needed to
+        show it whole, the zoom kept (as Horos and syngo step through findings)."""
         if self.volume is None:
             return
         self.mpr.set_point(int(mark.slice), int(mark.row), int(mark.col))
         self.slice_view.set_slice(int(mark.slice))
-        self.slice_view.centre_on(float(mark.row), float(mark.col))
+        self.mpr.bring_into_view(float(mark.slice), float(mark.row), float(mark.col),
+                                 float(getattr(mark, "diameter_mm", 0.0)))
+
+    def show_shortcuts(self) -> QMessageBox:
+        """F1: the keys in use (the commands' actions, so changed keys show) and the mouse."""
+        box = QMessageBox(QMessageBox.Icon.NoIcon, "Keyboard shortcuts", "", parent=self)
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setText(self.shortcuts.help_html())
+        self.help_box = box
+        box.open()
+        return box
+
+    def edit_shortcuts(self):
+        from .shortcuts import ShortcutDialog
+
+        dlg = ShortcutDialog(self.shortcuts, self)
+        self.shortcut_dialog = dlg
+        dlg.open()
+        return dlg
 
     def _export_dialog(self) -> None:
         if self.volume is None or self.session.reading is None:
@@ -502,8 +596,7 @@ class MainWindow(QMainWindow):
 
     def _export_failed(self, message: str) -> None:
         self.statusBar().showMessage(f"Export failed: {message}", 10000)
-        if not getattr(self, "quiet_errors", False):
-            QMessageBox.warning(self, "Export failed", message)
+        self._warn_later("Export failed", message)
 
     def _update_recent(self, items: list[str]) -> None:
         self.recent_menu.clear()

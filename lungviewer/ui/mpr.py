@@ -159,6 +159,10 @@ class MprWidget(QWidget):
         for v in self.views:
             v.set_mask_opacity(opacity)
 
+    def set_mask_fill(self, on: bool) -> None:
+        for v in self.views:
+            v.set_mask_fill(on)
+
     def set_polygons(self, polygons, markers=()) -> None:
         polygons, markers = list(polygons), list(markers)
         self.outline_store.clear()
@@ -207,6 +211,15 @@ class MprWidget(QWidget):
         for v in self.views:
             _, r, c = planes.from_volume(v.plane, z, y, x)
             v.centre_on(r, c)
+
+    def bring_into_view(self, z: float, y: float, x: float, diameter_mm: float = 0.0) -> None:
+        """Pan each shown view only as far as needed for the voxel ``(z, y, x)`` and a
+        ``diameter_mm`` circle around it (plus a margin) to be on screen; the zoom stays."""
+        if self.volume is None:
+            return
+        for v in self.layout_views():
+            _, r, c = planes.from_volume(v.plane, z, y, x)
+            v.ensure_visible(r, c, diameter_mm / 2.0)
 
     # -- the crosshair -----------------------------------------------------------------------
     def set_point(self, z: int, y: int, x: int) -> None:
@@ -300,9 +313,12 @@ class MprWidget(QWidget):
             v.set_deferred(v not in shown)
         n_rows = 1 + max(r for r, _ in cells)
         n_cols = 1 + max(c for _, c in cells)
+        # 1×3: the axial image, the one read, gets half the width (at 1920×1080 it is then
+        # wider than its 512 matrix; equal thirds left it at about 480 px)
+        col_stretch = {"1x3": (2, 1, 1)}.get(name, (1,) * n_cols)
         for i in range(3):
             self.grid.setRowStretch(i, 1 if i < n_rows else 0)
-            self.grid.setColumnStretch(i, 1 if i < n_cols else 0)
+            self.grid.setColumnStretch(i, col_stretch[i] if i < n_cols else 0)
         if self.active not in shown:
             self.active = self.axial
         self.layout_name = name
@@ -415,6 +431,8 @@ class MprWidget(QWidget):
             raise ValueError(f"unknown measurement tool {kind!r}; one of {', '.join(TOOLS)}")
         if kind is not None:
             self.axial.set_box_mode(False)
+        # tools are modal: while one is active a drag only draws (the CAD box stays put)
+        self.axial.set_box_movable(kind is None)
         for layer in self.layers:
             layer.set_tool(kind)
         for k, a in self.tool_actions.items():

@@ -23,7 +23,8 @@ XCB_LIBRARIES = {
     "EGL": "libegl1",
     "fontconfig": "libfontconfig1",
 }
-APT_LINE = "sudo apt-get install " + " ".join(sorted(set(XCB_LIBRARIES.values())))
+#: the README's install line: as root (a fresh container has no sudo) or with sudo
+APT_LINE = "apt-get install -y " + " ".join(sorted(set(XCB_LIBRARIES.values())))
 
 
 def missing_qt_libraries(platform: str | None = None) -> str:
@@ -41,6 +42,6 @@ def missing_qt_libraries(platform: str | None = None) -> str:
     if not missing:
         return ""
     return ("lungviewer: Qt may not be able to open a window: system libraries for its xcb "
-            f"platform plugin were not found ({', '.join(missing)}). Install them with:\n  "
-            f"sudo apt-get install {' '.join(missing)}\n"
+            f"platform plugin were not found ({', '.join(missing)}). Install them (as root, "
+            f"or with sudo in front) with:\n  apt-get install -y {' '.join(missing)}\n"
             "(or run headless with QT_QPA_PLATFORM=offscreen)")

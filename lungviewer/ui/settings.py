@@ -92,3 +92,7 @@ def get(key: str, default=None, type_=None):
 
 def put(key: str, value) -> None:
     settings().setValue(key, value)
+
+
+def remove(key: str) -> None:
+    settings().remove(key)

@@ -70,14 +70,26 @@ class Marker:
 
 @dataclass
 class Mark:
-    """A CAD finding drawn as a circle where its sphere meets the shown image: volume
-    position (z, y, x) in voxels, diameter in mm, status (unreviewed / accepted / rejected)."""
+    """A CAD finding: volume position (z, y, x) in voxels, diameter in mm, status
+    (unreviewed / accepted / rejected) and, when measured, ``extent`` — the voxel box
+    ``(z0, z1, y0, y1, x0, x1)`` (end-exclusive) its own segmentation covers. Drawn as an
+    ellipse around the extent on the images it covers, else where its sphere meets the
+    image."""
 
     z: float
     y: float
     x: float
     diameter_mm: float
     status: str = "unreviewed"
+    extent: tuple[int, int, int, int, int, int] | None = None
+
+
+def slab_text(mode: str, n_images: int, step_mm: float) -> str:
+    """What a slab covers, in one figure: ``MIP slab 12.5 mm (5 images × 2.5 mm)`` — the
+    thickness shown, not the one asked for (whole images: 10 mm of 2.5 mm images centred
+    on one is 5 images)."""
+    return (f"{SLAB_NAMES[mode]} slab {n_images * step_mm:.1f} mm "
+            f"({n_images} images × {step_mm:.3g} mm)")
 
 
 class _ViewBox(pg.ViewBox):
@@ -161,12 +173,14 @@ class SliceView(QWidget):
         self.title = ""  # a first line in the top-left corner text (e.g. "Axial slab")
         self.level, self.width = PRESETS["lung"].level, PRESETS["lung"].width
         self.box_mode = False
+        self.box_movable = True
         self.box: tuple[int, int, int, int, int] | None = None
         self._mask: np.ndarray | None = None
         self._polygons: list[Polygon] = []
         self._markers: list[Marker] = []
         self._hidden_groups: set[str] = set()
         self._overlay_items: list[pg.GraphicsObject] = []
+        self._mark_items: list = []  # the CAD marks' ellipses (redrawn on their own)
         self._drag_start: tuple[float, float] | None = None
         self._last_hover: tuple[float, float] | None = None
         self.tooltip_text = ""  # the outline description under the cursor
@@ -174,10 +188,17 @@ class SliceView(QWidget):
         self.graphics = pg.GraphicsView(background="k")
         self.view = _ViewBox(self)
         self.graphics.setCentralItem(self.view)
+        # while the image is fitted (not zoomed or panned by hand) it is fitted again when
+        # the view changes size: a layout's cells settle after the first fit, and the
+        # aspect lock then cropped the coronal and sagittal images of the 2×2 layout
+        self.fitted = True
+        self.view.sigRangeChangedManually.connect(self._unfit)
+        self.view.sigResized.connect(self._refit)
         self.image = pg.ImageItem(axisOrder="row-major")
         self.view.addItem(self.image)
         self.mask_item = pg.ImageItem(axisOrder="row-major")
         self.mask_opacity = 0.3  # of the fill; the outline is drawn opaque
+        self.mask_fill = False  # an outline only (the attenuation stays readable)
         self.mask_item.setZValue(5)
         self.view.addItem(self.mask_item)
         pen = pg.mkPen(CROSSHAIR_COLOUR, width=1, style=Qt.PenStyle.DashLine)
@@ -244,7 +265,7 @@ class SliceView(QWidget):
         self.index = -1
         n = self.n_images
         self.set_slice(n // 2 if index is None else index)
-        self.view.autoRange(padding=0.0)
+        self.reset_zoom()
         self._update_crosshair()
         for side in ("left", "right", "top", "bottom"):
             if self._labels[side].text() != labels[side]:
@@ -270,6 +291,11 @@ class SliceView(QWidget):
         self.mask_opacity = float(np.clip(opacity, 0.0, 1.0))
         self._update_mask()
 
+    def set_mask_fill(self, on: bool) -> None:
+        """Fill the parenchyma (at :attr:`mask_opacity`) or, by default, outline it only."""
+        self.mask_fill = bool(on)
+        self._update_mask()
+
     def set_polygons(self, polygons: list[Polygon], markers: list[Marker] = ()) -> None:
         """Outlines and point marks drawn on axial slices; the coronal and sagittal views
         draw where the volume each reader's outlines enclose meets their plane."""
@@ -281,10 +307,17 @@ class SliceView(QWidget):
         self._update_overlays()
 
     def set_marks(self, marks) -> None:
-        """CAD findings: :class:`Mark` or ``(z, y, x, diameter_mm, status)`` tuples (voxel
-        position; a circle on every image that cuts the finding's sphere)."""
-        self._marks = [m if isinstance(m, Mark) else Mark(*m) for m in marks]
-        self._update_overlays()
+        """CAD findings: :class:`Mark` or ``(z, y, x, diameter_mm, status[, extent])``
+        tuples (voxel position; an ellipse around the extent, or a circle on every image
+        that cuts the finding's sphere)."""
+        marks = [m if isinstance(m, Mark) else Mark(*m) for m in marks]
+        if marks == self._marks:
+            return  # a verdict elsewhere in the reading: nothing to redraw here
+        self._marks = marks
+        if self.deferred:
+            self._stale = True
+        else:
+            self._draw_marks()  # only the marks: the outlines stay as they are
 
     def set_segmentations(self, items) -> None:
         """3-D objects (segmented nodules) outlined on every image they meet: ``(offset,
@@ -295,6 +328,10 @@ class SliceView(QWidget):
             offset, mask, *rest = item
             out.append((tuple(int(v) for v in offset), np.asarray(mask, dtype=bool),
                         rest[0] if rest else SEGMENTATION_COLOUR))
+        if len(out) == len(self._segmentations) and all(
+                a[0] == b[0] and a[2] == b[2] and a[1].shape == b[1].shape
+                and np.array_equal(a[1], b[1]) for a, b in zip(out, self._segmentations)):
+            return  # the same nodules (a reading event for something else)
         self._segmentations = out
         self._update_overlays()
 
@@ -373,6 +410,36 @@ class SliceView(QWidget):
 
     def reset_zoom(self) -> None:
         self.view.autoRange(padding=0.0)
+        self.fitted = True
+
+    def _unfit(self, *_a) -> None:
+        self.fitted = False
+
+    def _refit(self, *_a) -> None:
+        if self.fitted and self.volume is not None:
+            self.view.autoRange(padding=0.0)
+
+    def ensure_visible(self, row: float, col: float, radius_mm: float = 0.0,
+                       margin_px: float = 8.0) -> None:
+        """Pan (keeping the zoom) by as little as makes pixel ``(row, col)`` and
+        ``radius_mm`` around it (plus ``margin_px`` screen pixels) lie in the view; nothing
+        moves when they already do."""
+        if self.volume is None or not (np.isfinite(row) and np.isfinite(col)):
+            return
+        (x0, x1), (y0, y1) = self.view.viewRange()
+        row_mm, col_mm = self.pixel_mm
+        w_px = max(self.view.width(), 1.0)
+        h_px = max(self.view.height(), 1.0)
+        rx = radius_mm / col_mm + margin_px * (x1 - x0) / w_px
+        ry = radius_mm / row_mm + margin_px * (y1 - y0) / h_px
+        cx, cy = col + 0.5, row + 0.5
+        # a finding larger than the view: centre it
+        rx, ry = min(rx, (x1 - x0) / 2), min(ry, (y1 - y0) / 2)
+        dx = min(0.0, cx - rx - x0) + max(0.0, cx + rx - x1)
+        dy = min(0.0, cy - ry - y0) + max(0.0, cy + ry - y1)
+        if dx or dy:
+            self.view.translateBy(x=dx, y=dy)
+            self.fitted = False
 
     def centre_on(self, row: float, col: float) -> None:
         """Pan (keeping the zoom) so that pixel ``(row, col)`` is in the middle of the view."""
@@ -380,8 +447,26 @@ class SliceView(QWidget):
             return
         (x0, x1), (y0, y1) = self.view.viewRange()
         self.view.translateBy(x=col + 0.5 - (x0 + x1) / 2, y=row + 0.5 - (y0 + y1) / 2)
+        self.fitted = False
 
     # -- box ---------------------------------------------------------------------------------
+    def set_box_movable(self, on: bool) -> None:
+        """Whether a left drag on the CAD box moves or resizes it (not while a measurement
+        tool is active: tools are modal)."""
+        self.box_movable = bool(on)
+        if self.roi is not None:
+            self._apply_box_movable()
+
+    def _apply_box_movable(self) -> None:
+        buttons = (Qt.MouseButton.LeftButton if self.box_movable
+                   else Qt.MouseButton.NoButton)
+        self.roi.translatable = self.box_movable
+        self.roi.setAcceptedMouseButtons(buttons)
+        self.roi.setAcceptHoverEvents(self.box_movable)
+        for h in self.roi.getHandles():
+            h.setAcceptedMouseButtons(buttons)
+            h.setAcceptHoverEvents(self.box_movable)
+
     def set_box_mode(self, on: bool) -> None:
         on = bool(on) and self.plane == "axial"
         self.box_mode = on
@@ -404,6 +489,7 @@ class SliceView(QWidget):
             self.roi.setZValue(20)
             self.roi.sigRegionChangeFinished.connect(self._roi_moved)
             self.view.addItem(self.roi)
+            self._apply_box_movable()
         else:
             self.roi.blockSignals(True)
             self.roi.setPos([col0, row0])
@@ -531,7 +617,7 @@ class SliceView(QWidget):
             self.mask_item.clear()
             return
         rgba = mask_rgba(planes.plane_image(self._mask, self.plane, self.index), (40, 220, 90),
-                         self.mask_opacity,
+                         self.mask_opacity if self.mask_fill else 0.0,
                          max(0.8, self.mask_opacity))
         self.mask_item.setImage(rgba, autoLevels=False, levels=(0, 255))
 
@@ -581,6 +667,7 @@ class SliceView(QWidget):
             self.view.removeItem(item)
         self._overlay_items = []
         if self.volume is None:
+            self._draw_marks()  # clears them
             return
         if self.plane == "axial":
             for p in self._polygons:
@@ -633,6 +720,17 @@ class SliceView(QWidget):
         step = self.volume.spacing[planes.AXIS[self.plane]]
         out = []
         for m in self._marks:
+            if m.extent is not None:
+                z0, z1, y0, y1, x0, x1 = m.extent
+                lo = planes.from_volume(self.plane, z0, y0, x0)
+                hi = planes.from_volume(self.plane, z1 - 1, y1 - 1, x1 - 1)
+                if not lo[0] <= self.index <= hi[0]:
+                    continue
+                margin = 2.0  # mm around the lesion's box
+                out.append(((lo[1] + hi[1]) / 2, (lo[2] + hi[2]) / 2,
+                            (hi[1] - lo[1] + 1) / 2 + margin / row_mm,
+                            (hi[2] - lo[2] + 1) / 2 + margin / col_mm, m))
+                continue
             k, r, c = planes.from_volume(self.plane, m.z, m.y, m.x)
             radius = max(float(m.diameter_mm), 1.0) / 2.0
             d = abs(k - self.index) * step
@@ -645,6 +743,11 @@ class SliceView(QWidget):
     def _draw_marks(self) -> None:
         from PySide6.QtWidgets import QGraphicsEllipseItem
 
+        for item in self._mark_items:
+            self.view.removeItem(item)
+        self._mark_items = []
+        if self.volume is None:
+            return
         for r, c, rr, rc, m in self.mark_circles():
             item = QGraphicsEllipseItem(c + 0.5 - rc, r + 0.5 - rr, 2 * rc, 2 * rr)
             colour = MARK_COLOURS.get(m.status, MARK_COLOURS["proposed"])
@@ -652,7 +755,7 @@ class SliceView(QWidget):
             item.setPen(pg.mkPen(colour, width=2, style=style))
             item.setZValue(12)
             self.view.addItem(item)
-            self._overlay_items.append(item)
+            self._mark_items.append(item)
 
     def _update_crosshair(self) -> None:
         vline, hline = self.cross_lines
@@ -685,8 +788,7 @@ class SliceView(QWidget):
         span = self.slab_images()
         if span is not None:
             step = vol.spacing[planes.AXIS[self.plane]]
-            text += (f"\n{SLAB_NAMES[self.slab[0]]} slab {self.slab[1]:.0f} mm "
-                     f"({span[1] - span[0]} images, {(span[1] - span[0]) * step:.1f} mm)")
+            text += "\n" + slab_text(self.slab[0], span[1] - span[0], step)
         preset = next((p.name for p in PRESETS.values()
                        if p.level == self.level and p.width == self.width), "custom")
         tr = f"W {self.width:.0f}  L {self.level:.0f}  ({preset})"
