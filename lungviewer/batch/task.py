@@ -80,8 +80,11 @@ def analyze_unit(unit: dict, timeout: float | None = None, device: str = "cpu",
     out: dict = {"key": unit["key"], "status": "failed", "reason": "", "timings": {},
                  "worker_pid": os.getpid()}
     deadline = None if not timeout else time.monotonic() + float(timeout)
+    from .units import _quiet_pydicom
+
     try:
-        _analyze(unit, out, deadline, device, operating_point, weights_dir)
+        with _quiet_pydicom():
+            _analyze(unit, out, deadline, device, operating_point, weights_dir)
     except Exception as exc:  # noqa: BLE001 - one series' failure is its row, not the batch's
         from lungviewer.cancel import Cancelled
 
@@ -149,7 +152,7 @@ def _analyze(unit: dict, out: dict, deadline, device, operating_point, weights_d
     threshold = s.threshold
     findings = sorted(s.findings or [], key=lambda f: -float(f.score))
     records = [finding_record(f, threshold) for f in findings]
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     worst = None
     graded = [(f, r) for f, r in zip(findings, records) if r["shown"] and f.sized]
     for f, r in graded[:MAX_LUNG_RADS]:
@@ -166,6 +169,7 @@ def _analyze(unit: dict, out: dict, deadline, device, operating_point, weights_d
         if worst is None or lung_rads_rank(lr.category) > lung_rads_rank(worst):
             worst = lr.category
     timings["lung_rads_s"] = round(time.perf_counter() - t, 3)
+    timings["lung_rads_cpu_s"] = round(time.process_time() - c, 3)
     top = records[0] if records else None
     out.update(
         status="done", findings=records, operating_point=int(operating_point),

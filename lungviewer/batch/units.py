@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -124,14 +125,25 @@ def discover(source: str | Path, progress=None) -> list[Unit]:
     if not root.is_dir():
         raise StudyLoadError(f"{root} is not a folder: give the folder tree of the studies.")
     root = root.resolve()
-    with warnings.catch_warnings():  # pydicom's warnings on broken files: the loader reports them
+    with _quiet_pydicom():
+        return _units(root, *find_series(root, progress=progress))
+
+
+@contextmanager
+def _quiet_pydicom():
+    """pydicom's warnings on broken files off: the loader's own message reports them."""
+    pd_log = logging.getLogger("pydicom")
+    level = pd_log.level
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pd_log = logging.getLogger("pydicom")
-        level, pd_log.level = pd_log.level, logging.ERROR
+        pd_log.setLevel(logging.ERROR)
         try:
-            series, bare = find_series(root, progress=progress)
+            yield
         finally:
             pd_log.setLevel(level)
+
+
+def _units(root: Path, series, bare) -> list[Unit]:
     units = []
     for s in series:
         units.append(Unit(

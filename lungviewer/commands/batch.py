@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import sys
 import time
 
@@ -71,8 +72,11 @@ def run(args) -> int:
     from lungviewer.study.dicom_series import StudyLoadError
 
     if not getattr(args, "verbose", False):  # Dask's own INFO lines would drown the bar
-        for name in ("distributed", "dask"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+        import distributed  # noqa: F401 - it sets its loggers' levels when imported
+
+        for name in list(logging.root.manager.loggerDict):
+            if name.split(".")[0] in ("distributed", "dask"):
+                logging.getLogger(name).setLevel(logging.WARNING)
     try:
         summary = run_batch(args.source, args.db, workers=args.workers,
                             scheduler=args.scheduler, timeout=args.timeout or None,
@@ -82,7 +86,7 @@ def run(args) -> int:
         if args.export:
             with ResultsDB(args.db) as db:
                 db.export(args.export)
-    except (StudyLoadError, WeightsError, ValueError, OSError) as exc:
+    except (StudyLoadError, WeightsError, ValueError, OSError, sqlite3.Error) as exc:
         print(f"lungviewer batch: {exc}", file=sys.stderr)
         return 1
     if args.json:

@@ -1327,6 +1327,7 @@ def find_series(root: str | Path, progress: Progress | None = None,
     dirs = [root, *sorted(p for p in root.rglob("*") if p.is_dir()
                           and not p.name.startswith("."))] if root.is_dir() else []
     leaves = {d for d in dirs if not any(c.is_dir() for c in d.iterdir())}
+    above = {p for s in found for p in (s.folder, *s.folder.parents)}
     bare = [d for d in dirs if (d in leaves or d in holds_files) and d not in with_series
-            and not any(s.folder == d or d in s.folder.parents for s in found)]
+            and d not in above]
     return sorted(found, key=lambda s: str(s.folder)), bare

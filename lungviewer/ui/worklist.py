@@ -108,6 +108,7 @@ class WorklistWindow(QWidget):
         self.read_button.clicked.connect(lambda: self._set_read(True))
         self.unread_button.clicked.connect(lambda: self._set_read(False))
         win.studyLoaded.connect(self._loaded)
+        win.studyFailed.connect(self._failed)
         self.refresh()
 
     # -- the table -------------------------------------------------------------------------------
@@ -179,10 +180,15 @@ class WorklistWindow(QWidget):
             key, self._opening = self._opening, None
             self._set_read(True, key)
 
+    def _failed(self, _message: str) -> None:
+        self._opening = None  # not read: it did not open
+
     def closeEvent(self, ev):  # noqa: N802
-        try:
-            self.win.studyLoaded.disconnect(self._loaded)
-        except (RuntimeError, TypeError):
-            pass
+        for signal, slot in ((self.win.studyLoaded, self._loaded),
+                             (self.win.studyFailed, self._failed)):
+            try:
+                signal.disconnect(slot)
+            except (RuntimeError, TypeError):
+                pass
         self.db.close()
         super().closeEvent(ev)
