@@ -42,11 +42,11 @@ def mark_text(number: int, m, shown: bool = True) -> str:
     """One line of the findings list: its kind ("mass" for a mass), image, size, probability;
     the malignancy level only for a finding at or above the operating point (``shown``)."""
     kind = "mass" if m.cls == "mass" else "nodule"
-    text = f"#{number} {kind}, image {m.slice + 1}, {m.diameter_mm:.1f} mm, p {m.score:.2f}"
+    text = f"#{number} {kind}  im {m.slice + 1}  {m.diameter_mm:.1f} mm  p {m.score:.2f}"
     if shown and getattr(m, "malignancy", 0.0):
-        text += f", malignancy {m.malignancy:.1f}"
+        text += f"  malignancy {m.malignancy:.1f}"
     if not shown:
-        text += " (below the operating point)"
+        text += "  (below the operating point)"
     return f"{text} — {STATUS_WORDS.get(m.status, m.status)}"
 
 
@@ -85,7 +85,7 @@ class ReadingPanel(QWidget):
         self.marks = QListWidget()
         self.marks.setToolTip("Click to show a finding; Y accepts, X rejects, U resets it. "
                               "Rejected findings stay in the list, greyed out.")
-        self.marks.setWordWrap(True)  # no line cut at the panel's edge
+        self.marks.setUniformItemSizes(True)  # a list of 100 findings lays out at once
         self.marks.currentItemChanged.connect(self._current_changed)
         lay.addWidget(self.marks, 2)
         row = QHBoxLayout()
