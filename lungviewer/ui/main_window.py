@@ -277,6 +277,8 @@ class MainWindow(QMainWindow):
 
     # -- session events ---------------------------------------------------------------------
     def _session_event(self, name: str, payload) -> None:
+        if getattr(self, "_closed", False):
+            return  # queued before the window closed: nothing to show any more
         if name == "opened":
             self.volume, self.mask, self.annotations = payload, None, None
             self._loaded(payload)
