@@ -32,6 +32,8 @@ V                      segment the boxed nodule (volume, axes, type, Lung-RADS)
 """
 
 STATUS_WORDS = {"unreviewed": "to review", "accepted": "accepted", "rejected": "rejected"}
+#: the verdict first in a line, so that a narrow panel cuts the figures, not the verdict
+STATUS_SIGNS = {"unreviewed": "○", "accepted": "✓", "rejected": "✗"}
 REJECTED_GREY = QColor(140, 140, 140)
 
 
@@ -47,7 +49,7 @@ def mark_text(number: int, m, shown: bool = True) -> str:
         text += f"  malignancy {m.malignancy:.1f}"
     if not shown:
         text += "  (below the operating point)"
-    return f"{text} — {STATUS_WORDS.get(m.status, m.status)}"
+    return f"{STATUS_SIGNS.get(m.status, '?')} {text}"
 
 
 def nodule_text(n) -> str:
@@ -69,6 +71,7 @@ class ReadingPanel(QWidget):
         super().__init__(parent)
         lay = QVBoxLayout(self)
         self.title = QLabel("<b>CAD findings</b> (Y accept, X reject; N next)")
+        self.title.setToolTip("○ to review, ✓ accepted, ✗ rejected")
         self.title.setWordWrap(True)
         lay.addWidget(self.title)
         sens = QHBoxLayout()
@@ -127,6 +130,7 @@ class ReadingPanel(QWidget):
         flags = [s for m, s in zip(every, shown) if s or m.status == "accepted"]
         for i, (m, flag) in enumerate(zip(self._marks, flags)):
             it = QListWidgetItem(mark_text(i + 1, m, flag))
+            it.setToolTip(f"{mark_text(i + 1, m, flag)[2:]} — {STATUS_WORDS.get(m.status)}")
             it.setData(Qt.ItemDataRole.UserRole, m.id)
             if m.status == "rejected":
                 it.setForeground(REJECTED_GREY)
