@@ -797,7 +797,8 @@ class SliceView(QWidget):
         if self.graphics.width() < NARROW_PX:  # a small cell of a layout: the essentials
             lines = text.splitlines()
             text = "\n".join(lines[:1] + [ln for ln in lines[1:] if " slab " in ln])
-        texts = {"tl": text, "tr": tr, "bl": vol.description or ""}
+        narrow = self.graphics.width() < NARROW_PX  # the series name would be cut there
+        texts = {"tl": text, "tr": tr, "bl": "" if narrow else vol.description or ""}
         changed = False
         for name, value in texts.items():
             lab = self._labels[name]
