@@ -239,3 +239,23 @@ def test_disease_panel_greyed_with_its_accuracy_when_unreliable(qtbot):
     panel.show_scores(res)
     assert "most likely class" not in panel.summary.text()
     assert panel.disease_bars[0].text() == "2%"  # as the PDF writes 0.0159
+
+
+def test_the_reading_is_saved_off_the_gui_thread_and_on_close(qtbot, review):
+    from lungviewer.reading import store
+
+    win = review
+    reading = win.session.reading
+    panel = win.reading_ctl.panel
+    panel.marks.setCurrentRow(0)
+    mid = panel._marks[0].id
+    win.reading_ctl.set_status("accepted")
+
+    def saved_status():
+        r = store.load_reading(reading.study_uid, reading.series_uid)
+        return next((m.status for m in (r.cad_marks if r else []) if m.id == mid), None)
+
+    qtbot.waitUntil(lambda: saved_status() == "accepted", timeout=5000)
+    win.reading_ctl.set_status("rejected")
+    win.close()  # pending changes are written before the window goes
+    assert saved_status() == "rejected"

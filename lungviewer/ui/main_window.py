@@ -61,6 +61,9 @@ class MainWindow(QMainWindow):
         self.session = session or StudySession()
         self.bridge = SessionBridge(self.session, self)
         self.bridge.event.connect(self._session_event)
+        from .autosave import ReadingSaver
+
+        self.saver = ReadingSaver(self.session, parent=self)
         self.study_path: Path | None = None
         self.tasks: list[Task] = []
         self._load_task: Task | None = None
@@ -629,6 +632,7 @@ class MainWindow(QMainWindow):
         for t in [*self.tasks, self._warm_up]:
             t.shutdown()
         self.cad.shutdown()
+        self.saver.close()  # the reading on disk before the window goes
         self.bridge.unsubscribe()
         self.session.close()
         super().closeEvent(ev)
