@@ -14,7 +14,8 @@ The review steps (issue 24) run in the whole main window (2×2, every overlay, 2
 findings in the reading): N (next finding: its images, panned as needed), Y (accept: the
 reading saved), X (reject), Ctrl+Z (undo). Each step is the key's action and the events it
 queues (the session's ``reading`` event, the list and the views redrawn); the longest step
-is the longest the GUI thread was held by one key. ``--review-only`` runs just these.
+is the longest the GUI thread was held by one key. ``--review-only`` runs just these;
+``BENCH_PROFILE=1`` prints where their time goes (cProfile).
 """
 
 from __future__ import annotations
@@ -194,6 +195,10 @@ def review(app, vol, folder, mask, ann, n: int) -> None:
     win.resize(1600, 1000)
     win.show()
     win.mpr.set_layout("2x2", remember=False)
+    t_wait = time.perf_counter()  # the warm-up and the CAD models load first, as in use
+    while (win._warm_up.running or win.cad.loading) and time.perf_counter() - t_wait < 120:
+        app.processEvents()
+        time.sleep(0.02)
     win.session.set_volume(vol, folder)
     app.processEvents()
     win.session.mask = mask
@@ -216,6 +221,12 @@ def review(app, vol, folder, mask, ann, n: int) -> None:
              "X (reject, stays)": ctl.act_reject.trigger,
              "Ctrl+Z (undo the verdict)": win.history.undo}
     times = {name: ([], []) for name in steps}
+    prof = None
+    if os.environ.get("BENCH_PROFILE"):
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
     for _ in range(n):
         for name, act in steps.items():
             t0, c0 = time.perf_counter(), time.process_time()
@@ -223,6 +234,11 @@ def review(app, vol, folder, mask, ann, n: int) -> None:
             app.processEvents()  # the queued reading event, the list, the views
             times[name][0].append((time.perf_counter() - t0) * 1000)
             times[name][1].append((time.process_time() - c0) * 1000)
+    if prof is not None:
+        import pstats
+
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
     worst = 0.0
     for name, (wall, cpu) in times.items():
         print(_fmt(f"review in the main window, 2×2: {name}", Timing(wall, cpu))

@@ -191,6 +191,9 @@ class StudySession:
         #: the findings' operating point: false positives per scan on held-out data (one of
         #: OPERATING_POINTS); the viewer remembers the reader's choice
         self.operating_point = DEFAULT_OPERATING_POINT
+        #: the viewer's callable that saves the reading (off its GUI thread); None: the
+        #: session writes it itself
+        self.saver = None
         self._listeners: list[Listener] = []
         self._box_lock = threading.Lock()  # one box at a time through the networks
 
@@ -626,7 +629,9 @@ class StudySession:
         """Write the reading to the user data folder (atomic); emits ``reading``."""
         if self.reading is None:
             return
-        if self.autosave and self.reading.study_uid:
+        if self.autosave and self.reading.study_uid and self.saver is not None:
+            self.saver(self.reading)  # the viewer writes it off its GUI thread
+        elif self.autosave and self.reading.study_uid:
             from lungviewer.reading import store
 
             if not self.reading_writable:

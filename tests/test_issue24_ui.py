@@ -82,7 +82,7 @@ def test_readers_panel_counts_names_and_columns(qtbot, annotated):
     text = panel.source.text()
     assert "1 nodule(s) ≥ 3 mm" in text and "2 small nodule(s) < 3 mm" in text
     tops = [panel.tree.topLevelItem(i) for i in range(panel.tree.topLevelItemCount())]
-    assert [t.text(0) for t in tops] == ["Nodule 1", "Small nodules < 3 mm (2)"]
+    assert [t.text(0) for t in tops] == ["Nodule 1", "Small < 3 mm (2)"]
     assert tops[0].text(2) == "3.5"  # median malignancy; the words in the tooltip
     assert tops[1].childCount() == 2
     # readers named "Reader 1", "Reader 2", never by the XML's numbers

@@ -37,8 +37,9 @@ def test_findings_review_segmentation_persistence_and_export(qtbot, twin_0001_di
         first = marks[0]
         panel.marks.setCurrentRow(0)
         assert sv.index == first.slice
-        assert any(abs(c[0] - first.row) < 1 and abs(c[1] - first.col) < 1
-                   for c in sv.mark_circles())
+        # drawn around the finding (around its measured extent when it has one)
+        assert any(abs(c[0] - first.row) < max(c[2], 1) and abs(c[1] - first.col) < max(c[3], 1)
+                   and (c[4].y, c[4].x) == (first.row, first.col) for c in sv.mark_circles())
         # Y accepts the current finding and stays on it; N moves on, X rejects the next
         win.reading_ctl.act_accept.trigger()
         assert reading.mark(first.id).status == "accepted"

@@ -212,3 +212,50 @@ def test_a_ruler_drag_inside_the_cad_box_never_moves_it(qtbot):
     # without a tool the box moves again with a drag
     w.set_tool(None)
     assert ax.roi.translatable
+
+
+def test_disease_panel_greyed_with_its_accuracy_when_unreliable(qtbot):
+    from types import SimpleNamespace
+
+    from lungviewer.ui.cad_panel import CadPanel
+
+    engine = SimpleNamespace(
+        disease_names=["adenocarcinoma", "squamous", "benign"], disease_source="test head",
+        caveat="", disease_assessment=lambda: {
+            "reliable": False, "accuracy": 0.41, "baseline": 0.45, "ci95": [0.33, 0.49],
+            "why": "not better than the base rate: accuracy 0.41 (95 % CI 0.33-0.49) against "
+                   "0.45 for always answering the commonest class"})
+    panel = CadPanel()
+    qtbot.addWidget(panel)
+    panel.set_engine_info(engine)
+    assert "accuracy 0.41" in panel.disease_title.text() and "0.45" in panel.disease_title.text()
+    assert not any(b.isEnabled() for b in panel.disease_bars + panel.disease_labels)
+    res = SimpleNamespace(
+        malignancy_probs=np.array([0.1, 0.2, 0.4, 0.2, 0.1]), malignancy_expected=3.0,
+        disease_probs=np.array([0.0159, 0.6, 0.3841]), disease_names=engine.disease_names,
+        nodule_prob=0.8, nodule_source="box", box_mm=(10.0, 10.0), device="cpu",
+        timings={"total_ms": 5.0}, patch_binary=np.zeros((8, 8)), patch_grey=np.zeros((8, 8)),
+        detector_patch=np.zeros((8, 8)))
+    panel.show_scores(res)
+    assert "most likely class" not in panel.summary.text()
+    assert panel.disease_bars[0].text() == "2%"  # as the PDF writes 0.0159
+
+
+def test_the_reading_is_saved_off_the_gui_thread_and_on_close(qtbot, review):
+    from lungviewer.reading import store
+
+    win = review
+    reading = win.session.reading
+    panel = win.reading_ctl.panel
+    panel.marks.setCurrentRow(0)
+    mid = panel._marks[0].id
+    win.reading_ctl.set_status("accepted")
+
+    def saved_status():
+        r = store.load_reading(reading.study_uid, reading.series_uid)
+        return next((m.status for m in (r.cad_marks if r else []) if m.id == mid), None)
+
+    qtbot.waitUntil(lambda: saved_status() == "accepted", timeout=5000)
+    win.reading_ctl.set_status("rejected")
+    win.close()  # pending changes are written before the window goes
+    assert saved_status() == "rejected"

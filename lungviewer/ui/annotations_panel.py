@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import (QCheckBox, QGridLayout, QGroupBox, QHeaderView, QLabel,
-                               QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QGridLayout, QGroupBox, QLabel, QTreeWidget,
+                               QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from lungviewer.study.annotations import ReaderMark, StudyAnnotations, describe_rating
 
@@ -129,7 +129,6 @@ class AnnotationsPanel(QWidget):
                                              "(1 highly unlikely … 5 highly suspicious)")
         header = self.tree.header()
         header.setStretchLastSection(False)
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setMinimumSectionSize(30)
         self.tree.setRootIsDecorated(True)
         self.tree.itemClicked.connect(self._clicked)
@@ -165,13 +164,15 @@ class AnnotationsPanel(QWidget):
         for nod in large:
             self.tree.addTopLevelItem(self._nodule_item(ann, nod, f"Nodule {nod.index}"))
         if small:
-            group = QTreeWidgetItem([f"Small nodules < 3 mm ({len(small)})"])
+            group = QTreeWidgetItem([f"Small < 3 mm ({len(small)})"])
             group.setFirstColumnSpanned(True)
             group.setToolTip(0, "Nodules the readers marked as a point (< 3 mm): no outline, "
                                 "no malignancy rating.")
             for nod in small:
                 group.addChild(self._nodule_item(ann, nod, f"Small {nod.index}"))
             self.tree.addTopLevelItem(group)
+        for i in range(self.tree.columnCount()):  # once, not per item: no cell cut
+            self.tree.resizeColumnToContents(i)
         row = 0
         for key, label in LAYERS.items():
             cb = QCheckBox(label)

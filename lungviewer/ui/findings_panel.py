@@ -32,6 +32,8 @@ V                      segment the boxed nodule (volume, axes, type, Lung-RADS)
 """
 
 STATUS_WORDS = {"unreviewed": "to review", "accepted": "accepted", "rejected": "rejected"}
+#: the verdict first in a line, so that a narrow panel cuts the figures, not the verdict
+STATUS_SIGNS = {"unreviewed": "○", "accepted": "✓", "rejected": "✗"}
 REJECTED_GREY = QColor(140, 140, 140)
 
 
@@ -42,12 +44,12 @@ def mark_text(number: int, m, shown: bool = True) -> str:
     """One line of the findings list: its kind ("mass" for a mass), image, size, probability;
     the malignancy level only for a finding at or above the operating point (``shown``)."""
     kind = "mass" if m.cls == "mass" else "nodule"
-    text = f"#{number} {kind}, image {m.slice + 1}, {m.diameter_mm:.1f} mm, p {m.score:.2f}"
+    text = f"#{number} {kind}  im {m.slice + 1}  {m.diameter_mm:.1f} mm  p {m.score:.2f}"
     if shown and getattr(m, "malignancy", 0.0):
-        text += f", malignancy {m.malignancy:.1f}"
+        text += f"  malignancy {m.malignancy:.1f}"
     if not shown:
-        text += " (below the operating point)"
-    return f"{text} — {STATUS_WORDS.get(m.status, m.status)}"
+        text += "  (below the operating point)"
+    return f"{STATUS_SIGNS.get(m.status, '?')} {text}"
 
 
 def nodule_text(n) -> str:
@@ -69,6 +71,7 @@ class ReadingPanel(QWidget):
         super().__init__(parent)
         lay = QVBoxLayout(self)
         self.title = QLabel("<b>CAD findings</b> (Y accept, X reject; N next)")
+        self.title.setToolTip("○ to review, ✓ accepted, ✗ rejected")
         self.title.setWordWrap(True)
         lay.addWidget(self.title)
         sens = QHBoxLayout()
@@ -85,7 +88,7 @@ class ReadingPanel(QWidget):
         self.marks = QListWidget()
         self.marks.setToolTip("Click to show a finding; Y accepts, X rejects, U resets it. "
                               "Rejected findings stay in the list, greyed out.")
-        self.marks.setWordWrap(True)  # no line cut at the panel's edge
+        self.marks.setUniformItemSizes(True)  # a list of 100 findings lays out at once
         self.marks.currentItemChanged.connect(self._current_changed)
         lay.addWidget(self.marks, 2)
         row = QHBoxLayout()
@@ -127,6 +130,7 @@ class ReadingPanel(QWidget):
         flags = [s for m, s in zip(every, shown) if s or m.status == "accepted"]
         for i, (m, flag) in enumerate(zip(self._marks, flags)):
             it = QListWidgetItem(mark_text(i + 1, m, flag))
+            it.setToolTip(f"{mark_text(i + 1, m, flag)[2:]} — {STATUS_WORDS.get(m.status)}")
             it.setData(Qt.ItemDataRole.UserRole, m.id)
             if m.status == "rejected":
                 it.setForeground(REJECTED_GREY)

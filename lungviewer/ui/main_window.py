@@ -61,6 +61,9 @@ class MainWindow(QMainWindow):
         self.session = session or StudySession()
         self.bridge = SessionBridge(self.session, self)
         self.bridge.event.connect(self._session_event)
+        from .autosave import ReadingSaver
+
+        self.saver = ReadingSaver(self.session, parent=self)
         self.study_path: Path | None = None
         self.tasks: list[Task] = []
         self._load_task: Task | None = None
@@ -280,6 +283,8 @@ class MainWindow(QMainWindow):
 
     # -- session events ---------------------------------------------------------------------
     def _session_event(self, name: str, payload) -> None:
+        if getattr(self, "_closed", False):
+            return  # queued before the window closed: nothing to show any more
         if name == "opened":
             self.volume, self.mask, self.annotations = payload, None, None
             self._loaded(payload)
@@ -647,6 +652,7 @@ class MainWindow(QMainWindow):
         for t in [*self.tasks, self._warm_up]:
             t.shutdown()
         self.cad.shutdown()
+        self.saver.close()  # the reading on disk before the window goes
         self.bridge.unsubscribe()
         self.session.close()
         super().closeEvent(ev)

@@ -165,6 +165,8 @@ class ShortcutDialog(QDialog):
         self.table.setHorizontalHeaderLabels(["Command", "Key"])
         self.table.verticalHeader().hide()
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Fixed)
+        self.table.setColumnWidth(1, 190)  # "Ctrl+Shift+Z" and its clear button
         self.editors: dict[str, QKeySequenceEdit] = {}
         for i, (name, a) in enumerate(shortcuts.actions.items()):
             item = QTableWidgetItem(name)

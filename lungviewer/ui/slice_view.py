@@ -34,6 +34,8 @@ SLAB_NAMES = {"mip": "MIP", "minip": "MinIP", "avg": "Average"}
 MARK_COLOURS = {"proposed": "#ff9f1a", "unreviewed": "#ff9f1a", "accepted": "#3ddc84",
                 "rejected": "#8a8a8a"}
 CROSSHAIR_COLOUR = "#40c8ff"
+BANNER = "SYNTHETIC IMAGE — not a patient, not for clinical use"
+BANNER_SHORT = "SYNTHETIC IMAGE"
 NARROW_PX = 360  # views narrower than this show short corner texts
 SEGMENTATION_COLOUR = "#00ffd0"
 
@@ -273,7 +275,7 @@ class SliceView(QWidget):
                 self._labels[side].adjustSize()
         banner = self._labels["banner"]
         if not banner.text():
-            banner.setText("SYNTHETIC IMAGE — not a patient, not for clinical use")
+            banner.setText(BANNER)
             banner.adjustSize()
         banner.setVisible(volume.is_synthetic)
         self._place_labels(adjust=False)  # the corner texts were measured by set_slice
@@ -795,7 +797,8 @@ class SliceView(QWidget):
         if self.graphics.width() < NARROW_PX:  # a small cell of a layout: the essentials
             lines = text.splitlines()
             text = "\n".join(lines[:1] + [ln for ln in lines[1:] if " slab " in ln])
-        texts = {"tl": text, "tr": tr, "bl": vol.description or ""}
+        narrow = self.graphics.width() < NARROW_PX  # the series name would be cut there
+        texts = {"tl": text, "tr": tr, "bl": "" if narrow else vol.description or ""}
         changed = False
         for name, value in texts.items():
             lab = self._labels[name]
@@ -819,7 +822,14 @@ class SliceView(QWidget):
         lab["tr"].setVisible(bool(lab["tr"].text())
                              and lab["tl"].width() + lab["tr"].width() + 24 <= w)
         lab["bl"].move(8, h - lab["bl"].height() - 6)
-        lab["banner"].move((w - lab["banner"].width()) // 2, lab["tl"].height() + 10)
+        banner = lab["banner"]
+        if banner.text():  # a narrow cell of a layout gets the short banner, never a cut one
+            want = BANNER if banner.fontMetrics().horizontalAdvance(BANNER) + 24 <= w \
+                else BANNER_SHORT
+            if banner.text() != want:
+                banner.setText(want)
+                banner.adjustSize()
+        banner.move((w - banner.width()) // 2, lab["tl"].height() + 10)
         lab["left"].move(6, h // 2)
         lab["right"].move(w - lab["right"].width() - 6, h // 2)
         lab["top"].move(w // 2, lab["tl"].height() + 36)
