@@ -52,6 +52,12 @@ On a volume (``segment_lungs``), three rules that look at the neighbouring slice
    and is at most 1.5 times as large (a tube, never the lung it enters). The airway's
    lumen, and what the closing added within 6 px of it, leave the mask.
 
+10. a mass on the pleura: the threshold leaves a mass out and it cuts a notch into the
+   lung's outline; each side of the mask (split at its middle) is closed with a 15 mm disk
+   at half resolution, and the tissue it adds goes back into the lung where it lies on the
+   chest wall (near a rib) and out from the middle (not the hilum or the mediastinum); see
+   :func:`fill_pleural_masses` (``ParenchymaParams(mass_radius_mm=0)`` turns it off).
+
 The parameters live in :class:`ParenchymaParams` with the method's values as defaults; the
 per-slice thresholds are returned for inspection.
 
@@ -855,47 +861,57 @@ def fill_pleural_masses(mask: np.ndarray, hu: np.ndarray, thresholds: np.ndarray
     if radius_px <= 0 or not mask.any():
         return mask
     r = max(1, int(round(radius_px / 2.0)))
-    xs = np.flatnonzero(mask.any(axis=(0, 1)))
-    mid = int(xs[0] + xs[-1]) // 2 + 1
+    rb = max(1, int(round(radius_px * WALL_FRACTION / 2.0)))
     out = mask.copy()
     n, h, w = mask.shape
+    # only what can matter: slices with lung (and their ribs' reach), rows of the lungs
+    # widened by what the closing and the rib reach can see (even, so the 2 × 2 blocks
+    # are the image's)
+    zs = np.flatnonzero(mask.any(axis=(1, 2)))
+    ys = np.flatnonzero(mask.any(axis=(0, 2)))
+    xs = np.flatnonzero(mask.any(axis=(0, 1)))
+    mid = int(xs[0] + xs[-1]) // 2 + 1
+    z0, z1 = max(int(zs[0]) - rib_slices, 0), min(int(zs[-1]) + rib_slices + 1, n)
+    margin = 2 * (2 * r + rb + 3)
+    y0 = max(int(ys[0]) - margin, 0) // 2 * 2
+    y1 = min(int(ys[-1]) + 1 + margin, h)
     for c0, c1 in ((0, mid), (mid, w)):
-        m = mask[:, :, c0:c1]
-        hh, ww = m.shape[1] + m.shape[1] % 2, m.shape[2] + m.shape[2] % 2
-        even = np.zeros((n, hh, ww), dtype=bool)
-        even[:, :m.shape[1], :m.shape[2]] = m
-        small = even.reshape(n, hh // 2, 2, ww // 2, 2).any(axis=(2, 4))
+        if c1 <= c0:
+            continue
+        m = mask[z0:z1, y0:y1, c0:c1]
+        sub = hu[z0:z1, y0:y1, c0:c1]
+        small = _blocks(m)
         closed = closing_disk(small, r)
         new = closed & ~small  # blocks the closing adds, in pieces lying on the chest wall
-        bone = np.zeros((n, hh, ww), dtype=bool)
-        bone[:, :m.shape[1], :m.shape[2]] = hu[:, :, c0:c1] > BONE_HU
-        bone = bone.reshape(n, hh // 2, 2, ww // 2, 2).any(axis=(2, 4))
+        bone = _blocks(sub > BONE_HU)
         # ribs only: the spine and the sternum cross the middle (the medial edge here)
         blab, nb = ndimage.label(bone, structure=_SLICE_CROSS)
-        medial = blab[:, :, -1] if c0 == 0 else blab[:, :, 0]
         axial = np.zeros(nb + 1, dtype=bool)
-        axial[medial.ravel()] = True
+        axial[(blab[:, :, -1] if c0 == 0 else blab[:, :, 0]).ravel()] = True
         axial[0] = True
         bone &= ~axial[blab]
         ribs = bone.copy()  # ribs run obliquely: one on this slice or a neighbour
         for d in range(1, rib_slices + 1):
             ribs[d:] |= bone[:-d]
             ribs[:-d] |= bone[d:]
-        near = dilate_disk(ribs, max(1, int(round(radius_px * WALL_FRACTION / 2.0))))
         labels, k = ndimage.label(new, structure=_SLICE_CROSS)
         if k == 0:
             continue
         ok = np.zeros(k + 1, dtype=bool)
-        ok[labels[new & near]] = True
+        ok[labels[new & dilate_disk(ribs, rb)]] = True
         # ... and away from the middle: the hila lie in the medial part of each side
-        cols = np.broadcast_to(np.arange(small.shape[2]), small.shape)
-        lung_cols = np.where(small, cols, -1 if c0 else small.shape[2])
-        lateral = lung_cols.max(axis=(1, 2)) if c0 else lung_cols.min(axis=(1, 2))
-        medial = 0 if c0 else small.shape[2] - 1
-        size = np.bincount(labels.ravel(), minlength=k + 1)
-        mean_col = np.bincount(labels.ravel(), weights=cols.ravel(), minlength=k + 1) / \
-            np.maximum(size, 1)
-        z_of = _slice_of_labels(labels, k)
+        wb = small.shape[2]
+        medial = wb - 1 if c0 == 0 else 0
+        cols_any = small.any(axis=1)  # (z, x)
+        has = cols_any.any(axis=1)
+        lateral = np.where(has, np.argmax(cols_any, axis=1) if c0 == 0
+                           else wb - 1 - np.argmax(cols_any[:, ::-1], axis=1), medial)
+        zi, yi, xi = np.nonzero(labels)
+        li = labels[zi, yi, xi]
+        size = np.bincount(li, minlength=k + 1)
+        mean_col = np.bincount(li, weights=xi, minlength=k + 1) / np.maximum(size, 1)
+        z_of = np.zeros(k + 1, dtype=np.int64)
+        z_of[li] = zi
         span = np.abs(lateral[z_of] - medial).astype(np.float64)
         ok &= np.abs(mean_col - medial) >= MIDDLE_FRACTION * np.maximum(span, 1.0)
         ok[0] = False
@@ -907,9 +923,19 @@ def fill_pleural_masses(mask: np.ndarray, hu: np.ndarray, thresholds: np.ndarray
         grown[:, :, :-1] |= new[:, :, 1:]
         new |= grown & closed
         up = new.repeat(2, axis=1).repeat(2, axis=2)[:, :m.shape[1], :m.shape[2]]
-        add = up & ~m & (hu[:, :, c0:c1] > thresholds[:, None, None])
-        out[:, :, c0:c1] |= add
+        out[z0:z1, y0:y1, c0:c1] |= up & ~m & (sub > thresholds[z0:z1, None, None])
     return out
+
+
+def _blocks(m: np.ndarray) -> np.ndarray:
+    """2 × 2 blocks of bool (z, y, x) slices: a block is set when any of its pixels is (an
+    odd last row or column makes blocks of its own)."""
+    a = m[:, ::2, ::2].copy()
+    a[:, :m[:, 1::2].shape[1]] |= m[:, 1::2, ::2]
+    a[:, :, :m[:, :, 1::2].shape[2]] |= m[:, ::2, 1::2]
+    b = m[:, 1::2, 1::2]
+    a[:, :b.shape[1], :b.shape[2]] |= b
+    return a
 
 
 def segment_slice(hu2d: np.ndarray, params: ParenchymaParams = ParenchymaParams(),
