@@ -331,11 +331,24 @@ def reference_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> np.nd
     the steps are in the module docstring."""
     six = ndimage.generate_binary_structure(3, 1)
     pad = hu < -1024
-    air = (hu < -400) | pad
+    air = (hu < -400) & ~pad
     lab, n = ndimage.label(air, six)
-    out = np.zeros(n + 1, bool)
-    for e in (lab[:, 0, :], lab[:, -1, :], lab[:, :, 0], lab[:, :, -1], lab[pad]):
-        out[np.unique(e)] = True
+    # outside: air reaching the in-plane border or the padding on at least half the slices
+    # it spans (the air around the body does on every slice; a lung cut by the field of
+    # view only where the circle cuts it)
+    edge = np.zeros(hu.shape, bool)
+    edge[:, 0, :] = edge[:, -1, :] = edge[:, :, 0] = edge[:, :, -1] = True
+    inplane = np.zeros((3, 3, 3), bool)
+    inplane[1] = ndimage.generate_binary_structure(2, 1)
+    edge |= ndimage.binary_dilation(pad, inplane)
+    zz = np.nonzero(edge & air)[0]
+    key = np.unique(lab[edge & air].astype(np.int64) * hu.shape[0] + zz)
+    touching = np.bincount(key // hu.shape[0], minlength=n + 1)
+    span = np.zeros(n + 1)
+    for i, sl in enumerate(ndimage.find_objects(lab), start=1):
+        if sl is not None:
+            span[i] = sl[0].stop - sl[0].start
+    out = touching >= 0.5 * np.maximum(span, 1)
     out[0] = True
     cand = ~out[lab]
     lab, n = ndimage.label(cand, six)
