@@ -875,9 +875,10 @@ def fill_pleural_masses(mask: np.ndarray, hu: np.ndarray, thresholds: np.ndarray
     margin = 2 * (2 * r + rb + 3)
     y0 = max(int(ys[0]) - margin, 0) // 2 * 2
     y1 = min(int(ys[-1]) + 1 + margin, h)
-    for c0, c1 in ((0, mid), (mid, w)):
+
+    def side(c0: int, c1: int) -> None:
         if c1 <= c0:
-            continue
+            return
         m = mask[z0:z1, y0:y1, c0:c1]
         sub = hu[z0:z1, y0:y1, c0:c1]
         small = _blocks(m)
@@ -896,7 +897,7 @@ def fill_pleural_masses(mask: np.ndarray, hu: np.ndarray, thresholds: np.ndarray
             ribs[:-d] |= bone[d:]
         labels, k = ndimage.label(new, structure=_SLICE_CROSS)
         if k == 0:
-            continue
+            return
         ok = np.zeros(k + 1, dtype=bool)
         ok[labels[new & dilate_disk(ribs, rb)]] = True
         # ... and away from the middle: the hila lie in the medial part of each side
@@ -924,6 +925,9 @@ def fill_pleural_masses(mask: np.ndarray, hu: np.ndarray, thresholds: np.ndarray
         new |= grown & closed
         up = new.repeat(2, axis=1).repeat(2, axis=2)[:, :m.shape[1], :m.shape[2]]
         out[z0:z1, y0:y1, c0:c1] |= up & ~m & (sub > thresholds[z0:z1, None, None])
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # the two sides share no pixel
+        list(pool.map(lambda c: side(*c), ((0, mid), (mid, w))))
     return out
 
 
