@@ -10,9 +10,11 @@ as ``PREFIX<slice>.png``.
 The reference (:func:`reference_mask`) is built another way than the method — in 3-D, with a
 fixed threshold and no per-slice threshold, closing or body finding:
 
-1. air = HU < −400, padding (HU < −1024) counted as air;
-2. outside air = the 3-D (6-connected) components of air that touch the volume's in-plane
-   border or hold padding;
+1. air = HU < −400, padding (HU < −1024) left out;
+2. outside air = the 3-D (6-connected) components of air that reach the volume's in-plane
+   border or the padding on at least half the slices they span (the air around the body
+   does on every slice; a lung cut by the field of view, as on the GE CTA, only where the
+   circle cuts it);
 3. the remaining air's 3-D components; kept: the largest, and the next ones (at most two in
    all besides it) with at least 15 % of its volume (the two lungs; bowel gas and the gap
    under the back are far smaller);
@@ -120,6 +122,7 @@ def main() -> int:
                                            for k in worst))
     if a.png:
         ks = [int(s) for s in a.slices.split(",") if s] or list(worst[:2]) + [40, 70, 100, 120]
+        ks = [k for k in ks if 0 <= k < hu.shape[0]]
         for p in save_overlays(hu, mask, ref, ks, a.png):
             print("wrote", p)
     return 0

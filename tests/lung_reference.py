@@ -107,10 +107,81 @@ def candidates_slice(sl: np.ndarray, with_raw: bool = False):
     return closed & inside, float(t)
 
 
+MASS_RADIUS_PX = 15.0 / 0.7  # step 10's disk: 15 mm at the assumed 0.7 mm pixels
+
+
+def fill_masses_plain(out: np.ndarray, hu: np.ndarray, ts, rib_slices: int = 4) -> np.ndarray:
+    """Step 10, plainly: split the columns at the middle of the mask's extent; on each side
+    and slice, 2 × 2 blocks (any lung pixel makes a lung block), closed with a disk of half
+    the radius (the edge replicated); the added blocks' pieces that come within 0.75 of the
+    radius of a rib and lie out from the middle count; their pixels and those of the closed
+    blocks 4-adjacent to them that are brighter than the slice's threshold join the mask."""
+    if not out.any():
+        return out
+    r = max(1, int(round(MASS_RADIUS_PX / 2.0)))
+    xs = np.flatnonzero(out.any(axis=(0, 1)))
+    mid = int(xs[0] + xs[-1]) // 2 + 1
+    res = out.copy()
+    q = 2 * r + 1
+    cross = ndimage.generate_binary_structure(2, 1)
+    for k in range(out.shape[0]):
+        for c0, c1 in ((0, mid), (mid, out.shape[2])):
+            m = out[k, :, c0:c1]
+            if m.size == 0:
+                continue
+            h, w = m.shape
+            even = np.zeros((h + h % 2, w + w % 2), bool)
+            even[:h, :w] = m
+            small = even.reshape(even.shape[0] // 2, 2, even.shape[1] // 2, 2).any(axis=(1, 3))
+            closed = ndimage.binary_closing(np.pad(small, q, mode="edge"),
+                                            structure=morphology.disk(r))[q:-q, q:-q]
+            add = closed & ~small
+            # pieces near a rib (bone apart from what crosses the middle) and out from the
+            # middle by at least 0.45 of the way to the lung's lateral edge
+            bone = np.zeros(small.shape, bool)
+            for j in range(max(k - rib_slices, 0), min(k + rib_slices + 1, out.shape[0])):
+                bone |= ribs_plain(hu[j, :, c0:c1], c0 == 0)
+            rb = max(1, int(round(MASS_RADIUS_PX * 0.75 / 2.0)))
+            near = ndimage.binary_dilation(np.pad(bone, rb + 1), structure=morphology.disk(rb))[
+                rb + 1:-(rb + 1), rb + 1:-(rb + 1)]
+            plab, npieces = ndimage.label(add, cross)
+            medial = small.shape[1] - 1 if c0 == 0 else 0
+            cols_lung = np.flatnonzero(small.any(axis=0))
+            lateral = (cols_lung.min() if c0 == 0 else cols_lung.max()) if cols_lung.size \
+                else medial
+            keep_add = np.zeros(add.shape, bool)
+            for i in range(1, npieces + 1):
+                piece = plab == i
+                mean_col = np.nonzero(piece)[1].mean()
+                if (piece & near).any() and \
+                        abs(mean_col - medial) >= 0.45 * max(abs(lateral - medial), 1.0):
+                    keep_add |= piece
+            add = keep_add
+            beside = ndimage.binary_dilation(add, ndimage.generate_binary_structure(2, 1))
+            add |= beside & closed
+            new = np.kron(add, np.ones((2, 2), bool))[:h, :w].astype(bool)
+            res[k, :, c0:c1] |= new & ~m & (hu[k, :, c0:c1] > ts[k])
+    return res
+
+
+def ribs_plain(side: np.ndarray, left: bool) -> np.ndarray:
+    """2 × 2 blocks of one side of a slice holding bone (> 300 HU), less the bone pieces
+    touching the middle (the medial edge of the side): the spine, the sternum."""
+    h, w = side.shape
+    even = np.zeros((h + h % 2, w + w % 2), bool)
+    even[:h, :w] = side > 300
+    bone = even.reshape(even.shape[0] // 2, 2, even.shape[1] // 2, 2).any(axis=(1, 3))
+    blab, _ = ndimage.label(bone, ndimage.generate_binary_structure(2, 1))
+    for i in set(np.unique(blab[:, -1 if left else 0]).tolist()) - {0}:
+        bone[blab == i] = False
+    return bone
+
+
 def reference_slice(sl: np.ndarray) -> np.ndarray:
-    """Steps 1–6 of one slice: components of at least 1000 px."""
-    cand, _ = candidates_slice(sl)
-    return morphology.remove_small_objects(cand, max_size=999, connectivity=1)
+    """Steps 1–6 of one slice (components of at least 1000 px), then step 10."""
+    cand, t = candidates_slice(sl)
+    kept = morphology.remove_small_objects(cand, max_size=999, connectivity=1)
+    return fill_masses_plain(kept[None], sl[None], [t], 0)[0]
 
 
 def reference(hu: np.ndarray) -> np.ndarray:
@@ -169,7 +240,7 @@ def reference(hu: np.ndarray) -> np.ndarray:
             out[k][labs[k] == i] = True
     if len(hu) > 1:
         _remove_airways(out, labs, raws, keep)
-    return out
+    return fill_masses_plain(out, hu, [f[2] for f in found], 4)  # 10 mm at 2.5 mm slices
 
 
 def _tips(labs, raws, keep, size, n_slices):
@@ -260,11 +331,24 @@ def reference_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> np.nd
     the steps are in the module docstring."""
     six = ndimage.generate_binary_structure(3, 1)
     pad = hu < -1024
-    air = (hu < -400) | pad
+    air = (hu < -400) & ~pad
     lab, n = ndimage.label(air, six)
-    out = np.zeros(n + 1, bool)
-    for e in (lab[:, 0, :], lab[:, -1, :], lab[:, :, 0], lab[:, :, -1], lab[pad]):
-        out[np.unique(e)] = True
+    # outside: air reaching the in-plane border or the padding on at least half the slices
+    # it spans (the air around the body does on every slice; a lung cut by the field of
+    # view only where the circle cuts it)
+    edge = np.zeros(hu.shape, bool)
+    edge[:, 0, :] = edge[:, -1, :] = edge[:, :, 0] = edge[:, :, -1] = True
+    inplane = np.zeros((3, 3, 3), bool)
+    inplane[1] = ndimage.generate_binary_structure(2, 1)
+    edge |= ndimage.binary_dilation(pad, inplane)
+    zz = np.nonzero(edge & air)[0]
+    key = np.unique(lab[edge & air].astype(np.int64) * hu.shape[0] + zz)
+    touching = np.bincount(key // hu.shape[0], minlength=n + 1)
+    span = np.zeros(n + 1)
+    for i, sl in enumerate(ndimage.find_objects(lab), start=1):
+        if sl is not None:
+            span[i] = sl[0].stop - sl[0].start
+    out = touching >= 0.5 * np.maximum(span, 1)
     out[0] = True
     cand = ~out[lab]
     lab, n = ndimage.label(cand, six)

@@ -52,6 +52,12 @@ On a volume (``segment_lungs``), three rules that look at the neighbouring slice
    and is at most 1.5 times as large (a tube, never the lung it enters). The airway's
    lumen, and what the closing added within 6 px of it, leave the mask.
 
+10. a mass on the pleura: the threshold leaves a mass out and it cuts a notch into the
+   lung's outline; each side of the mask (split at its middle) is closed with a 15 mm disk
+   at half resolution, and the tissue it adds goes back into the lung where it lies on the
+   chest wall (near a rib) and out from the middle (not the hilum or the mediastinum); see
+   :func:`fill_pleural_masses` (``ParenchymaParams(mass_radius_mm=0)`` turns it off).
+
 The parameters live in :class:`ParenchymaParams` with the method's values as defaults; the
 per-slice thresholds are returned for inspection.
 
@@ -108,7 +114,8 @@ class ParenchymaParams:
     and the putting back of small components that continue a lung (volumes only), and the
     airway rule; ``group_fraction``, ``link_overlap``, ``continue_overlap`` and
     ``continue_ratio`` are their numbers (see the module docstring); ``tips`` the rule that
-    keeps an apex or a recess tapering slowly to its tip (step 8)."""
+    keeps an apex or a recess tapering slowly to its tip (step 8); ``mass_radius_mm`` the
+    disk that takes a mass on the pleura back into its lung (step 10; 0 turns it off)."""
 
     closing_radius: int = 5  # disk radius (px) of the morphological closing
     min_component_px: int = 1000  # smaller components are removed
@@ -123,6 +130,7 @@ class ParenchymaParams:
     continue_overlap: float = 0.5
     continue_ratio: float = 1.25
     tips: bool = True
+    mass_radius_mm: float = 15.0
 
     def __post_init__(self) -> None:
         if self.outside not in ("body", "border"):
@@ -792,6 +800,148 @@ def _as_hu(hu: np.ndarray, ndim: int, what: str) -> np.ndarray:
     return hu
 
 
+ASSUMED_PIXEL_MM = 0.7  # in-plane pixel size when the caller gives no spacing
+ASSUMED_SLICE_MM = 2.5  # slice spacing when the caller gives none
+RIB_REACH_MM = 10.0  # a rib within this distance along z counts (ribs run obliquely)
+
+
+def rib_slices(slice_mm: float) -> int:
+    """Slices either side within :data:`RIB_REACH_MM`."""
+    return max(1, int(round(RIB_REACH_MM / max(float(slice_mm), 0.1))))
+
+
+BONE_HU = 300  # ribs, spine, sternum: the chest wall a mass on the pleura lies against
+WALL_FRACTION = 0.75  # the filled piece comes this many mass radii near bone (11 mm)
+MIDDLE_FRACTION = 0.45  # ... and its centre lies this far out from the middle to the lung's side
+
+
+def _slice_of_labels(labels: np.ndarray, n: int) -> np.ndarray:
+    """(n + 1,) the slice of each label 0..n of an in-plane labelling (label 0: 0)."""
+    bounds = _slice_label_ranges(labels)
+    z = np.searchsorted(bounds, np.arange(n + 1), side="left") - 1
+    z[0] = 0
+    return np.clip(z, 0, labels.shape[0] - 1)
+
+
+def dilate_disk(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation of every slice of ``mask`` (z, y, x) with a disk of ``radius``
+    (nothing beyond the image), on bit-packed slices as :func:`closing_disk`."""
+    if radius <= 0:
+        return mask.copy()
+    _, h, w = mask.shape
+    pad = radius + 1
+    wp = w + 2 * pad
+    m = np.pad(mask, ((0, 0), (pad, pad), (pad, pad + (-wp) % 64)))
+    words = np.packbits(m, axis=2, bitorder="little").view(_U64)
+    out = _run_filter(words, disk_rectangles(radius), True)
+    bits = np.unpackbits(out.view(np.uint8), axis=2, bitorder="little")
+    return bits[:, pad:pad + h, pad:pad + w].view(bool)
+
+
+def fill_pleural_masses(mask: np.ndarray, hu: np.ndarray, thresholds: np.ndarray,
+                        radius_px: float, rib_slices: int = 4) -> np.ndarray:
+    """Step 10: tissue in a lung's notch goes back into the lung — a mass on the pleura,
+    which the threshold leaves out and which cuts the lung's outline.
+
+    ``mask`` (bool), ``hu`` (z, y, x) and ``thresholds`` (z,) from steps 1–9. The columns are
+    split at the middle of the mask's extent (one lung each side, so the mediastinum between
+    the lungs is never bridged); each side is closed with a disk of ``radius_px`` (at half
+    resolution: 2 × 2 blocks, any pixel of lung makes a block lung, the disk halved). The
+    pieces (in-plane components) of blocks the closing adds count where they come within
+    :data:`WALL_FRACTION` × the radius of a rib (bone, > :data:`BONE_HU`, apart from the
+    bone that crosses the middle: the spine, the sternum) on the slice or one of the
+    ``rib_slices`` either side (:data:`RIB_REACH_MM`: ribs run obliquely) — the chest wall a pleural mass
+    lies on — and whose centre lies at least :data:`MIDDLE_FRACTION` of the way from the
+    middle to the lung's lateral edge on that slice: the hilum's vessels and the
+    mediastinum, which the closing also bridges, lie in the medial part. (A mass in the
+    paravertebral gutter or behind the sternum is therefore left to the radius-5 closing.) The pixels of those blocks, and of the lung blocks beside them (4-
+    neighbours: the mass's rim), that are brighter than the slice's threshold join the
+    mask (the air of a notch stays out; elsewhere a block holding lung adds nothing, so
+    the outline is not grown)."""
+    if radius_px <= 0 or not mask.any():
+        return mask
+    r = max(1, int(round(radius_px / 2.0)))
+    rb = max(1, int(round(radius_px * WALL_FRACTION / 2.0)))
+    out = mask.copy()
+    n, h, w = mask.shape
+    # only what can matter: slices with lung (and their ribs' reach), rows of the lungs
+    # widened by what the closing and the rib reach can see (even, so the 2 × 2 blocks
+    # are the image's)
+    zs = np.flatnonzero(mask.any(axis=(1, 2)))
+    ys = np.flatnonzero(mask.any(axis=(0, 2)))
+    xs = np.flatnonzero(mask.any(axis=(0, 1)))
+    mid = int(xs[0] + xs[-1]) // 2 + 1
+    z0, z1 = max(int(zs[0]) - rib_slices, 0), min(int(zs[-1]) + rib_slices + 1, n)
+    margin = 2 * (2 * r + rb + 3)
+    y0 = max(int(ys[0]) - margin, 0) // 2 * 2
+    y1 = min(int(ys[-1]) + 1 + margin, h)
+
+    def side(c0: int, c1: int) -> None:
+        if c1 <= c0:
+            return
+        m = mask[z0:z1, y0:y1, c0:c1]
+        sub = hu[z0:z1, y0:y1, c0:c1]
+        small = _blocks(m)
+        closed = closing_disk(small, r)
+        new = closed & ~small  # blocks the closing adds, in pieces lying on the chest wall
+        bone = _blocks(sub > BONE_HU)
+        # ribs only: the spine and the sternum cross the middle (the medial edge here)
+        blab, nb = ndimage.label(bone, structure=_SLICE_CROSS)
+        axial = np.zeros(nb + 1, dtype=bool)
+        axial[(blab[:, :, -1] if c0 == 0 else blab[:, :, 0]).ravel()] = True
+        axial[0] = True
+        bone &= ~axial[blab]
+        ribs = bone.copy()  # ribs run obliquely: one on this slice or a neighbour
+        for d in range(1, rib_slices + 1):
+            ribs[d:] |= bone[:-d]
+            ribs[:-d] |= bone[d:]
+        labels, k = ndimage.label(new, structure=_SLICE_CROSS)
+        if k == 0:
+            return
+        ok = np.zeros(k + 1, dtype=bool)
+        ok[labels[new & dilate_disk(ribs, rb)]] = True
+        # ... and away from the middle: the hila lie in the medial part of each side
+        wb = small.shape[2]
+        medial = wb - 1 if c0 == 0 else 0
+        cols_any = small.any(axis=1)  # (z, x)
+        has = cols_any.any(axis=1)
+        lateral = np.where(has, np.argmax(cols_any, axis=1) if c0 == 0
+                           else wb - 1 - np.argmax(cols_any[:, ::-1], axis=1), medial)
+        zi, yi, xi = np.nonzero(labels)
+        li = labels[zi, yi, xi]
+        size = np.bincount(li, minlength=k + 1)
+        mean_col = np.bincount(li, weights=xi, minlength=k + 1) / np.maximum(size, 1)
+        z_of = np.zeros(k + 1, dtype=np.int64)
+        z_of[li] = zi
+        span = np.abs(lateral[z_of] - medial).astype(np.float64)
+        ok &= np.abs(mean_col - medial) >= MIDDLE_FRACTION * np.maximum(span, 1.0)
+        ok[0] = False
+        new = ok[labels]
+        grown = np.zeros_like(new)  # ... and lung blocks beside them (the mass's rim)
+        grown[:, 1:] |= new[:, :-1]
+        grown[:, :-1] |= new[:, 1:]
+        grown[:, :, 1:] |= new[:, :, :-1]
+        grown[:, :, :-1] |= new[:, :, 1:]
+        new |= grown & closed
+        up = new.repeat(2, axis=1).repeat(2, axis=2)[:, :m.shape[1], :m.shape[2]]
+        out[z0:z1, y0:y1, c0:c1] |= up & ~m & (sub > thresholds[z0:z1, None, None])
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # the two sides share no pixel
+        list(pool.map(lambda c: side(*c), ((0, mid), (mid, w))))
+    return out
+
+
+def _blocks(m: np.ndarray) -> np.ndarray:
+    """2 × 2 blocks of bool (z, y, x) slices: a block is set when any of its pixels is (an
+    odd last row or column makes blocks of its own)."""
+    a = m[:, ::2, ::2].copy()
+    a[:, :m[:, 1::2].shape[1]] |= m[:, 1::2, ::2]
+    a[:, :, :m[:, :, 1::2].shape[2]] |= m[:, ::2, 1::2]
+    b = m[:, 1::2, 1::2]
+    a[:, :b.shape[1], :b.shape[2]] |= b
+    return a
+
+
 def segment_slice(hu2d: np.ndarray, params: ParenchymaParams = ParenchymaParams(),
                   ) -> tuple[np.ndarray, float]:
     """Lung mask (bool ``(y, x)``) and converged threshold (HU) of one axial slice of HU
@@ -801,7 +951,10 @@ def segment_slice(hu2d: np.ndarray, params: ParenchymaParams = ParenchymaParams(
     cand, _, t = _candidates(hu2d[None], params)
     block = _Block.of(0, cand, None, volume=False)
     keep = _keep([block], params, hu2d.shape, False)
-    return _paint(block, keep, None, params, hu2d.shape)[0], float(t[0])
+    mask = _paint(block, keep, None, params, hu2d.shape)
+    mask = fill_pleural_masses(mask, hu2d[None], t, params.mass_radius_mm / ASSUMED_PIXEL_MM,
+                               0)
+    return mask[0], float(t[0])
 
 
 def segment_lungs(hu: np.ndarray, params: ParenchymaParams = ParenchymaParams(),
@@ -864,6 +1017,10 @@ def segment_lungs(hu: np.ndarray, params: ParenchymaParams = ParenchymaParams(),
         if params.volume_rules and n > 1 and all(b.raw is not None for b in ordered):
             airway = _airway(ordered, keep, params, hu.shape[1:])
         list(pool.map(paint, ordered))
+    px = ASSUMED_PIXEL_MM if spacing is None else float(min(spacing[1], spacing[2]))
+    dz = ASSUMED_SLICE_MM if spacing is None else float(spacing[0])
+    mask = fill_pleural_masses(mask, hu, thresholds, params.mass_radius_mm / px,
+                               rib_slices(dz))
     if progress is not None:
         progress(n, n)
     seconds = time.perf_counter() - t0
