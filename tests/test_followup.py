@@ -269,3 +269,53 @@ def test_reading_keeps_the_comparison_and_reads_old_files():
     bad["followup"] = [1]
     with pytest.raises(ValueError, match="followup"):
         Reading.from_dict(bad)
+
+
+def test_pdf_shows_the_comparison_table(pair, tmp_path):
+    from lungviewer.reading.model import Reading
+    from lungviewer.reading.report_pdf import build_report
+
+    t = next(n for n in pair.truth.nodules if n.name == "grow400")
+    comp = Comparison([assess_pair(Nodule(*t.current_zyx, 12.3, 980.0),
+                                   Nodule(*t.prior_zyx, 10.0, 520.0), 365)],
+                      {"seconds": 2.0, "quality": {"lung_dice": 0.97}}, 365,
+                      prior={"study_date": "2025-03-04"})
+    r = Reading("1.2.3", "1.2.3.4", synthetic=True)
+    r.set_followup(comp.as_dict())
+    out = build_report(r, pair.current, tmp_path / "r.pdf", compress=False,
+                       prior_volume=pair.prior)
+    data = out.read_bytes()
+    assert b"Comparison with the prior" in data and b"growing" in data
+    assert data.count(b"/Subtype /Image") >= 2  # the current's and the prior's key image
+
+
+def test_sr_records_the_comparison(pair, tmp_path):
+    import highdicom as hd
+
+    from lungviewer.reading.export_dicom import export_sr
+    from lungviewer.reading.model import Reading
+    from lungviewer.study.dicom_series import load_series
+    from lungviewer.synth.followup import write_series
+
+    write_series(pair.current, tmp_path / "cur", pair.current_date)
+    vol = load_series(tmp_path / "cur")
+    t = next(n for n in pair.truth.nodules if n.name == "grow400")
+    gone = next(n for n in pair.truth.nodules if n.name == "resolved")
+    comp = Comparison([assess_pair(Nodule(*t.current_zyx, 12.3, 980.0),
+                                   Nodule(*t.prior_zyx, 10.0, 520.0), 365),
+                       assess_pair(None, Nodule(*gone.prior_zyx, 7.0, 180.0), 365)],
+                      {"seconds": 2.0}, 365, prior={"study_date": "2025-03-04"})
+    r = Reading.for_volume(vol)
+    r.set_followup(comp.as_dict())
+    sr = hd.sr.srread(export_sr(r, vol, tmp_path / "sr.dcm", model_version="test"))
+    groups = sr.content.get_planar_roi_measurement_groups()
+    assert len(groups) == 1  # the resolved one has no region on the current exam
+    got = {m.name.value: m.value for m in groups[0].get_measurements()}
+    assert got["PRIORDIAM"] == pytest.approx(10.0) and got["PRIORVOL"] == pytest.approx(520)
+    assert got["VOLCHANGE"] == pytest.approx(100 * (980 / 520 - 1), abs=0.1)
+    ds = pydicom_read(tmp_path / "sr.dcm")
+    assert b"growing" in ds and b"resolved since the prior" in ds
+
+
+def pydicom_read(path) -> bytes:
+    return path.read_bytes()
