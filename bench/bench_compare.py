@@ -61,7 +61,7 @@ def evaluate(pair, label: str) -> dict:
         both += on_both
         correct += bool(on_both and ok_pair)
         false_pairs += bool(not on_both and paired)
-        want = lung_rads_followup("solid", t.current_diameter_mm, t.prior_diameter_mm,
+        want = lung_rads_followup(t.type, t.current_diameter_mm, t.prior_diameter_mm,
                                   pair.truth.interval_days, resolved=t.current_zyx is None)
         vdt_err = None
         if t.vdt_days and res.vdt_days and (t.prior_diameter_mm or 0) >= 5 \
@@ -75,7 +75,7 @@ def evaluate(pair, label: str) -> dict:
                      "truth_vdt": t.vdt_days, "vdt": res.vdt_days, "vdt_rel_err": vdt_err,
                      "truth_category": want.category,
                      "category": res.lung_rads.get("category"), "rule": res.lung_rads.get("rule"),
-                     "type": (res.current or res.prior).type})
+                     "truth_type": t.type, "type": (res.current or res.prior).type})
     return {"label": label, "current_shape": list(pair.current.hu.shape),
             "prior_shape": list(pair.prior.hu.shape),
             "registration_s": round(t1 - t0, 2), "registration_cpu_s": round(c1 - c0, 2), "full_lung_masks_s": round(t2 - t1, 2),
@@ -132,7 +132,7 @@ def hybrid_pair(factor: float = 1.3):
     zs, ys, xs = np.nonzero(seg.mask)
     centre = (zs.mean() + seg.offset[0], ys.mean() + seg.offset[1], xs.mean() + seg.offset[2])
     pair = make_followup_pair(
-        vol, lm, seed=11, nodules=(), base_nodules=[("real", centre, seg.mean_diameter_mm)],
+        vol, lm, seed=11, nodules=(), base_nodules=[("real", centre, seg.mean_diameter_mm, seg.type)],
         enlarge=("real", centre, seg.full_mask(vol.hu.shape), factor), label="HYBRID",
         current_spacing=(2.0, 0.8, 0.8), rotation_deg=(1.5, -1.0, 2.5),
         shift_mm=(5.0, -6.0, 10.0), lung_scale=1.06)

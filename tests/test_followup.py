@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -319,3 +320,52 @@ def test_sr_records_the_comparison(pair, tmp_path):
 
 def pydicom_read(path) -> bytes:
     return path.read_bytes()
+
+
+REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real" / "LIDC-IDRI-0006"
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/real/LIDC-IDRI-0006 is absent "
+                                              "(the HYBRID pair needs the real development scan)")
+def test_hybrid_pair_from_the_real_scan():
+    """HYBRID: the real dev scan (every second pixel) resampled under a known motion, one of
+    its real nodules enlarged ×1.3: registered within 3 mm, the nodule paired and growing."""
+    from types import SimpleNamespace
+
+    from lungviewer.followup.compare import compare
+    from lungviewer.followup.registration import lung_mask_of
+    from lungviewer.reading.lesions import _segment, lung_region
+    from lungviewer.study.dicom_series import load_series
+    from lungviewer.study.volume import Volume
+    from lungviewer.synth.followup import landmark_errors, make_followup_pair
+
+    full = load_series(REAL)
+    vol = Volume(hu=np.ascontiguousarray(full.hu[:, ::2, ::2]),
+                 spacing=(full.spacing[0], full.spacing[1] * 2, full.spacing[2] * 2),
+                 positions=full.positions, orientation=full.orientation,
+                 patient_id=full.patient_id)
+    lm = lung_mask_of(vol.hu, vol.spacing)
+    # the nodule: the readers' largest one on this scan (XML beside it), centre halved
+    from lungviewer.session import read_annotations
+
+    ann = read_annotations(full, REAL)
+    n = max(ann.nodules, key=lambda n: n.diameter_mm)
+    k, r, c = int(round(n.centre[0])), int(round(n.centre[1] / 2)), int(round(n.centre[2] / 2))
+    seg = _segment(vol.hu, vol.spacing, lm, SimpleNamespace(slice=k, row=r, col=c,
+                                                            diameter_mm=n.diameter_mm),
+                   lung_region(lm, vol.spacing))
+    assert seg is not None
+    zs, ys, xs = np.nonzero(seg.mask)
+    centre = (zs.mean() + seg.offset[0], ys.mean() + seg.offset[1], xs.mean() + seg.offset[2])
+    pair = make_followup_pair(vol, lm, seed=11, nodules=(), label="HYBRID",
+                              base_nodules=[("real", centre, seg.mean_diameter_mm, seg.type)],
+                              enlarge=("real", centre, seg.full_mask(vol.hu.shape), 1.3),
+                              current_spacing=(2.0, 1.6, 1.6), lung_scale=1.06)
+    reg = register(pair.current, pair.prior)
+    assert np.percentile(landmark_errors(reg, pair), 95) <= 3.0
+    [t] = pair.truth.nodules
+    comp = compare(pair.current, pair.prior, [Nodule(*t.current_zyx, 8.0)],
+                   [Nodule(*t.prior_zyx, 8.0)], pair.truth.interval_days, reg)
+    [p] = comp.pairs
+    assert p.current is not None and p.prior is not None  # paired, not new + resolved
+    assert p.status == "growing" and p.volume_ratio > 1.25
