@@ -239,6 +239,9 @@ def test_compare_command_json(pair, tmp_path, monkeypatch, capsys):
                 assert set(p[side]) >= {"slice", "row", "col", "diameter_mm", "volume_mm3"}
     r = res["registration"]
     assert {"transform", "seconds", "quality"} <= set(r) and r["quality"]["lung_dice"] > 0.9
+    assert main(["compare", str(tmp_path / "cur"), str(tmp_path / "pri")]) == 0
+    text = capsys.readouterr().out
+    assert "365 days" in text and "Lung-RADS" in text and "resolved" in text
     # swapped: the prior is newer → one clear line, no traceback
     assert main(["compare", str(tmp_path / "pri"), str(tmp_path / "cur")]) == 1
     err = capsys.readouterr().err
