@@ -22,6 +22,47 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real" / "LIDC-IDRI-0006"
 
 
+def evaluate_cad(pair, label: str, device: str = "cpu") -> dict:
+    """Pairing with the CAD findings of both exams (what ``lungviewer compare`` does):
+    nodules on both exams paired correctly (both ends within 5 mm of that nodule's truth)
+    and false pairs (one end on a constructed nodule, the other not on the same one)."""
+    from lungviewer.commands.compare import find_nodules
+    from lungviewer.followup.compare import compare
+    from lungviewer.followup.registration import lung_mask_of, register
+
+    cm = lung_mask_of(pair.current.hu, pair.current.spacing)
+    pm = lung_mask_of(pair.prior.hu, pair.prior.spacing)
+    t0 = time.perf_counter()
+    cur = find_nodules(pair.current, cm, device)
+    pri = find_nodules(pair.prior, pm, device)
+    t1 = time.perf_counter()
+    reg = register(pair.current, pair.prior)
+    comp = compare(pair.current, pair.prior, cur, pri, pair.truth.interval_days, reg, cm, pm)
+    sc, sp = np.asarray(pair.current.spacing), np.asarray(pair.prior.spacing)
+
+    def near(n, c, spacing):
+        return n is not None and c is not None and \
+            np.linalg.norm((np.subtract(n.zyx, c)) * spacing) <= 5.0
+
+    both = [t for t in pair.truth.nodules if t.current_zyx and t.prior_zyx]
+    ok = sum(any(near(p.current, t.current_zyx, sc) and near(p.prior, t.prior_zyx, sp)
+                 for p in comp.pairs) for t in both)
+    false = 0
+    for p in comp.pairs:
+        if p.current is None or p.prior is None:
+            continue
+        tc = next((t for t in pair.truth.nodules if near(p.current, t.current_zyx, sc)), None)
+        tp = next((t for t in pair.truth.nodules if near(p.prior, t.prior_zyx, sp)), None)
+        false += (tc is not None or tp is not None) and tc is not tp
+    found = {w: sum(any(near(n, getattr(t, f"{w}_zyx"), s_) for n in ns)
+                    for t in pair.truth.nodules if getattr(t, f"{w}_zyx") is not None)
+             for w, ns, s_ in (("current", cur, sc), ("prior", pri, sp))}
+    return {"label": label + " (CAD findings)", "cad_s": round(t1 - t0, 1),
+            "findings": [len(cur), len(pri)], "truth_found_by_cad": found,
+            "on_both_paired_correctly": f"{ok}/{len(both)}", "false_pairs": int(false),
+            "pairs": comp.counts()}
+
+
 def evaluate(pair, label: str) -> dict:
     from lungviewer.followup.compare import Nodule, compare
     from lungviewer.followup.registration import lung_mask_of, register
@@ -178,14 +219,20 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--no-real", action="store_true")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--cad", action="store_true", help="also pair the CAD findings of both "
+                                                      "exams (slow: the CAD runs on each)")
     ap.add_argument("--shots", type=Path, help="folder for current | prior screenshots of the "
                                                "HYBRID pair")
     a = ap.parse_args()
     out = []
     for p in a.twins:
         for seed in range(a.seeds):
-            r = evaluate(twin_pair(p, seed), f"SYNTHETIC twin {p} seed {seed}")
+            pr = twin_pair(p, seed)
+            r = evaluate(pr, f"SYNTHETIC twin {p} seed {seed}")
             out.append(r)
+            if a.cad:
+                out.append(evaluate_cad(pr, f"SYNTHETIC twin {p} seed {seed}"))
+                print(json.dumps(out[-1]), flush=True)
             print(json.dumps({k: v for k, v in r.items() if k != "nodules"}), flush=True)
             for row in r["nodules"]:
                 print("   ", json.dumps(row), flush=True)
