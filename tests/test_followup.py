@@ -144,7 +144,8 @@ def pair():
     vol = Volume(hu=hu, spacing=(sp[0], sp[1] * 2, sp[2] * 2), positions=pos,
                  patient_id="LIDC-IDRI-0001")
     return make_followup_pair(vol, lung_mask_of(hu, vol.spacing), seed=3,
-                              current_spacing=(2.0, 1.6, 1.6))
+                              current_spacing=(2.0, 1.6, 1.6), rotation_deg=(2.0, -1.5, 3.0),
+                              shift_mm=(6.0, -8.0, 12.0), lung_scale=1.10)
 
 
 def test_registration_recovers_the_constructed_motion(pair):
@@ -158,7 +159,8 @@ def test_registration_recovers_the_constructed_motion(pair):
     d = reg.as_dict()
     assert d["seconds"] < 30 and len(d["transform"]["matrix"]) == 4
     back = Registration.from_dict(json.loads(json.dumps(d)))
-    assert np.allclose(back.current_to_prior((5, 40, 40)), reg.current_to_prior((5, 40, 40)))
+    assert np.allclose(back.current_to_prior((5, 40, 40)), reg.current_to_prior((5, 40, 40)),
+                       atol=1e-3)
 
 
 def test_registration_failure_is_clear(pair):

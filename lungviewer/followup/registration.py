@@ -170,7 +170,7 @@ class Registration:
         m = np.eye(4)
         m[:3, :3], m[:3, 3] = self.matrix, self.offset
         return {"transform": {"type": "affine", "direction": "current → prior (patient LPS mm)",
-                              "matrix": [[round(float(v), 6) for v in row] for row in m]},
+                              "matrix": [[round(float(v), 9) for v in row] for row in m]},
                 "rotation_deg": round(self.rotation_deg, 2),
                 "volume_scale": round(self.scale, 4),
                 "seconds": round(float(self.seconds), 2),

@@ -197,8 +197,8 @@ DEFAULT_NODULES = (
 
 
 def make_followup_pair(prior: Volume, prior_lung: np.ndarray, *, seed: int = 0,
-                       interval_days: int = 365, rotation_deg=(2.0, -1.5, 3.0),
-                       shift_mm=(6.0, -8.0, 12.0), lung_scale: float = 1.10,
+                       interval_days: int = 365, rotation_deg=None,
+                       shift_mm=None, lung_scale: float | None = None,
                        current_spacing=(2.0, 1.6, 1.6), current_shape=None,
                        nodules=DEFAULT_NODULES, base_nodules=(),
                        enlarge: tuple | None = None, label: str = "SYNTHETIC",
@@ -209,8 +209,17 @@ def make_followup_pair(prior: Volume, prior_lung: np.ndarray, *, seed: int = 0,
     nodules as ``(name, centre_zyx, diameter_mm[, type])``, stable by construction (their volume
     changes only by the map's scale); ``enlarge``: ``(name, centre_zyx, mask, factor)`` — a
     base nodule enlarged by a linear factor in the current exam. ``current_shape`` default:
-    the prior's field of view, 10 % narrower in plane, at ``current_spacing``."""
+    the prior's field of view, 10 % narrower in plane, at ``current_spacing``. The motion
+    not given is drawn from ``seed``: rotation up to ±3° about each axis, shift up to ±15 mm,
+    lung volume ×1.10 or ×0.90 (a deeper or a shallower breath)."""
     rng = np.random.default_rng(seed)
+    motion = np.random.default_rng([seed, 7])
+    if rotation_deg is None:
+        rotation_deg = tuple(motion.uniform(-3.0, 3.0, 3))
+    if shift_mm is None:
+        shift_mm = tuple(motion.uniform(-15.0, 15.0, 3))
+    if lung_scale is None:
+        lung_scale = 1.10 if seed % 2 == 0 else 0.90
     sp_p = np.asarray(prior.spacing, float)
     # the map current -> prior: current lungs larger by lung_scale (z takes half of it)
     sz_ = lung_scale ** 0.5
