@@ -22,15 +22,56 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real" / "LIDC-IDRI-0006"
 
 
+def evaluate_cad(pair, label: str, device: str = "cpu") -> dict:
+    """Pairing with the CAD findings of both exams (what ``lungviewer compare`` does):
+    nodules on both exams paired correctly (both ends within 5 mm of that nodule's truth)
+    and false pairs (one end on a constructed nodule, the other not on the same one)."""
+    from lungviewer.commands.compare import find_nodules
+    from lungviewer.followup.compare import compare
+    from lungviewer.followup.registration import lung_mask_of, register
+
+    cm = lung_mask_of(pair.current.hu, pair.current.spacing)
+    pm = lung_mask_of(pair.prior.hu, pair.prior.spacing)
+    t0 = time.perf_counter()
+    cur = find_nodules(pair.current, cm, device)
+    pri = find_nodules(pair.prior, pm, device)
+    t1 = time.perf_counter()
+    reg = register(pair.current, pair.prior)
+    comp = compare(pair.current, pair.prior, cur, pri, pair.truth.interval_days, reg, cm, pm)
+    sc, sp = np.asarray(pair.current.spacing), np.asarray(pair.prior.spacing)
+
+    def near(n, c, spacing):
+        return n is not None and c is not None and \
+            np.linalg.norm((np.subtract(n.zyx, c)) * spacing) <= 5.0
+
+    both = [t for t in pair.truth.nodules if t.current_zyx and t.prior_zyx]
+    ok = sum(any(near(p.current, t.current_zyx, sc) and near(p.prior, t.prior_zyx, sp)
+                 for p in comp.pairs) for t in both)
+    false = 0
+    for p in comp.pairs:
+        if p.current is None or p.prior is None:
+            continue
+        tc = next((t for t in pair.truth.nodules if near(p.current, t.current_zyx, sc)), None)
+        tp = next((t for t in pair.truth.nodules if near(p.prior, t.prior_zyx, sp)), None)
+        false += (tc is not None or tp is not None) and tc is not tp
+    found = {w: sum(any(near(n, getattr(t, f"{w}_zyx"), s_) for n in ns)
+                    for t in pair.truth.nodules if getattr(t, f"{w}_zyx") is not None)
+             for w, ns, s_ in (("current", cur, sc), ("prior", pri, sp))}
+    return {"label": label + " (CAD findings)", "cad_s": round(t1 - t0, 1),
+            "findings": [len(cur), len(pri)], "truth_found_by_cad": found,
+            "on_both_paired_correctly": f"{ok}/{len(both)}", "false_pairs": int(false),
+            "pairs": comp.counts()}
+
+
 def evaluate(pair, label: str) -> dict:
     from lungviewer.followup.compare import Nodule, compare
     from lungviewer.followup.registration import lung_mask_of, register
     from lungviewer.reading.lungrads import lung_rads_followup
     from lungviewer.synth.followup import landmark_errors
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     reg = register(pair.current, pair.prior)  # all in: its own low-resolution lung masks
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     cm = lung_mask_of(pair.current.hu, pair.current.spacing)  # full resolution, for sizing
     pm = lung_mask_of(pair.prior.hu, pair.prior.spacing)
     t2 = time.perf_counter()
@@ -61,7 +102,7 @@ def evaluate(pair, label: str) -> dict:
         both += on_both
         correct += bool(on_both and ok_pair)
         false_pairs += bool(not on_both and paired)
-        want = lung_rads_followup("solid", t.current_diameter_mm, t.prior_diameter_mm,
+        want = lung_rads_followup(t.type, t.current_diameter_mm, t.prior_diameter_mm,
                                   pair.truth.interval_days, resolved=t.current_zyx is None)
         vdt_err = None
         if t.vdt_days and res.vdt_days and (t.prior_diameter_mm or 0) >= 5 \
@@ -75,10 +116,10 @@ def evaluate(pair, label: str) -> dict:
                      "truth_vdt": t.vdt_days, "vdt": res.vdt_days, "vdt_rel_err": vdt_err,
                      "truth_category": want.category,
                      "category": res.lung_rads.get("category"), "rule": res.lung_rads.get("rule"),
-                     "type": (res.current or res.prior).type})
+                     "truth_type": t.type, "type": (res.current or res.prior).type})
     return {"label": label, "current_shape": list(pair.current.hu.shape),
             "prior_shape": list(pair.prior.hu.shape),
-            "registration_s": round(t1 - t0, 2), "full_lung_masks_s": round(t2 - t1, 2),
+            "registration_s": round(t1 - t0, 2), "registration_cpu_s": round(c1 - c0, 2), "full_lung_masks_s": round(t2 - t1, 2),
             "landmark_mm": {"mean": round(float(err.mean()), 2),
                             "p95": round(float(np.percentile(err, 95)), 2),
                             "max": round(float(err.max()), 2)},
@@ -132,7 +173,7 @@ def hybrid_pair(factor: float = 1.3):
     zs, ys, xs = np.nonzero(seg.mask)
     centre = (zs.mean() + seg.offset[0], ys.mean() + seg.offset[1], xs.mean() + seg.offset[2])
     pair = make_followup_pair(
-        vol, lm, seed=11, nodules=(), base_nodules=[("real", centre, seg.mean_diameter_mm)],
+        vol, lm, seed=11, nodules=(), base_nodules=[("real", centre, seg.mean_diameter_mm, seg.type)],
         enlarge=("real", centre, seg.full_mask(vol.hu.shape), factor), label="HYBRID",
         current_spacing=(2.0, 0.8, 0.8), rotation_deg=(1.5, -1.0, 2.5),
         shift_mm=(5.0, -6.0, 10.0), lung_scale=1.06)
@@ -178,14 +219,20 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--no-real", action="store_true")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--cad", action="store_true", help="also pair the CAD findings of both "
+                                                      "exams (slow: the CAD runs on each)")
     ap.add_argument("--shots", type=Path, help="folder for current | prior screenshots of the "
                                                "HYBRID pair")
     a = ap.parse_args()
     out = []
     for p in a.twins:
         for seed in range(a.seeds):
-            r = evaluate(twin_pair(p, seed), f"SYNTHETIC twin {p} seed {seed}")
+            pr = twin_pair(p, seed)
+            r = evaluate(pr, f"SYNTHETIC twin {p} seed {seed}")
             out.append(r)
+            if a.cad:
+                out.append(evaluate_cad(pr, f"SYNTHETIC twin {p} seed {seed}"))
+                print(json.dumps(out[-1]), flush=True)
             print(json.dumps({k: v for k, v in r.items() if k != "nodules"}), flush=True)
             for row in r["nodules"]:
                 print("   ", json.dumps(row), flush=True)

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 TARGET_MM = 3.0  #: voxel size the registration works at (about)
 MASK_MARGIN_MM = 12.0  #: the metric region: current lungs dilated by this
 MIN_DICE = 0.80  #: lung overlap below this after registration: not converged
+SAMPLING = 0.15  #: share of the metric region's voxels sampled per iteration
 CLIP_HU = (-1000.0, 400.0)
 REFERENCE_PIXEL_MM = 0.7  #: pixel size the lung mask's parameters are set for
 
@@ -169,7 +170,7 @@ class Registration:
         m = np.eye(4)
         m[:3, :3], m[:3, 3] = self.matrix, self.offset
         return {"transform": {"type": "affine", "direction": "current → prior (patient LPS mm)",
-                              "matrix": [[round(float(v), 6) for v in row] for row in m]},
+                              "matrix": [[round(float(v), 9) for v in row] for row in m]},
                 "rotation_deg": round(self.rotation_deg, 2),
                 "volume_scale": round(self.scale, 4),
                 "seconds": round(float(self.seconds), 2),
@@ -336,10 +337,10 @@ def _run(fixed, moving, region, transform, rigid: bool):
     R.SetMetricAsMeanSquares()
     R.SetMetricFixedMask(region)
     R.SetMetricSamplingStrategy(R.RANDOM)
-    R.SetMetricSamplingPercentage(0.3, 1)
+    R.SetMetricSamplingPercentage(SAMPLING, 1)
     R.SetInterpolator(sitk.sitkLinear)
     R.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0 if rigid else 1.0, minStep=0.01, numberOfIterations=120 if rigid else 80,
+        learningRate=2.0 if rigid else 1.0, minStep=0.01, numberOfIterations=80 if rigid else 60,
         relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
     R.SetOptimizerScalesFromPhysicalShift()
     R.SetShrinkFactorsPerLevel([2, 1])

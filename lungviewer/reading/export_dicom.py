@@ -79,6 +79,14 @@ LOCAL_CODES: dict[str, str] = {
     **{f"DIS{i}": f"Probability of disease class {i} (CAD)" for i in range(1, 10)},
     **{f"LR-{c}": f"Lung-RADS {c} (suggestion)" for c in
        ("0", "1", "2", "3", "4A", "4B", "4X", "S")},
+    # follow-up comparison (the prior's measurements, the change)
+    "PRIORDIAM": "Mean diameter on the prior exam",
+    "PRIORVOL": "Volume on the prior exam",
+    "DIAMCHANGE": "Change in mean diameter since the prior",
+    "VOLCHANGE": "Volume change since the prior",
+    "VDT": "Volume doubling time",
+    "FUSTATUS": "Follow-up status (new, resolved, stable, growing, shrinking)",
+    "LUNGRADSFU": "Lung-RADS v2022 follow-up rule applied",
 }
 _TYPES = {"solid": "SOLID", "part-solid": "PARTSOLID", "part_solid": "PARTSOLID",
           "partsolid": "PARTSOLID", "ggn": "GGN", "ground glass": "GGN",
@@ -516,12 +524,13 @@ def export_sr(reading: Reading, volume, out_path: str | Path, seg: SegInfo | Non
     marks = [m for m in reading.accepted_marks() if m.id not in linked]
     measured = [g for g in (_measurement_group(m, volume, sources)
                             for m in reading.measurements) if g is not None]
-    if not nodules and not marks and not measured:
-        raise ExportError("nothing to report: no accepted nodule or CAD mark and no axial "
-                          "measurement in this reading")
+    if not nodules and not marks and not measured and not (reading.followup or {}).get("pairs"):
+        raise ExportError("nothing to report: no accepted nodule or CAD mark, no axial "
+                          "measurement and no follow-up comparison in this reading")
     groups = [g for n in nodules for g in _nodule_groups(n, reading, volume, sources, seg, version)]
     groups += [_mark_group(m, volume, sources, version) for m in marks]
     groups += measured
+    groups += _followup_groups(reading.followup, volume, sources, version)
     device = ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
@@ -594,3 +603,69 @@ def export_dicom(reading: Reading, volume, out_dir: str | Path, *, sr: bool = Tr
     if sr:
         res.sr = export_sr(reading, volume, targets["sr"], info, sources, model_version)
     return res
+
+
+def _followup_groups(comp: dict | None, volume, sources, version: str) -> list:
+    """The follow-up comparison (``Reading.followup``) as TID 1410 groups on the current
+    exam, one per nodule present on it: its current diameter and volume, the prior's
+    (``PRIORDIAM``/``PRIORVOL``), the change, the VDT when trusted, the status and the
+    Lung-RADS follow-up rule. Resolved nodules (not on the current exam) are listed in the
+    last group's text."""
+    if not comp or not comp.get("pairs"):
+        return []
+    import highdicom as hd
+    from highdicom.sr import (
+        CodedConcept,
+        ImageRegion,
+        PlanarROIMeasurementsAndQualitativeEvaluations,
+        SourceImageForRegion,
+        TrackingIdentifier,
+    )
+
+    mm, mm3 = codes.UCUM.Millimeter, codes.UCUM.CubicMillimeter
+    pct = CodedConcept("%", "UCUM", "percent")
+    day = CodedConcept("d", "UCUM", "day")
+    alg = _cad_algorithm(version)
+    prior_date = (comp.get("prior_study") or {}).get("study_date") or "unknown"
+    groups = []
+    resolved = []
+    for i, p in enumerate(comp["pairs"]):
+        cur, pri = p.get("current"), p.get("prior")
+        if cur is None:
+            resolved.append(f"{pri['diameter_mm']:.1f} mm at prior image {pri['slice'] + 1}")
+            continue
+        k = int(np.clip(cur["slice"], 0, volume.n_slices - 1))
+        rad = max(cur["diameter_mm"], 2.0) / 2 / float(volume.spacing[2])
+        x, y = cur["col"] + 0.5, cur["row"] + 0.5
+        region = ImageRegion("CIRCLE", np.array([[x, y], [x + rad, y]], np.float32),
+                             SourceImageForRegion(sources[k].SOPClassUID,
+                                                  sources[k].SOPInstanceUID))
+        meas = [_num(codes.SCT.Diameter, cur["diameter_mm"], mm, alg)]
+        if cur.get("volume_mm3"):
+            meas.append(_num(codes.SCT.Volume, cur["volume_mm3"], mm3, alg))
+        if pri is not None:
+            meas.append(_num(local_code("PRIORDIAM"), pri["diameter_mm"], mm, alg))
+            if pri.get("volume_mm3"):
+                meas.append(_num(local_code("PRIORVOL"), pri["volume_mm3"], mm3, alg))
+            if p.get("diameter_change_mm") is not None:
+                meas.append(_num(local_code("DIAMCHANGE"), p["diameter_change_mm"], mm, alg))
+            if p.get("volume_change_pct") is not None:
+                meas.append(_num(local_code("VOLCHANGE"), p["volume_change_pct"], pct, alg))
+            if p.get("vdt_days") is not None and p.get("vdt_trusted"):
+                meas.append(_num(local_code("VDT"), p["vdt_days"], day, alg))
+        lr = p.get("lung_rads") or {}
+        g = PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=TrackingIdentifier(uid=hd.UID(),
+                                                   identifier=f"follow-up nodule {i + 1}"),
+            referenced_region=region, finding_type=codes.SCT.Nodule, algorithm_id=alg,
+            measurements=meas)
+        g[0].ContentSequence.append(_text(local_code("FUSTATUS"),
+                                          f"{p['status']} (prior of {prior_date})"))
+        if lr:
+            g[0].ContentSequence.append(_text(local_code("LUNGRADSFU"),
+                                              f"{lr.get('category')}: {lr.get('rule')}"[:1024]))
+        groups.append(g)
+    if resolved and groups:
+        groups[-1][0].ContentSequence.append(_text(
+            local_code("FUSTATUS"), "resolved since the prior: " + "; ".join(resolved)))
+    return groups

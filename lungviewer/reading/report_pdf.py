@@ -148,7 +148,7 @@ def _study_lines(reading: Reading, volume, sources, include_patient_name: bool,
 def build_report(reading: Reading, volume, out_path: str | Path, *,
                  include_patient_name: bool = False, show_date: bool = True, sources=None,
                  compress: bool = True, anonymous_key: str | None = None,
-                 date_shift_days: int | None = None) -> Path:
+                 date_shift_days: int | None = None, prior_volume=None) -> Path:
     """Write the PDF report of ``reading`` on ``volume`` to ``out_path`` (atomically).
 
     The report of an anonymised export passes ``anonymous_key`` (not derivable from the
@@ -158,7 +158,8 @@ def build_report(reading: Reading, volume, out_path: str | Path, *,
 
     ``sources``: the series' DICOM headers (for the study date unless not ``show_date``,
     and, only when ``include_patient_name``, the patient's name); read from
-    ``volume.files[0]`` if None."""
+    ``volume.files[0]`` if None. ``prior_volume``: the prior exam of the reading's follow-up
+    comparison, for its key images (without it the comparison table shows the current's)."""
     from fpdf import FPDF
 
     from .model import check_limits
@@ -234,6 +235,8 @@ def build_report(reading: Reading, volume, out_path: str | Path, *,
         _mark_section(pdf, text, volume, m)
     if reading.measurements:
         _measurement_section(text, reading, volume)
+    if reading.followup:
+        _followup_section(pdf, text, volume, reading.followup, prior_volume)
     pdf.ln(3)
     text("About the CAD models", 11, "B")
     text(summary, 9)
@@ -355,3 +358,67 @@ def _mark_section(pdf, text, volume, m: CadMark) -> None:
     _lines_right(pdf, [("", f"{size}; probability {m.score:.2f}"),
                        ("", "Not segmented: no volume, axes or Lung-RADS suggestion."),
                        ("B", CAVEAT)], end)
+
+
+def _followup_section(pdf, text, volume, comp: dict, prior_volume=None) -> None:
+    """The follow-up comparison: the prior's date and the registration, a table of the
+    pairs, and the key images of each pair (current, and prior when given)."""
+    prior = comp.get("prior_study", {})
+    reg = comp.get("registration", {})
+    pdf.ln(3)
+    _keep_together(pdf, 40)
+    text("Comparison with the prior", 12, "B")
+    q = reg.get("quality", {})
+    text(f"Prior of {prior.get('study_date') or 'unknown date'} "
+         f"({comp.get('interval_days', 0)} days earlier). "
+         + (f"Registration: {reg['error']}" if "error" in reg else
+            f"Registration {reg.get('seconds', 0):.1f} s, lung overlap (Dice) "
+            f"{q.get('lung_dice', 0):.3f}."), 9)
+    head = ("status", "current (slice, mm, mm3)", "prior (slice, mm, mm3)", "d mm",
+            "vol %", "VDT d", "Lung-RADS")
+    widths = (18, 40, 40, 12, 14, 20, 46)
+    pdf.set_font("Helvetica", "B", 7)
+    for h, w in zip(head, widths):
+        pdf.cell(w, 5, h, border=1)
+    pdf.ln(5)
+    pdf.set_font("Helvetica", "", 7)
+
+    def side(n) -> str:
+        return "-" if not n else (f"{n['slice'] + 1}: {n['diameter_mm']:.1f}, "
+                                  f"{n['volume_mm3']:.0f}")
+
+    for p in comp.get("pairs", []):
+        vdt = "" if p.get("vdt_days") is None else (
+            f"{p['vdt_days']:.0f}" + ("" if p.get("vdt_trusted") else " (untrusted)"))
+        row = (p["status"], side(p.get("current")), side(p.get("prior")),
+               "" if p.get("diameter_change_mm") is None else f"{p['diameter_change_mm']:+.1f}",
+               "" if p.get("volume_change_pct") is None else f"{p['volume_change_pct']:+.0f}",
+               vdt, p.get("lung_rads", {}).get("category", ""))
+        for v, w in zip(row, widths):
+            pdf.cell(w, 5, _latin1(v), border=1)
+        pdf.ln(5)
+    for p in comp.get("pairs", [])[:8]:
+        imgs = []
+        for key, vol in (("current", volume), ("prior", prior_volume)):
+            n = p.get(key)
+            if n is None or vol is None or not 0 <= n["slice"] < vol.n_slices:
+                continue
+            r = max(n["diameter_mm"] / 2.0 / float(vol.spacing[1]), 3.0)
+            box = (n["slice"], int(n["row"] - r), int(n["col"] - r), int(n["row"] + r),
+                   int(n["col"] + r))
+            crop = _crop_box(box, vol.hu.shape[1:], margin=1.5)
+            imgs.append((key, n, key_image(vol, n["slice"], crop,
+                                           circle=(n["row"], n["col"], r + 2))))
+        if not imgs:
+            continue
+        _keep_together(pdf, 80)
+        y = pdf.get_y()
+        for i, (key, n, png) in enumerate(imgs):
+            pdf.image(io.BytesIO(png), x=pdf.l_margin + 64 * i, y=y, w=60, h=60)
+            pdf.set_xy(pdf.l_margin + 64 * i, y + 61)
+            pdf.set_font("Helvetica", "", 7)
+            pdf.multi_cell(60, 3.5, _latin1(f"{key}: image {n['slice'] + 1}, "
+                                            f"{n['diameter_mm']:.1f} mm ({p['status']}; "
+                                            f"{p.get('lung_rads', {}).get('rule', '')})"),
+                           align="L")
+        pdf.set_xy(pdf.l_margin, y + 78)

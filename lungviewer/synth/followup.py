@@ -46,6 +46,7 @@ class TruthNodule:
     current_diameter_mm: float | None
     vdt_days: float | None = None
     inserted: bool = True
+    type: str = "solid"  #: the inserted spheres are solid; a base nodule's as segmented
 
     @property
     def prior_volume_mm3(self) -> float | None:
@@ -196,8 +197,8 @@ DEFAULT_NODULES = (
 
 
 def make_followup_pair(prior: Volume, prior_lung: np.ndarray, *, seed: int = 0,
-                       interval_days: int = 365, rotation_deg=(2.0, -1.5, 3.0),
-                       shift_mm=(6.0, -8.0, 12.0), lung_scale: float = 1.10,
+                       interval_days: int = 365, rotation_deg=None,
+                       shift_mm=None, lung_scale: float | None = None,
                        current_spacing=(2.0, 1.6, 1.6), current_shape=None,
                        nodules=DEFAULT_NODULES, base_nodules=(),
                        enlarge: tuple | None = None, label: str = "SYNTHETIC",
@@ -205,11 +206,20 @@ def make_followup_pair(prior: Volume, prior_lung: np.ndarray, *, seed: int = 0,
     """A follow-up pair with known ground truth (see the module docstring).
 
     ``prior``: the base exam (axial, its lung mask ``prior_lung``); ``base_nodules``: its own
-    nodules as ``(name, centre_zyx, diameter_mm)``, stable by construction (their volume
+    nodules as ``(name, centre_zyx, diameter_mm[, type])``, stable by construction (their volume
     changes only by the map's scale); ``enlarge``: ``(name, centre_zyx, mask, factor)`` — a
     base nodule enlarged by a linear factor in the current exam. ``current_shape`` default:
-    the prior's field of view, 10 % narrower in plane, at ``current_spacing``."""
+    the prior's field of view, 10 % narrower in plane, at ``current_spacing``. The motion
+    not given is drawn from ``seed``: rotation up to ±3° about each axis, shift up to ±15 mm,
+    lung volume ×1.10 or ×0.90 (a deeper or a shallower breath)."""
     rng = np.random.default_rng(seed)
+    motion = np.random.default_rng([seed, 7])
+    if rotation_deg is None:
+        rotation_deg = tuple(motion.uniform(-3.0, 3.0, 3))
+    if shift_mm is None:
+        shift_mm = tuple(motion.uniform(-15.0, 15.0, 3))
+    if lung_scale is None:
+        lung_scale = 1.10 if seed % 2 == 0 else 0.90
     sp_p = np.asarray(prior.spacing, float)
     # the map current -> prior: current lungs larger by lung_scale (z takes half of it)
     sz_ = lung_scale ** 0.5
@@ -278,13 +288,14 @@ def make_followup_pair(prior: Volume, prior_lung: np.ndarray, *, seed: int = 0,
         truth.append(TruthNodule(name, status, tuple(site) if d1 else None,
                                  tuple(pc) if d2 else None, d1, d2, vdt))
     lin = abs(np.linalg.det(m)) ** (-1 / 3)  # linear size change of base anatomy
-    for name, centre, d in base_nodules:
+    for name, centre, d, *kind in base_nodules:
         f = enlarge[3] if enlarge is not None and enlarge[0] == name else 1.0
         d2 = float(d) * lin * f
         vdt = (interval_days * math.log(2) / (3 * math.log(d2 / d))) if d2 > d else None
         st = "growing" if (d2 / d) ** 3 >= 1.25 or d2 - d > 1.5 else "stable"
         truth.append(TruthNodule(name, st, tuple(float(v) for v in centre),
-                                 tuple(to_current(centre)), float(d), d2, vdt, inserted=False))
+                                 tuple(to_current(centre)), float(d), d2, vdt, inserted=False,
+                                 type=kind[0] if kind else "solid"))
     prior_vol = Volume(hu=prior_hu, spacing=prior.spacing, positions=prior.positions,
                        orientation=prior.orientation,
                        sop_uids=[_uid(label, str(seed), "prior", str(k))

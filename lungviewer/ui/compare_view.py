@@ -96,7 +96,9 @@ class CompareView(QWidget):
     def set_exams(self, current, prior, current_date: str = "", prior_date: str = "") -> None:
         self.current_view.set_volume(current, current.n_slices // 2)
         self.prior_view.set_volume(prior, prior.n_slices // 2)
-        tag = " [SYNTHETIC]" if getattr(prior, "is_synthetic", False) else ""
+        desc = str(getattr(prior, "description", "") or "").upper()
+        tag = (" [HYBRID]" if "HYBRID" in desc else
+               " [SYNTHETIC]" if getattr(prior, "is_synthetic", False) else "")
         self.current_label.setText(f"current — {current_date or 'date unknown'}")
         self.prior_label.setText(f"prior — {prior_date or 'date unknown'}{tag}")
 
@@ -123,6 +125,7 @@ class CompareView(QWidget):
                 if j == 5 and p.vdt_why_not:
                     item.setToolTip("; ".join(p.vdt_why_not))
                 self.table.setItem(i, j, item)
+        self.table.resizeColumnsToContents()
         self.current_view.set_marks([(n.slice, n.row, n.col, max(n.diameter_mm, 4.0),
                                       "accepted") for p in pairs if (n := p.current)])
         self.prior_view.set_marks([(n.slice, n.row, n.col, max(n.diameter_mm, 4.0),
