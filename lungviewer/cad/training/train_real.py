@@ -168,10 +168,17 @@ def cross_validate(p: rp.RealPatches, negs: rp.RealNegatives, folds: int = FOLDS
 
 def build_retrieval_records(m: rp.RealPatches) -> list[dict]:
     """One index record per real nodule patch: patient, nodule key, the readers'
-    malignancy ratings, diameter (slice -1: the patch is not a slice of a loaded study)."""
-    return [{"patient": str(pt), "nodule": str(k), "malignancies": sorted(r),
-             "slice": -1, "diameter_mm": float(d)}
-            for pt, k, r, d in zip(m.patient, m.nodule, m.readers(), m.diameter_mm)]
+    malignancy ratings, diameter and the slice of its LIDC scan nearest its centre (the
+    twin of that scan opens there)."""
+    from lungviewer.study.lidc_db import get_database
+
+    db = get_database()
+    out = []
+    for pt, k, r, d, w in zip(m.patient, m.nodule, m.readers(), m.diameter_mm, m.world):
+        scan = db.scan(int(str(k).split(":")[0]))
+        out.append({"patient": str(pt), "nodule": str(k), "malignancies": sorted(r),
+                    "slice": scan.slice_index(float(w[2])), "diameter_mm": float(d)})
+    return out
 
 
 # -- the command ------------------------------------------------------------------------------
