@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lungviewer.cad.training import real_patches as rp
-from lungviewer.cad.training.splits import test_patients
+from lungviewer.cad.training.splits import test_patients as held_out
 
 SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
           / "LIDC-nodule-patches-train")
@@ -31,7 +31,7 @@ def _folder(tmp: Path, patients: list[str]) -> Path:
 
 
 def test_training_refuses_test_patients(tmp_path):
-    test = sorted(test_patients())[0]
+    test = sorted(held_out())[0]
     with pytest.raises(rp.PatchFolderError, match="test patient"):
         rp.refuse_test_patients(["LIDC-IDRI-9999", test])
     rp.refuse_test_patients(["LIDC-IDRI-9999"])  # no test patient: fine
@@ -130,3 +130,64 @@ def test_evaluate_patches_command(tmp_path, capsys):
     assert m["nodules"] >= 9
     assert set(m["retrieval.binary_recall_at"]) == {"1", "2", "3", "4"}
     assert main(["evaluate", "--patches", str(tmp_path / "nope")]) == 2
+
+
+def test_detector_patch_context_is_air_beyond():
+    from lungviewer.imaging.patches import detector_patch
+
+    sl = np.full((100, 100), 0.0, np.float32)  # water everywhere
+    full = detector_patch(sl, (50, 50))
+    ctx = detector_patch(sl, (50, 50), context=32)
+    assert full.min() > 0.5
+    assert ctx[9:41, 9:41].min() > 0.5 and ctx[:9].max() == 0 and ctx[:, 41:].max() == 0
+    assert np.array_equal(rp.embed_in_detector(full[None, 9:41, 9:41])[0], ctx)
+
+
+def test_training_command_refuses_test_patients(tmp_path, capsys):
+    from lungviewer.cli import main
+
+    folder = _folder(tmp_path / "f", [sorted(held_out())[0]])
+    rc = main(["train", "multitask", "--real-patches", str(folder), "--out",
+               str(tmp_path / "w"), "--device", "cpu"])
+    assert rc == 2 and "test patient" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data/real (real LIDC patches)")
+def test_tiny_real_training_runs(tmp_path, monkeypatch):
+    """Multitask, real detector and real retrieval index from 12 patches, one epoch each
+    (negatives: 40 noise patches in place of the real series' ones); the engine then scores
+    a box with the real detector and the real index."""
+    rng = np.random.default_rng(0)
+    fake = rp.RealNegatives(rng.random((40, 32, 32)).astype(np.float32) * 0.3,
+                            np.arange(40) % 3, np.full(40, "s"),
+                            np.array([f"s:{i // 4}" for i in range(40)]))
+    monkeypatch.setattr(rp, "build_real_negatives", lambda root, seed=0: fake)
+    from lungviewer.cad.engine import CadEngine
+    from lungviewer.cad.manifest import read_manifest
+    from lungviewer.cli import main
+    from lungviewer.study.volume import Volume
+
+    weights = tmp_path / "w"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "model_weights", weights)
+    folder = handful(tmp_path, 12)
+    base = ["--real-patches", str(folder), "--epochs", "1", "--device", "cpu",
+            "--out", str(weights)]
+    assert main(["train", "multitask", *base, "--folds", "2"]) == 0
+    assert main(["train", "detector", *base, "--folds", "2", "--init", "scratch"]) == 0
+    assert main(["train", "retrieval", *base]) == 0
+    man = read_manifest(weights)
+    assert "real CT" in man["models"]["multitask"]["config"]["training_data"]
+    assert man["models"]["detector-real"]["config"]["context"] == 32
+    assert man["models"]["retrieval"]["config"]["entries"] >= 11
+    cv = man["history"]["multitask-real"]["cross_validation"]
+    assert "malignancy.nodule_accuracy" in cv and cv["folds"] == 2
+    assert "detector.sensitivity" in man["history"]["detector-real"]["cross_validation"]
+    eng = CadEngine.load(weights, device="cpu")
+    assert eng.box_detector == "detector-real" and eng.box_context == 32
+    hu = np.full((3, 64, 64), -850.0, np.float32)
+    hu[1, 28:36, 28:36] = 20.0
+    vol = Volume(hu=hu, spacing=(2.5, 0.7, 0.7),
+                 positions=np.column_stack([np.zeros((3, 2)), np.arange(3) * 2.5]))
+    res = eng.score_box(vol, 1, (24, 24, 40, 40), exclude_patient="LIDC-IDRI-0000")
+    assert res.detector_patch[:9].max() == 0  # air beyond the 32x32 field
+    assert res.similar and res.similar[0].patient_id.startswith("LIDC-IDRI-")

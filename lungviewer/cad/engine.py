@@ -7,7 +7,10 @@ import torch, so the viewer's first frame never waits for it.
 
 * :meth:`CadEngine.score_box` — a box on a slice → nodule patch → multi-task network
   (malignancy level 1–5, disease classes of the shipped label set), nodule detector
-  (nodule probability, embedding) and similar annotated nodules.
+  (nodule probability, embedding) and similar annotated nodules. Where the weights hold a
+  ``detector-real`` (trained on real nodule patches and real negatives, 32×32 context) the
+  box uses it and the index built with it; the findings and the slice scan keep
+  ``detector``, which their false-positive reduction and calibration were fitted with.
 * :meth:`CadEngine.scan_slices` — slice recommendation: every slice's candidates (bright
   blobs at and in the lungs) scored by the detector and the transferred slice head
   (:mod:`lungviewer.cad.recommend`); slices ranked by the probability that they show a
@@ -140,6 +143,11 @@ class CadEngine:
                                     f"patients, {ds['training_annotations']} annotations")
         self.caveat: str = manifest.get("caveat", CAVEAT)
         self.note = ""  # why the CAD runs on the CPU although a GPU is present, for the panel
+        #: the box's detector: the real-trained one where shipped, with its field (pixels
+        #: around the box centre it was trained to see; None: the whole 50×50 patch)
+        self.box_detector = "detector-real" if "detector-real" in models else "detector"
+        ctx = manifest["models"].get(self.box_detector, {}).get("config", {}).get("context")
+        self.box_context: int | None = int(ctx) if ctx else None
 
     @classmethod
     def load(cls, weights_dir: str | Path | None = None, device: str = "auto") -> CadEngine:
@@ -151,6 +159,8 @@ class CadEngine:
         dev = pick_device(device)
         models = {name: load_model(name, folder, dev, manifest)
                   for name in ("multitask", "detector", "slices")}
+        if "detector-real" in manifest.get("models", {}):
+            models["detector-real"] = load_model("detector-real", folder, dev, manifest)
         if "fpr" in manifest.get("models", {}):  # older weights folders lack it: hand-set score
             models["fpr"] = load_model("fpr", folder, dev, manifest)
         entry = manifest["models"].get("retrieval")
@@ -262,7 +272,7 @@ class CadEngine:
         sl = volume.hu[int(slice_index)]
         p = nodule_patch(sl, box, (volume.spacing[1], volume.spacing[2]))
         r0, c0, r1, c1 = (int(v) for v in box)
-        det = detector_patch(sl, ((r0 + r1) / 2, (c0 + c1) / 2))
+        det = detector_patch(sl, ((r0 + r1) / 2, (c0 + c1) / 2), context=self.box_context)
         t1 = time.perf_counter()
         with torch.no_grad():
             x = torch.from_numpy(p.stacked()[None]).to(self.device)
@@ -270,7 +280,7 @@ class CadEngine:
             out = self.models["multitask"](x, e)
             mal = torch.softmax(out[0], 1)[0].cpu().numpy()
             dis = torch.softmax(out[1], 1)[0].cpu().numpy() if len(out) > 1 else np.zeros(0)
-            d = self.models["detector"]
+            d = self.models[self.box_detector]
             f = d.embed(torch.from_numpy(det[None, None]).to(self.device))
             nod = float(torch.softmax(d.out(f), 1)[0, 1])
             emb = f[0].cpu().numpy()

@@ -31,8 +31,9 @@ from lungviewer.fileio import atomic_write_text
 
 FORMAT = "lungviewer-weights/1"
 MANIFEST = "manifest.json"
-CAVEAT = ("Trained on synthetic images (LIDC twin) with real LIDC-IDRI labels; not "
-          "validated on patient images. Not for clinical use.")
+CAVEAT = ("Trained on synthetic images (LIDC twin) and, where a model's entry says so, on "
+          "real CT patches of LIDC-IDRI training patients, with real LIDC-IDRI labels; "
+          "not validated on held-out patient scans. Not for clinical use.")
 #: where the held-out test patients are listed (relative to the source tree), as the
 #: manifest's training-data text names it
 TEST_LIST_NAME = "lungviewer/cad/test_patients.txt"

@@ -96,7 +96,10 @@ def hits_at_k(db_emb: np.ndarray, db_labels: np.ndarray, q_emb: np.ndarray,
         d = np.where(np.asarray(q_groups)[:, None] == np.asarray(db_groups)[None, :], np.inf, d)
     order = np.argsort(d, axis=1, kind="stable")[:, :k]
     hit = np.asarray(db_labels)[order] == np.asarray(q_labels)[:, None]
-    return hit & np.isfinite(np.take_along_axis(d, order, axis=1))
+    hit &= np.isfinite(np.take_along_axis(d, order, axis=1))
+    if hit.shape[1] < k:  # fewer items than k: the missing neighbours are misses
+        hit = np.pad(hit, ((0, 0), (0, k - hit.shape[1])))
+    return hit
 
 
 def recall_at_k(db_emb: np.ndarray, db_labels: np.ndarray, q_emb: np.ndarray,

@@ -34,6 +34,18 @@ def add_parser(sub):
     p.add_argument("--lidc-root", help="a real LIDC-IDRI download (renders nothing)")
     p.add_argument("--disease-labels", help="CSV patient_id,label (default: TCIA diagnoses)")
     p.add_argument("--out", help="output folder for weights (default: model_weights/)")
+    p.add_argument("--real-patches", metavar="DIR",
+                   help="multitask, detector, retrieval: train on real nodule patches (DIR with "
+                        "labels.csv and npy/), cross-validated by patient first")
+    p.add_argument("--real-series", metavar="DIR",
+                   help="with --real-patches: the real series for the detector's negatives "
+                        "(default: DIR's parent)")
+    p.add_argument("--folds", type=int, default=None,
+                   help="with --real-patches: cross-validation folds (default 5; 0 skips it "
+                        "for multitask)")
+    p.add_argument("--init", choices=["twin", "scratch"], default="twin",
+                   help="with --real-patches: start from the twin-trained weights or from "
+                        "random ones")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     return p

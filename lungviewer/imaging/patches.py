@@ -89,9 +89,23 @@ def nodule_patch(slice_hu: np.ndarray, box: Box,
     )
 
 
+def keep_context(patches: np.ndarray, context: int | None) -> np.ndarray:
+    """Grey patches (…, size, size) with everything beyond their central
+    ``context``×``context`` set to air (0): the input of a detector trained on 32×32 real
+    patches centred in its 50×50 field (``context`` None: unchanged)."""
+    if context is None:
+        return patches
+    out = np.zeros_like(patches)
+    size = patches.shape[-1]
+    a = size // 2 - context // 2
+    out[..., a:a + context, a:a + context] = patches[..., a:a + context, a:a + context]
+    return out
+
+
 def detector_patch(slice_hu: np.ndarray, centre_rc: tuple[float, float],
-                   size: int = DETECTOR) -> np.ndarray:
-    """``size``×``size`` grey patch (0..1) centred on (row, col); outside the image is air."""
+                   size: int = DETECTOR, context: int | None = None) -> np.ndarray:
+    """``size``×``size`` grey patch (0..1) centred on (row, col); outside the image is air,
+    and beyond the central ``context``×``context`` too where given (:func:`keep_context`)."""
     r, c = int(round(centre_rc[0])), int(round(centre_rc[1]))
     h, w = slice_hu.shape
     out = np.full((size, size), GREY_LO, dtype=np.float32)
@@ -100,7 +114,7 @@ def detector_patch(slice_hu: np.ndarray, centre_rc: tuple[float, float],
     a1, b1 = min(h, r0 + size), min(w, c0 + size)
     if a0 < a1 and b0 < b1:
         out[a0 - r0:a1 - r0, b0 - c0:b1 - c0] = slice_hu[a0:a1, b0:b1]
-    return grey_level(out)
+    return keep_context(grey_level(out), context)
 
 
 def detector_patches(slice_hu: np.ndarray, centres_rc: np.ndarray,

@@ -334,7 +334,17 @@ def evaluate(weights_dir: str | Path | None = None, device: str = "cpu", nod=Non
             if leaked:
                 raise WeightsError(f"the retrieval index holds {len(leaked)} test patient(s): "
                                    "it was not built from training patients only")
-            _, emb = predict_detector(detector, tnod["det"], device, embed=True)
+            # the index lives in the box detector's embedding (detector-real where shipped)
+            from lungviewer.imaging.patches import keep_context
+
+            from .evaluate_patches import box_detector_name
+
+            box_name = box_detector_name(manifest)
+            box_det = (detector if box_name == "detector"
+                       else load_model(box_name, folder, device, manifest))
+            ctx = models[box_name].get("config", {}).get("context")
+            _, emb = predict_detector(box_det, keep_context(tnod["det"].astype(np.float32),
+                                                            ctx), device, embed=True)
             keys, q_emb, _ = group_by_nodule(tnod["nodule"], emb)
             q_lv = np.array([rounded_median(tnod["malignancy"][tnod["nodule"] == k])
                              for k in keys])

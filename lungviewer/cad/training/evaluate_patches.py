@@ -133,14 +133,23 @@ def retrieval_patch_metrics(q_emb, q_levels, q_patient, db_emb, db_levels, db_pa
     groups = dict(db_groups=np.asarray(db_patient).astype(str)[dk],
                   q_groups=np.asarray(q_patient).astype(str)[qk])
     pat = np.asarray(q_patient).astype(str)[qk]
-    for name, dl, ql in (("binary", db_levels[dk] >= 4, q_levels[qk] >= 4),
-                         ("four_class", db_levels[dk], q_levels[qk])):
-        hit = hits_at_k(args[0], np.asarray(dl, int), args[1], np.asarray(ql, int), max(ks),
-                        **groups)
-        out[f"retrieval.{name}_recall_at"] = {
-            str(k): _ratio(hit[:, :k].any(1), np.ones(len(hit)), pat) for k in ks}
-    out["retrieval.n_queries"] = int(qk.sum())
+    hb = hits_at_k(args[0], np.asarray(db_levels[dk] >= 4, int), args[1],
+                   np.asarray(q_levels[qk] >= 4, int), max(ks), **groups)
+    hf = hits_at_k(args[0], np.asarray(db_levels[dk], int), args[1],
+                   np.asarray(q_levels[qk], int), max(ks), **groups)
+    out.update(retrieval_summary(hb, hf, pat, ks))
     out["retrieval.n_index"] = int(dk.sum())
+    return out
+
+
+def retrieval_summary(hits_binary: np.ndarray, hits_four: np.ndarray, patient: np.ndarray,
+                      ks=KS) -> dict:
+    """R@k with intervals from (queries, k) hit matrices (:func:`retrieval.hits_at_k`)."""
+    out: dict = {}
+    for name, hit in (("binary", hits_binary), ("four_class", hits_four)):
+        out[f"retrieval.{name}_recall_at"] = {
+            str(k): _ratio(hit[:, :k].any(1), np.ones(len(hit)), patient) for k in ks}
+    out["retrieval.n_queries"] = int(len(hits_binary))
     return out
 
 

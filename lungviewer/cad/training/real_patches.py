@@ -366,7 +366,8 @@ def build_real_negatives(real_root: str | Path, seed: int = 0, progress=None) ->
     """32×32 negatives at native spacing from the real series under ``real_root``
     (:data:`NEGATIVE_SERIES`); cached in the user cache folder."""
     root = Path(real_root)
-    cache = paths.cache_dir() / "datasets" / f"{NEGATIVES_VERSION}-{seed}.npz"
+    tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:10]
+    cache = paths.cache_dir() / "datasets" / f"{NEGATIVES_VERSION}-{seed}-{tag}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
             return RealNegatives(z["grey"].astype(np.float32), z["kind"], z["series"],

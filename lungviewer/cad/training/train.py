@@ -76,14 +76,18 @@ def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def train_multitask(data: TaskData, scheme: str, n_classes: tuple[int, int], epochs: int,
                     seed: int = 0, device: str = "cpu", tie: float = 1e-3,
                     progress=None, val: TaskData | None = None, ckpt: Path | None = None,
-                    resume: bool = False):
-    """Train a multi-task network (``single``: task A only). Returns (model, history)."""
+                    resume: bool = False, init_state: dict | None = None):
+    """Train a multi-task network (``single``: task A only), from ``init_state`` where
+    given (e.g. the twin-trained weights). Returns (model, history)."""
     torch = torch_for(device)
     from ..networks import MultiTaskNet
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = MultiTaskNet(scheme, n_classes).to(device)
+    model = MultiTaskNet(scheme, n_classes)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
     start, best, best_state, history = _resume(model, ckpt) if resume else (0, -1.0, None, [])
     ce = torch.nn.CrossEntropyLoss(ignore_index=-1)
@@ -115,15 +119,19 @@ def train_multitask(data: TaskData, scheme: str, n_classes: tuple[int, int], epo
 
 def train_detector(x: np.ndarray, y: np.ndarray, epochs: int, seed: int = 0,
                    device: str = "cpu", progress=None, val: tuple | None = None,
-                   ckpt: Path | None = None, resume: bool = False):
+                   ckpt: Path | None = None, resume: bool = False,
+                   init_state: dict | None = None):
     """The nodule detector: Adam 1e-3, batch 96, rotation/flip augmentation,
-    class-balanced sampling."""
+    class-balanced sampling; from ``init_state`` where given."""
     torch = torch_for(device)
     from ..networks import NoduleDetector
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = NoduleDetector().to(device)
+    model = NoduleDetector()
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     start, best, best_state, history = _resume(model, ckpt) if resume else (0, -1.0, None, [])
     ce = torch.nn.CrossEntropyLoss()
@@ -434,6 +442,16 @@ def main(args) -> int:
 
     device = pick_device(args.device)
     out = Path(args.out) if args.out else paths.weights_dir()
+    if getattr(args, "real_patches", None):  # real CT patches, not the twin samples
+        from .real_patches import PatchFolderError
+        from .train_real import run as run_real
+
+        try:
+            run_real(args, device, out)
+        except (PatchFolderError, ValueError, mf.WeightsError) as exc:
+            print(f"lungviewer train {args.model}: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.model == "fpr":  # hybrid images, not the twin samples
         t0 = time.perf_counter()
         try:
