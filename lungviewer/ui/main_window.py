@@ -166,6 +166,9 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.cad.dock, self.reading_dock)
         self.annotations_dock.raise_()
         self.resizeDocks([self.cad.dock], [430], Qt.Orientation.Horizontal)
+        from .offered_reading import install as install_offer  # issue 24 point 3
+
+        self.offer_bar = install_offer(self)
         self._restore()
 
     # -- public API ---------------------------------------------------------------------------
