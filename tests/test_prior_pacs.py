@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import shown_window
-from test_pacs import _dimse, server  # noqa: F401 - fixtures
+from test_pacs import _dimse, _web, server  # noqa: F401 - fixtures
 
 from lungviewer import pacs
 from lungviewer.study.dicom_series import load_series
@@ -16,10 +16,12 @@ from lungviewer.study.dicom_series import load_series
 pytestmark = pytest.mark.gui
 
 
-def test_find_prior_on_pacs_retrieves_and_opens_it_as_the_prior(server, qtbot):  # noqa: F811
+@pytest.mark.parametrize("kind", ["dimse", "dicomweb"])
+def test_find_prior_on_pacs_retrieves_and_opens_it_as_the_prior(server, qtbot,  # noqa: F811
+                                                                kind):
     from lungviewer.ui.prior_pacs import PriorPacsDialog
 
-    pacs.save_nodes([_dimse(server)])
+    pacs.save_nodes([_dimse(server) if kind == "dimse" else _web(server)])
     win = shown_window(qtbot)
     assert "prior on pacs" in win.act_prior_pacs.text().lower().replace("&", "")
     win.act_prior_pacs.trigger()  # no study open: says so, no dialog
