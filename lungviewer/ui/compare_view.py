@@ -31,8 +31,8 @@ from lungviewer.followup.registration import Grid, Registration
 
 from .slice_view import SliceView
 
-COLUMNS = ("status", "current (slice, Ø, volume)", "prior (slice, Ø, volume)", "Δ Ø mm",
-           "volume %", "VDT days", "Lung-RADS", "reader")
+COLUMNS = ("status", "reader", "current (slice, Ø, volume)", "prior (slice, Ø, volume)",
+           "Δ Ø mm", "volume %", "VDT days", "Lung-RADS")
 #: the reader's verdict on a pair as saved (``PairResult.verdict``) -> as shown
 VERDICT_WORDS = {"": "—", "confirmed": "✓ agree", "rejected": "✗ disagree"}
 VERDICT_COLUMN = COLUMNS.index("reader")
@@ -128,16 +128,16 @@ class CompareView(QWidget):
         pairs = comparison.pairs if comparison is not None else []
         self.table.setRowCount(len(pairs))
         for i, p in enumerate(pairs):
-            vals = (p.status, _nod(p.current), _nod(p.prior),
+            vals = (p.status, VERDICT_WORDS.get(p.verdict, p.verdict), _nod(p.current),
+                    _nod(p.prior),
                     "" if p.diameter_change_mm is None else f"{p.diameter_change_mm:+.1f}",
                     "" if p.volume_change_pct is None else f"{p.volume_change_pct:+.0f} %",
                     ("" if p.vdt_days is None else f"{p.vdt_days:.0f}"
                      + ("" if p.vdt_trusted else " (not trusted)")),
-                    f"{p.lung_rads.get('category', '')} — {p.lung_rads.get('rule', '')}",
-                    VERDICT_WORDS.get(p.verdict, p.verdict))
+                    f"{p.lung_rads.get('category', '')} — {p.lung_rads.get('rule', '')}")
             for j, v in enumerate(vals):
                 item = QTableWidgetItem(v)
-                if j == 5 and p.vdt_why_not:
+                if j == COLUMNS.index("VDT days") and p.vdt_why_not:
                     item.setToolTip("; ".join(p.vdt_why_not))
                 self.table.setItem(i, j, item)
         self.table.resizeColumnsToContents()
@@ -169,6 +169,7 @@ class CompareView(QWidget):
         self.comparison.pairs[row].verdict = verdict
         self.table.setItem(row, VERDICT_COLUMN,
                            QTableWidgetItem(VERDICT_WORDS.get(verdict, verdict)))
+        self.table.resizeColumnToContents(VERDICT_COLUMN)
 
     def show_pair(self, row: int) -> None:
         if self.comparison is None or not 0 <= row < len(self.comparison.pairs):

@@ -20,7 +20,7 @@ def offer_text(reading) -> str:
     extra = f", {n_meas} measurement{'s' if n_meas != 1 else ''}" if n_meas else ""
     return (f"A saved reading of this series was made on other images ({n_marks} "
             f"mark{'s' if n_marks != 1 else ''}, {n_nod} nodule{'s' if n_nod != 1 else ''}"
-            f"{extra}). Apply it? Only what lies on images of this folder is taken over.")
+            f"{extra}). Apply it?")
 
 
 class OfferedReadingBar(QFrame):
@@ -55,6 +55,8 @@ class OfferedReadingBar(QFrame):
         current = volume is None or s.volume is volume
         if current and s.offered_reading is not None:
             self.label.setText(offer_text(s.offered_reading))
+            self.label.setToolTip("Only what lies on images of this folder is taken over "
+                                  "(moved there by SOPInstanceUID); the rest is left out.")
             self.show()
         else:
             self.hide()
