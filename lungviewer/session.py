@@ -721,6 +721,24 @@ class StudySession:
             self.save_reading()
 
     # -- follow-up reading (lungviewer/followup/) ----------------------------------------------
+    #: the reader's verdicts on a follow-up pair (``PairResult.verdict``): none, agrees, disagrees
+    PAIR_VERDICTS = ("", "confirmed", "rejected")
+
+    def set_pair_verdict(self, index: int, verdict: str) -> None:
+        """The reader's verdict on pair ``index`` of the reading's follow-up comparison
+        (one of :attr:`PAIR_VERDICTS`), saved with the reading. ValueError for another
+        verdict, IndexError when the reading has no such pair."""
+        if verdict not in self.PAIR_VERDICTS:
+            raise ValueError(f"a pair's verdict is one of {self.PAIR_VERDICTS}, not "
+                             f"{verdict!r}")
+        fu = self.reading.followup if self.reading is not None else None
+        pairs = fu.get("pairs", []) if fu is not None else []
+        if not 0 <= int(index) < len(pairs):
+            raise IndexError(f"the follow-up comparison has no pair {int(index) + 1}")
+        pairs[int(index)]["verdict"] = verdict
+        self.reading.touch()
+        self.save_reading()
+
     def prior_job(self, path: str | Path, confirm_other_patient: bool = False,
                   prior_volume=None) -> Job:
         """Open ``path`` as the prior of the open study and compare (``followup.pipeline``):

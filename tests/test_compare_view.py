@@ -131,3 +131,50 @@ def test_open_prior_newer_is_refused(qtbot, pair, tmp_path):
     assert win.followup.view is None
     assert "newer" in win.statusBar().currentMessage()
     win.close()
+
+
+def test_reader_verdict_per_pair_is_saved_with_the_reading_and_undone(qtbot, pair):
+    from conftest import shown_window
+
+    from lungviewer.followup.compare import Comparison, Nodule, assess_pair
+    from lungviewer.ui.compare_view import VERDICT_COLUMN
+
+    win = shown_window(qtbot)
+    win.session.set_volume(pair.current)
+    a, b = Nodule(20, 60, 40, 6.0, 110.0), Nodule(21, 61, 41, 7.5, 220.0)
+    comp = Comparison([assess_pair(b, a, 365), assess_pair(Nodule(10, 50, 90, 5.0, 65.0),
+                                                           None, 365)], {"error": "x"}, 365)
+    win.session.reading.set_followup(comp.as_dict())
+    win.followup._done((pair.prior, comp, None))
+    view = win.followup.view
+    assert view.table.item(0, VERDICT_COLUMN).text() == "—"
+    saved = win.session.reading.followup["pairs"]
+
+    view.table.selectRow(0)
+    view.disagree_button.click()
+    assert saved[0]["verdict"] == "rejected" and saved[1]["verdict"] == ""
+    assert "disagree" in view.table.item(0, VERDICT_COLUMN).text()
+    view.table.selectRow(1)
+    view.agree_button.click()
+    assert saved[1]["verdict"] == "confirmed"
+    assert "agree" in view.table.item(1, VERDICT_COLUMN).text()
+    assert '"verdict": "confirmed"' in win.session.reading.to_json()
+    # undo / redo through the window's history (Ctrl+Z / Ctrl+Shift+Z, also in this window)
+    assert all(a in view.actions() for a in win.history.actions)
+    win.history.undo()
+    assert saved[1]["verdict"] == "" and view.table.item(1, VERDICT_COLUMN).text() == "—"
+    win.history.undo()
+    assert saved[0]["verdict"] == ""
+    win.history.redo()
+    assert saved[0]["verdict"] == "rejected"
+    assert "disagree" in view.table.item(0, VERDICT_COLUMN).text()
+    # the same verdict again takes it back
+    view.table.selectRow(0)
+    view.disagree_button.click()
+    assert saved[0]["verdict"] == ""
+    with pytest.raises(ValueError):
+        win.session.set_pair_verdict(0, "maybe")
+    with pytest.raises(IndexError):
+        win.session.set_pair_verdict(5, "confirmed")
+    view.close()
+    win.close()

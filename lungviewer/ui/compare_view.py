@@ -31,8 +31,11 @@ from lungviewer.followup.registration import Grid, Registration
 
 from .slice_view import SliceView
 
-COLUMNS = ("status", "current (slice, Ø, volume)", "prior (slice, Ø, volume)", "Δ Ø mm",
-           "volume %", "VDT days", "Lung-RADS")
+COLUMNS = ("status", "reader", "current (slice, Ø, volume)", "prior (slice, Ø, volume)",
+           "Δ Ø mm", "volume %", "VDT days", "Lung-RADS")
+#: the reader's verdict on a pair as saved (``PairResult.verdict``) -> as shown
+VERDICT_WORDS = {"": "—", "confirmed": "✓ agree", "rejected": "✗ disagree"}
+VERDICT_COLUMN = COLUMNS.index("reader")
 
 
 def _nod(n) -> str:
@@ -44,6 +47,9 @@ class CompareView(QWidget):
     """Current | prior, linked through a :class:`Registration` (None: unlinked)."""
 
     registrationChanged = Signal(object)
+    #: (pair row, verdict): the reader agrees ("confirmed") or disagrees ("rejected") with
+    #: the pairing and change shown, or takes the verdict back ("")
+    verdictRequested = Signal(int, str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -63,6 +69,12 @@ class CompareView(QWidget):
         self.align_button.clicked.connect(self.align_on_points)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.agree_button = QPushButton("Agree")
+        self.agree_button.setToolTip("The selected pair and its change are right")
+        self.disagree_button = QPushButton("Disagree")
+        self.disagree_button.setToolTip("The selected pair or its change is wrong")
+        self.agree_button.clicked.connect(lambda: self._request_verdict("confirmed"))
+        self.disagree_button.clicked.connect(lambda: self._request_verdict("rejected"))
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
@@ -77,6 +89,8 @@ class CompareView(QWidget):
         bar.addWidget(self.linked)
         bar.addWidget(self.align_button)
         bar.addWidget(self.status, 1)
+        bar.addWidget(self.agree_button)
+        bar.addWidget(self.disagree_button)
         lay = QVBoxLayout(self)
         lay.addLayout(grid, 4)
         lay.addLayout(bar)
@@ -114,7 +128,8 @@ class CompareView(QWidget):
         pairs = comparison.pairs if comparison is not None else []
         self.table.setRowCount(len(pairs))
         for i, p in enumerate(pairs):
-            vals = (p.status, _nod(p.current), _nod(p.prior),
+            vals = (p.status, VERDICT_WORDS.get(p.verdict, p.verdict), _nod(p.current),
+                    _nod(p.prior),
                     "" if p.diameter_change_mm is None else f"{p.diameter_change_mm:+.1f}",
                     "" if p.volume_change_pct is None else f"{p.volume_change_pct:+.0f} %",
                     ("" if p.vdt_days is None else f"{p.vdt_days:.0f}"
@@ -122,7 +137,7 @@ class CompareView(QWidget):
                     f"{p.lung_rads.get('category', '')} — {p.lung_rads.get('rule', '')}")
             for j, v in enumerate(vals):
                 item = QTableWidgetItem(v)
-                if j == 5 and p.vdt_why_not:
+                if j == COLUMNS.index("VDT days") and p.vdt_why_not:
                     item.setToolTip("; ".join(p.vdt_why_not))
                 self.table.setItem(i, j, item)
         self.table.resizeColumnsToContents()
@@ -132,6 +147,29 @@ class CompareView(QWidget):
                                     "accepted") for p in pairs if (n := p.prior)])
         if registration is not None:
             self._current_slice(self.current_view.index)
+
+    def selected_pair(self) -> int:
+        """The selected row of the pairs table (-1: none)."""
+        rows = self.table.selectionModel().selectedRows()
+        return rows[0].row() if rows else -1
+
+    def _request_verdict(self, verdict: str) -> None:
+        row = self.selected_pair()
+        if self.comparison is None or not 0 <= row < len(self.comparison.pairs):
+            self.status.setText("Pick a pair in the table first.")
+            return
+        # the same verdict again takes it back (a toggle, as the review buttons)
+        now = self.comparison.pairs[row].verdict
+        self.verdictRequested.emit(row, "" if now == verdict else verdict)
+
+    def show_verdict(self, row: int, verdict: str) -> None:
+        """Show the reader's verdict on pair ``row`` (kept in the shown comparison)."""
+        if self.comparison is None or not 0 <= row < len(self.comparison.pairs):
+            return
+        self.comparison.pairs[row].verdict = verdict
+        self.table.setItem(row, VERDICT_COLUMN,
+                           QTableWidgetItem(VERDICT_WORDS.get(verdict, verdict)))
+        self.table.resizeColumnToContents(VERDICT_COLUMN)
 
     def show_pair(self, row: int) -> None:
         if self.comparison is None or not 0 <= row < len(self.comparison.pairs):
@@ -229,6 +267,40 @@ class FollowupController:
         self.task.failed.connect(lambda msg: self._failed(msg, path))
         return w.run_task(self.task, "Comparing with the prior")
 
+    def set_verdict(self, row: int, verdict: str) -> None:
+        """The reader's verdict on pair ``row``, saved with the reading's follow-up pairs
+        (``session.set_pair_verdict``) and undoable (the window's history)."""
+        view = self.view
+        if view is None or view.comparison is None:
+            return
+        comp = view.comparison
+        if not 0 <= row < len(comp.pairs):
+            return
+        old = comp.pairs[row].verdict
+        if old == verdict or not self._put_verdict(comp, row, verdict):
+            return
+        history = getattr(self.window, "history", None)
+        if history is not None:
+            words = VERDICT_WORDS.get(verdict, verdict).split()[-1]
+            history.push(f"Pair verdict: {words}",
+                         lambda: self._put_verdict(comp, row, old),
+                         lambda: self._put_verdict(comp, row, verdict))
+
+    def _put_verdict(self, comp, row: int, verdict: str) -> bool:
+        """Save and show ``verdict`` for pair ``row`` of ``comp`` (nothing when another
+        comparison is on screen now)."""
+        view = self.view
+        if view is None or view.comparison is not comp:
+            return False
+        try:
+            self.window.session.set_pair_verdict(row, verdict)
+        except (ValueError, IndexError) as exc:
+            view.status.setText(f"Verdict not saved: {exc}")
+            return False
+        view.show_verdict(row, verdict)
+        view.table.selectRow(row)
+        return True
+
     def _failed(self, message: str, path) -> None:
         w = self.window
         quiet = getattr(w, "quiet_errors", False)
@@ -247,6 +319,10 @@ class FollowupController:
         if self.view is None:
             self.view = CompareView()
             self.view.resize(1300, 800)
+            self.view.verdictRequested.connect(self.set_verdict)
+            history = getattr(self.window, "history", None)
+            if history is not None:  # Ctrl+Z / Ctrl+Shift+Z work in this window too
+                self.view.addActions(history.actions)
         self.view.set_exams(vol, prior, comp.current.get("study_date") or "",
                             comp.prior.get("study_date") or "")
         self.view.set_result(comp, reg)

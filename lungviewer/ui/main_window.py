@@ -166,6 +166,9 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.cad.dock, self.reading_dock)
         self.annotations_dock.raise_()
         self.resizeDocks([self.cad.dock], [430], Qt.Orientation.Horizontal)
+        from .offered_reading import install as install_offer  # issue 24 point 3
+
+        self.offer_bar = install_offer(self)
         self._restore()
 
     # -- public API ---------------------------------------------------------------------------
@@ -376,6 +379,11 @@ class MainWindow(QMainWindow):
         self.act_prior = QAction("Open &prior… (follow-up comparison)", self)
         self.act_prior.triggered.connect(self.followup.open_dialog)
         fm.addAction(self.act_prior)
+        from . import prior_pacs
+
+        self.act_prior_pacs = QAction("Find prior on P&ACS… (follow-up comparison)", self)
+        self.act_prior_pacs.triggered.connect(lambda: prior_pacs.open_dialog(self))
+        fm.addAction(self.act_prior_pacs)
         fm.addSeparator()
         self.act_export = QAction("&Export reading… (SR, SEG, PDF)", self, shortcut="Ctrl+E")
         self.act_export.triggered.connect(self._export_dialog)

@@ -301,6 +301,42 @@ def _fill(table: QTableWidget, rows: list[list[str]]) -> None:
             table.setItem(r, c, item)
 
 
+# -- retrieve, shared by Query PACS and Find prior on PACS (ui/prior_pacs.py) ----------------
+def retrieve_method(node: pacs.Node, method: str | None) -> str:
+    """The retrieve method for ``node`` (``method`` None: the node's own); PacsError when a
+    DIMSE node is asked for WADO-RS."""
+    method = method or node.retrieve
+    if node.kind == "dicomweb":
+        return "wado"
+    if method == "wado":
+        raise pacs.PacsError("WADO-RS needs a DICOMweb node; this one speaks DIMSE.")
+    return method
+
+
+def retrieve_task(node: pacs.Node, study: pacs.StudyInfo, series: pacs.SeriesInfo | None,
+                  method: str, cache: pacs.StudyCache) -> Task:
+    """A (not yet started) task retrieving ``study`` (or one ``series`` of it) into the
+    study cache: progress in images, cancel keeps what arrived as incomplete."""
+    return Task(_job(pacs.retrieve, node, study.study_uid,
+                     series.series_uid if series else None, method=method, cache=cache,
+                     study=study, text="retrieve"), name="pacs-retrieve")
+
+
+def retrieved_series(cache: pacs.StudyCache, entry: pacs.CachedStudy,
+                     wanted: pacs.SeriesInfo | None = None):
+    """``(folder, series, images retrieved)`` of the series to open from a finished
+    retrieve: the ``wanted`` one, else its largest complete CT series; PacsError when the
+    retrieve brought none."""
+    done = [s for s in entry.series if s.complete]
+    if wanted is not None:
+        done = [s for s in done if s.uid == wanted.series_uid]
+    ct = [s for s in done if s.modality in ("CT", "")] or done
+    if not ct:
+        raise pacs.PacsError("The retrieve brought no complete series.")
+    best = max(ct, key=lambda s: s.files)
+    return cache.series_path(entry.uid, best.uid), best, sum(s.files for s in done)
+
+
 # -- query / retrieve ---------------------------------------------------------------------------
 class PacsDialog(QDialog):
     """Query/Retrieve. ``seriesReady(path, series_uid)`` is emitted when a retrieved series
@@ -503,19 +539,16 @@ class PacsDialog(QDialog):
             self._say("Pick a study first.", error=True)
             return None
         se = self._selected_series()
-        method = self.method.currentData()
-        if node.kind == "dicomweb":
-            method = "wado"
-        elif method == "wado":
-            self._say("WADO-RS needs a DICOMweb node; this one speaks DIMSE.", error=True)
+        try:
+            method = retrieve_method(node, self.method.currentData())
+        except pacs.PacsError as exc:
+            self._say(str(exc), error=True)
             return None
         what = "the series" if se else "the study"
         self._say(f"Retrieving {what} by {METHODS[method]}…")
         self.bar.setRange(0, max(se.n_instances if se else st.n_instances, 1))
         self.bar.setValue(0)
-        task = Task(_job(pacs.retrieve, node, st.study_uid, se.series_uid if se else None,
-                         method=method, cache=self.cache, study=st, text="retrieve"),
-                    name="pacs-retrieve")
+        task = retrieve_task(node, st, se, method, self.cache)
         task.progress.connect(self._retrieve_progress)
         task.finished.connect(lambda entry, se=se: self._retrieved(entry, se))
         task.failed.connect(lambda msg: self._say(msg, error=True))
@@ -533,20 +566,12 @@ class PacsDialog(QDialog):
         self.bar.setValue(done)
 
     def _retrieved(self, entry: pacs.CachedStudy, wanted: pacs.SeriesInfo | None) -> None:
-        done = [s for s in entry.series if s.complete]
-        if wanted is not None:
-            done = [s for s in done if s.uid == wanted.series_uid]
-        ct = [s for s in done if s.modality in ("CT", "")] or done
-        if not ct:
-            self._say("The retrieve brought no complete series.", error=True)
-            return
-        best = max(ct, key=lambda s: s.files)
         try:
-            path = self.cache.series_path(entry.uid, best.uid)
+            path, best, n = retrieved_series(self.cache, entry, wanted)
         except pacs.PacsError as exc:
             self._say(str(exc), error=True)
             return
-        self._say(f"Retrieved {sum(s.files for s in done)} images into the study cache; "
+        self._say(f"Retrieved {n} images into the study cache; "
                   f"opening {best.description or 'the series'} ({best.files} images).")
         self.seriesReady.emit(str(path), best.uid)
 
