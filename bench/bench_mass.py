@@ -86,7 +86,10 @@ def main() -> None:
             continue
         f = fs[on[0]]
         shown = {fp: f.score >= t for fp, t in sorted(ops.items())}
-        print(f"{name}: {len(on)} finding(s) on the mass; rank {on[0] + 1} of {len(fs)}; "
+        rest = [fs[i].score for i in on[1:]]
+        print(f"{name}: {len(on)} finding(s) within 5 mm of the mass (besides the first: "
+              f"{len(rest)}, highest p={max(rest, default=0.0):.3f}); rank {on[0] + 1} of "
+              f"{len(fs)}; "
               f"{f.kind}, long {f.long_axis_mm:.1f} mm ({100 * (f.long_axis_mm / truth_long - 1):+.0f}"
               f" %), short {f.short_axis_mm:.1f} mm, {f.volume_mm3:.0f} mm³, "
               f"{f.merged} candidate(s) merged, p={f.score:.2f}, shown at "

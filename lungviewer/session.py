@@ -64,15 +64,16 @@ DEFAULT_OPERATING_POINT = 2
 def study_findings(engine, volume, mask, progress=None, cancel=None) -> list:
     """The study's CAD findings as the reader sees them: candidates, false-positive
     reduction and calibration (``engine.find_findings``), one finding per lesion with its
-    measured size (:func:`lungviewer.reading.lesions.size_findings`, for findings at or
-    above the least operating point) and the malignancy level of those
+    measured size (:func:`lungviewer.reading.lesions.size_findings`: the most likely
+    ``SIZED``, whatever their probability — a large lesion's candidates must merge into one
+    finding even where the calibrated probability keeps it below every operating point) and
+    the malignancy level of the sized findings at or above the least operating point
     (``engine.malignancy_of``); most likely first."""
     from lungviewer.reading.lesions import size_findings
 
     found = engine.find_findings(volume, mask, progress=progress, cancel=cancel)
     floor = min(engine.operating_points.values(), default=0.0)
-    found = size_findings(volume.hu, volume.spacing, mask, found, min_score=floor,
-                          cancel=cancel)
+    found = size_findings(volume.hu, volume.spacing, mask, found, cancel=cancel)
     engine.malignancy_of(volume, [f for f in found if f.score >= floor and f.sized])
     return found
 

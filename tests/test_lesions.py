@@ -86,6 +86,25 @@ def test_a_mass_is_one_finding_with_its_measured_size(engine):
     assert finding_at(fs, 2, (190, 190, 195, 195)) is None
 
 
+def test_a_blob_touching_a_lesion_merges_into_it():
+    """A later blob beyond the segmented ones (``sized``) whose centre lies outside an
+    earlier lesion's segmentation but within its own radius of it (a lobule, the rim of a
+    mass) is that lesion; one farther away than its radius is a finding of its own."""
+    sp = (1.0, 0.7, 0.7)
+    z, y, x = np.indices((60, 120, 120), dtype=np.float32)
+    d = np.sqrt(((z - 30) * sp[0]) ** 2 + ((y - 60) * sp[1]) ** 2 + ((x - 60) * sp[2]) ** 2)
+    hu = np.where(d <= 12.0, 30.0, -850.0).astype(np.int16)  # a 24 mm ball
+    lung = np.ones(hu.shape, bool)
+
+    def at(mm_from_centre: float, diameter: float, score: float) -> Finding:
+        return Finding(30, 60, int(round(60 + mm_from_centre / sp[2])), diameter, score)
+
+    first, rim, apart = at(0.0, 13.1, 0.9), at(15.0, 9.3, 0.5), at(21.0, 9.3, 0.4)
+    out = size_findings(hu, sp, lung, [first, rim, apart], sized=1)
+    assert out[0] is first and first.sized and first.merged == 2  # itself and the rim blob
+    assert rim not in out and apart in out  # 9 mm out: more than its 4.65 mm radius
+
+
 def test_sized_findings_are_limited_by_score():
     """Only findings at or above ``min_score`` are segmented (the rest keep the filter's
     scale); nothing there: the finding stays unsized instead of failing."""

@@ -6,8 +6,9 @@ the largest scale, or lobulated, gives several. :func:`size_findings` walks the 
 likely first and segments each with the semi-automatic nodule segmentation the viewer's V
 key uses (:func:`lungviewer.reading.volumetry.segment_nodule`), from a box of the blob's
 size that is enlarged (up to :data:`MAX_BOX_MM`) while the segmentation fills it. A later
-finding whose centre lies in an earlier finding's segmentation (or whose own segmentation
-mostly overlaps one) is the same lesion and merges into it. The finding then takes the
+finding whose blob reaches an earlier finding's segmentation (its centre within the blob's
+radius of it, at most :data:`MAX_REACH_MM`: a lobule or the rim of a mass) or whose own
+segmentation mostly overlaps one is the same lesion and merges into it. The finding then takes the
 lesion's measured size: long and short axis on its axial slice of largest extent, their
 mean as its diameter, the volume, the voxel extent, and ``kind`` "mass" above
 :data:`MASS_MM`. Its centre moves to the segmentation's centre.
@@ -28,9 +29,11 @@ from lungviewer.reading.volumetry import segment_nodule
 
 log = logging.getLogger(__name__)
 
-#: findings segmented per study (most likely first, at or above the least operating
-#: point); the rest keep the blob's scale
+#: findings segmented per study (most likely first); the rest keep the blob's scale
 SIZED = 20
+#: a later blob whose centre lies within its radius of an earlier lesion (capped at this,
+#: mm) touches that lesion and is merged into it
+MAX_REACH_MM = 10.0
 #: the first box is this many times the blob's diameter (at least MIN_BOX_MM) ...
 BOX_SCALE, MIN_BOX_MM = 2.0, 10.0
 #: ... and grows ×2 while the lesion reaches the box's edge, up to this
@@ -53,18 +56,27 @@ MASS_MM = 30.0
 
 
 class _Lesion:
-    def __init__(self, seg) -> None:
+    def __init__(self, seg, spacing) -> None:
         self.seg = seg
         z0, y0, x0 = seg.offset
         dz, dy, dx = seg.mask.shape
         self.lo = np.array([z0, y0, x0])
         self.hi = self.lo + np.array([dz, dy, dx])
+        self.spacing = np.asarray(spacing, float)
+        self.pad = np.ceil(MAX_REACH_MM / self.spacing).astype(int)
+        self._dist = None  # mm to the lesion over its box padded by MAX_REACH_MM, on demand
 
-    def contains(self, zyx) -> bool:
+    def reaches(self, zyx, reach_mm: float) -> bool:
+        """Whether the point lies within ``reach_mm`` (≤ MAX_REACH_MM) of the lesion."""
         p = np.asarray(zyx, int)
-        if np.any(p < self.lo) or np.any(p >= self.hi):
+        if np.any(p < self.lo - self.pad) or np.any(p >= self.hi + self.pad):
             return False
-        return bool(self.seg.mask[tuple(p - self.lo)])
+        if self._dist is None:
+            from scipy import ndimage
+
+            padded = np.pad(self.seg.mask, [(k, k) for k in self.pad])
+            self._dist = ndimage.distance_transform_edt(~padded, sampling=self.spacing)
+        return bool(self._dist[tuple(p - self.lo + self.pad)] <= min(reach_mm, MAX_REACH_MM))
 
     def overlap(self, other: _Lesion) -> int:
         lo, hi = np.maximum(self.lo, other.lo), np.minimum(self.hi, other.hi)
@@ -157,7 +169,7 @@ def size_findings(hu: np.ndarray, spacing, lung_mask: np.ndarray | None, finding
         if cancel is not None and cancel():
             raise Cancelled("the CAD findings were cancelled")
         host = next((j for j, les in enumerate(lesions)
-                     if les.contains((f.slice, f.row, f.col))), None)
+                     if les.reaches((f.slice, f.row, f.col), f.diameter_mm / 2.0)), None)
         if host is not None:
             out[host].merged += 1
             continue
@@ -170,7 +182,7 @@ def size_findings(hu: np.ndarray, spacing, lung_mask: np.ndarray | None, finding
             out.append(f)
             lesions.append(_Null())
             continue
-        les = _Lesion(seg)
+        les = _Lesion(seg, spacing)
         n = int(seg.mask.sum())
         host = next((j for j, other in enumerate(lesions)
                      if n and other.overlap(les) >= OVERLAP * n), None)
@@ -186,7 +198,7 @@ def size_findings(hu: np.ndarray, spacing, lung_mask: np.ndarray | None, finding
 class _Null:
     """A finding without a segmentation: merges nothing."""
 
-    def contains(self, zyx) -> bool:
+    def reaches(self, zyx, reach_mm: float) -> bool:
         return False
 
     def overlap(self, other) -> int:
