@@ -139,34 +139,94 @@ def _sample(vol: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 
 def _hessian_at(g: np.ndarray, pts: np.ndarray, step_vox: np.ndarray,
-                step_mm: np.ndarray) -> np.ndarray:
+                step_mm: np.ndarray, z_offset: int = 0) -> np.ndarray:
     """Hessian (n, 3, 3) of the smoothed volume ``g`` at ``pts`` (n, 3) voxel, by central
-    differences ``step_vox`` (n, 3) voxels apart (``step_mm`` the same in mm)."""
+    differences ``step_vox`` (n, 3) voxels apart (``step_mm`` the same in mm). ``g`` may be
+    rows ``z_offset…`` of the volume ``pts`` refer to: each sample point is computed in the
+    volume's coordinates and then shifted (an exact subtraction of an integer), so the
+    interpolation weights, hence the result, are bit for bit those on the whole volume."""
     n = len(pts)
-    f0 = _sample(g, pts)
+    off = np.array([float(z_offset), 0.0, 0.0])
+
+    def sample(p: np.ndarray) -> np.ndarray:
+        return _sample(g, p - off)
+
+    f0 = sample(pts)
     e = np.eye(3)
     H = np.zeros((n, 3, 3))
     plus, minus = {}, {}
     for a in range(3):
         d = step_vox * e[a]
-        plus[a], minus[a] = _sample(g, pts + d), _sample(g, pts - d)
+        plus[a], minus[a] = sample(pts + d), sample(pts - d)
         H[:, a, a] = (plus[a] - 2 * f0 + minus[a]) / step_mm[:, a] ** 2
     for a in range(3):
         for b in range(a + 1, 3):
             da, db = step_vox * e[a], step_vox * e[b]
-            v = (_sample(g, pts + da + db) - _sample(g, pts + da - db)
-                 - _sample(g, pts - da + db) + _sample(g, pts - da - db))
+            v = (sample(pts + da + db) - sample(pts + da - db)
+                 - sample(pts - da + db) + sample(pts - da - db))
             H[:, a, b] = H[:, b, a] = v / (4 * step_mm[:, a] * step_mm[:, b])
     return H
+
+
+#: working memory of one block of slices of the scale space (bytes, about): the scale space
+#: is computed block by block, so the candidates' peak memory stays near this whatever the
+#: number of slices (see :func:`find_blobs`)
+BLOCK_BYTES = 40 * 2**20
+#: fewest slices of a block (below this the halo's recomputation costs more than it saves)
+MIN_BLOCK_SLICES = 12
+
+
+def _gaussian_rows(rows, n: int, u: int, v: int, sigma_vox: np.ndarray) -> np.ndarray:
+    """Rows ``u…v`` of ``ndimage.gaussian_filter(img, sigma_vox, mode="nearest",
+    truncate=3.0)`` of the ``n``-row image whose rows ``rows(a, b)`` returns, bit for bit,
+    from only the rows the z pass reaches: the same three 1-D passes in the same order (z,
+    y, x), each point's sum computed by scipy from the same neighbours."""
+    r = int(3.0 * float(sigma_vox[0]) + 0.5)  # scipy's kernel radius for truncate=3
+    w0, w1 = max(0, u - r), min(n, v + r)
+    win = rows(w0, w1)
+    zp = ndimage.gaussian_filter1d(win, sigma_vox[0], axis=0, mode="nearest", truncate=3.0)
+    del win
+    out = np.empty((v - u,) + zp.shape[1:], np.float32)
+    ndimage.gaussian_filter1d(zp[u - w0:v - w0], sigma_vox[1], axis=1, output=out,
+                              mode="nearest", truncate=3.0)
+    del zp
+    ndimage.gaussian_filter1d(out, sigma_vox[2], axis=2, output=out, mode="nearest",
+                              truncate=3.0)
+    return out
+
+
+def _carried_gaussian(carry: list, s: int, lo: int, hi: int, nxt: int | None, rows, n: int,
+                      sigma_vox: np.ndarray) -> np.ndarray:
+    """Rows ``lo…hi`` of the Gaussian of scale ``s`` (:func:`_gaussian_rows`), reusing the
+    rows ``carry[s]`` = (first row, rows) the block before computed; keeps rows ``nxt…`` in
+    ``carry[s]`` for the next block (``nxt`` None: the last block)."""
+    done = carry[s]
+    old = done[1][lo - done[0]:] if done is not None and done[0] <= lo else None
+    if old is None or not len(old):
+        g = _gaussian_rows(rows, n, lo, hi, sigma_vox)
+    elif lo + len(old) >= hi:
+        g = old[:hi - lo]
+    else:
+        g = np.concatenate([old, _gaussian_rows(rows, n, lo + len(old), hi, sigma_vox)])
+    carry[s] = None if nxt is None else (nxt, g[nxt - lo:].copy())
+    return g
 
 
 def find_blobs(hu: np.ndarray, lung_mask: np.ndarray, spacing: tuple[float, float, float],
                margin_mm: float = 4.0, grid_mm: float = 1.25, min_response: float = 40.0,
                min_hu: float = -750.0, fov_margin_mm: float = 6.0,
                max_candidates: int = 20000, min_lung_shell: float = 0.0,
-               sigmas_mm: tuple[float, ...] = SIGMAS_MM) -> Blobs:
+               sigmas_mm: tuple[float, ...] = SIGMAS_MM,
+               block_slices: int | None = None) -> Blobs:
     """Blob candidates of ``hu`` (z, y, x) int16 inside ``lung_mask`` dilated by
-    ``margin_mm``; ``spacing`` (z, y, x) mm. See the module docstring."""
+    ``margin_mm``; ``spacing`` (z, y, x) mm. See the module docstring.
+
+    Memory: the scale space is computed in blocks of ``block_slices`` slices (default: what
+    :data:`BLOCK_BYTES` allows), two Gaussians alive at a time, each block with a halo of
+    slices on either side for the 3×3×3 maximum and the Hessian's differences (carried over
+    from the block before, not recomputed) and the z pass reading as many more slices of the
+    image as its kernel reaches. The result is bit for bit that of smoothing the whole
+    volume at every scale at once (tests/blobs_reference.py, tests/test_blobs_memory.py)."""
     t0 = time.perf_counter()
     hu = np.asarray(hu)
     if hu.ndim != 3 or hu.shape != np.shape(lung_mask):
@@ -191,46 +251,136 @@ def find_blobs(hu: np.ndarray, lung_mask: np.ndarray, spacing: tuple[float, floa
     y1, x1 = min(hu.shape[1], idx[1][-1] + 1 + pad), min(hu.shape[2], idx[2][-1] + 1 + pad)
     sub_hu = hu[z0:z1, y0:y1, x0:x1]
     vsp = np.array([spacing[0], spacing[1] * f, spacing[2] * f])
-    padding = _block_mean(sub_hu < PADDING_HU, f) > 0
-    img = _block_mean(np.clip(sub_hu, int(CLIP_HU[0]), int(CLIP_HU[1])), f)
-    lungs = _block_mean(mask[z0:z1, y0:y1, x0:x1], f) >= 0.5
-    regs = [dilate_box(lungs, tuple(round(m / v) for v in vsp)) for m in margins]
-    # scale space: keep each Gaussian (the Hessian is read off it at the maxima)
-    gs = [ndimage.gaussian_filter(img, s / vsp, mode="nearest", truncate=3.0)
-          for s in sigmas_mm]
-    best = np.full(img.shape, -np.inf, np.float32)
-    scale = np.zeros(img.shape, np.int8)
+    nz, ny, nx = z1 - z0, (y1 - y0) // f, (x1 - x0) // f  # the grid of _block_mean
+
+    def img_rows(a: int, b: int) -> np.ndarray:  # the clipped HU on the grid, rows a…b
+        return _block_mean(np.clip(sub_hu[a:b], int(CLIP_HU[0]), int(CLIP_HU[1])), f)
+
+    radii = [tuple(round(m / v) for v in vsp) for m in margins]
+    rz = max(r[0] for r in radii)
+    fov_r = (0, *(int(np.ceil(fov_margin_mm / v)) for v in vsp[1:]))
+    n_sc = len(sigmas_mm)
     k = sigmas_mm[1] / sigmas_mm[0]
-    for i in range(len(sigmas_mm) - 1):
-        dog = (gs[i] - gs[i + 1]) / (k - 1.0)  # ≈ −σ² ∇²G (scale-normalised)
-        up = dog > best
-        best[up] = dog[up]
-        scale[up] = i
-    size = (3, 3, 3)
-    peak = (best == ndimage.maximum_filter(best, size=size, mode="nearest")) & regs[-1] \
-        & (best > min_response)
-    pz, py, px = np.nonzero(peak)
-    if pz.size == 0:
+    sig_sc = np.sqrt(np.asarray(sigmas_mm)[:-1] * np.asarray(sigmas_mm)[1:])  # per DoG scale
+    allowed = np.maximum(margin_mm, np.sqrt(3.0) * sig_sc + 2.0)
+    level_sc = np.minimum(np.searchsorted(margins, allowed - 1e-6), len(margins) - 1)
+    steps = []  # the Hessian's differences at each DoG scale: voxels and mm
+    for s in range(n_sc - 1):
+        sm = np.sqrt(sigmas_mm[s] * sigmas_mm[s + 1])
+        step_vox = np.maximum(sm / vsp, 1.0)
+        steps.append((step_vox, step_vox * vsp))
+    # halo: rows beside a block whose Gaussians must be exact (the 3×3×3 maximum, the
+    # Hessian's central differences and their linear interpolation)
+    halo = max(1, int(np.ceil(max(st[0][0] for st in steps))) + 1)
+    if block_slices is None:
+        r_max = int(3.0 * float(sigmas_mm[-1] / vsp[0]) + 0.5)
+        per_row = 30 * ny * nx  # bytes per slice alive for the block (Gaussians, DoG, maxima…)
+        fixed = (n_sc * 2 * halo * 4 + 2 * (2 * r_max) * 4) * ny * nx  # carried rows, z windows
+        block_slices = int((BLOCK_BYTES - fixed) // per_row) - 2 * halo
+    block = max(MIN_BLOCK_SLICES, int(block_slices))
+
+    carry: list[tuple[int, np.ndarray] | None] = [None] * n_sc
+    found = []  # per block: z, y, x (grid), scale, response, g at the maximum, Hessian
+    n_peaks = 0
+    for a in range(0, nz, block):
+        b = min(nz, a + block)
+        lo, hi = max(0, a - halo), min(nz, b + halo)
+        ia, ib = a - lo, b - lo
+
+        lw0, lw1 = max(0, a - rz), min(nz, b + rz)
+        lungs = _block_mean(mask[z0 + lw0:z0 + lw1, y0:y1, x0:x1], f) >= 0.5
+        regs = [dilate_box(lungs, r)[a - lw0:b - lw0] for r in radii]
+        del lungs
+        padding = _block_mean(sub_hu[a:b] < PADDING_HU, f) > 0
+        near = dilate_box(padding, fov_r) if padding.any() else None
+        best = np.full((hi - lo, ny, nx), -np.inf, np.float32)
+        scale = np.zeros(best.shape, np.int8)
+        cand = []  # per scale: flat index in the block, g there, Hessian (NaN if not needed)
+        nxt = max(0, b - halo) if b < nz else None  # the next block's first row
+
+        def gauss(s: int, lo=lo, hi=hi, nxt=nxt) -> np.ndarray:
+            return _carried_gaussian(carry, s, lo, hi, nxt, img_rows, nz, sigmas_mm[s] / vsp)
+
+        g_prev = gauss(0)
+        for i in range(n_sc - 1):
+            g_next = gauss(i + 1)
+            dog = np.subtract(g_prev, g_next)
+            dog /= (k - 1.0)  # ≈ −σ² ∇²G (scale-normalised)
+            up = dog > best
+            np.copyto(best, dog, where=up)
+            scale[up] = i
+            # the maxima of `best` that end at this scale are maxima of this DoG that beat
+            # the smaller scales: keep g and the Hessian there while this Gaussian is alive
+            e0, e1 = max(0, ia - 1), min(hi - lo, ib + 1)
+            d_in = dog[ia:ib]
+            c = (d_in == ndimage.maximum_filter(dog[e0:e1], size=(3, 3, 3),
+                                                mode="nearest")[ia - e0:ib - e0])
+            c &= up[ia:ib]
+            c &= d_in > min_response
+            c &= regs[-1]
+            del up, d_in
+            cz, cy, cx = np.nonzero(c)
+            del c
+            gv = g_prev[cz + ia, cy, cx]
+            need = (gv > min_hu) & regs[level_sc[i]][cz, cy, cx]
+            if near is not None:
+                need &= ~near[cz, cy, cx]
+            H = np.full((len(cz), 3, 3), np.nan)
+            if need.any():
+                pts = np.stack([cz[need] + a, cy[need], cx[need]], 1).astype(float)
+                m = len(pts)
+                H[need] = _hessian_at(g_prev, pts, np.tile(steps[i][0], (m, 1)),
+                                      np.tile(steps[i][1], (m, 1)), z_offset=lo)
+            cand.append(((cz * ny + cy) * nx + cx, gv, H))
+            del dog
+            g_prev = g_next
+        del g_prev, g_next
+        e0, e1 = max(0, ia - 1), min(hi - lo, ib + 1)
+        bst = best[ia:ib]
+        peak = (bst == ndimage.maximum_filter(best[e0:e1], size=(3, 3, 3),
+                                              mode="nearest")[ia - e0:ib - e0]) \
+            & regs[-1] & (bst > min_response)
+        pz, py, px = np.nonzero(peak)
+        del peak
+        n_peaks += pz.size
+        if pz.size == 0:
+            continue
+        si = scale[pz + ia, py, px].astype(int)
+        resp = bst[pz, py, px]
+        del best, bst, scale
+        g_at = np.zeros(pz.size, np.float32)
+        H = np.full((pz.size, 3, 3), np.nan)
+        flat = (pz * ny + py) * nx + px
+        for s in np.unique(si):
+            m = si == s
+            cf, cg, cH = cand[s]
+            j = np.searchsorted(cf, flat[m])
+            if not (j < len(cf)).all() or not (cf[np.minimum(j, len(cf) - 1)] == flat[m]).all():
+                raise RuntimeError("find_blobs: a maximum was not among its scale's candidates")
+            g_at[m], H[m] = cg[j], cH[j]
+        keep = g_at > min_hu
+        # near enough to the lungs for its size
+        level = level_sc[si]
+        for j, r in enumerate(regs):
+            m = level == j
+            keep[m] &= r[pz[m], py[m], px[m]]
+        # off the reconstruction circle's edge
+        if near is not None:
+            keep &= ~near[pz, py, px]
+        found.append((pz[keep] + a, py[keep], px[keep], si[keep], resp[keep], g_at[keep],
+                      H[keep]))
+    if n_peaks == 0:
         return Blobs.empty()
-    si = scale[pz, py, px].astype(int)
-    sig = np.sqrt(np.asarray(sigmas_mm)[si] * np.asarray(sigmas_mm)[si + 1])
+    pz, py, px, si, resp, g_at, H_all = (np.concatenate(v) for v in zip(*found)) if found \
+        else (np.zeros(0, int),) * 4 + (np.zeros(0, np.float32),) * 2 + (np.zeros((0, 3, 3)),)
+    if np.isnan(H_all).any():
+        raise RuntimeError("find_blobs: a kept maximum has no Hessian")
     pts = np.stack([pz, py, px], 1).astype(float)
-    g_at = np.array([gs[s][z, y, x] for s, z, y, x in zip(si, pz, py, px)])
-    keep = g_at > min_hu
-    # near enough to the lungs for its size
-    allowed = np.maximum(margin_mm, np.sqrt(3.0) * sig + 2.0)
-    level = np.minimum(np.searchsorted(margins, allowed - 1e-6), len(margins) - 1)
-    for j, r in enumerate(regs):
-        m = level == j
-        keep[m] &= r[pz[m], py[m], px[m]]
-    # off the reconstruction circle's edge
-    if padding.any():
-        near = dilate_box(padding, (0, *(int(np.ceil(fov_margin_mm / v)) for v in vsp[1:])))
-        keep &= ~near[pz, py, px]
-    pts, si, sig, resp, g_at = pts[keep], si[keep], sig[keep], best[pz, py, px][keep], g_at[keep]
+    sig = sig_sc[si]
     # non-maximum suppression: within the radius of a stronger blob (mm)
     order = np.argsort(-resp, kind="stable")
     pts, si, sig, resp, g_at = pts[order], si[order], sig[order], resp[order], g_at[order]
+    H_all = H_all[order]
     radius = sig * np.sqrt(3.0)
     tree = cKDTree(pts * vsp)
     alive = np.ones(len(pts), bool)
@@ -241,15 +391,13 @@ def find_blobs(hu: np.ndarray, lung_mask: np.ndarray, spacing: tuple[float, floa
             alive[nb[nb > i]] = False
     sel = np.nonzero(alive)[0][:max_candidates]
     pts, si, sig, resp, g_at = pts[sel], si[sel], sig[sel], resp[sel], g_at[sel]
-    # Hessian at each maximum, at its scale
+    H_all = H_all[sel]
+    # Hessian at each maximum, at its scale (sampled while that block's Gaussian was alive)
     eig = np.zeros((len(pts), 3))
     for s in np.unique(si):
         m = si == s
         sm = np.sqrt(sigmas_mm[s] * sigmas_mm[s + 1])
-        step_vox = np.maximum(sm / vsp, 1.0)
-        H = _hessian_at(gs[s], pts[m], np.tile(step_vox, (m.sum(), 1)),
-                        np.tile(step_vox * vsp, (m.sum(), 1)))
-        eig[m] = np.linalg.eigvalsh(H) * sm ** 2  # ascending λ1 ≤ λ2 ≤ λ3, scale-normalised
+        eig[m] = np.linalg.eigvalsh(H_all[m]) * sm ** 2  # ascending λ1 ≤ λ2 ≤ λ3, scale-normalised
     l1, l2, l3 = eig[:, 0], eig[:, 1], eig[:, 2]
     a1 = np.maximum(np.abs(l1), 1e-6)
     dot = np.clip(l3 / np.where(l1 < 0, l1, -1e-6), -1.0, 1.0)  # λ3/λ1: both < 0 → positive
