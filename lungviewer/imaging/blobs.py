@@ -86,11 +86,15 @@ class Blobs:
         return Blobs(np.zeros((0, 3)), z, z, z, z, z, z, np.zeros((0, 3)), z)
 
 
-def dilate_box(mask: np.ndarray, radius_vox: tuple[int, int, int]) -> np.ndarray:
+def dilate_box(mask: np.ndarray, radius_vox: tuple[int, int, int],
+               rows: tuple[int, int] | None = None) -> np.ndarray:
     """Dilation of a boolean (z, y, x) mask by a box of half-sizes ``radius_vox`` (separable
-    maximum filters: a fraction of the cost of a ball-shaped dilation)."""
+    maximum filters: a fraction of the cost of a ball-shaped dilation). ``rows`` (a, b):
+    only slices a…b of it (the in-plane passes run on those alone)."""
     m = np.asarray(mask, bool).view(np.uint8)
     for axis, r in enumerate(radius_vox):
+        if axis == 1 and rows is not None:
+            m = m[rows[0]:rows[1]]
         if r > 0:
             m = ndimage.maximum_filter1d(m, 2 * int(r) + 1, axis=axis, mode="constant")
     return m.view(bool)
@@ -120,18 +124,22 @@ def _directions(n: int = 48) -> np.ndarray:
 
 
 def lung_shell(mask: np.ndarray, centres: np.ndarray, radius_mm: np.ndarray,
-               spacing: tuple[float, float, float]) -> np.ndarray:
+               spacing: tuple[float, float, float], chunk: int = 1024) -> np.ndarray:
     """Share of points on a sphere of ``radius_mm`` around each centre (z, y, x voxel) that
     fall in ``mask``; outside the volume counts as not in it."""
     c = np.asarray(centres, float).reshape(-1, 3)
     if not len(c):
         return np.zeros(0, np.float32)
     d = _directions()
-    p = np.rint(c[:, None, :] + d[None] * (np.asarray(radius_mm, float)[:, None, None]
-                                           / np.asarray(spacing, float))).astype(int)
-    inside = np.all((p >= 0) & (p < np.asarray(mask.shape)), axis=2)
-    p = np.where(inside[..., None], p, 0)
-    return (mask[p[..., 0], p[..., 1], p[..., 2]] & inside).mean(1).astype(np.float32)
+    rad = np.broadcast_to(np.asarray(radius_mm, float), (len(c),))
+    out = np.zeros(len(c), np.float32)
+    for i in range(0, len(c), chunk):  # in chunks: 48 points × 3 coordinates per centre
+        p = np.rint(c[i:i + chunk, None, :] + d[None] * (rad[i:i + chunk, None, None]
+                                                         / np.asarray(spacing, float))).astype(int)
+        inside = np.all((p >= 0) & (p < np.asarray(mask.shape)), axis=2)
+        p = np.where(inside[..., None], p, 0)
+        out[i:i + chunk] = (mask[p[..., 0], p[..., 1], p[..., 2]] & inside).mean(1)
+    return out
 
 
 def _sample(vol: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -192,6 +200,29 @@ def _gaussian_rows(rows, n: int, u: int, v: int, sigma_vox: np.ndarray) -> np.nd
     del zp
     ndimage.gaussian_filter1d(out, sigma_vox[2], axis=2, output=out, mode="nearest",
                               truncate=3.0)
+    return out
+
+
+#: the 26 neighbours of a voxel, the face ones first (they rule out most non-maxima)
+_NEIGHBOURS = sorted(((dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                      if dz or dy or dx), key=lambda d: abs(d[0]) + abs(d[1]) + abs(d[2]))
+
+
+def _local_max_at(a: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Whether ``a`` at the voxels (z, y, x) equals its 3×3×3 maximum, borders as
+    ``ndimage.maximum_filter(a, size=3, mode="nearest")`` treats them (the same test as
+    ``a == maximum_filter(a)`` there, read at a few voxels instead of filtering all)."""
+    n = len(z)
+    idx = np.arange(n)  # the voxels still possibly a maximum (most fail early)
+    v = a[z, y, x]
+    hi = np.array(a.shape) - 1
+    for dz, dy, dx in _NEIGHBOURS:
+        ok = v >= a[np.clip(z + dz, 0, hi[0]), np.clip(y + dy, 0, hi[1]),
+                    np.clip(x + dx, 0, hi[2])]
+        if not ok.all():
+            idx, z, y, x, v = idx[ok], z[ok], y[ok], x[ok], v[ok]
+    out = np.zeros(n, bool)
+    out[idx] = True
     return out
 
 
@@ -272,8 +303,8 @@ def find_blobs(hu: np.ndarray, lung_mask: np.ndarray, spacing: tuple[float, floa
     # halo: rows beside a block whose Gaussians must be exact (the 3×3×3 maximum, the
     # Hessian's central differences and their linear interpolation)
     halo = max(1, int(np.ceil(max(st[0][0] for st in steps))) + 1)
+    r_max = max(int(3.0 * float(sg / vsp[0]) + 0.5) for sg in sigmas_mm)  # z pass radius
     if block_slices is None:
-        r_max = int(3.0 * float(sigmas_mm[-1] / vsp[0]) + 0.5)
         per_row = 30 * ny * nx  # bytes per slice alive for the block (Gaussians, DoG, maxima…)
         fixed = (n_sc * 2 * halo * 4 + 2 * (2 * r_max) * 4) * ny * nx  # carried rows, z windows
         block_slices = int((BLOCK_BYTES - fixed) // per_row) - 2 * halo
@@ -281,7 +312,6 @@ def find_blobs(hu: np.ndarray, lung_mask: np.ndarray, spacing: tuple[float, floa
 
     carry: list[tuple[int, np.ndarray] | None] = [None] * n_sc
     found = []  # per block: z, y, x (grid), scale, response, g at the maximum, Hessian
-    n_peaks = 0
     for a in range(0, nz, block):
         b = min(nz, a + block)
         lo, hi = max(0, a - halo), min(nz, b + halo)
@@ -289,7 +319,7 @@ def find_blobs(hu: np.ndarray, lung_mask: np.ndarray, spacing: tuple[float, floa
 
         lw0, lw1 = max(0, a - rz), min(nz, b + rz)
         lungs = _block_mean(mask[z0 + lw0:z0 + lw1, y0:y1, x0:x1], f) >= 0.5
-        regs = [dilate_box(lungs, r)[a - lw0:b - lw0] for r in radii]
+        regs = [dilate_box(lungs, r, rows=(a - lw0, b - lw0)) for r in radii]
         del lungs
         padding = _block_mean(sub_hu[a:b] < PADDING_HU, f) > 0
         near = dilate_box(padding, fov_r) if padding.any() else None
@@ -298,8 +328,18 @@ def find_blobs(hu: np.ndarray, lung_mask: np.ndarray, spacing: tuple[float, floa
         cand = []  # per scale: flat index in the block, g there, Hessian (NaN if not needed)
         nxt = max(0, b - halo) if b < nz else None  # the next block's first row
 
-        def gauss(s: int, lo=lo, hi=hi, nxt=nxt) -> np.ndarray:
-            return _carried_gaussian(carry, s, lo, hi, nxt, img_rows, nz, sigmas_mm[s] / vsp)
+        # the image rows the z passes of this block's new Gaussian rows read, made once
+        u = lo if a == 0 else min(nz, a + halo)  # rows before u are carried over
+        c0, c1 = max(0, u - r_max), min(nz, hi + r_max)
+        win = img_rows(c0, c1)
+
+        def rows(p: int, q: int, win=win, c0=c0) -> np.ndarray:
+            if p < c0 or q > c0 + len(win):
+                raise RuntimeError("find_blobs: image rows outside the block's window")
+            return win[p - c0:q - c0]
+
+        def gauss(s: int, lo=lo, hi=hi, nxt=nxt, rows=rows) -> np.ndarray:
+            return _carried_gaussian(carry, s, lo, hi, nxt, rows, nz, sigmas_mm[s] / vsp)
 
         g_prev = gauss(0)
         for i in range(n_sc - 1):
@@ -309,72 +349,44 @@ def find_blobs(hu: np.ndarray, lung_mask: np.ndarray, spacing: tuple[float, floa
             up = dog > best
             np.copyto(best, dog, where=up)
             scale[up] = i
-            # the maxima of `best` that end at this scale are maxima of this DoG that beat
-            # the smaller scales: keep g and the Hessian there while this Gaussian is alive
-            e0, e1 = max(0, ia - 1), min(hi - lo, ib + 1)
-            d_in = dog[ia:ib]
-            c = (d_in == ndimage.maximum_filter(dog[e0:e1], size=(3, 3, 3),
-                                                mode="nearest")[ia - e0:ib - e0])
-            c &= up[ia:ib]
-            c &= d_in > min_response
+            # a maximum of `best` whose scale is i is a maximum of this DoG that beats the
+            # smaller scales; the ones find_blobs keeps are also above min_hu there, near
+            # enough to the lungs for their size and off the reconstruction circle's edge.
+            # Keep those, their g and their Hessian while this Gaussian is alive.
+            c = up[ia:ib]
+            del up
+            c &= dog[ia:ib] > min_response
             c &= regs[-1]
-            del up, d_in
+            c &= g_prev[ia:ib] > min_hu
+            c &= regs[level_sc[i]]
+            if near is not None:
+                c &= ~near
             cz, cy, cx = np.nonzero(c)
             del c
-            gv = g_prev[cz + ia, cy, cx]
-            need = (gv > min_hu) & regs[level_sc[i]][cz, cy, cx]
-            if near is not None:
-                need &= ~near[cz, cy, cx]
-            H = np.full((len(cz), 3, 3), np.nan)
-            if need.any():
-                pts = np.stack([cz[need] + a, cy[need], cx[need]], 1).astype(float)
-                m = len(pts)
-                H[need] = _hessian_at(g_prev, pts, np.tile(steps[i][0], (m, 1)),
-                                      np.tile(steps[i][1], (m, 1)), z_offset=lo)
-            cand.append(((cz * ny + cy) * nx + cx, gv, H))
+            is_max = _local_max_at(dog, cz + ia, cy, cx)
             del dog
+            cz, cy, cx = cz[is_max], cy[is_max], cx[is_max]
+            if len(cz):
+                pts = np.stack([cz + a, cy, cx], 1).astype(float)
+                m = len(pts)
+                H = _hessian_at(g_prev, pts, np.tile(steps[i][0], (m, 1)),
+                                np.tile(steps[i][1], (m, 1)), z_offset=lo)
+                cand.append((cz, cy, cx, np.full(m, i), g_prev[cz + ia, cy, cx], H))
             g_prev = g_next
-        del g_prev, g_next
-        e0, e1 = max(0, ia - 1), min(hi - lo, ib + 1)
-        bst = best[ia:ib]
-        peak = (bst == ndimage.maximum_filter(best[e0:e1], size=(3, 3, 3),
-                                              mode="nearest")[ia - e0:ib - e0]) \
-            & regs[-1] & (bst > min_response)
-        pz, py, px = np.nonzero(peak)
-        del peak
-        n_peaks += pz.size
-        if pz.size == 0:
+        del g_prev, g_next, win, rows, gauss
+        if not cand:
             continue
-        si = scale[pz + ia, py, px].astype(int)
-        resp = bst[pz, py, px]
-        del best, bst, scale
-        g_at = np.zeros(pz.size, np.float32)
-        H = np.full((pz.size, 3, 3), np.nan)
-        flat = (pz * ny + py) * nx + px
-        for s in np.unique(si):
-            m = si == s
-            cf, cg, cH = cand[s]
-            j = np.searchsorted(cf, flat[m])
-            if not (j < len(cf)).all() or not (cf[np.minimum(j, len(cf) - 1)] == flat[m]).all():
-                raise RuntimeError("find_blobs: a maximum was not among its scale's candidates")
-            g_at[m], H[m] = cg[j], cH[j]
-        keep = g_at > min_hu
-        # near enough to the lungs for its size
-        level = level_sc[si]
-        for j, r in enumerate(regs):
-            m = level == j
-            keep[m] &= r[pz[m], py[m], px[m]]
-        # off the reconstruction circle's edge
-        if near is not None:
-            keep &= ~near[pz, py, px]
-        found.append((pz[keep] + a, py[keep], px[keep], si[keep], resp[keep], g_at[keep],
-                      H[keep]))
-    if n_peaks == 0:
+        # the maxima of `best` (3×3×3, inside the region, above min_response) among them,
+        # in the order np.nonzero lists voxels
+        pz, py, px, si, g_at, H = (np.concatenate(v) for v in zip(*cand))
+        ok = scale[pz + ia, py, px] == si
+        ok[ok] = _local_max_at(best, pz[ok] + ia, py[ok], px[ok])
+        order = np.argsort(((pz * ny + py) * nx + px)[ok], kind="stable")
+        pz, py, px, si, g_at, H = (v[ok][order] for v in (pz, py, px, si, g_at, H))
+        found.append((pz + a, py, px, si, best[pz + ia, py, px], g_at, H))
+    if not found:
         return Blobs.empty()
-    pz, py, px, si, resp, g_at, H_all = (np.concatenate(v) for v in zip(*found)) if found \
-        else (np.zeros(0, int),) * 4 + (np.zeros(0, np.float32),) * 2 + (np.zeros((0, 3, 3)),)
-    if np.isnan(H_all).any():
-        raise RuntimeError("find_blobs: a kept maximum has no Hessian")
+    pz, py, px, si, resp, g_at, H_all = (np.concatenate(v) for v in zip(*found))
     pts = np.stack([pz, py, px], 1).astype(float)
     sig = sig_sc[si]
     # non-maximum suppression: within the radius of a stronger blob (mm)
