@@ -27,7 +27,10 @@ Steps (:func:`find_blobs`), arrays ``(z, y, x)``, HU ``int16``, spacing ``(z, y,
    with ``min_lung_shell``, those with less than that share of a shell of 1.25 radii around
    them in the lung mask (:func:`lung_shell`).
 
-About 1–2 s for a 133-slice study on two cores.
+About 1–2 s for a 133-slice study on two cores. Memory: the scale space is computed in
+blocks of slices (:func:`find_blobs`), about half the int16 volume's size (at least
+``BLOCK_BYTES``) instead of eight float32 copies of it; the candidates are bit for bit those
+of the whole-volume computation (tests/blobs_reference.py).
 """
 
 from __future__ import annotations
@@ -176,10 +179,12 @@ def _hessian_at(g: np.ndarray, pts: np.ndarray, step_vox: np.ndarray,
     return H
 
 
-#: working memory of one block of slices of the scale space (bytes, about): the scale space
-#: is computed block by block, so the candidates' peak memory stays near this whatever the
-#: number of slices (see :func:`find_blobs`)
-BLOCK_BYTES = 40 * 2**20
+#: working memory of one block of slices of the scale space, as a share of the int16
+#: volume's size, and at least BLOCK_BYTES (bytes, about): the scale space is computed block
+#: by block (see :func:`find_blobs`), so the candidates' peak memory is about this, not
+#: the 17× the volume's size that all Gaussians of the volume at once took
+BLOCK_SHARE = 0.5
+BLOCK_BYTES = 32 * 2**20
 #: fewest slices of a block (below this the halo's recomputation costs more than it saves)
 MIN_BLOCK_SLICES = 12
 
@@ -304,11 +309,13 @@ def find_blobs(hu: np.ndarray, lung_mask: np.ndarray, spacing: tuple[float, floa
     # Hessian's central differences and their linear interpolation)
     halo = max(1, int(np.ceil(max(st[0][0] for st in steps))) + 1)
     r_max = max(int(3.0 * float(sg / vsp[0]) + 0.5) for sg in sigmas_mm)  # z pass radius
-    if block_slices is None:
-        per_row = 30 * ny * nx  # bytes per slice alive for the block (Gaussians, DoG, maxima…)
-        fixed = (n_sc * 2 * halo * 4 + 2 * (2 * r_max) * 4) * ny * nx  # carried rows, z windows
-        block_slices = int((BLOCK_BYTES - fixed) // per_row) - 2 * halo
+    if block_slices is None:  # measured on the real dev scan: ~38 bytes per voxel of a slice
+        per_row = 38 * ny * nx  # of the block (Gaussians, DoG, maxima, regions, windows…)
+        fixed = (n_sc * 2 * halo * 4 + 2 * r_max * 10 + 2 * halo * 38) * ny * nx  # carried
+        budget = max(BLOCK_BYTES, BLOCK_SHARE * hu.nbytes)  # rows, z windows, the halo
+        block_slices = int((budget - fixed) // per_row)
     block = max(MIN_BLOCK_SLICES, int(block_slices))
+    log.debug("grid %s, blocks of %d slices, halo %d", (nz, ny, nx), block, halo)
 
     carry: list[tuple[int, np.ndarray] | None] = [None] * n_sc
     found = []  # per block: z, y, x (grid), scale, response, g at the maximum, Hessian
