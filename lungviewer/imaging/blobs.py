@@ -218,15 +218,31 @@ def _local_max_at(a: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray) ->
     ``ndimage.maximum_filter(a, size=3, mode="nearest")`` treats them (the same test as
     ``a == maximum_filter(a)`` there, read at a few voxels instead of filtering all)."""
     n = len(z)
-    idx = np.arange(n)  # the voxels still possibly a maximum (most fail early)
-    v = a[z, y, x]
+    out = np.zeros(n, bool)
+    if not n:
+        return out
     hi = np.array(a.shape) - 1
+    edge = (z == 0) | (z == hi[0]) | (y == 0) | (y == hi[1]) | (x == 0) | (x == hi[2])
+    # inside: the neighbours by flat offsets
+    idx = np.nonzero(~edge)[0]  # the voxels still possibly a maximum (most fail early)
+    flat_a = np.ascontiguousarray(a).reshape(-1)
+    sz, sy = a.shape[1] * a.shape[2], a.shape[2]
+    f = (z[idx] * a.shape[1] + y[idx]) * a.shape[2] + x[idx]
+    v = flat_a[f]
+    for dz, dy, dx in _NEIGHBOURS:
+        ok = v >= flat_a[f + (dz * sz + dy * sy + dx)]
+        if not ok.all():
+            idx, f, v = idx[ok], f[ok], v[ok]
+    out[idx] = True
+    # on the border: clamped neighbours, as mode="nearest"
+    idx = np.nonzero(edge)[0]
+    z, y, x = z[idx], y[idx], x[idx]
+    v = a[z, y, x]
     for dz, dy, dx in _NEIGHBOURS:
         ok = v >= a[np.clip(z + dz, 0, hi[0]), np.clip(y + dy, 0, hi[1]),
                     np.clip(x + dx, 0, hi[2])]
         if not ok.all():
             idx, z, y, x, v = idx[ok], z[ok], y[ok], x[ok], v[ok]
-    out = np.zeros(n, bool)
     out[idx] = True
     return out
 
