@@ -6,7 +6,9 @@ copy) go through :func:`atomic_dir`.
 
 **Permissions.** ``tempfile.mkstemp``/``mkdtemp`` create 0600/0700; the result is set to
 what ``open()``/``mkdir`` would give (0666/0777 less the process umask), so a PACS sender
-or a shared folder can read an export.
+or a shared folder can read an export. A file that must stay private (the PACS secrets)
+passes an explicit ``mode`` (e.g. 0o600), which is set instead and never widened by the
+umask; the temporary file is 0600 until then, so the content is never readable by others.
 
 **Errors.** Every ``OSError`` while writing becomes a :class:`WriteError`: one line saying
 what could not be written, where, and why (:func:`os_error_line`; no traceback text, even
@@ -115,11 +117,13 @@ def write_error(exc: BaseException, target: str | Path) -> WriteError:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(target: str | Path, suffix: str | None = None,
+                mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``target`` to write to (by any library); on success it
-    replaces ``target`` (with the umask's permissions), on an exception it is removed. An
-    OSError on the way comes out as a one-line :class:`WriteError`. ``suffix`` defaults to
-    the target's own (libraries that pick a format by extension see the right one)."""
+    replaces ``target`` (with the umask's permissions, or exactly ``mode`` when given), on
+    an exception it is removed. An OSError on the way comes out as a one-line
+    :class:`WriteError`. ``suffix`` defaults to the target's own (libraries that pick a
+    format by extension see the right one)."""
     target = Path(target)
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
@@ -137,7 +141,10 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
         yield tmp_path
         with open(tmp_path, "rb+") as fh:  # the data is on disk before the rename
             os.fsync(fh.fileno())
-        _default_mode(tmp_path)
+        if mode is None:
+            _default_mode(tmp_path)
+        else:
+            os.chmod(tmp_path, mode)
         os.replace(tmp_path, target)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -190,20 +197,24 @@ def atomic_dir(target: str | Path, force: bool = False) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_open(target: str | Path, mode: str = "w", encoding: str | None = "utf-8"
-                ) -> Iterator[IO]:
-    """``open()`` for writing that replaces ``target`` only once everything is written."""
+def atomic_open(target: str | Path, mode: str = "w", encoding: str | None = "utf-8",
+                perms: int | None = None) -> Iterator[IO]:
+    """``open()`` for writing that replaces ``target`` only once everything is written;
+    ``perms``: the file's permission bits (default: the umask's, see the module)."""
     if "b" in mode:
         encoding = None
-    with atomic_path(target) as tmp, open(tmp, mode, encoding=encoding) as fh:
+    with atomic_path(target, mode=perms) as tmp, open(tmp, mode, encoding=encoding) as fh:
         yield fh
 
 
-def atomic_write_bytes(target: str | Path, data: bytes) -> None:
-    with atomic_open(target, "wb") as fh:
+def atomic_write_bytes(target: str | Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` atomically; ``mode``: permission bits (default: the umask's)."""
+    with atomic_open(target, "wb", perms=mode) as fh:
         fh.write(data)
 
 
-def atomic_write_text(target: str | Path, text: str) -> None:
-    with atomic_open(target, "w") as fh:
+def atomic_write_text(target: str | Path, text: str, mode: int | None = None) -> None:
+    """Write ``text`` (UTF-8) atomically; ``mode``: permission bits (default: the
+    umask's), e.g. 0o600 for a file that holds secrets."""
+    with atomic_open(target, "w", perms=mode) as fh:
         fh.write(text)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QTimer
 
-from conftest import shown_window
+from conftest import GuiTicks, shown_window
 
 pytestmark = pytest.mark.gui
 
@@ -43,18 +41,22 @@ def test_box_gives_five_malignancy_bars_summing_to_100(qtbot, ready_window):
 
 
 def test_gui_keeps_ticking_during_inference_and_scan(qtbot, ready_window):
+    """The GUI thread never blocks for 100 ms while the study is prepared (mask, findings,
+    slice scan) and a box is scored. What counts is the GUI thread's own time between two
+    ticks of a 10 ms timer: working, or waiting on a lock or the GIL that the workers hold.
+    The time it waited for a CPU in the kernel's run queue is left out: that is the shared
+    machine's load (measured on the 2-core development machine at load 5-16: up to ~110 ms
+    of a 115 ms gap, while the GUI thread's own work stayed under 25 ms)."""
     win = ready_window
-    ticks = []
-    timer = QTimer()
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    timer.start(10)
+    ticks = GuiTicks()
+    ticks.start()
     qtbot.waitUntil(lambda: not win.busy, timeout=120000)  # mask, annotations, slice scan
     with qtbot.waitSignal(win.cad.scoresShown, timeout=30000):
         win.request_box(*NODULE_BOX)
-    timer.stop()
-    gaps = np.diff(ticks)
+    ticks.stop()
     assert win.cad.scan is not None and len(win.cad.scan.ranking()) > 0
-    assert gaps.max() < 0.1, f"GUI thread blocked for {gaps.max() * 1000:.0f} ms"
+    assert len(ticks.ticks) > 20
+    assert ticks.blocked().max() < 100, ticks.report()
 
 
 def test_newer_box_supersedes_older(qtbot, ready_window):

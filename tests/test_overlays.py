@@ -107,6 +107,8 @@ def test_each_readers_outline_is_drawn_on_its_slice_at_its_pixels(twin_window):
 
 @pytest.mark.gui
 def test_outline_toggles_by_key_reader_and_layer(twin_window):
+    from lungviewer.ui.annotations_panel import reader_label
+
     win, sv = twin_window, twin_window.slice_view
     sv.set_slice(NODULE_SLICE)
     n_all = len(_curves(sv))
@@ -119,9 +121,12 @@ def test_outline_toggles_by_key_reader_and_layer(twin_window):
     reader = win.annotations.readers[0]
     boxes = {cb.text(): cb for cb in panel.legend_box.findChildren(QCheckBox)}
     n_reader = sum(1 for m, _ in _reader_rois(win, NODULE_SLICE) if m.reader == reader)
-    boxes[reader].setChecked(False)
+    assert n_reader > 0
+    box = boxes["Reader 1"]  # issue 24: readers are named "Reader 1..n" in the study's order
+    assert reader_label(win.annotations.readers, reader) == "Reader 1"
+    box.setChecked(False)
     assert len(_curves(sv)) == n_all - n_reader
-    boxes[reader].setChecked(True)
+    box.setChecked(True)
     boxes["Nodule outlines (≥ 3 mm)"].setChecked(False)
     assert _curves(sv) == []
     boxes["Nodule outlines (≥ 3 mm)"].setChecked(True)
@@ -129,24 +134,51 @@ def test_outline_toggles_by_key_reader_and_layer(twin_window):
 
 
 @pytest.mark.gui
-def test_selecting_a_nodule_jumps_to_it_and_centres_it(twin_window):
+def test_selecting_a_nodule_jumps_to_it_and_brings_it_into_view(twin_window):
+    """Issue 24: going to a nodule keeps the zoom and pans only as far as brings it (and its
+    extent) on screen, instead of centring it; a nodule already on screen moves nothing."""
     win, sv = twin_window, twin_window.slice_view
     sv.set_slice(0)
     sv.view.scaleBy((0.25, 0.25))  # zoomed in on the middle of the image
+    (bx0, bx1), (by0, by1) = sv.view.viewRange()
     tree = win.annotations_panel.tree
     item = tree.topLevelItem(0)
     nod = item.data(0, Qt.ItemDataRole.UserRole)
+    cx, cy = nod.centre[2] + 0.5, nod.centre[1] + 0.5
+    rx = nod.diameter_mm / 2 / sv.pixel_mm[1]
+    ry = nod.diameter_mm / 2 / sv.pixel_mm[0]
+    # not all of it on screen before
+    assert not (bx0 <= cx - rx and cx + rx <= bx1 and by0 <= cy - ry and cy + ry <= by1)
     tree.itemClicked.emit(item, 0)
     assert sv.index == int(round(nod.centre[0])) and 86 <= sv.index <= 94
     assert win.slider.value() == sv.index
     (x0, x1), (y0, y1) = sv.view.viewRange()
-    assert (x0 + x1) / 2 == pytest.approx(nod.centre[2] + 0.5, abs=1.0)
-    assert (y0 + y1) / 2 == pytest.approx(nod.centre[1] + 0.5, abs=1.0)
-    assert x1 - x0 < 200  # the zoom was kept
+    assert x1 - x0 == pytest.approx(bx1 - bx0, rel=1e-6)  # the zoom was kept
+    assert y1 - y0 == pytest.approx(by1 - by0, rel=1e-6) and x1 - x0 < 200
+    assert x0 <= cx - rx and cx + rx <= x1 and y0 <= cy - ry and cy + ry <= y1  # all of it
+    # only as far as needed: along each axis the view either stayed or moved until the
+    # nodule's extent (plus a margin of a few screen pixels) lies at the edge it moved
+    # towards, so the nodule is not centred
+    moved = False
+    for (b0, b1), (v0, v1), c, r in (((bx0, bx1), (x0, x1), cx, rx),
+                                     ((by0, by1), (y0, y1), cy, ry)):
+        if (v0, v1) == pytest.approx((b0, b1)):
+            continue
+        moved = True
+        gap = (v1 - c - r) if v0 > b0 else (c - r - v0)
+        assert 0 <= gap < 0.1 * (v1 - v0)
+    assert moved
+    assert abs((x0 + x1) / 2 - cx) + abs((y0 + y1) / 2 - cy) > 10
+    # selecting it again, already on screen: the view stays where it is
+    tree.itemClicked.emit(item, 0)
+    assert sv.view.viewRange()[0] == pytest.approx([x0, x1])
+    assert sv.view.viewRange()[1] == pytest.approx([y0, y1])
 
 
 @pytest.mark.gui
 def test_hovering_an_outline_shows_that_readers_ratings_in_words(twin_window):
+    from lungviewer.ui.annotations_panel import reader_label
+
     win, sv = twin_window, twin_window.slice_view
     sv.set_slice(NODULE_SLICE)
     marks = _reader_rois(win, NODULE_SLICE)
@@ -154,8 +186,10 @@ def test_hovering_an_outline_shows_that_readers_ratings_in_words(twin_window):
     x, y = np.asarray(roi.points[0], float)  # a vertex of one reader's outline
     hit = sv.polygon_at(y + 0.5, x + 0.5)  # that reader's, or a reader's passing nearer
     assert hit is not None
-    reader = hit.info.splitlines()[0]
-    c = next(m for m, _ in marks if m.reader == reader).characteristics
+    reader = hit.info.splitlines()[0]  # issue 24: "Reader 1..n" in the study's order
+    readers = win.annotations.readers
+    c = next(m for m, _ in marks
+             if reader_label(readers, m.reader) == reader).characteristics
     assert hit.info.splitlines()[1] == (
         f"malignancy {c.malignancy} – {RATING_WORDS['malignancy'][c.malignancy]}")
     for name in ("subtlety", "spiculation", "texture", "calcification", "margin"):
@@ -178,15 +212,27 @@ def test_parenchyma_overlay_fill_outline_toggle_opacity_and_volume(twin_window):
     expected = segment_lungs(win.volume.hu).mask
     np.testing.assert_array_equal(win.mask, expected)
     m = expected[NODULE_SLICE]
+    edge = mask_outline(m)
+    # issue 24: by default the lung is outlined only (the attenuation stays readable)
     rgba = sv.mask_item.image
     assert rgba.shape == m.shape + (4,)
+    assert edge.any() and (m & ~edge).any()
+    np.testing.assert_array_equal(rgba[..., 3] > 0, edge)
+    assert set(np.unique(rgba[..., 3][edge])) == {round(0.80 * 255)}
+    assert not win.mask_opacity.isEnabled()  # nothing to make opaque without the fill
+    # Shift+M fills it: fill at the opacity, outline opaque, the choice remembered
+    assert win.act_mask_fill.shortcut().toString() == "Shift+M"
+    win.act_mask_fill.trigger()
+    assert settings.get("overlay/mask_fill", None, bool) is True
+    assert win.mask_opacity.isEnabled()
+    rgba = sv.mask_item.image
     np.testing.assert_array_equal(rgba[..., 3] > 0, m)
-    edge = mask_outline(m)
     assert set(np.unique(rgba[..., 3][m & ~edge])) == {round(0.30 * 255)}
     assert set(np.unique(rgba[..., 3][edge])) == {round(0.80 * 255)}
     # opacity slider: fill follows, outline stays opaque, the choice is remembered
     win.mask_opacity.setValue(60)
     assert set(np.unique(sv.mask_item.image[..., 3][m & ~edge])) == {round(0.60 * 255)}
+    assert set(np.unique(sv.mask_item.image[..., 3][edge])) == {round(0.80 * 255)}
     assert settings.get("overlay/mask_opacity", None, int) == 60
     # key M and the toolbar/menu check box
     assert win.act_mask.shortcut().toString() == "M" and win.act_mask.isCheckable()

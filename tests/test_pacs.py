@@ -396,6 +396,13 @@ def test_nodes_config_keeps_secrets_in_a_0600_file():
     assert "s3cr3t" not in path.read_text() and "s3cr3t" not in repr(web)
     secrets = path.with_name("pacs_secrets.json")
     assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
+    old = os.umask(0)  # exports follow the umask (fileio); the secrets never do
+    try:
+        pacs.save_nodes([web, dimse])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
     back = {n.name: n for n in pacs.load_nodes()}
     assert back["hospital"].secret == "s3cr3t-token" and back["ris"].port == 11112
     assert pacs.get_node("ris").aet == "RIS"

@@ -100,6 +100,35 @@ def test_gui_keeps_running_while_the_pacs_is_silent_and_cancel_ends_it(qtbot):
         dlg.close()
 
 
+def test_opening_a_study_does_not_stop_the_dialogs_query(qtbot, tmp_path):
+    """The dialog's tasks are also the window's (closing it stops them), but they are not
+    the open study's work: opening a study (e.g. the retrieved one, or another local one)
+    while a query waits must not cancel it."""
+    from dicomgen import write_ct_series
+
+    with socket.socket() as silent:  # accepts TCP, never answers DICOM
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        pacs.save_nodes([pacs.Node("silent", host="127.0.0.1", port=silent.getsockname()[1],
+                                   aet="X", timeout=3)])
+        write_ct_series(tmp_path / "ct", n_slices=4, rows=32, cols=32)
+        win = shown_window(qtbot)
+        win.act_pacs.trigger()
+        dlg = win._pacs_dialog
+        task = dlg.search()
+        assert task in win.tasks and task.running
+        with qtbot.waitSignal(win.studyLoaded, timeout=20000):
+            win.open_study(tmp_path / "ct")
+        assert not task.is_cancelled and task.running
+        dlg.cancel()  # the dialog's own Cancel still ends it
+        qtbot.waitUntil(lambda: dlg.b_search.isEnabled(), timeout=10000)
+        assert "cancelled" in dlg.message.text().lower()
+        task = dlg.search()
+        win.close()  # and closing the window still stops it
+        assert task.is_cancelled and task.wait(10000)
+        dlg.close()
+
+
 def test_send_dialog_reports_per_object_and_retries(server, qtbot, tmp_path):  # noqa: F811
     from lungviewer.ui.pacs_dialog import SendDialog
 

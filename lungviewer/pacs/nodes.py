@@ -11,12 +11,11 @@ leave the secret out, and nothing here logs it.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from lungviewer.fileio import atomic_path
+from lungviewer.fileio import atomic_write_text
 from lungviewer.paths import config_dir
 
 NODES_FILE = "pacs_nodes.json"
@@ -100,14 +99,6 @@ def _secrets_path() -> Path:
     return config_dir() / SECRETS_FILE
 
 
-def _write_private(path: Path, text: str, mode: int) -> None:
-    """Write ``text`` to ``path`` atomically (:mod:`lungviewer.fileio`); the temporary file
-    is created 0600 and given ``mode`` before it replaces ``path``."""
-    with atomic_path(path) as tmp:
-        os.chmod(tmp, mode)
-        tmp.write_text(text, encoding="utf-8")
-
-
 def _read_json(path: Path) -> dict:
     if not path.exists():
         return {}
@@ -142,10 +133,11 @@ def save_nodes(nodes: list[Node]) -> Path:
         raise PacsError("two PACS nodes have the same name")
     for n in nodes:
         n.validate()
-    _write_private(_nodes_path(), json.dumps({"nodes": [n.public() for n in nodes]},
-                                             indent=2), 0o644)
+    atomic_write_text(_nodes_path(), json.dumps({"nodes": [n.public() for n in nodes]},
+                                                indent=2), mode=0o644)
     secrets = {n.name: n.secret for n in nodes if n.secret}
-    _write_private(_secrets_path(), json.dumps(secrets, indent=2), 0o600)
+    # exactly 0600 whatever the umask (fileio's default follows the umask, for exports)
+    atomic_write_text(_secrets_path(), json.dumps(secrets, indent=2), mode=0o600)
     return _nodes_path()
 
 

@@ -232,9 +232,11 @@ class MainWindow(QMainWindow):
     # -- loading -----------------------------------------------------------------------------
     def _start_load(self, opening, text: str, stored=None) -> None:
         # a new study: the previous one's load, annotations, segmentation and CAD scan stop
-        # now instead of running to the end for nothing
+        # now instead of running to the end for nothing (a PACS dialog's query or retrieve,
+        # also in self.tasks so that closing the window stops it, is not the study's work)
         for old in self.tasks:
-            old.cancel()
+            if not getattr(old, "outlives_study", False):
+                old.cancel()
         self.cad.study_changing()
         state = {"opened": False}
         self._opening_state = state

@@ -48,6 +48,7 @@ class _Tasks:
 
     def start(self, task: Task) -> Task:
         lists = [self.tasks] + ([self.host.tasks] if self.host is not None else [])
+        task.outlives_study = True  # opening a study (the retrieved one) must not stop it
         for lst in lists:
             lst.append(task)
 

@@ -90,6 +90,9 @@ class Task(QObject):
         self._runner.stopped.connect(self._on_stopped)
         self._thread.finished.connect(lambda: _LIVE.discard(self))
         self._running = False
+        #: not the open study's work (a PACS query or retrieve in a dialog): opening another
+        #: study does not cancel it (closing the window still does)
+        self.outlives_study = False
 
     def start(self) -> "Task":
         self._running = True
