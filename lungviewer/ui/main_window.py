@@ -37,7 +37,9 @@ ABOUT = (
     "<p>Chest-CT viewer with a computer-aided diagnosis (CAD) assistant.</p>"
     "<p><b>Research software — not for clinical use.</b> The CAD models are trained on "
     "synthetic images (the LIDC twin: synthetic CT rendered around the real LIDC-IDRI "
-    "radiologists' annotations) and have not been validated on real patient images.</p>"
+    "radiologists' annotations), on hybrid images (real CT hosting nodules drawn from other "
+    "patients' contours) and, for the box's networks, on real LIDC nodule patches; they "
+    "have not been validated on real patient images.</p>"
     "<p>LIDC-IDRI annotations: Armato SG III et al., Medical Physics 38(2), 2011; "
     "The Cancer Imaging Archive (CC BY 3.0).</p>"
 )
