@@ -371,12 +371,14 @@ def evaluate(weights_dir: str | Path | None = None, device: str = "cpu", nod=Non
 
 
 # -- output ------------------------------------------------------------------------------------
-def _fmt(v) -> str:
+def format_metric(v) -> str:
+    """A metric for the text report: a value with its 95 % interval, a dict of them (or of
+    numbers) by key, a number."""
     if isinstance(v, dict) and "value" in v:
         lo, hi = v["ci95"]
         return f"{v['value']:.3f}  (95% CI {lo:.3f}–{hi:.3f}, n={v['n']})"
     if isinstance(v, dict):
-        return "  ".join(f"@{k} {x:.3f}" for k, x in v.items())
+        return "  ".join(f"@{k} {format_metric(x)}" for k, x in v.items())
     if isinstance(v, float):
         return f"{v:.3f}"
     return str(v)
@@ -386,7 +388,7 @@ def format_text(m: dict) -> str:
     lines = [m["data"], f"test patients: {m['test_patients']}   weights: {m['weights']}", ""]
     for key, v in m.items():
         if "." in key:
-            lines.append(f"{key:45s} {_fmt(v)}")
+            lines.append(f"{key:45s} {format_metric(v)}")
     for second, rows in m.get("sharing", {}).items():
         lines += ["", f"sharing comparison (test accuracy), second task = {second}",
                   f"  {'scheme':8s} {'malignancy':>11s} {second:>14s}"]

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import auc, rounded_median
+from .evaluate import auc, format_metric, rounded_median
 
 BOOTSTRAP = 1000
 KS = (1, 2, 3, 4)
@@ -203,17 +203,6 @@ def evaluate_patches(folder: str | Path, weights_dir: str | Path | None = None,
     return out
 
 
-def _fmt(v) -> str:
-    if isinstance(v, dict) and "value" in v:
-        lo, hi = v["ci95"]
-        return f"{v['value']:.3f}  (95% CI {lo:.3f}-{hi:.3f}, n={v['n']})"
-    if isinstance(v, dict):
-        return "  ".join(f"@{k} {_fmt(x)}" for k, x in v.items())
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return str(v)
-
-
 def format_patches(m: dict) -> str:
     lines = [m.get("data", ""), f"patients {m.get('patients')}  nodules {m.get('nodules')}"
              f"  weights {m.get('weights', '')}", ""]
@@ -221,9 +210,9 @@ def format_patches(m: dict) -> str:
         if "." in key and key != "patches.match":
             if isinstance(v, dict) and "value" not in v:
                 lines.append(key)
-                lines += [f"    @{k} {_fmt(x)}" for k, x in v.items()]
+                lines += [f"    @{k} {format_metric(x)}" for k, x in v.items()]
             else:
-                lines.append(f"{key:42s} {_fmt(v)}")
+                lines.append(f"{key:42s} {format_metric(v)}")
     if "patches.match" in m:
         lines.append(f"matched to pylidc: {m['patches.match']}")
     return "\n".join(lines)
