@@ -4,29 +4,14 @@ marks are drawn only on slices this volume has, moved there by SOPInstanceUID.""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from conftest import shown_window
-from test_export import make_reading, write_phantom
+from test_export import make_reading
+from test_reading_content import _part, full  # noqa: F401 - the phantom series fixture
 
 from lungviewer.reading import store
-from lungviewer.study.dicom_series import load_series
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture(scope="module")
-def full(tmp_path_factory):
-    folder = write_phantom(tmp_path_factory.mktemp("offer") / "ct")
-    return folder, load_series(folder)
-
-
-def _part(full_dir: Path, dest: Path, ks) -> Path:
-    dest.mkdir()
-    for k in ks:
-        (dest / f"CT{k:03d}.dcm").symlink_to(full_dir / f"CT{k:03d}.dcm")
-    return dest
 
 
 def _open(qtbot, win, folder):
@@ -34,7 +19,7 @@ def _open(qtbot, win, folder):
         win.session.open(folder)  # small: opened here, the events come queued
 
 
-def test_offered_reading_bar_apply_draws_only_slices_the_volume_has(full, tmp_path, qtbot):
+def test_offered_reading_bar_apply_draws_only_slices_the_volume_has(full, tmp_path, qtbot):  # noqa: F811
     folder, volume = full
     store.save_reading(make_reading(volume))  # marks on slices 5 and 18, nodule near 12
     part = _part(folder, tmp_path / "mid", range(8, 20))  # the same series, slices 8..19
