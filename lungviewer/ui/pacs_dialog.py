@@ -323,6 +323,34 @@ def retrieve_task(node: pacs.Node, study: pacs.StudyInfo, series: pacs.SeriesInf
                      study=study, text="retrieve"), name="pacs-retrieve")
 
 
+def start_retrieve(dlg, node: pacs.Node, study: pacs.StudyInfo,
+                   series: pacs.SeriesInfo | None, method: str, done) -> Task:
+    """Start :func:`retrieve_task` on a dialog's task list (``dlg``: the Query PACS or the
+    Find prior dialog, with ``bar``, ``cache``, ``_tasks``, ``_say`` and ``_busy``): its
+    progress in ``dlg.bar``, a failure or a cancel said in the dialog, ``done(entry)`` on
+    success; kept as ``dlg.retrieve_task``."""
+    bar = dlg.bar
+    bar.setRange(0, max(series.n_instances if series else study.n_instances, 1))
+    bar.setValue(0)
+
+    def progress(n: int, total: int, _text: str) -> None:
+        if total > 0:
+            bar.setRange(0, total)
+        bar.setValue(max(n, 0))
+
+    task = retrieve_task(node, study, series, method, dlg.cache)
+    task.progress.connect(progress)
+    task.finished.connect(done)
+    task.failed.connect(lambda msg: dlg._say(msg, error=True))
+    task.cancelled.connect(lambda: dlg._say(
+        "Retrieve cancelled: what arrived is kept in the cache as incomplete."))
+    task.ended.connect(dlg._busy)
+    dlg.retrieve_task = task
+    dlg._tasks.start(task)
+    dlg._busy()
+    return task
+
+
 def retrieved_series(cache: pacs.StudyCache, entry: pacs.CachedStudy,
                      wanted: pacs.SeriesInfo | None = None):
     """``(folder, series, images retrieved)`` of the series to open from a finished
@@ -547,24 +575,8 @@ class PacsDialog(QDialog):
             return None
         what = "the series" if se else "the study"
         self._say(f"Retrieving {what} by {METHODS[method]}…")
-        self.bar.setRange(0, max(se.n_instances if se else st.n_instances, 1))
-        self.bar.setValue(0)
-        task = retrieve_task(node, st, se, method, self.cache)
-        task.progress.connect(self._retrieve_progress)
-        task.finished.connect(lambda entry, se=se: self._retrieved(entry, se))
-        task.failed.connect(lambda msg: self._say(msg, error=True))
-        task.cancelled.connect(lambda: self._say(
-            "Retrieve cancelled: what arrived is kept in the cache as incomplete."))
-        task.ended.connect(self._busy)
-        self.retrieve_task = task
-        self._tasks.start(task)
-        self._busy()
-        return task
-
-    def _retrieve_progress(self, done: int, total: int, text: str) -> None:
-        if total > 0:
-            self.bar.setRange(0, total)
-        self.bar.setValue(done)
+        return start_retrieve(self, node, st, se, method,
+                              lambda entry, se=se: self._retrieved(entry, se))
 
     def _retrieved(self, entry: pacs.CachedStudy, wanted: pacs.SeriesInfo | None) -> None:
         try:

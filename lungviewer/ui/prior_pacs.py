@@ -18,7 +18,7 @@ from lungviewer import pacs
 from lungviewer.session import call_job
 
 from .pacs_dialog import (_date, _fill, _NodePicker, _table, _Tasks, retrieve_method,
-                          retrieve_task, retrieved_series)
+                          retrieved_series, start_retrieve)
 from .workers import Task
 
 
@@ -139,24 +139,7 @@ class PriorPacsDialog(QDialog):
             self._say(str(exc), error=True)
             return None
         self._say(f"Retrieving the prior of {_date(st.date)}…")
-        self.bar.setRange(0, max(st.n_instances, 1))
-        self.bar.setValue(0)
-        task = retrieve_task(node, st, None, method, self.cache)
-        task.progress.connect(self._progress)
-        task.finished.connect(self._retrieved)
-        task.failed.connect(lambda msg: self._say(msg, error=True))
-        task.cancelled.connect(lambda: self._say(
-            "Retrieve cancelled: what arrived is kept in the cache as incomplete."))
-        task.ended.connect(self._busy)
-        self.retrieve_task = task
-        self._tasks.start(task)
-        self._busy()
-        return task
-
-    def _progress(self, done: int, total: int, _text: str) -> None:
-        if total > 0:
-            self.bar.setRange(0, total)
-        self.bar.setValue(max(done, 0))
+        return start_retrieve(self, node, st, None, method, self._retrieved)
 
     def _retrieved(self, entry: pacs.CachedStudy) -> None:
         try:
