@@ -105,15 +105,21 @@ def test_a_blob_touching_a_lesion_merges_into_it():
     assert rim not in out and apart in out  # 9 mm out: more than its 4.65 mm radius
 
 
-def test_sized_findings_are_limited_by_score():
-    """Only findings at or above ``min_score`` are segmented (the rest keep the filter's
-    scale); nothing there: the finding stays unsized instead of failing."""
-    hu = np.full((12, 40, 40), -850, np.int16)
+def test_sized_findings_are_limited_in_number():
+    """Only the first ``sized`` findings are segmented (the rest keep the filter's scale);
+    nothing there: the finding stays unsized instead of failing."""
+    sp = (2.5, 0.7, 0.7)
+    z, y, x = np.indices((12, 40, 40), dtype=np.float32)
+    ball = ((z - 5) * sp[0]) ** 2 + ((y - 20) * sp[1]) ** 2 + ((x - 20) * sp[2]) ** 2 <= 16.0
+    hu = np.where(ball, 30, -850).astype(np.int16)
+    lung = np.ones(hu.shape, bool)
     f = Finding(5, 20, 20, 6.0, 0.1)
-    out = size_findings(hu, (2.5, 0.7, 0.7), np.ones(hu.shape, bool), [f], min_score=0.5)
-    assert out == [f] and not f.sized
-    out = size_findings(hu, (2.5, 0.7, 0.7), np.ones(hu.shape, bool), [f])
-    assert out == [f] and not f.sized and f.diameter_mm == 6.0
+    assert size_findings(hu, sp, lung, [f], sized=0) == [f] and not f.sized
+    assert f.diameter_mm == 6.0
+    assert size_findings(hu, sp, lung, [f]) == [f] and f.sized  # the same ball, measured
+    g = Finding(5, 20, 20, 6.0, 0.1)
+    empty = np.full_like(hu, -850)
+    assert size_findings(empty, sp, lung, [g]) == [g] and not g.sized and g.diameter_mm == 6.0
 
 
 def test_too_few_slices_or_gaps_get_no_findings(engine):

@@ -155,11 +155,9 @@ def _segment(hu, spacing, lung_mask, f, region=None):
 
 
 def size_findings(hu: np.ndarray, spacing, lung_mask: np.ndarray | None, findings: list,
-                  sized: int = SIZED, min_score: float = 0.0,
-                  cancel: Callable[[], bool] | None = None) -> list:
+                  sized: int = SIZED, cancel: Callable[[], bool] | None = None) -> list:
     """The findings (most likely first) with one finding per lesion: the first ``sized``
-    with a score of at least ``min_score`` segmented and measured, later ones on an earlier
-    lesion merged into it (see the module docstring). Returns a new list in the same order;
+    segmented and measured, later ones on an earlier lesion merged into it (see the module docstring). Returns a new list in the same order;
     the objects are updated in place."""
     lesions: list[_Lesion] = []
     out = []
@@ -173,7 +171,7 @@ def size_findings(hu: np.ndarray, spacing, lung_mask: np.ndarray | None, finding
         if host is not None:
             out[host].merged += 1
             continue
-        if i >= sized or f.score < min_score:
+        if i >= sized:
             out.append(f)
             lesions.append(_Null())
             continue
